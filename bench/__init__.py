@@ -1,0 +1,1 @@
+"""Benchmarks against named peers; `make bench` (python -m bench) runs them all."""
