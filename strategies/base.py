@@ -1,0 +1,83 @@
+"""The strategy interface: a target position decided at each bar's close.
+
+A strategy is pure (no Ray, no I/O). Its whole state is one small float64 array, and one numba
+step kernel moves it forward by a bar; ``step`` (live, one bar) and ``run`` (batch, many bars)
+both call that kernel, so stepping bar by bar gives exactly the batch positions, and running
+chunks one after the other gives exactly one run over the whole series.
+
+Positions: +1 long spread (buy y, sell beta x), -1 short spread, 0 flat.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from engine.errors import DataError
+
+
+def _as_series(name: str, values: Any, n: int | None = None) -> np.ndarray:
+    arr = np.ascontiguousarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise DataError(f"{name} must be a 1-D array, got shape {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise DataError(f"{name} has {arr.shape[0]} values but z has {n}: lengths must match")
+    return arr
+
+
+class Strategy(abc.ABC):
+    """Target position (-1/0/+1) from the z-score (and, for some strategies, the spread).
+
+    Subclasses set ``name`` and ``_initial_state`` (the kernel state of a fresh strategy, first
+    entry the position) and implement ``_step`` and ``_run`` by calling their numba kernels;
+    they get ``step``/``run``/``reset``/``position`` from here.
+    """
+
+    name: ClassVar[str]
+    _initial_state: ClassVar[tuple[float, ...]]
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self._state = np.array(self._initial_state, dtype=np.float64)
+
+    def reset(self) -> None:
+        """Forget everything: flat, nothing blocked, no history."""
+        self._state[:] = self._initial_state
+
+    @property
+    def position(self) -> int:
+        """The current target position (-1, 0 or +1)."""
+        return int(self._state[0])
+
+    def step(self, z: float, spread: float = math.nan) -> int:
+        """Advance one bar with its z-score (and spread); returns the target position."""
+        return int(self._step(self._state, float(z), float(spread)))
+
+    def run(self, z: np.ndarray, spread: np.ndarray | None = None) -> np.ndarray:
+        """Advance over many bars; returns the int8 target position after each bar.
+
+        Continues from the current state and leaves the state after the last bar, exactly as
+        calling ``step`` on each bar would.
+        """
+        z_arr = _as_series("z", z)
+        if spread is None:
+            spread_arr = np.full(z_arr.shape[0], np.nan)
+        else:
+            spread_arr = _as_series("spread", spread, z_arr.shape[0])
+        out = np.empty(z_arr.shape[0], dtype=np.int8)
+        self._run(self._state, z_arr, spread_arr, out)
+        return out
+
+    @abc.abstractmethod
+    def _step(self, state: np.ndarray, z: float, spread: float) -> int: ...
+
+    @abc.abstractmethod
+    def _run(
+        self, state: np.ndarray, z: np.ndarray, spread: np.ndarray, out: np.ndarray
+    ) -> None: ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"

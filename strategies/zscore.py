@@ -1,0 +1,128 @@
+"""The ``zscore`` strategy (DESIGN.md "Pair and backtest semantics").
+
+No signal while z is NaN. Flat: short spread when entry < z (<= stop), long spread when
+z < -entry (>= -stop). A long exits when z >= -exit, a short when z <= exit. In a position,
+|z| > stop closes it and blocks re-entry until |z| < entry; a bar where both the exit rule and
+the stop hold is an exit and blocks nothing. One action per bar: a bar that exits does not enter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from engine.errors import ConfigError
+from strategies.base import Strategy
+
+# state layout shared by the z-score strategies
+POS = 0  # current target position
+BLOCKED = 1  # 1.0 while re-entry is blocked after a stop
+
+
+@njit(cache=True)
+def zscore_decide(pos: int, blocked: bool, z: float, entry: float, exit_: float, stop: float):
+    """One bar of the zscore rules -> (new position, new blocked flag).
+
+    ``stop`` is +inf when there is none. Oracle: the plain-Python rule loop written from
+    DESIGN.md in tests/strategies/test_zscore.py.
+    """
+    if math.isnan(z):
+        return pos, blocked
+    if pos == 0:
+        if blocked:
+            # |z| < entry lifts the block; no entry is possible on such a bar anyway
+            return 0, not (abs(z) < entry)
+        if entry < z <= stop:
+            return -1, False
+        if -stop <= z < -entry:
+            return 1, False
+        return 0, False
+    exits = z >= -exit_ if pos > 0 else z <= exit_
+    if exits:
+        return 0, False
+    if abs(z) > stop:
+        return 0, True
+    return pos, False
+
+
+@njit(cache=True)
+def zscore_step(state: np.ndarray, z: float, entry: float, exit_: float, stop: float) -> int:
+    """Advance ``state`` [position, blocked] by one bar; returns the target position."""
+    pos, blocked = zscore_decide(int(state[POS]), state[BLOCKED] != 0.0, z, entry, exit_, stop)
+    state[POS] = pos
+    state[BLOCKED] = 1.0 if blocked else 0.0
+    return pos
+
+
+@njit(cache=True)
+def zscore_run(
+    state: np.ndarray, z: np.ndarray, entry: float, exit_: float, stop: float, out: np.ndarray
+) -> None:
+    """``zscore_step`` over every bar of ``z``, positions into ``out`` (int8)."""
+    for i in range(z.shape[0]):
+        out[i] = zscore_step(state, z[i], entry, exit_, stop)
+
+
+def _field(config: Any, name: str, default: Any = None) -> Any:
+    return getattr(config, name, default)
+
+
+@dataclass(frozen=True)
+class ZScoreConfig:
+    """Thresholds in z units; ``stop`` None means no stop."""
+
+    entry: float
+    exit: float
+    stop: float | None = None
+
+    def __post_init__(self) -> None:
+        where = "strategy"
+        if not (math.isfinite(self.entry) and self.entry > 0):
+            raise ConfigError(f"{where}.entry: expected a positive number, got {self.entry!r}")
+        if not (math.isfinite(self.exit) and self.exit < self.entry):
+            raise ConfigError(
+                f"{where}.exit: expected a number below entry ({self.entry}), got {self.exit!r}"
+            )
+        if self.stop is not None and not (self.stop > self.entry):
+            raise ConfigError(
+                f"{where}.stop: expected a number above entry ({self.entry}) or null, "
+                f"got {self.stop!r}"
+            )
+
+    @classmethod
+    def from_config(cls, config: Any) -> ZScoreConfig:
+        """From a StrategyConfig (or anything with entry/exit/stop attributes)."""
+        return cls(
+            entry=float(_field(config, "entry")),
+            exit=float(_field(config, "exit")),
+            stop=None if _field(config, "stop") is None else float(_field(config, "stop")),
+        )
+
+    @property
+    def stop_or_inf(self) -> float:
+        return math.inf if self.stop is None else self.stop
+
+
+class ZScoreStrategy(Strategy):
+    """Mean reversion on the z-score with entry/exit/stop bands (``name: zscore``)."""
+
+    name = "zscore"
+    _initial_state = (0.0, 0.0)
+
+    def __init__(self, config: ZScoreConfig) -> None:
+        super().__init__(config)
+        self._args = (config.entry, config.exit, config.stop_or_inf)
+
+    @classmethod
+    def from_config(cls, config: Any) -> ZScoreStrategy:
+        return cls(ZScoreConfig.from_config(config))
+
+    def _step(self, state: np.ndarray, z: float, spread: float) -> int:
+        return zscore_step(state, z, *self._args)
+
+    def _run(self, state: np.ndarray, z: np.ndarray, spread: np.ndarray, out: np.ndarray) -> None:
+        zscore_run(state, z, *self._args, out)
