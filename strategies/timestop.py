@@ -5,8 +5,9 @@ Entries, exits and the stop are exactly the ``zscore`` rules. In addition, a pos
 re-entry until |z| < entry (otherwise it would re-enter on the next bar). The half-life is
 estimated at the entry bar from past data only: an expanding-window OLS of
 ``spread_t - spread_{t-1}`` on ``spread_{t-1}`` (with intercept) over every bar so far with
-both spreads finite; half-life = -ln 2 / slope bars when the slope is negative, else infinite
-(no time stop for that trade). An exit and a stop take precedence over the time stop.
+both spreads finite; half-life = -ln 2 / ln(1 + slope) bars (as ``engine.stats.half_life``),
+infinite unless -1 < slope < 0 or with fewer than 2 pairs (no time stop for that trade). An exit
+and a stop take precedence over the time stop.
 """
 
 from __future__ import annotations
@@ -55,15 +56,17 @@ def half_life_update(state: np.ndarray, spread: float) -> None:
 
 @njit(cache=True)
 def half_life_bars(state: np.ndarray) -> float:
-    """Half-life (bars) from the fit in ``state``: -ln 2 / slope, inf if slope >= 0 or unknown.
+    """Half-life (bars) from the fit in ``state``: -ln 2 / ln(1 + slope); inf unless
+    -1 < slope < 0 and at least 2 pairs were seen.
 
-    Oracle: statsmodels OLS of diff on [1, lagged spread] in tests/strategies/test_timestop.py.
+    Oracle: statsmodels OLS of diff on [1, lagged spread] in
+    tests/strategies/test_timestop_strategy.py.
     """
-    if state[N] < 3.0 or not state[CXX] > 0.0:
+    if state[N] < 2.0 or not state[CXX] > 0.0:
         return math.inf
     slope = state[CXY] / state[CXX]
-    if slope < 0.0:
-        return -math.log(2.0) / slope
+    if -1.0 < slope < 0.0:
+        return -math.log(2.0) / math.log1p(slope)
     return math.inf
 
 

@@ -25,14 +25,14 @@ def spread_and_z(n, seed, half_life):
 
 
 def ols_half_life(spread):
-    """statsmodels OLS of diff on [1, lag] over the finite pairs: -ln 2 / slope, inf if >= 0."""
+    """statsmodels OLS of diff on [1, lag] over the finite pairs: -ln 2 / ln(1 + slope)."""
     lag, cur = spread[:-1], spread[1:]
     ok = np.isfinite(lag) & np.isfinite(cur)
-    if ok.sum() < 3:
+    if ok.sum() < 2:
         return math.inf
     fit = sm.OLS(cur[ok] - lag[ok], sm.add_constant(lag[ok])).fit()
     slope = fit.params[1]
-    return -math.log(2.0) / slope if slope < 0 else math.inf
+    return -math.log(2.0) / math.log(1.0 + slope) if -1 < slope < 0 else math.inf
 
 
 def reference_positions(z, spread, entry, exit_, stop, k):
@@ -109,12 +109,13 @@ def test_positions_match_reference_and_step(k, stop, half_life, seed):
 
 
 def test_time_stop_blocks_re_entry_until_inside_entry():
-    # spread halves every bar (-> half-life ln2/ln2... slope -0.5 -> 1.386 bars)
-    spread = np.array([8.0, 4.0, 2.0, 1.0, 0.5, 0.25, 0.125, 0.0625, 0.03])
-    z = np.array([np.nan, np.nan, np.nan, np.nan, 2.5, 2.5, 2.5, 1.0, 2.5])
-    got = make(2.0, 0.0, None, 1.0).run(z, spread)
-    np.testing.assert_array_equal(got, reference_positions(z, spread, 2.0, 0.0, None, 1.0))
-    np.testing.assert_array_equal(got, [0, 0, 0, 0, -1, -1, 0, 0, -1])
+    # the spread halves every bar: slope -0.5, half-life 1 bar, so 2.5 half-lives = 2.5 bars
+    spread = 8.0 * 0.5 ** np.arange(11)
+    z = np.array([np.nan] * 4 + [2.5, 2.5, 2.5, 1.0, 2.5, 1.0, 2.5])
+    got = make(2.0, 0.0, None, 2.5).run(z, spread)
+    np.testing.assert_array_equal(got, reference_positions(z, spread, 2.0, 0.0, None, 2.5))
+    # entry at bar 4, time stop at bar 7 (held 3 >= 2.5), still blocked at 8, free at 9
+    np.testing.assert_array_equal(got, [0, 0, 0, 0, -1, -1, -1, 0, 0, 0, -1])
 
 
 @pytest.mark.parametrize(
