@@ -1,0 +1,445 @@
+"""OHLCV bars from trades: the batch builder and the incremental, per-symbol ``BarBuilder``.
+
+A bar covers the interval ``[ts, ts + tf)`` (ms) and is labelled by its open time ``ts``; only
+intervals with at least one trade make a bar. ``volume`` is the sum of base quantities,
+``quote_volume`` the sum of ``price * qty`` (USDT), ``trades`` the number of aggregate trades.
+
+Both builders fold ticks with the same numba kernel, ``_fold``, so live bars equal bars rebuilt
+offline from the same trades. Inside a bar, trades are ordered by (trade time, key), where the
+key is the aggregate id live and the row position offline: for trades that arrive in aggregate-id
+order with non-decreasing times (what Binance sends) this is simply arrival order, and a late
+trade refilled from REST lands where it belongs instead of becoming the close.
+
+Bar state while folding is two rows: floats ``open, high, low, close, volume, quote_volume`` and
+ints ``ts, trades, open_ts, open_key, close_ts, close_key`` (the ``_F_*`` / ``_I_*`` columns).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from numba import njit
+
+from engine.errors import DataError
+from engine.schemas import BAR_DTYPE, TICK_DTYPE, bars_to_table, timeframe_ms
+
+__all__ = [
+    "NO_WATERMARK",
+    "BarBuilder",
+    "BarUpdate",
+    "build_bar_records",
+    "build_bars",
+]
+
+log = logging.getLogger(__name__)
+
+#: Watermark of a builder that has seen neither a trade nor a clock (ms): before every bar.
+NO_WATERMARK: int = int(np.iinfo(np.int64).min)
+
+_F_OPEN, _F_HIGH, _F_LOW, _F_CLOSE, _F_VOLUME, _F_QUOTE = range(6)
+_I_TS, _I_TRADES, _I_OPEN_TS, _I_OPEN_KEY, _I_CLOSE_TS, _I_CLOSE_KEY = range(6)
+_NF = _NI = 6
+
+
+@njit(cache=True)
+def _start(f, i, row, bar_ts, t, key, p, q):
+    """Make row ``row`` a new bar opened by one trade (time t ms, key, price p, qty q)."""
+    f[row, 0] = p
+    f[row, 1] = p
+    f[row, 2] = p
+    f[row, 3] = p
+    f[row, 4] = q
+    f[row, 5] = p * q
+    i[row, 0] = bar_ts
+    i[row, 1] = 1
+    i[row, 2] = t
+    i[row, 3] = key
+    i[row, 4] = t
+    i[row, 5] = key
+
+
+@njit(cache=True)
+def _merge(f, i, row, t, key, p, q):
+    """Add one trade to the bar in row ``row``; open/close follow (time, key) order.
+
+    Oracle: pandas ``first``/``max``/``min``/``last``/``sum``/``count`` over the bar's trades
+    sorted by (time, key).
+    """
+    if p > f[row, 1]:
+        f[row, 1] = p
+    if p < f[row, 2]:
+        f[row, 2] = p
+    if t < i[row, 2] or (t == i[row, 2] and key < i[row, 3]):
+        f[row, 0] = p
+        i[row, 2] = t
+        i[row, 3] = key
+    if t > i[row, 4] or (t == i[row, 4] and key >= i[row, 5]):
+        f[row, 3] = p
+        i[row, 4] = t
+        i[row, 5] = key
+    f[row, 4] += q
+    f[row, 5] += p * q
+    i[row, 1] += 1
+
+
+@njit(cache=True)
+def _fold(ts, keys, price, qty, tf, watermark, has_open, f, i, late):
+    """Fold trades (ts ms, keys, price, qty) into bars of ``tf`` ms, in arrival order.
+
+    Row 0 of ``f``/``i`` holds the open bar on entry when ``has_open``. A trade whose interval
+    starts before ``watermark`` (ms) is late: its index goes to ``late`` and it is not folded.
+    A trade of a later interval closes the open bar and opens the next row. ``keys`` may be
+    empty, then the row position is the key. ``f``/``i`` need ``len(ts) + 1`` rows (or the
+    number of intervals, for sorted input) and ``late`` ``len(ts)`` entries (or 0, for sorted
+    input with the lowest watermark).
+
+    Returns ``(k, n_late, watermark, has_open)``: rows ``[0, k)`` are closed bars, row ``k`` is
+    the open bar when ``has_open``. Oracle: pandas ``resample(tf, label="left",
+    closed="left").agg(first, max, min, last, sum, count)`` without empty intervals.
+    """
+    k = 0
+    n_late = 0
+    use_keys = keys.shape[0] > 0
+    for j in range(ts.shape[0]):
+        t = ts[j]
+        key = keys[j] if use_keys else j
+        bar_ts = (t // tf) * tf
+        if bar_ts < watermark:
+            late[n_late] = j
+            n_late += 1
+        elif has_open and bar_ts == i[k, 0]:
+            _merge(f, i, k, t, key, price[j], qty[j])
+        else:
+            if has_open:
+                k += 1
+            _start(f, i, k, bar_ts, t, key, price[j], qty[j])
+            has_open = True
+            watermark = bar_ts
+    return k, n_late, watermark, has_open
+
+
+@njit(cache=True)
+def _scan(ts, price, qty, tf):
+    """One pass over trades: number of interval changes and the first offending rows.
+
+    Returns ``(n_intervals, first_unsorted, first_bad_price, first_bad_qty)``, -1 where none;
+    a price or quantity is bad unless finite and > 0. ``n_intervals`` counts distinct
+    intervals of sorted input. Oracle: ``np.unique(ts // tf).size`` and ``np.flatnonzero``.
+    """
+    n = ts.shape[0]
+    n_intervals = 1 if n > 0 else 0
+    first_unsorted = -1
+    first_bad_price = -1
+    first_bad_qty = -1
+    inf = np.inf
+    for j in range(n):
+        p = price[j]
+        q = qty[j]
+        if first_bad_price < 0 and not (p > 0.0 and p < inf):
+            first_bad_price = j
+        if first_bad_qty < 0 and not (q > 0.0 and q < inf):
+            first_bad_qty = j
+        if j > 0:
+            if ts[j] < ts[j - 1]:
+                if first_unsorted < 0:
+                    first_unsorted = j
+            elif (ts[j] // tf) != (ts[j - 1] // tf):
+                n_intervals += 1
+    return n_intervals, first_unsorted, first_bad_price, first_bad_qty
+
+
+def _records(f: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """Bar state rows -> BAR_DTYPE records."""
+    out = np.empty(f.shape[0], dtype=BAR_DTYPE)
+    out["ts"] = i[:, _I_TS]
+    out["open"] = f[:, _F_OPEN]
+    out["high"] = f[:, _F_HIGH]
+    out["low"] = f[:, _F_LOW]
+    out["close"] = f[:, _F_CLOSE]
+    out["volume"] = f[:, _F_VOLUME]
+    out["quote_volume"] = f[:, _F_QUOTE]
+    out["trades"] = i[:, _I_TRADES]
+    return out
+
+
+def _as_1d(name: str, values: object, *, times: bool) -> np.ndarray:
+    """A contiguous 1-D int64 (times, Unix ms) or float64 array; DataError otherwise."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise DataError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if not times:
+        if arr.dtype.kind not in "iuf":
+            raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
+        return np.ascontiguousarray(arr, dtype=np.float64)
+    if arr.dtype.kind == "M":
+        arr = arr.astype("datetime64[ms]").view(np.int64)
+    elif arr.dtype.kind not in "iu" and arr.size:
+        raise DataError(f"{name} must hold integer Unix milliseconds, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _check(ts: np.ndarray, price: np.ndarray, qty: np.ndarray, tf: int, *, sorted_: bool) -> int:
+    """Validate trades; return the number of intervals (meaningful when sorted)."""
+    if not (ts.shape[0] == price.shape[0] == qty.shape[0]):
+        raise DataError(
+            f"ts, price and qty must have the same length, got {ts.shape[0]}, "
+            f"{price.shape[0]} and {qty.shape[0]}"
+        )
+    n_intervals, unsorted, bad_price, bad_qty = _scan(ts, price, qty, tf)
+    if bad_price >= 0:
+        raise DataError(
+            f"price[{bad_price}] = {float(price[bad_price])}: prices must be finite and > 0"
+        )
+    if bad_qty >= 0:
+        raise DataError(
+            f"qty[{bad_qty}] = {float(qty[bad_qty])}: quantities must be finite and > 0"
+        )
+    if sorted_ and unsorted >= 0:
+        raise DataError(
+            f"trades are not sorted by time: ts[{unsorted}] = {ts[unsorted]} comes after "
+            f"ts[{unsorted - 1}] = {ts[unsorted - 1]}; sort by time (then aggregate id) first"
+        )
+    return int(n_intervals)
+
+
+def _timeframe(timeframe: object) -> int:
+    if not isinstance(timeframe, str):
+        raise DataError(f"timeframe must be a string such as '1s', got {timeframe!r}")
+    return timeframe_ms(timeframe)
+
+
+def build_bar_records(
+    ts_ms: np.ndarray, price: np.ndarray, qty: np.ndarray, timeframe: str
+) -> np.ndarray:
+    """Bars of ``timeframe`` ("1s", "1m", "5m") from trades sorted by time, as BAR_DTYPE records.
+
+    ``ts_ms``: trade times, Unix ms (integers or datetime64); ``price`` raw price; ``qty`` base
+    quantity. Equal times keep their order. Raises DataError on unsorted times, non-finite or
+    non-positive prices/quantities, mismatched lengths or an unknown timeframe.
+    """
+    tf = _timeframe(timeframe)
+    ts = _as_1d("ts_ms", ts_ms, times=True)
+    p = _as_1d("price", price, times=False)
+    q = _as_1d("qty", qty, times=False)
+    n_bars = _check(ts, p, q, tf, sorted_=True)
+    f = np.empty((n_bars, _NF), dtype=np.float64)
+    i = np.empty((n_bars, _NI), dtype=np.int64)
+    if n_bars:
+        no_keys = np.empty(0, dtype=np.int64)
+        _fold(ts, no_keys, p, q, tf, NO_WATERMARK, False, f, i, no_keys)
+    return _records(f, i)
+
+
+def build_bars(ts_ms: np.ndarray, price: np.ndarray, qty: np.ndarray, timeframe: str) -> pa.Table:
+    """Bars of ``timeframe`` from trades sorted by time, as an Arrow table with BAR_SCHEMA.
+
+    Same arguments and errors as :func:`build_bar_records` (DataError is a ValueError).
+    """
+    return bars_to_table(build_bar_records(ts_ms, price, qty, timeframe))
+
+
+@dataclass(frozen=True, eq=False)
+class BarUpdate:
+    """What one ``BarBuilder.add``/``advance`` call produced.
+
+    ``closed``: bars that became final (BAR_DTYPE, ascending ts); ``corrected``: bars emitted
+    earlier (or never, for an interval that had no trade) that late trades changed, with their
+    full corrected values, to be upserted; ``late``: number of late trades in the call.
+    """
+
+    closed: np.ndarray
+    corrected: np.ndarray
+    late: int
+
+
+class _RecentBars:
+    """The last closed bars (state rows sorted by ts), kept so late trades correct them exactly.
+
+    At least ``keep`` bars are kept; ``horizon`` (ms) is the open time of the newest bar let go,
+    so an interval at or before it may have had a bar that is no longer known.
+    """
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self.f = np.empty((2 * keep, _NF), dtype=np.float64)
+        self.i = np.empty((2 * keep, _NI), dtype=np.int64)
+        self.n = 0
+        self.horizon = NO_WATERMARK
+
+    def make_room(self, extra: int, keep_old: int) -> None:
+        """Room for ``extra`` more bars, letting go of all but the newest ``keep_old`` kept."""
+        if self.n + extra <= self.f.shape[0]:
+            return
+        drop = max(0, self.n - keep_old)
+        if drop:
+            self.horizon = max(self.horizon, int(self.i[drop - 1, _I_TS]))
+        kept = self.n - drop
+        size = max(2 * self.keep, kept + extra)
+        f = np.empty((size, _NF), dtype=np.float64)
+        i = np.empty((size, _NI), dtype=np.int64)
+        f[:kept] = self.f[drop : self.n]
+        i[:kept] = self.i[drop : self.n]
+        self.f, self.i, self.n = f, i, kept
+
+    def append(self, f: np.ndarray, i: np.ndarray) -> None:
+        """Add bars newer than every kept bar."""
+        k = f.shape[0]
+        self.make_room(k, keep_old=max(self.keep - k, 0))
+        self.f[self.n : self.n + k] = f
+        self.i[self.n : self.n + k] = i
+        self.n += k
+
+    def positions(self, bar_ts: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.i[: self.n, _I_TS], bar_ts)
+
+    def add_late(self, bar_ts: int, t: int, key: int, p: float, q: float) -> bool:
+        """Fold a late trade into its bar (made when the interval had none); False if unknown."""
+        pos = int(self.positions(np.int64(bar_ts)))
+        if pos < self.n and self.i[pos, _I_TS] == bar_ts:
+            _merge(self.f, self.i, pos, t, key, p, q)
+            return True
+        if bar_ts <= self.horizon:
+            return False
+        self.make_room(1, keep_old=self.keep)
+        pos = int(self.positions(np.int64(bar_ts)))
+        self.f[pos + 1 : self.n + 1] = self.f[pos : self.n]
+        self.i[pos + 1 : self.n + 1] = self.i[pos : self.n]
+        self.n += 1
+        _start(self.f, self.i, pos, bar_ts, t, key, p, q)
+        return True
+
+    def records(self, bar_ts: np.ndarray) -> np.ndarray:
+        pos = self.positions(bar_ts)
+        return _records(self.f[pos], self.i[pos])
+
+
+_EMPTY_BARS = np.empty(0, dtype=BAR_DTYPE)
+_EMPTY_BARS.flags.writeable = False
+
+
+class BarBuilder:
+    """Incremental bars of one symbol and timeframe, equal to ``build_bars`` on the same trades.
+
+    A bar closes when a trade of a later interval arrives or when ``advance(now_ms)`` sees
+    ``now_ms >= bar_end + lateness_ms``. ``watermark`` (ms) is the max of the open time of the
+    latest trade's interval and ``floor((now_ms - lateness_ms) / tf) * tf`` over the clock
+    calls: every interval ending at or before it is final. A trade of an interval that starts
+    before the watermark is late: it is counted and its bar, corrected exactly from the last
+    ``keep`` closed bars, is returned in ``corrected``. A late trade older than every kept bar
+    cannot be corrected: it is logged and counted in ``uncorrected``.
+    """
+
+    def __init__(self, timeframe: str, lateness_ms: int, keep: int = 4096):
+        self.timeframe = timeframe
+        self.tf_ms = _timeframe(timeframe)
+        if isinstance(lateness_ms, bool) or not isinstance(lateness_ms, (int, np.integer)):
+            raise DataError(f"lateness_ms must be an integer number of ms, got {lateness_ms!r}")
+        if lateness_ms < 0:
+            raise DataError(f"lateness_ms must be >= 0, got {lateness_ms}")
+        if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or keep < 1:
+            raise DataError(f"keep must be a positive integer number of bars, got {keep!r}")
+        self.lateness_ms = int(lateness_ms)
+        self.keep = int(keep)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every trade, bar and clock reading."""
+        self._f = np.empty((1, _NF), dtype=np.float64)
+        self._i = np.empty((1, _NI), dtype=np.int64)
+        self._has_open = False
+        self._watermark = NO_WATERMARK
+        self._recent = _RecentBars(self.keep)
+        self.uncorrected = 0
+
+    @property
+    def watermark(self) -> int:
+        """Every interval ending at or before this time (ms) is final; NO_WATERMARK at first."""
+        return self._watermark
+
+    @property
+    def open_bar(self) -> np.void | None:
+        """The bar still being built (a BAR_DTYPE record), or None."""
+        return _records(self._f, self._i)[0] if self._has_open else None
+
+    def add(self, ticks: np.ndarray) -> BarUpdate:
+        """Fold a batch of this symbol's ticks (TICK_DTYPE, arrival order) into bars."""
+        if not isinstance(ticks, np.ndarray) or ticks.dtype != TICK_DTYPE or ticks.ndim != 1:
+            raise DataError(
+                "ticks must be a one-dimensional TICK_DTYPE array, got "
+                f"{getattr(ticks, 'dtype', type(ticks).__name__)!r}"
+            )
+        n = ticks.shape[0]
+        if n == 0:
+            return BarUpdate(_EMPTY_BARS, _EMPTY_BARS, 0)
+        ts = np.ascontiguousarray(ticks["ts"])
+        keys = np.ascontiguousarray(ticks["agg_id"])
+        price = np.ascontiguousarray(ticks["price"])
+        qty = np.ascontiguousarray(ticks["qty"])
+        _check(ts, price, qty, self.tf_ms, sorted_=False)
+        f = np.empty((n + 1, _NF), dtype=np.float64)
+        i = np.empty((n + 1, _NI), dtype=np.int64)
+        f[0] = self._f[0]
+        i[0] = self._i[0]
+        late = np.empty(n, dtype=np.int64)
+        k, n_late, watermark, has_open = _fold(
+            ts, keys, price, qty, self.tf_ms, self._watermark, self._has_open, f, i, late
+        )
+        self._watermark = int(watermark)
+        self._has_open = bool(has_open)
+        if has_open:
+            self._f[0] = f[k]
+            self._i[0] = i[k]
+        self._recent.append(f[:k], i[:k])
+        if not n_late:
+            closed = _records(f[:k], i[:k]) if k else _EMPTY_BARS
+            return BarUpdate(closed, _EMPTY_BARS, 0)
+        self._recent.make_room(n_late, keep_old=max(self.keep, k))
+        touched = self._fold_late(ts, keys, price, qty, late[:n_late])
+        closed_ts = i[:k, _I_TS]
+        closed = self._recent.records(closed_ts) if k else _EMPTY_BARS
+        corrected_ts = np.setdiff1d(touched, closed_ts)
+        corrected = self._recent.records(corrected_ts) if corrected_ts.size else _EMPTY_BARS
+        return BarUpdate(closed, corrected, int(n_late))
+
+    def _fold_late(
+        self,
+        ts: np.ndarray,
+        keys: np.ndarray,
+        price: np.ndarray,
+        qty: np.ndarray,
+        late: np.ndarray,
+    ) -> np.ndarray:
+        """Fold late ticks into the kept bars; return the open times of the bars changed."""
+        touched = set()
+        for j in late.tolist():
+            t = int(ts[j])
+            bar_ts = (t // self.tf_ms) * self.tf_ms
+            if self._recent.add_late(bar_ts, t, int(keys[j]), float(price[j]), float(qty[j])):
+                touched.add(bar_ts)
+            else:
+                self.uncorrected += 1
+                log.warning(
+                    "late trade agg_id=%d at %d ms is older than the %d kept %s bars: "
+                    "its bar cannot be corrected here; rebuild it from the stored ticks",
+                    int(keys[j]),
+                    t,
+                    self.keep,
+                    self.timeframe,
+                )
+        return np.array(sorted(touched), dtype=np.int64)
+
+    def advance(self, now_ms: int) -> BarUpdate:
+        """Clock reading (ms): close the open bar once ``now_ms >= bar_end + lateness_ms``."""
+        if isinstance(now_ms, bool) or not isinstance(now_ms, (int, np.integer)):
+            raise DataError(f"now_ms must be an integer number of ms, got {now_ms!r}")
+        cutoff = int(now_ms) - self.lateness_ms
+        closed = _EMPTY_BARS
+        if self._has_open and cutoff >= int(self._i[0, _I_TS]) + self.tf_ms:
+            self._recent.append(self._f, self._i)
+            closed = _records(self._f, self._i)
+            self._has_open = False
+        self._watermark = max(self._watermark, (cutoff // self.tf_ms) * self.tf_ms)
+        return BarUpdate(closed, _EMPTY_BARS, 0)
