@@ -1,0 +1,464 @@
+"""Everything Binance-specific: URLs, stream names, payload structs, REST client, public data.
+
+Nothing outside this module (and ``engine.validate``/``engine.feed``, which speak the wire
+protocol) should know a Binance URL, a payload key or a CSV column. ../shared/BINANCE.md is the
+source of the facts used here.
+
+Units: times are Unix milliseconds, prices and quantities raw (not log) floats once parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Annotated
+
+import httpx
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from engine.errors import DataError, FeedError
+from engine.schemas import BAR_DTYPE, TICK_DTYPE
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------
+# URLs and stream names
+
+#: Routed websocket base for regular market data (aggTrade, markPrice, klines); since 2026.
+BINANCE_WS_MARKET = "wss://fstream.binance.com/market"
+#: REST base of USD-M futures.
+BINANCE_REST = "https://fapi.binance.com"
+
+AGG_TRADES_PATH = "/fapi/v1/aggTrades"
+EXCHANGE_INFO_PATH = "/fapi/v1/exchangeInfo"
+TICKER_24HR_PATH = "/fapi/v1/ticker/24hr"
+PREMIUM_INDEX_PATH = "/fapi/v1/premiumIndex"
+
+#: Most aggTrades one REST call returns.
+AGG_TRADES_MAX_LIMIT = 1000
+#: How far back REST aggTrades reach (ms); older gaps are open gaps (public data only).
+REST_HISTORY_MS = 48 * 3600 * 1000
+#: Incoming messages per second a connection accepts before Binance drops it.
+WS_MAX_MESSAGES_PER_S = 10
+#: Streams per connection.
+WS_MAX_STREAMS = 1024
+#: Hard lifetime of a connection (s).
+WS_MAX_LIFETIME_S = 24 * 3600
+
+
+def agg_trade_stream(symbol: str) -> str:
+    """Stream name of a symbol's aggregate trades: ``BTCUSDT`` -> ``btcusdt@aggTrade``."""
+    return f"{_check_symbol(symbol).lower()}@aggTrade"
+
+
+def mark_price_stream(symbol: str) -> str:
+    """Stream name of a symbol's 1-second mark price: ``btcusdt@markPrice@1s``."""
+    return f"{_check_symbol(symbol).lower()}@markPrice@1s"
+
+
+def combined_stream_url(ws_base: str, streams: Sequence[str]) -> str:
+    """Combined-stream URL ``{ws_base}/stream?streams=a/b/c`` (``ws_base`` is the routed base)."""
+    if not streams:
+        raise FeedError("combined_stream_url needs at least one stream name")
+    if len(streams) > WS_MAX_STREAMS:
+        raise FeedError(
+            f"{len(streams)} streams on one connection; Binance allows {WS_MAX_STREAMS}"
+        )
+    return f"{ws_base.rstrip('/')}/stream?streams={'/'.join(streams)}"
+
+
+#: Name used in docs/internals.md for the same function.
+stream_url = combined_stream_url
+
+
+def stream_symbol(stream: str) -> str:
+    """Symbol (uppercase) of a stream name: ``btcusdt@aggTrade`` -> ``BTCUSDT``."""
+    return stream.split("@", 1)[0].upper()
+
+
+def control_message(method: str, params: Sequence[str] | None, msg_id: int | str) -> bytes:
+    """JSON text of a live control message (SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS)."""
+    if method not in ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS"):
+        raise FeedError(f"unknown control method {method!r}")
+    body: dict = {"method": method, "id": msg_id}
+    if params is not None:
+        body["params"] = list(params)
+    return msgspec.json.encode(body)
+
+
+def _check_symbol(symbol: str) -> str:
+    if not isinstance(symbol, str) or not symbol.isalnum():
+        raise FeedError(f"symbol must be an alphanumeric string like 'BTCUSDT', got {symbol!r}")
+    return symbol
+
+
+# --------------------------------------------------------------------------------------------
+# Payload structs (decode tolerantly: unknown keys are ignored; types are strict)
+
+#: A positive-looking decimal string as Binance sends it ("97012.40"); at most 20+20 digits.
+DECIMAL_PATTERN = r"^[0-9]{1,20}(\.[0-9]{1,20})?$"
+#: A signed decimal string (funding rates may be negative).
+SIGNED_DECIMAL_PATTERN = r"^-?[0-9]{1,20}(\.[0-9]{1,20})?$"
+DECIMAL_RE = re.compile(DECIMAL_PATTERN)
+SIGNED_DECIMAL_RE = re.compile(SIGNED_DECIMAL_PATTERN)
+
+Decimal = Annotated[str, msgspec.Meta(pattern=DECIMAL_PATTERN)]
+SignedDecimal = Annotated[str, msgspec.Meta(pattern=SIGNED_DECIMAL_PATTERN)]
+Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
+class AggTrade(msgspec.Struct, tag_field="e", tag="aggTrade", frozen=True):
+    """``<sym>@aggTrade`` payload. ``E``/``T`` ms, ``a`` aggregate id, ``p``/``q`` decimals."""
+
+    E: Id
+    s: str
+    a: Id
+    p: Decimal
+    q: Decimal
+    f: Id
+    l: Id  # noqa: E741 (Binance's key)
+    T: Id
+    m: bool
+
+
+class MarkPriceUpdate(msgspec.Struct, tag_field="e", tag="markPriceUpdate", frozen=True):
+    """``<sym>@markPrice@1s`` payload: mark ``p``, funding rate ``r``, next funding ``T`` (ms)."""
+
+    E: Id
+    s: str
+    p: Decimal
+    r: SignedDecimal
+    T: Id
+    i: Decimal | None = None
+    P: Decimal | None = None
+
+
+class CombinedFrame(msgspec.Struct, frozen=True):
+    """Combined-stream envelope ``{"stream": name, "data": payload}``."""
+
+    stream: str
+    data: AggTrade | MarkPriceUpdate
+
+
+class RestAggTrade(msgspec.Struct, frozen=True):
+    """One row of ``GET /fapi/v1/aggTrades`` (the stream fields minus ``e``, ``E``, ``s``)."""
+
+    a: Id
+    p: Decimal
+    q: Decimal
+    f: Id
+    l: Id  # noqa: E741
+    T: Id
+    m: bool
+
+
+class ControlError(msgspec.Struct, frozen=True):
+    code: int
+    msg: str
+
+
+class ControlReply(msgspec.Struct, frozen=True):
+    """Reply to a control message: ``{"result": ..., "id": id}`` or ``{"error": ..., "id": id}``."""
+
+    id: int | str
+    result: list[str] | None = None
+    error: ControlError | None = None
+
+
+class ApiError(msgspec.Struct):
+    code: int
+    msg: str
+
+
+#: Field -> kind of the aggTrade keys validated strictly ("int", "str", "decimal", "bool").
+AGG_TRADE_FIELDS: dict[str, str] = {
+    "E": "int", "s": "str", "a": "int", "p": "decimal", "q": "decimal",
+    "f": "int", "l": "int", "T": "int", "m": "bool",
+}  # fmt: skip
+REST_AGG_TRADE_FIELDS: dict[str, str] = {
+    k: v for k, v in AGG_TRADE_FIELDS.items() if k not in ("E", "s")
+}
+MARK_PRICE_FIELDS: dict[str, str] = {
+    "E": "int", "s": "str", "p": "decimal", "r": "signed", "T": "int",
+}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# REST client
+
+
+class BinanceError(FeedError):
+    """Binance answered with an error: HTTP ``status`` and Binance's ``code`` and ``msg``."""
+
+    def __init__(self, status: int, code: int | None, msg: str, path: str):
+        super().__init__(f"Binance {path} failed: HTTP {status}, code {code}: {msg}")
+        self.status = status
+        self.code = code
+        self.msg = msg
+        self.path = path
+
+
+class RestClient:
+    """Async REST client for the public USD-M endpoints pairstack uses.
+
+    Honours 429/418 with ``Retry-After`` (seconds): sleeps that long and retries, at most
+    ``max_retries`` times in a row, never hammering. ``used_weight`` is the last
+    ``X-MBX-USED-WEIGHT-1M`` seen; ``backoffs`` counts the sleeps. Use as an async context
+    manager or call ``aclose()``.
+    """
+
+    def __init__(
+        self,
+        base_url: str = BINANCE_REST,
+        *,
+        timeout_s: float = 10.0,
+        max_retries: int = 8,
+        default_retry_after_s: float = 1.0,
+    ):
+        if max_retries < 0:
+            raise FeedError(f"max_retries must be >= 0, got {max_retries}")
+        self.base_url = base_url.rstrip("/")
+        self.max_retries = max_retries
+        self.default_retry_after_s = default_retry_after_s
+        self.used_weight: int | None = None
+        self.backoffs = 0
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
+
+    async def __aenter__(self) -> RestClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def get(self, path: str, params: dict | None = None) -> bytes:
+        """GET ``path``; returns the body; raises BinanceError on an error answer."""
+        attempt = 0
+        while True:
+            try:
+                resp = await self._http.get(path, params=params)
+            except httpx.HTTPError as exc:
+                raise FeedError(f"GET {self.base_url}{path} failed: {exc!r}") from exc
+            weight = resp.headers.get("X-MBX-USED-WEIGHT-1M")
+            if weight is not None and weight.isdigit():
+                self.used_weight = int(weight)
+            if resp.status_code in (418, 429):
+                if attempt >= self.max_retries:
+                    raise _api_error(resp, path)
+                delay = _retry_after(resp, self.default_retry_after_s)
+                log.warning(
+                    "GET %s: HTTP %d, backing off %.2f s (Retry-After)",
+                    path, resp.status_code, delay,
+                )  # fmt: skip
+                self.backoffs += 1
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            if resp.status_code >= 400:
+                raise _api_error(resp, path)
+            return resp.content
+
+    async def agg_trades_raw(self, symbol: str, from_id: int, limit: int = 1000) -> bytes:
+        """Raw JSON body of ``GET /fapi/v1/aggTrades?symbol=&fromId=&limit=`` (fromId inclusive)."""
+        if not 1 <= limit <= AGG_TRADES_MAX_LIMIT:
+            raise FeedError(f"limit must be in 1..{AGG_TRADES_MAX_LIMIT}, got {limit}")
+        if from_id < 0:
+            raise FeedError(f"from_id must be >= 0, got {from_id}")
+        params = {"symbol": _check_symbol(symbol), "fromId": from_id, "limit": limit}
+        return await self.get(AGG_TRADES_PATH, params)
+
+    async def agg_trades(self, symbol: str, from_id: int, limit: int = 1000) -> np.ndarray:
+        """Up to ``limit`` aggregate trades from ``from_id`` on, as TICK_DTYPE.
+
+        Rows are checked as strictly as the stream; malformed rows are dropped and logged
+        (their ids are then missing, which the caller sees).
+        """
+        from engine.validate import parse_rest_agg_trades
+
+        ticks, rejects = parse_rest_agg_trades(await self.agg_trades_raw(symbol, from_id, limit))
+        if rejects:
+            log.warning("aggTrades %s from %d: dropped malformed rows %s", symbol, from_id, rejects)
+        return ticks
+
+    async def fetch_agg_trades_range(self, symbol: str, from_id: int, to_id: int) -> np.ndarray:
+        """Aggregate trades with ``from_id <= a <= to_id``, paging 1000 at a time.
+
+        Stops early when REST has nothing more (the caller sees which ids are missing).
+        """
+        if to_id < from_id:
+            raise FeedError(f"empty id range {from_id}..{to_id}")
+        parts: list[np.ndarray] = []
+        nxt = from_id
+        while nxt <= to_id:
+            limit = min(AGG_TRADES_MAX_LIMIT, to_id - nxt + 1)
+            page = await self.agg_trades(symbol, nxt, limit)
+            page = page[(page["agg_id"] >= nxt) & (page["agg_id"] <= to_id)]
+            if page.size == 0:
+                break
+            parts.append(page)
+            nxt = int(page["agg_id"][-1]) + 1
+        if not parts:
+            return np.empty(0, dtype=TICK_DTYPE)
+        return np.concatenate(parts)
+
+    async def exchange_info(self) -> dict:
+        """``GET /fapi/v1/exchangeInfo`` decoded."""
+        return msgspec.json.decode(await self.get(EXCHANGE_INFO_PATH))
+
+    async def ticker_24hr(self, symbol: str) -> dict:
+        """``GET /fapi/v1/ticker/24hr?symbol=`` decoded (``quoteVolume``, ``lastPrice``, ...)."""
+        return msgspec.json.decode(
+            await self.get(TICKER_24HR_PATH, {"symbol": _check_symbol(symbol)})
+        )
+
+    async def premium_index(self, symbol: str) -> dict:
+        """``GET /fapi/v1/premiumIndex?symbol=`` (``markPrice``, ``lastFundingRate``, ...)."""
+        return msgspec.json.decode(
+            await self.get(PREMIUM_INDEX_PATH, {"symbol": _check_symbol(symbol)})
+        )
+
+
+def _retry_after(resp: httpx.Response, default: float) -> float:
+    value = resp.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _api_error(resp: httpx.Response, path: str) -> BinanceError:
+    try:
+        err = msgspec.json.decode(resp.content, type=ApiError)
+        return BinanceError(resp.status_code, err.code, err.msg, path)
+    except msgspec.MsgspecError:
+        return BinanceError(resp.status_code, None, resp.text[:200], path)
+
+
+# --------------------------------------------------------------------------------------------
+# Public data files (data.binance.vision): CSV layouts and small parsing helpers
+
+#: Columns of ``<SYM>-aggTrades-<date>.csv``.
+AGG_TRADES_CSV_COLUMNS: tuple[str, ...] = (
+    "agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",
+    "transact_time", "is_buyer_maker",
+)  # fmt: skip
+#: Columns of ``<SYM>-<interval>-<date>.csv`` (klines).
+KLINES_CSV_COLUMNS: tuple[str, ...] = (
+    "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
+    "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
+)  # fmt: skip
+#: A timestamp at or above this is in microseconds, not milliseconds.
+MICROSECONDS_FROM = 10**15
+
+_FILE_RE = re.compile(r"^(?P<symbol>[A-Z0-9]+)-(?P<kind>aggTrades|\d+[smhdwM])-(?P<date>[\d-]+)")
+
+
+def parse_public_file_name(name: str) -> tuple[str, str, str]:
+    """``BTCUSDT-aggTrades-2024-06-01.zip`` -> (``BTCUSDT``, ``aggTrades``, ``2024-06-01``).
+
+    For klines the kind is the interval (``1m``). DataError when the name does not fit.
+    """
+    match = _FILE_RE.match(Path(name).name)
+    if match is None:
+        raise DataError(
+            f"{name!r} is not a Binance public-data file name "
+            "(expected SYMBOL-aggTrades-DATE or SYMBOL-INTERVAL-DATE)"
+        )
+    return match["symbol"], match["kind"], match["date"].rstrip("-")
+
+
+def csv_has_header(first_line: str | bytes, columns: Sequence[str]) -> bool:
+    """True when the first line is the header row (files after ~Aug 2022), False for data."""
+    if isinstance(first_line, bytes):
+        first_line = first_line.decode("utf-8", "replace")
+    cells = [c.strip().lower() for c in first_line.strip().split(",")]
+    if cells and cells[0] == columns[0]:
+        return True
+    if cells and cells[0].lstrip("-").isdigit():
+        return False
+    raise DataError(
+        f"first line {first_line[:80]!r} is neither the header ({columns[0]},...) nor data"
+    )
+
+
+def times_to_ms(values: np.ndarray) -> tuple[np.ndarray, bool]:
+    """int64 times -> (ms, True when they were microseconds). ``>= 1e15`` means microseconds."""
+    values = np.asarray(values, dtype=np.int64)
+    micro = bool(values.size) and bool(values.max() >= MICROSECONDS_FROM)
+    return (values // 1000 if micro else values), micro
+
+
+def _read_csv(source: str | Path | IO[bytes], columns: Sequence[str], types: dict) -> pa.Table:
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as fh:
+            data = fh.read()
+    else:
+        data = source.read()
+    if not data.strip():
+        return pa.table({c: pa.array([], type=types.get(c, pa.float64())) for c in columns})
+    header = csv_has_header(data.split(b"\n", 1)[0], columns)
+    try:
+        return pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(
+                column_names=list(columns), skip_rows=1 if header else 0
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, strings_can_be_null=False, quoted_strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"malformed public-data CSV: {exc}") from exc
+
+
+def read_agg_trades_csv(source: str | Path | IO[bytes]) -> tuple[np.ndarray, bool]:
+    """An aggTrades CSV (with or without header) -> (TICK_DTYPE sorted as in the file, micro).
+
+    ``micro`` is True when ``transact_time`` was in microseconds (then converted to ms).
+    Booleans are accepted in any case (``true``/``True``/``TRUE``).
+    """
+    types = {
+        "agg_trade_id": pa.int64(), "price": pa.float64(), "quantity": pa.float64(),
+        "first_trade_id": pa.int64(), "last_trade_id": pa.int64(),
+        "transact_time": pa.int64(), "is_buyer_maker": pa.string(),
+    }  # fmt: skip
+    table = _read_csv(source, AGG_TRADES_CSV_COLUMNS, types)
+    maker = np.char.lower(table.column("is_buyer_maker").to_numpy(zero_copy_only=False).astype(str))
+    bad = ~np.isin(maker, ["true", "false"])
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"is_buyer_maker must be true/false, row {row} has {maker[row]!r}")
+    ts, micro = times_to_ms(table.column("transact_time").to_numpy())
+    out = np.empty(table.num_rows, dtype=TICK_DTYPE)
+    out["ts"] = ts
+    out["agg_id"] = table.column("agg_trade_id").to_numpy()
+    out["price"] = table.column("price").to_numpy()
+    out["qty"] = table.column("quantity").to_numpy()
+    out["first_id"] = table.column("first_trade_id").to_numpy()
+    out["last_id"] = table.column("last_trade_id").to_numpy()
+    out["buyer_maker"] = maker == "true"
+    return out, micro
+
+
+def read_klines_csv(source: str | Path | IO[bytes]) -> tuple[np.ndarray, bool]:
+    """A klines CSV (with or without header) -> (BAR_DTYPE by open time, micro)."""
+    floats = ("open", "high", "low", "close", "volume", "quote_volume",
+              "taker_buy_volume", "taker_buy_quote_volume", "ignore")  # fmt: skip
+    types = {c: pa.float64() for c in floats}
+    types.update(open_time=pa.int64(), close_time=pa.int64(), count=pa.int64())
+    table = _read_csv(source, KLINES_CSV_COLUMNS, types)
+    ts, micro = times_to_ms(table.column("open_time").to_numpy())
+    out = np.empty(table.num_rows, dtype=BAR_DTYPE)
+    out["ts"] = ts
+    for name in ("open", "high", "low", "close", "volume", "quote_volume"):
+        out[name] = table.column(name).to_numpy()
+    out["trades"] = table.column("count").to_numpy()
+    return out, micro

@@ -1,0 +1,184 @@
+"""Frame validation: every reject reason, strict types, batch output against a plain loop."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.errors import DataError
+from engine.schemas import TICK_DTYPE
+from engine.validate import REJECT_REASONS, FrameValidator, parse_rest_agg_trades
+from tests.kit import random_ticks
+
+
+def payload(a: int = 7, s: str = "BTCUSDT", **over) -> dict:
+    d = {"e": "aggTrade", "E": 1_700_000_000_123, "s": s, "a": a, "p": "97012.40",
+         "q": "0.013", "f": 100, "l": 102, "T": 1_700_000_000_120, "m": True}  # fmt: skip
+    d.update(over)
+    return d
+
+
+def combined(data: dict, stream: str | None = None) -> bytes:
+    stream = stream or f"{str(data.get('s', 'btcusdt')).lower()}@aggTrade"
+    return json.dumps({"stream": stream, "data": data}).encode()
+
+
+def drop(d: dict, key: str) -> dict:
+    return {k: v for k, v in d.items() if k != key}
+
+
+CASES = [
+    ("not_json", b'{"stream": "btcusdt@aggTrade", "data": {'),
+    ("not_json", b"\xff\xfe garbage"),
+    ("not_json", ""),
+    ("bad_frame", b"[1, 2, 3]"),
+    ("bad_frame", b'"hello"'),
+    ("bad_frame", b'{"foo": 1}'),
+    ("bad_frame", combined(payload(e="depthUpdate"))),
+    ("bad_frame", json.dumps({"stream": "btcusdt@aggTrade", "data": [1]}).encode()),
+    ("bad_frame", json.dumps({"stream": 5, "data": payload()}).encode()),
+    *[("missing_field", combined(drop(payload(), k))) for k in "EsapqflTm"],
+    ("missing_field", combined(drop(payload(), "e"))),
+    ("bad_type", combined(payload(a=7.0))),
+    ("bad_type", combined(payload(a="7"))),
+    ("bad_type", combined(payload(a=True))),
+    ("bad_type", combined(payload(a=-3))),
+    ("bad_type", combined(payload(T=1.7e12))),
+    ("bad_type", combined(payload(E=None))),
+    ("bad_type", combined(payload(f="70"))),
+    ("bad_type", combined(payload(l=[1]))),
+    ("bad_type", combined(payload(m=1))),
+    ("bad_type", combined(payload(m="true"))),
+    ("bad_type", combined(payload(s=5))),
+    ("bad_type", combined(payload(p=97012.4))),
+    ("bad_type", combined(payload(q=None))),
+    *[("bad_price", combined(payload(p=p))) for p in
+      ["abc", "nan", "inf", "-1.5", "0", "0.000", "1e5", " 1.5", "1_000", "", "1.", ".5"]],
+    *[("bad_qty", combined(payload(q=q))) for q in ["x", "NaN", "-0.1", "0", "0.0", "1e-3"]],
+    ("unknown_symbol", combined(payload(s="DOGEUSDT"))),
+    ("unknown_symbol", combined(payload(s="btcusdt"))),
+]
+
+
+@pytest.mark.parametrize(("reason", "frame"), CASES)
+def test_each_reject_reason(reason: str, frame: bytes) -> None:
+    v = FrameValidator(["BTCUSDT", "ETHUSDT"])
+    out = v.decode_frames([frame])
+    assert out.rejects == {reason: 1}
+    assert out.ticks == {}
+    assert v.rejected[reason] == 1
+    assert v.last_id("BTCUSDT") == -1  # a reject never advances the last-seen id
+
+
+def test_reasons_are_the_documented_set() -> None:
+    assert set(REJECT_REASONS) == {
+        "not_json", "bad_frame", "missing_field", "bad_type",
+        "bad_price", "bad_qty", "unknown_symbol", "duplicate",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_duplicates_and_rejects_do_not_advance(as_text: bool) -> None:
+    v = FrameValidator(["BTCUSDT"])
+    frames = [combined(payload(a)) for a in (5, 6, 6, 4, 7)]
+    frames.insert(2, combined(payload(8, p="bad")))  # rejected: 8 stays unseen
+    frames.append(combined(payload(8)))
+    if as_text:
+        frames = [f.decode() for f in frames]
+    out = v.decode_frames(frames)
+    np.testing.assert_array_equal(out.ticks["BTCUSDT"]["agg_id"], [5, 6, 7, 8])
+    assert out.rejects == {"duplicate": 2, "bad_price": 1}
+    assert v.last_id("BTCUSDT") == 8
+
+
+def test_raw_payload_tolerant_keys_and_marks() -> None:
+    v = FrameValidator(["BTCUSDT", "ETHUSDT"])
+    mark = {"e": "markPriceUpdate", "E": 1_700_000_001_000, "s": "ETHUSDT", "p": "3001.5",
+            "i": "3000.1", "P": "3001.0", "r": "-0.00010000", "T": 1_700_006_400_000}  # fmt: skip
+    frames = [
+        json.dumps(payload(3, nq="0.01", st="PERP")).encode(),  # raw payload, unknown keys
+        combined(payload(4, s="ETHUSDT", extra={"x": 1})),
+        combined(mark, "ethusdt@markPrice@1s"),
+        json.dumps(drop(mark, "i")).encode(),
+        json.dumps({"result": None, "id": 1}).encode(),
+        json.dumps({"error": {"code": 2, "msg": "Invalid request"}, "id": "u-1"}).encode(),
+    ]
+    out = v.decode_frames(frames)
+    assert out.rejects == {}
+    assert out.ticks["BTCUSDT"]["agg_id"].tolist() == [3]
+    assert out.ticks["ETHUSDT"]["agg_id"].tolist() == [4]
+    assert [m.funding_rate for m in out.marks] == [-0.0001, -0.0001]
+    assert out.marks[0].mark == 3001.5 and out.marks[0].next_funding_ms == 1_700_006_400_000
+    assert [c.id for c in out.controls] == [1, "u-1"]
+    assert out.controls[1].error.code == 2
+    assert out.streams == {"ethusdt@aggTrade", "ethusdt@markPrice@1s"}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("fault_rate", [0.0, 0.2])
+def test_batch_matches_plain_loop(seed: int, fault_rate: float) -> None:
+    """Against an oracle: a plain Python loop over json.loads with the same rules."""
+    rng = np.random.default_rng(seed)
+    syms = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    streams = {s: random_ticks(300, seed=seed + i, first_id=1000 * (i + 1)) for i, s in
+               enumerate(syms)}  # fmt: skip
+    frames, expected = [], {s: [] for s in syms}
+    last = dict.fromkeys(syms, -1)
+    order = rng.permutation(np.repeat(np.arange(3), 300))
+    pos = dict.fromkeys(range(3), 0)
+    for k in order:
+        sym = syms[k]
+        t = streams[sym][pos[k]]
+        pos[k] += 1
+        d = payload(int(t["agg_id"]), s=sym, p=f"{t['price']:.2f}", q=f"{t['qty']:.3f}",
+                    T=int(t["ts"]), f=int(t["first_id"]), l=int(t["last_id"]),
+                    m=bool(t["buyer_maker"]))  # fmt: skip
+        u = rng.random()
+        if u < fault_rate / 2:
+            d["p"] = "-" + d["p"]
+        elif u < fault_rate:
+            d["a"] = int(rng.integers(0, t["agg_id"] + 1))  # maybe a duplicate
+        frames.append(combined(d))
+        ok = not d["p"].startswith("-") and d["a"] > last[sym]
+        if ok:
+            last[sym] = d["a"]
+            expected[sym].append((d["T"], d["a"], float(d["p"]), float(d["q"]), d["f"], d["l"],
+                                  d["m"]))  # fmt: skip
+    out = FrameValidator(syms).decode_frames(frames)
+    for sym in syms:
+        want = np.array(expected[sym], dtype=TICK_DTYPE)
+        got = out.ticks.get(sym, np.empty(0, TICK_DTYPE))
+        for name in TICK_DTYPE.names:
+            np.testing.assert_allclose(got[name].astype(float), want[name].astype(float),
+                                       rtol=1e-12)  # fmt: skip
+    assert sum(out.rejects.values()) == len(frames) - sum(len(v) for v in expected.values())
+
+
+def test_resume_seed_and_bad_arguments() -> None:
+    v = FrameValidator(["BTCUSDT"], {"BTCUSDT": 10})
+    out = v.decode_frames([combined(payload(a)) for a in (9, 10, 11)])
+    assert out.ticks["BTCUSDT"]["agg_id"].tolist() == [11]
+    assert out.rejects == {"duplicate": 2}
+    with pytest.raises(DataError, match="at least one symbol"):
+        FrameValidator([])
+    with pytest.raises(DataError, match="uppercase"):
+        FrameValidator(["btcusdt"])
+    with pytest.raises(DataError, match="not one of the symbols"):
+        FrameValidator(["BTCUSDT"], {"ETHUSDT": 1})
+    with pytest.raises(DataError, match="int >= -1"):
+        FrameValidator(["BTCUSDT"], {"BTCUSDT": 1.5})
+
+
+def test_rest_rows_strict() -> None:
+    rows = [{k: v for k, v in payload(a).items() if k not in ("e", "E", "s")} for a in (1, 2, 3)]
+    ticks, rejects = parse_rest_agg_trades(json.dumps(rows))
+    assert ticks["agg_id"].tolist() == [1, 2, 3] and rejects == {}
+    rows[1]["p"] = 5.0
+    rows.append({**rows[0], "a": 4, "q": "0"})
+    ticks, rejects = parse_rest_agg_trades(json.dumps(rows).encode())
+    assert ticks["agg_id"].tolist() == [1, 3]
+    assert rejects == {"bad_type": 1, "bad_qty": 1}
+    assert parse_rest_agg_trades(b"{")[1] == {"not_json": 1}
+    assert parse_rest_agg_trades(b'{"code": -1121}')[1] == {"bad_frame": 1}
