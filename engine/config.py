@@ -1,0 +1,449 @@
+"""The YAML config: typed, frozen, validated msgspec structs (DESIGN.md "Config").
+
+``load_config(path)`` reads a file, ``parse_config(mapping, source)`` checks an already loaded
+mapping; both return a root :class:`Config` or raise :class:`~engine.errors.ConfigError` naming
+the file, the key path and what is wrong, e.g.
+``config/demo.yaml: pairs[1].x: 'XRPUSDT' is not in symbols``. Unknown keys are errors.
+Required: ``symbols``, ``pairs`` and ``feed.source``; everything else has the DESIGN.md default.
+
+Defaults resolved at load time: ``feed.ws_url``/``rest_url`` become Binance's for
+``source: binance`` (they stay ``None`` for ``simulator``: the engine points the feed at the
+simulator it starts), and ``strategy.capital`` becomes ``strategy.notional`` when left out.
+
+YAML is read by a subclass of ``yaml.SafeLoader`` (as safe as ``yaml.safe_load``) that also
+reads ``1e-5`` as a float (YAML 1.2; plain PyYAML reads it as a string) and refuses duplicate
+keys instead of keeping the last one silently.
+
+Every struct is ``frozen`` and refuses unknown fields; checks that span fields live in
+``__post_init__``, so building a struct in Python runs them too (as ``ValueError``). Range
+checks (``msgspec.Meta``) run when a mapping is converted. Configs are picklable and
+``Config.to_dict()`` gives plain builtins for Ray and the UI.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import yaml
+
+from engine.errors import ConfigError
+
+__all__ = [
+    "BINANCE_REST_URL",
+    "BINANCE_WS_URL",
+    "AlertRule",
+    "AnalyticsConfig",
+    "Config",
+    "FaultsConfig",
+    "FeedConfig",
+    "KalmanConfig",
+    "PairConfig",
+    "RayConfig",
+    "SimulatorConfig",
+    "StoreConfig",
+    "StrategyConfig",
+    "load_config",
+    "parse_config",
+]
+
+#: Binance USD-M routed websocket base (2026) and REST base, the defaults for source binance.
+BINANCE_WS_URL = "wss://fstream.binance.com/market"
+BINANCE_REST_URL = "https://fapi.binance.com"
+
+SYMBOL_PATTERN = "^[A-Z0-9]{2,30}$"
+
+Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN)]
+Timeframe = Literal["1s", "1m", "5m"]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+Bps = Annotated[float, msgspec.Meta(ge=0, lt=10_000)]
+Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+
+class _Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of every config struct."""
+
+
+def _invalid(key: str, reason: str) -> ValueError:
+    """A ``__post_init__`` error; ``key`` is relative to the struct (joined to its path)."""
+    return ValueError(f"{key}: {reason}")
+
+
+class FeedConfig(_Struct, kw_only=True):
+    """Market-data feed: where from, how many streams per connection, when bars close."""
+
+    source: Literal["binance", "simulator"]
+    ws_url: str | None = None
+    rest_url: str | None = None
+    symbols_per_connection: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 50
+    funding: bool = True
+    lateness_ms: Annotated[int, msgspec.Meta(ge=0)] = 250
+    #: a stream silent this long (s) while others flow is resubscribed
+    watchdog_s: PositiveFloat = 10.0
+    #: reconnect before Binance's 24 h connection limit (hours)
+    reconnect_after_h: Annotated[float, msgspec.Meta(gt=0, lt=24)] = 23.5
+
+    def __post_init__(self) -> None:
+        for key, url, schemes in (
+            ("ws_url", self.ws_url, ("ws://", "wss://")),
+            ("rest_url", self.rest_url, ("http://", "https://")),
+        ):
+            if url is not None and not url.startswith(schemes):
+                raise _invalid(key, f"expected a {' or '.join(schemes)} URL, got {url!r}")
+        if self.source == "binance":
+            if self.ws_url is None:
+                msgspec.structs.force_setattr(self, "ws_url", BINANCE_WS_URL)
+            if self.rest_url is None:
+                msgspec.structs.force_setattr(self, "rest_url", BINANCE_REST_URL)
+
+
+class PairConfig(_Struct, kw_only=True):
+    """A pair: ``y`` is hedged with ``x``."""
+
+    y: Symbol
+    x: Symbol
+
+    def __post_init__(self) -> None:
+        if self.y == self.x:
+            raise _invalid("x", f"same symbol as y ({self.y!r})")
+
+    @property
+    def name(self) -> str:
+        """The pair's name, "Y/X"."""
+        return f"{self.y}/{self.x}"
+
+
+class KalmanConfig(_Struct, kw_only=True):
+    """Kalman hedge: state noise ``delta`` (Q = delta/(1-delta)·I), observation/prior variance."""
+
+    delta: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 1.0e-5
+    obs_var: PositiveFloat = 1.0e-3
+    init_var: PositiveFloat = 1.0
+
+
+class AnalyticsConfig(_Struct, kw_only=True):
+    """How pairs are stepped: bar timeframe, price transform, hedge and z-score."""
+
+    timeframe: Timeframe = "1s"
+    price: Literal["log", "raw"] = "log"
+    hedge: Literal["kalman", "rolling_ols", "static_ols"] = "kalman"
+    kalman: KalmanConfig = msgspec.field(default_factory=KalmanConfig)
+    ols_window: Annotated[int, msgspec.Meta(ge=2)] = 300
+    zscore: Literal["rolling", "innovation"] = "rolling"
+    zscore_window: Annotated[int, msgspec.Meta(ge=2)] = 60
+
+    def __post_init__(self) -> None:
+        if self.zscore == "innovation" and self.hedge != "kalman":
+            raise _invalid("zscore", f"'innovation' needs hedge 'kalman', got hedge {self.hedge!r}")
+
+
+class StrategyConfig(_Struct, kw_only=True):
+    """Signal thresholds (z units), sizing (USDT) and costs (bps); ``capital`` defaults to notional.
+
+    ``max_hold_half_lives``: a time stop after this many spread half-lives (None: off).
+    """
+
+    name: Annotated[str, msgspec.Meta(min_length=1)] = "zscore"
+    entry: PositiveFloat = 2.0
+    exit: float = 0.0
+    stop: PositiveFloat | None = 4.0
+    notional: PositiveFloat = 10_000.0
+    capital: PositiveFloat | None = None
+    fee_bps: Bps = 5.0
+    slippage_bps: Bps = 1.0
+    max_hold_half_lives: PositiveFloat | None = None
+
+    def __post_init__(self) -> None:
+        if self.exit >= self.entry:
+            raise _invalid("exit", f"expected < entry ({self.entry}), got {self.exit}")
+        if self.stop is not None and self.stop <= self.entry:
+            raise _invalid("stop", f"expected > entry ({self.entry}) or null, got {self.stop}")
+        if self.capital is None:
+            msgspec.structs.force_setattr(self, "capital", self.notional)
+
+
+class AlertRule(_Struct, kw_only=True):
+    """Fires when a pair's z crosses a level: exactly one of ``above``, ``below``, ``abs_above``."""
+
+    pair: str
+    above: float | None = None
+    below: float | None = None
+    abs_above: PositiveFloat | None = None
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("above", "below", "abs_above") if getattr(self, k) is not None]
+        if not given:
+            raise ValueError("expected one of above, below, abs_above, got none")
+        if len(given) > 1:
+            raise _invalid(given[1], f"expected only one of above, below, abs_above, got {given}")
+
+
+class StoreConfig(_Struct, kw_only=True):
+    """Where the Parquet store lives."""
+
+    path: Annotated[str, msgspec.Meta(min_length=1)] = "data"
+
+
+class RayConfig(_Struct, kw_only=True):
+    """Ray cluster address (None: a local cluster) and how many pairs one PairActor hosts."""
+
+    address: str | None = None
+    pairs_per_actor: Annotated[int, msgspec.Meta(ge=1)] = 25
+
+
+class FaultsConfig(_Struct, kw_only=True):
+    """Simulator fault switches, all off by default (rates are fractions of trades, 0..1).
+
+    ``slow_consumer``: pause sending to each connection now and then (True: 1 s, or seconds).
+    """
+
+    disconnect_every_s: PositiveFloat | None = None
+    drop_rate: Probability = 0.0
+    corrupt_rate: Probability = 0.0
+    duplicate_rate: Probability = 0.0
+    silent_symbol: Symbol | None = None
+    slow_consumer: bool | NonNegativeFloat = False
+
+    def __post_init__(self) -> None:
+        total = self.drop_rate + self.corrupt_rate
+        if total > 1.0:
+            raise _invalid("corrupt_rate", f"drop_rate + corrupt_rate must be <= 1, got {total}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any fault is switched on."""
+        return self != FaultsConfig()
+
+
+class SimulatorConfig(_Struct, kw_only=True):
+    """The local exchange simulator (used when ``feed.source`` is ``simulator``).
+
+    ``rate``: trades/s per symbol; ``port`` 0 picks a free port; ``groups``: cointegrated groups
+    of symbols, each symbol in exactly one group, the first of a group its leader (None: the
+    simulator forms its own from ``symbols``).
+    """
+
+    seed: Annotated[int, msgspec.Meta(ge=0)] = 7
+    rate: PositiveFloat = 5.0
+    host: Annotated[str, msgspec.Meta(min_length=1)] = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    groups: tuple[Annotated[tuple[Symbol, ...], msgspec.Meta(min_length=1)], ...] | None = None
+    faults: FaultsConfig = msgspec.field(default_factory=FaultsConfig)
+
+
+def _duplicate(items: tuple, what: str) -> str | None:
+    """``"what[i]: ... listed twice"`` for the first repeated item, else None."""
+    seen: dict[Any, int] = {}
+    for i, item in enumerate(items):
+        if item in seen:
+            return f"{what}[{i}]: {item!r} is listed twice (first at {what}[{seen[item]}])"
+        seen[item] = i
+    return None
+
+
+class Config(_Struct, kw_only=True):
+    """The root config (DESIGN.md "Config")."""
+
+    feed: FeedConfig
+    symbols: Annotated[tuple[Symbol, ...], msgspec.Meta(min_length=1)]
+    timeframes: Annotated[tuple[Timeframe, ...], msgspec.Meta(min_length=1)] = ("1s", "1m", "5m")
+    pairs: Annotated[tuple[PairConfig, ...], msgspec.Meta(min_length=1)]
+    analytics: AnalyticsConfig = msgspec.field(default_factory=AnalyticsConfig)
+    strategy: StrategyConfig = msgspec.field(default_factory=StrategyConfig)
+    alerts: tuple[AlertRule, ...] = ()
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    ray: RayConfig = msgspec.field(default_factory=RayConfig)
+    simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
+
+    def __post_init__(self) -> None:
+        problem = (
+            _duplicate(self.symbols, "symbols")
+            or _duplicate(self.timeframes, "timeframes")
+            or _duplicate(self.pair_names, "pairs")
+            or self._unknown_symbols()
+        )
+        if problem is None and self.analytics.timeframe not in self.timeframes:
+            problem = (
+                f"analytics.timeframe: {self.analytics.timeframe!r} is not in timeframes "
+                f"{list(self.timeframes)}"
+            )
+        if problem is None:
+            problem = next(
+                (
+                    f"alerts[{i}].pair: {rule.pair!r} is not a configured pair "
+                    f"{list(self.pair_names)}"
+                    for i, rule in enumerate(self.alerts)
+                    if rule.pair not in self.pair_names
+                ),
+                None,
+            )
+        if problem is not None:
+            raise ValueError(problem)
+
+    def _unknown_symbols(self) -> str | None:
+        known = set(self.symbols)
+        refs = [
+            (f"pairs[{i}].{leg}", getattr(p, leg))
+            for i, p in enumerate(self.pairs)
+            for leg in ("y", "x")
+        ]
+        groups = self.simulator.groups or ()
+        refs += [
+            (f"simulator.groups[{g}][{i}]", s)
+            for g, group in enumerate(groups)
+            for i, s in enumerate(group)
+        ]
+        refs.append(("simulator.faults.silent_symbol", self.simulator.faults.silent_symbol))
+        for key, symbol in refs:
+            if symbol is not None and symbol not in known:
+                return f"{key}: {symbol!r} is not in symbols"
+        if self.simulator.groups is None:
+            return None
+        grouped = [s for group in self.simulator.groups for s in group]
+        twice = next((s for i, s in enumerate(grouped) if s in grouped[:i]), None)
+        if twice is not None:
+            return f"simulator.groups: {twice!r} is in more than one group"
+        missing = [s for s in self.symbols if s not in grouped]
+        if missing:
+            return f"simulator.groups: every symbol must be in a group, missing {missing}"
+        return None
+
+    @property
+    def pair_names(self) -> tuple[str, ...]:
+        """Configured pairs as "Y/X" names, in order."""
+        return tuple(p.name for p in self.pairs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain builtins (dicts, tuples, str, numbers, None), e.g. for Ray or the UI."""
+        return msgspec.to_builtins(self)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads ``1e-5`` as a float and refuses duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: let SafeLoader report it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+_AT = re.compile(r"^(?P<text>.*) - at `\$(?P<path>.*)`$", re.DOTALL)
+_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_RELATIVE = re.compile(r"^(?P<key>[A-Za-z_][\w.\[\]]*): (?P<reason>.*)$", re.DOTALL)
+_KEY_IN = re.compile(r"^.* - at `key` in `\$(?P<path>.*)`$", re.DOTALL)
+_KEYED = re.compile(r"^Object (?P<what>contains unknown|missing required) field `(?P<key>[^`]*)`$")
+
+
+def _join(path: str, key: str) -> str:
+    if not path:
+        return key
+    return f"{path}{key}" if key.startswith("[") else f"{path}.{key}"
+
+
+def _lookup(mapping: Any, path: str) -> tuple[bool, Any]:
+    """``(found, value)`` at a key path such as ``pairs[1].x`` in the raw mapping."""
+    value = mapping
+    for name, index in _TOKEN.findall("." + path if path and path[0] != "[" else path):
+        try:
+            value = value[name] if name else value[int(index)]
+        except (KeyError, IndexError, TypeError):
+            return False, None
+    return True, value
+
+
+def _literal_values(path: str) -> tuple | None:
+    """The allowed values of the Literal field at ``path``, if it is one."""
+    info: Any = msgspec.inspect.type_info(Config)
+    for name, index in _TOKEN.findall("." + path if path and path[0] != "[" else path):
+        while isinstance(info, msgspec.inspect.UnionType):
+            info = next(t for t in info.types if not isinstance(t, msgspec.inspect.NoneType))
+        if name and isinstance(info, msgspec.inspect.StructType):
+            info = next((f.type for f in info.fields if f.name == name), None)
+        elif index and isinstance(info, msgspec.inspect.VarTupleType):
+            info = info.item_type
+        else:
+            return None
+    return info.values if isinstance(info, msgspec.inspect.LiteralType) else None
+
+
+def _describe(exc: msgspec.ValidationError, mapping: Mapping) -> tuple[str, str]:
+    """``(key path, reason)`` from msgspec's message (``... - at `$.pairs[1].x```)."""
+    text, path = str(exc), ""
+    keys = _KEY_IN.match(text)
+    if keys:  # "Expected `str` - at `key` in `$.feed`"
+        return keys["path"].lstrip("."), "keys must be strings"
+    match = _AT.match(text)
+    if match:
+        text, path = match["text"], match["path"].lstrip(".")
+    keyed = _KEYED.match(text)
+    if keyed:
+        what = "unknown key" if keyed["what"].startswith("contains") else "required key missing"
+        return _join(path, keyed["key"]), what
+    relative = _RELATIVE.match(text)
+    if relative:  # raised by a __post_init__: "key: reason"
+        return _join(path, relative["key"]), relative["reason"]
+    if text.startswith("Invalid enum value"):
+        allowed = _literal_values(path)
+        if allowed is not None:
+            text = "Expected one of " + ", ".join(repr(v) for v in allowed)
+    elif f"'{SYMBOL_PATTERN}'" in text:
+        text = "Expected an upper-case symbol such as BTCUSDT"
+    if text.startswith("Expected"):  # msgspec names the type found; show the value instead
+        found, value = _lookup(mapping, path)
+        if found:
+            text = re.sub(r", got `\w+`$", "", text) + f", got {value!r}"
+    text = text.replace("`array`", "list").replace("`object`", "mapping").replace("`", "")
+    return path, text[0].lower() + text[1:]
+
+
+def parse_config(mapping: object, source: str = "<config>") -> Config:
+    """Validate a mapping (e.g. from YAML) into a :class:`Config`; ConfigError names ``source``."""
+    if not isinstance(mapping, Mapping):
+        got = "nothing (empty document)" if mapping is None else type(mapping).__name__
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {got}")
+    try:
+        return msgspec.convert(mapping, Config)
+    except msgspec.ValidationError as exc:
+        key, reason = _describe(exc, mapping)
+        raise ConfigError(f"{source}: {key}: {reason}" if key else f"{source}: {reason}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file; ConfigError names the file, key path and problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
+    try:
+        mapping = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: YAML syntax error at {where}{problem}") from None
+    return parse_config(mapping, source=str(path))
