@@ -176,7 +176,8 @@ def test_structs_are_frozen() -> None:
 def test_yaml_reads_exponents_without_a_dot_as_floats(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(
-        "feed: {source: simulator}\nsymbols: [AAAUSDT, BBBUSDT]\npairs: [{y: AAAUSDT, x: BBBUSDT}]\n"
+        "feed: {source: simulator}\nsymbols: [AAAUSDT, BBBUSDT]\n"
+        "pairs: [{y: AAAUSDT, x: BBBUSDT}]\n"
         "analytics: {kalman: {delta: 1e-5, obs_var: 2E-3}}\n"
     )
     cfg = load_config(path)
