@@ -1,0 +1,421 @@
+"""The two-leg backtest: target positions -> fills, equity, trades, stats.
+
+Semantics are DESIGN.md's "Pair and backtest semantics": the target decided at the close of bar
+t fills at the open of bar t+1 (the aligned ``open_*`` arrays already carry a leg's last close
+when it has no bar at t+1); a target on the last bar is not filled. Beta is taken at the
+decision bar and held until exit. Signed quantities: qty_y = p*notional/fill_y, and
+qty_x = -p*beta*notional/fill_x with log prices or -p*beta*|qty_y| with raw prices. Fills slip
+against the trader (open*(1 +/- slippage_bps/1e4)), every leg of every fill pays
+fee_bps/1e4*|qty|*fill. Equity = cash + sum(qty*close) at every close, starting at capital.
+Funding: at a funding time T each open leg pays qty*mark*rate with mark = the leg's close of
+the last bar that opened before T (booked at that bar's close).
+
+A trade's ``pnl`` is its trading PnL before fees and funding (marked at the last close while
+still open), so: final equity = capital + sum(pnl) - fees - funding (paid).
+Units: prices USDT, times ms (Arrow ``timestamp[ms, UTC]``), quantities base units.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from numba import njit
+
+from engine.backtest_stats import compute_stats
+from engine.errors import ConfigError, DataError
+from engine.schemas import TIMEFRAME_MS, TS_TYPE
+
+#: trades table: one row per round trip; exit columns are null while the trade is open
+TRADE_SCHEMA = pa.schema(
+    [
+        ("entry_ts", TS_TYPE),  # fill time of the entry (open of the bar after the decision)
+        ("exit_ts", TS_TYPE),
+        ("side", pa.int8()),  # +1 long spread, -1 short spread
+        ("beta", pa.float64()),
+        ("qty_y", pa.float64()),
+        ("qty_x", pa.float64()),
+        ("entry_fill_y", pa.float64()),
+        ("entry_fill_x", pa.float64()),
+        ("exit_fill_y", pa.float64()),
+        ("exit_fill_x", pa.float64()),
+        ("fees", pa.float64()),  # entry + exit fees, USDT
+        ("funding", pa.float64()),  # funding paid while open, USDT (negative: received)
+        ("pnl", pa.float64()),  # trading PnL before fees and funding, USDT
+    ]
+)
+
+# columns of the kernel's float trade matrix
+T_BETA, T_QY, T_QX, T_EFY, T_EFX, T_XFY, T_XFX, T_FEES, T_FUNDING, T_PNL = range(10)
+PRICE_MODES = ("log", "raw")
+
+
+@njit(cache=True)
+def _fill(price: float, qty: float, slip: float) -> float:
+    """Fill price of a trade of signed ``qty``: slipped up when buying, down when selling."""
+    if qty > 0.0:
+        return price * (1.0 + slip)
+    if qty < 0.0:
+        return price * (1.0 - slip)
+    return price
+
+
+@njit(cache=True)
+def simulate_kernel(
+    open_y: np.ndarray,
+    close_y: np.ndarray,
+    open_x: np.ndarray,
+    close_x: np.ndarray,
+    target: np.ndarray,
+    beta: np.ndarray,
+    rate_y: np.ndarray,
+    rate_x: np.ndarray,
+    notional: float,
+    capital: float,
+    fee_rate: float,
+    slip: float,
+    log_prices: bool,
+):
+    """Two-leg simulation from int8 targets (see the module docstring for the rules).
+
+    Returns (equity[n], position[n] held during each bar, trade_bars[k, 2] (entry, exit bar of
+    the fills; exit -1 while open), sides[k], trade_values[k, 10] (T_* columns; NaN exit fills
+    while open), fees, funding paid). Oracle: the plain-Python loop written from DESIGN.md in
+    tests/engine/test_backtest.py.
+    """
+    n = close_y.shape[0]
+    equity = np.empty(n)
+    position = np.zeros(n, dtype=np.int8)
+    trade_bars = np.full((n, 2), -1, dtype=np.int64)
+    sides = np.zeros(n, dtype=np.int8)
+    values = np.full((n, 10), np.nan)
+    cash = capital
+    fees = 0.0
+    funding = 0.0
+    pos = 0
+    qy = 0.0
+    qx = 0.0
+    k = -1
+    for t in range(n):
+        want = target[t - 1] if t > 0 else 0
+        if want != pos:
+            if pos != 0:
+                fy = _fill(open_y[t], -qy, slip)
+                fx = _fill(open_x[t], -qx, slip)
+                fee = fee_rate * (abs(qy) * fy + abs(qx) * fx)
+                cash += qy * fy + qx * fx - fee
+                fees += fee
+                trade_bars[k, 1] = t
+                values[k, T_XFY] = fy
+                values[k, T_XFX] = fx
+                values[k, T_FEES] += fee
+                values[k, T_PNL] = qy * (fy - values[k, T_EFY]) + qx * (fx - values[k, T_EFX])
+                pos = 0
+                qy = 0.0
+                qx = 0.0
+            if want != 0:
+                b = beta[t - 1]
+                fy = open_y[t] * (1.0 + slip * want)
+                qy = want * notional / fy
+                fx = _fill(open_x[t], -want * b, slip)
+                qx = -want * b * (notional / fx if log_prices else abs(qy))
+                fee = fee_rate * (abs(qy) * fy + abs(qx) * fx)
+                cash -= qy * fy + qx * fx + fee
+                fees += fee
+                pos = want
+                k += 1
+                trade_bars[k, 0] = t
+                sides[k] = want
+                values[k, T_BETA] = b
+                values[k, T_QY] = qy
+                values[k, T_QX] = qx
+                values[k, T_EFY] = fy
+                values[k, T_EFX] = fx
+                values[k, T_FEES] = fee
+                values[k, T_FUNDING] = 0.0
+        if pos != 0:
+            pay = qy * close_y[t] * rate_y[t] + qx * close_x[t] * rate_x[t]
+            cash -= pay
+            funding += pay
+            values[k, T_FUNDING] += pay
+        equity[t] = cash + qy * close_y[t] + qx * close_x[t]
+        position[t] = pos
+    if pos != 0:
+        values[k, T_PNL] = qy * (close_y[n - 1] - values[k, T_EFY]) + qx * (
+            close_x[n - 1] - values[k, T_EFX]
+        )
+    return equity, position, trade_bars[: k + 1], sides[: k + 1], values[: k + 1], fees, funding
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Sizing and costs: ``notional`` and ``capital`` in USDT, fees and slippage in bps."""
+
+    notional: float
+    capital: float
+    fee_bps: float = 0.0
+    slippage_bps: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("notional", "capital"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"strategy.{name}: expected a positive number, got {value!r}")
+        for name in ("fee_bps", "slippage_bps"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value < 1e4):
+                raise ConfigError(
+                    f"strategy.{name}: expected a number in [0, 10000) bps, got {value!r}"
+                )
+
+    @classmethod
+    def from_config(cls, config: Any) -> Costs:
+        """From a StrategyConfig; capital None -> notional."""
+        capital = getattr(config, "capital", None)
+        return cls(
+            notional=float(config.notional),
+            capital=float(config.notional if capital is None else capital),
+            fee_bps=float(getattr(config, "fee_bps", 0.0)),
+            slippage_bps=float(getattr(config, "slippage_bps", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class EquityCurve:
+    """Equity (USDT) at every bar close, labelled by the bar's open time ``ts`` (ms), and the
+    position held during each bar."""
+
+    ts: np.ndarray
+    equity: np.ndarray
+    position: np.ndarray
+
+
+def _iso(ms: np.ndarray) -> list[str]:
+    return [s + "Z" for s in np.datetime_as_string(ms.astype("datetime64[ms]"), unit="ms")]
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Stats (dict), trades (Arrow table, TRADE_SCHEMA) and the equity curve."""
+
+    stats: dict[str, float | int]
+    trades: pa.Table
+    equity: EquityCurve
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """``{"stats", "trades", "equity": {"ts", "equity"}}`` with ISO-8601 UTC times, JSON-safe
+        (non-finite numbers become null)."""
+        trades = []
+        for row in self.trades.to_pylist():
+            for key in ("entry_ts", "exit_ts"):
+                if row[key] is not None:
+                    row[key] = row[key].isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            trades.append({k: _json_number(v) for k, v in row.items()})
+        return {
+            "stats": {k: _json_number(v) for k, v in self.stats.items()},
+            "trades": trades,
+            "equity": {
+                "ts": _iso(self.equity.ts),
+                "equity": [_json_number(v) for v in self.equity.equity.tolist()],
+            },
+        }
+
+
+def _series(name: str, values: Any, n: int, dtype: Any = np.float64) -> np.ndarray:
+    arr = np.ascontiguousarray(values, dtype=dtype)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise DataError(f"{name} must be a 1-D array of {n} values (one per bar), got {arr.shape}")
+    return arr
+
+
+def _ms(values: Any) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype.kind == "M":
+        arr = arr.astype("datetime64[ms]")
+    return np.ascontiguousarray(arr.astype(np.int64))
+
+
+def funding_per_bar(ts: np.ndarray, funding: Any) -> np.ndarray:
+    """Per-bar funding rate of one leg: each event (``funding["ts"]`` ms, ``funding["rate"]``)
+    with ts[0] < T <= ts[-1] lands on the last bar that opened before T; None -> zeros.
+
+    ``funding`` is anything indexable by "ts" and "rate": an Arrow table, a dict of arrays or a
+    NumPy record array.
+    """
+    out = np.zeros(ts.shape[0])
+    if funding is None:
+        return out
+    try:
+        times = _ms(funding["ts"])
+        rates = np.asarray(funding["rate"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(
+            f"funding must have columns 'ts' (ms) and 'rate' (fraction): {exc}"
+        ) from None
+    if times.shape != rates.shape or times.ndim != 1:
+        raise DataError(f"funding 'ts' and 'rate' lengths differ: {times.shape} vs {rates.shape}")
+    if not np.all(np.isfinite(rates)):
+        raise DataError("funding 'rate' has non-finite values")
+    inside = (times > ts[0]) & (times <= ts[-1])
+    np.add.at(out, np.searchsorted(ts, times[inside], side="left") - 1, rates[inside])
+    return out
+
+
+def _bar_ms(ts: np.ndarray, timeframe: str | None) -> int:
+    if timeframe is not None:
+        if timeframe not in TIMEFRAME_MS:
+            raise DataError(
+                f"unknown timeframe {timeframe!r}: expected one of {list(TIMEFRAME_MS)}"
+            )
+        return TIMEFRAME_MS[timeframe]
+    return int(np.min(np.diff(ts)))
+
+
+def simulate(
+    ts: Any,
+    open_y: Any,
+    close_y: Any,
+    open_x: Any,
+    close_x: Any,
+    target: Any,
+    beta: Any,
+    costs: Costs,
+    price_mode: str,
+    funding: tuple[Any, Any] | None = None,
+    timeframe: str | None = None,
+) -> BacktestResult:
+    """Simulate the pair from target positions decided at each close (DESIGN.md semantics).
+
+    ``ts`` bar open times (ms, strictly increasing); prices raw USDT (aligned, last close carried
+    into the open of a leg without a bar); ``target`` -1/0/+1 per bar; ``beta`` hedge ratio per
+    bar (log or raw prices as ``price_mode``); ``funding`` (rates_y, rates_x), each None or with
+    "ts"/"rate" columns; ``timeframe`` sets the annualisation (default: the smallest ts step).
+    """
+    if price_mode not in PRICE_MODES:
+        raise ConfigError(f"analytics.price: expected one of {PRICE_MODES}, got {price_mode!r}")
+    ts_arr = _ms(ts)
+    n = ts_arr.shape[0]
+    if ts_arr.ndim != 1 or n < 2:
+        raise DataError(f"a backtest needs at least 2 bars, got {n}")
+    if np.any(np.diff(ts_arr) <= 0):
+        raise DataError("ts must be strictly increasing (one row per bar)")
+    prices = {
+        name: _series(name, values, n)
+        for name, values in (
+            ("open_y", open_y),
+            ("close_y", close_y),
+            ("open_x", open_x),
+            ("close_x", close_x),
+        )
+    }
+    for name, arr in prices.items():
+        if not np.all(np.isfinite(arr) & (arr > 0)):
+            raise DataError(
+                f"{name} must be finite positive prices; bar {np.argmin(arr > 0)} is not"
+            )
+    tgt = np.asarray(target)
+    if tgt.ndim != 1 or tgt.shape[0] != n:
+        raise DataError(f"target must be a 1-D array of {n} values (one per bar), got {tgt.shape}")
+    if not np.all(np.isin(tgt, (-1, 0, 1))):
+        raise DataError("target positions must be -1, 0 or +1")
+    tgt = np.ascontiguousarray(tgt, dtype=np.int8)
+    beta_arr = _series("beta", beta, n)
+    opens = np.flatnonzero((tgt[:-1] != 0) & (tgt[:-1] != np.concatenate(([0], tgt[:-2]))))
+    bad = opens[~np.isfinite(beta_arr[opens])]
+    if bad.size:
+        raise DataError(f"beta is not finite at decision bar {bad[0]} where a position opens")
+    rates_y, rates_x = (None, None) if funding is None else funding
+    equity, position, bars, sides, vals, fees, funding_paid = simulate_kernel(
+        prices["open_y"],
+        prices["close_y"],
+        prices["open_x"],
+        prices["close_x"],
+        tgt,
+        beta_arr,
+        funding_per_bar(ts_arr, rates_y),
+        funding_per_bar(ts_arr, rates_x),
+        costs.notional,
+        costs.capital,
+        costs.fee_bps / 1e4,
+        costs.slippage_bps / 1e4,
+        price_mode == "log",
+    )
+    closed = bars[:, 1] >= 0
+    entry_ts = ts_arr[bars[:, 0]]
+    exit_ts = np.where(closed, ts_arr[bars[:, 1]], 0)
+    trades = pa.Table.from_arrays(
+        [
+            pa.array(entry_ts, type=pa.int64()).cast(TS_TYPE),
+            pa.array(exit_ts, type=pa.int64(), mask=~closed).cast(TS_TYPE),
+            pa.array(sides, type=pa.int8()),
+            *(
+                pa.array(vals[:, col], mask=~closed if col in (T_XFY, T_XFX) else None)
+                for col in range(vals.shape[1])
+            ),
+        ],
+        schema=TRADE_SCHEMA,
+    )
+    exit_notional = np.where(
+        closed, np.abs(vals[:, T_QY]) * vals[:, T_XFY] + np.abs(vals[:, T_QX]) * vals[:, T_XFX], 0
+    )
+    entry_notional = np.abs(vals[:, T_QY]) * vals[:, T_EFY] + np.abs(vals[:, T_QX]) * vals[:, T_EFX]
+    stats = compute_stats(
+        ts_arr,
+        equity,
+        costs.capital,
+        _bar_ms(ts_arr, timeframe),
+        entry_ts=entry_ts,
+        exit_ts=exit_ts,
+        closed=closed,
+        net_pnl=vals[:, T_PNL] - vals[:, T_FEES] - vals[:, T_FUNDING],
+        traded_notional=float(np.sum(entry_notional) + np.sum(exit_notional)),
+        fees=fees,
+        funding=funding_paid,
+    )
+    return BacktestResult(stats=stats, trades=trades, equity=EquityCurve(ts_arr, equity, position))
+
+
+def backtest(
+    bars_y: Any,
+    bars_x: Any,
+    params: Any,
+    strategy_config: Any,
+    funding: tuple[Any, Any] | None = None,
+    timeframe: str | None = None,
+) -> BacktestResult:
+    """Align the two legs' bars, run the pair step and the strategy, simulate.
+
+    ``params`` is an ``engine.pairstep.PairParams``, ``strategy_config`` a StrategyConfig;
+    ``funding`` as in ``simulate``.
+    """
+    # strategies import engine, so the strategy registry is imported here, not at module level
+    from engine.pairstep import align_bars, run_pair
+    from strategies import make_strategy
+
+    strategy = make_strategy(strategy_config)
+    costs = Costs.from_config(strategy_config)
+    aligned = align_bars(bars_y, bars_x)
+    series = run_pair(aligned.close_y, aligned.close_x, params)
+    target = strategy.run(series.z, series.spread)
+    return simulate(
+        aligned.ts,
+        aligned.open_y,
+        aligned.close_y,
+        aligned.open_x,
+        aligned.close_x,
+        target,
+        series.beta,
+        costs,
+        params.price,
+        funding=funding,
+        timeframe=timeframe,
+    )
