@@ -161,8 +161,8 @@ def _coerce(data: object, kind: _Kind, dtype: np.dtype | None, what: str) -> pa.
         if dtype is None or data.dtype != dtype:
             expected = "an Arrow table" if dtype is None else f"records of dtype {dtype}"
             raise DataError(f"{what}: expected {expected}, got an array of dtype {data.dtype}")
-        return ticks_to_table(data) if dtype == TICK_DTYPE else bars_to_table(data)
-    if not isinstance(data, pa.Table):
+        data = ticks_to_table(data) if dtype == TICK_DTYPE else bars_to_table(data)
+    elif not isinstance(data, pa.Table):
         try:
             data = pa.table(data)
         except (TypeError, ValueError, pa.ArrowException) as exc:
