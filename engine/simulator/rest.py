@@ -1,0 +1,251 @@
+"""The REST side of the simulator: ``/fapi/v1/...`` GETs answered like Binance.
+
+Every response carries ``X-MBX-USED-WEIGHT-1M`` (request weight used over the last minute).
+Errors are HTTP 4xx with ``{"code": <negative int>, "msg": "..."}``; 429 carries ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+import orjson
+
+from engine.simulator.history import TickLog
+from engine.simulator.market import INTEREST_RATE, Market, next_funding_ms
+from engine.simulator.settings import FaultSettings
+from engine.simulator.wire import rest_agg_trades
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class RestResponse:
+    """Status, extra headers and JSON body of one REST answer."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+class ApiError(Exception):
+    """A Binance error answer: HTTP status, negative code and message."""
+
+    def __init__(self, status: int, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.status, self.code, self.msg = status, code, msg
+
+
+def _missing(name: str) -> ApiError:
+    return ApiError(
+        400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
+    )
+
+
+def _bad(name: str) -> ApiError:
+    return ApiError(400, -1130, f"Data sent for parameter '{name}' is not valid.")
+
+
+def _int_param(params: dict[str, str], name: str, lo: int, hi: int) -> int | None:
+    raw = params.get(name)
+    if raw is None:
+        return None
+    if raw == "":
+        raise _missing(name)
+    if not raw.isdigit():
+        raise _bad(name)
+    value = int(raw)
+    if not lo <= value <= hi:
+        raise _bad(name)
+    return value
+
+
+class RestApi:
+    """Answers REST requests from the market model and the trade history."""
+
+    def __init__(
+        self,
+        market: Market,
+        logs: dict[str, TickLog],
+        faults: FaultSettings,
+        weight_limit: int | None,
+        count_event: Callable[[str], None],
+    ) -> None:
+        self._market = market
+        self._logs = logs
+        self._faults = faults
+        self._weight_limit = weight_limit
+        self._count_event = count_event
+        self._weights: collections.deque[tuple[int, int]] = collections.deque()
+        self._requests = 0
+        self._routes: dict[str, Callable[[dict[str, str], int], tuple[int, object]]] = {
+            "/fapi/v1/ping": lambda p, now: (1, {}),
+            "/fapi/v1/time": lambda p, now: (1, {"serverTime": now}),
+            "/fapi/v1/exchangeInfo": self._exchange_info,
+            "/fapi/v1/aggTrades": self._agg_trades,
+            "/fapi/v1/ticker/24hr": self._ticker_24hr,
+            "/fapi/v1/premiumIndex": self._premium_index,
+        }
+
+    def handle(self, target: str, now_ms: int) -> RestResponse:
+        """Answer ``GET target`` (path and query string) at wall time ``now_ms``."""
+        parts = urlsplit(target)
+        route = self._routes.get(parts.path)
+        if route is None:
+            return self._answer(404, {"code": -1000, "msg": f"Unknown path {parts.path}."}, now_ms)
+        self._requests += 1
+        every = self._faults.rest_429_every
+        if every and self._requests % every == 0:
+            self._count_event("rest_429")
+            return self._too_many(now_ms)
+        try:
+            params = dict(parse_qsl(parts.query, keep_blank_values=True))
+            weight, payload = route(params, now_ms)
+        except ApiError as exc:
+            return self._answer(exc.status, {"code": exc.code, "msg": exc.msg}, now_ms)
+        self._weights.append((now_ms, weight))
+        if self._weight_limit is not None and self._used(now_ms) > self._weight_limit:
+            return self._too_many(now_ms)
+        return self._answer(200, payload, now_ms)
+
+    def _used(self, now_ms: int) -> int:
+        while self._weights and self._weights[0][0] <= now_ms - 60_000:
+            self._weights.popleft()
+        return sum(w for _, w in self._weights)
+
+    def _too_many(self, now_ms: int) -> RestResponse:
+        body = {"code": -1003, "msg": "Too many requests; please use the websocket for live "
+                "updates or back off as told by Retry-After."}  # fmt: skip
+        extra = (("Retry-After", str(self._faults.retry_after_s)),)
+        return self._answer(429, body, now_ms, extra)
+
+    def _answer(
+        self, status: int, payload: object, now_ms: int, extra: tuple[tuple[str, str], ...] = ()
+    ) -> RestResponse:
+        headers = (("X-MBX-USED-WEIGHT-1M", str(self._used(now_ms))), *extra)
+        return RestResponse(status, headers, orjson.dumps(payload))
+
+    def _symbol(self, params: dict[str, str], *, required: bool) -> str | None:
+        symbol = params.get("symbol")
+        if symbol is None or symbol == "":
+            if required:
+                raise _missing("symbol")
+            return None
+        if symbol not in self._logs:
+            raise ApiError(400, -1121, "Invalid symbol.")
+        return symbol
+
+    def _exchange_info(self, params: dict[str, str], now_ms: int) -> tuple[int, object]:
+        symbols = []
+        for sym in self._market.symbols:
+            spec = self._market.specs[sym]
+            symbols.append({
+                "symbol": sym,
+                "pair": sym,
+                "contractType": "PERPETUAL",
+                "status": "TRADING",
+                "baseAsset": sym.removesuffix("USDT"),
+                "quoteAsset": "USDT",
+                "marginAsset": "USDT",
+                "pricePrecision": spec.price_precision,
+                "quantityPrecision": spec.quantity_precision,
+                "filters": [
+                    {"filterType": "PRICE_FILTER", "tickSize": spec.tick_size,
+                     "minPrice": spec.tick_size, "maxPrice": "1000000"},
+                    {"filterType": "LOT_SIZE", "stepSize": spec.step_size,
+                     "minQty": spec.step_size, "maxQty": "100000000"},
+                ],
+            })  # fmt: skip
+        rate_limits = [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+             "limit": self._weight_limit or 2400},
+        ]  # fmt: skip
+        body = {"timezone": "UTC", "serverTime": now_ms, "rateLimits": rate_limits,
+                "symbols": symbols}  # fmt: skip
+        return 1, body
+
+    def _agg_trades(self, params: dict[str, str], now_ms: int) -> tuple[int, object]:
+        symbol = self._symbol(params, required=True)
+        limit = _int_param(params, "limit", 1, 1000) or 500
+        from_id = _int_param(params, "fromId", 0, 2**63 - 1)
+        start = _int_param(params, "startTime", 0, 2**63 - 1)
+        end = _int_param(params, "endTime", 0, 2**63 - 1)
+        log = self._logs[symbol]
+        if from_id is not None:
+            if start is not None or end is not None:
+                raise ApiError(400, -1128, "Combination of optional parameters invalid.")
+            ticks = log.from_id(from_id, limit)
+        else:
+            if start is not None and end is not None:
+                if end < start:
+                    raise ApiError(400, -1128, "startTime must not be after endTime.")
+                if end - start > HOUR_MS:
+                    raise ApiError(400, -1127, "More than 1 hours between startTime and endTime.")
+            ticks = log.between(start, end, limit)
+        return 20, rest_agg_trades(ticks, self._market.specs[symbol])
+
+    def _ticker_24hr(self, params: dict[str, str], now_ms: int) -> tuple[int, object]:
+        symbol = self._symbol(params, required=False)
+        if symbol is not None:
+            return 1, self._ticker(symbol, now_ms)
+        return 40, [self._ticker(s, now_ms) for s in self._market.symbols]
+
+    def _ticker(self, symbol: str, now_ms: int) -> dict:
+        spec = self._market.specs[symbol]
+        pp, qp = spec.price_precision, spec.quantity_precision
+        ticks = self._logs[symbol].between(now_ms - DAY_MS, now_ms, 2**62)
+        if len(ticks):
+            price, qty = ticks["price"], ticks["qty"]
+            first, last = ticks[0], ticks[-1]
+            open_, last_price, last_qty = float(price[0]), float(price[-1]), float(qty[-1])
+            high, low = float(price.max()), float(price.min())
+            volume = float(qty.sum())
+            quote = float(np.dot(price, qty))
+            first_id, last_id = int(first["agg_id"]), int(last["agg_id"])
+        else:
+            open_ = last_price = high = low = self._market.mark(symbol).index
+            last_qty = volume = quote = 0.0
+            first_id = last_id = -1
+        change = last_price - open_
+        return {
+            "symbol": symbol,
+            "priceChange": f"{change:.{pp}f}",
+            "priceChangePercent": f"{100.0 * change / open_:.3f}",
+            "weightedAvgPrice": f"{(quote / volume if volume else last_price):.{pp}f}",
+            "lastPrice": f"{last_price:.{pp}f}",
+            "lastQty": f"{last_qty:.{qp}f}",
+            "openPrice": f"{open_:.{pp}f}",
+            "highPrice": f"{high:.{pp}f}",
+            "lowPrice": f"{low:.{pp}f}",
+            "volume": f"{volume:.{qp}f}",
+            "quoteVolume": f"{quote:.2f}",
+            "openTime": now_ms - DAY_MS,
+            "closeTime": now_ms,
+            "firstId": first_id,
+            "lastId": last_id,
+            "count": len(ticks),
+        }
+
+    def _premium_index(self, params: dict[str, str], now_ms: int) -> tuple[int, object]:
+        symbol = self._symbol(params, required=False)
+        if symbol is not None:
+            return 1, self._premium(symbol, now_ms)
+        return 10, [self._premium(s, now_ms) for s in self._market.symbols]
+
+    def _premium(self, symbol: str, now_ms: int) -> dict:
+        spec = self._market.specs[symbol]
+        quote = self._market.mark(symbol)
+        return {
+            "symbol": symbol,
+            "markPrice": f"{quote.mark:.{spec.price_precision}f}",
+            "indexPrice": f"{quote.index:.8f}",
+            "estimatedSettlePrice": f"{quote.settle:.8f}",
+            "lastFundingRate": f"{quote.funding_rate:.8f}",
+            "interestRate": f"{INTEREST_RATE:.8f}",
+            "nextFundingTime": next_funding_ms(now_ms),
+            "time": now_ms,
+        }
