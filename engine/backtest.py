@@ -89,9 +89,13 @@ def simulate_kernel(
     n = close_y.shape[0]
     equity = np.empty(n)
     position = np.zeros(n, dtype=np.int8)
-    trade_bars = np.full((n, 2), -1, dtype=np.int64)
-    sides = np.zeros(n, dtype=np.int8)
-    values = np.full((n, 10), np.nan)
+    entries = 0  # filled entries: a non-zero target that differs from the one before it
+    for t in range(n - 1):
+        if target[t] != 0 and (t == 0 or target[t] != target[t - 1]):
+            entries += 1
+    trade_bars = np.full((entries, 2), -1, dtype=np.int64)
+    sides = np.zeros(entries, dtype=np.int8)
+    values = np.full((entries, 10), np.nan)
     cash = capital
     fees = 0.0
     funding = 0.0
@@ -147,7 +151,7 @@ def simulate_kernel(
         values[k, T_PNL] = qy * (close_y[n - 1] - values[k, T_EFY]) + qx * (
             close_x[n - 1] - values[k, T_EFX]
         )
-    return equity, position, trade_bars[: k + 1], sides[: k + 1], values[: k + 1], fees, funding
+    return equity, position, trade_bars, sides, values, fees, funding
 
 
 @dataclass(frozen=True)
