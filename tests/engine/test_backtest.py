@@ -377,3 +377,105 @@ def test_bad_beta_mode_funding_and_costs():
 def test_costs_from_config():
     config = SimpleNamespace(notional=500.0, capital=None, fee_bps=2.0, slippage_bps=0.5)
     assert Costs.from_config(config) == Costs(500.0, 500.0, 2.0, 0.5)
+
+
+def leg_bars(ts, close, rng, keep):
+    """BAR_DTYPE records of one leg: only the bars in ``keep`` (sparse legs)."""
+    from engine.schemas import BAR_DTYPE
+
+    out = np.zeros(int(keep.sum()), dtype=BAR_DTYPE)
+    out["ts"] = ts[keep]
+    out["close"] = close[keep]
+    out["open"] = close[keep] * np.exp(rng.normal(0.0, 3e-4, out.size))
+    out["high"] = np.maximum(out["open"], out["close"])
+    out["low"] = np.minimum(out["open"], out["close"])
+    out["volume"] = 1.0
+    out["trades"] = 1
+    return out
+
+
+def pandas_align(by, bx):
+    """Independent alignment: outer join on ts from the first bar of the later leg, carry."""
+    fy = pd.DataFrame({"oy": by["open"], "cy": by["close"]}, index=by["ts"])
+    fx = pd.DataFrame({"ox": bx["open"], "cx": bx["close"]}, index=bx["ts"])
+    frame = fy.join(fx, how="outer")
+    frame = frame[frame.index >= max(by["ts"][0], bx["ts"][0])]
+    for o, c in (("oy", "cy"), ("ox", "cx")):
+        frame[o] = frame[o].fillna(frame[c].ffill())  # no bar: the last close stands in
+        frame[c] = frame[c].ffill()
+    return tuple(frame.index.to_numpy()), frame
+
+
+@pytest.mark.parametrize("hedge", ["kalman", "rolling_ols"])
+@pytest.mark.parametrize("mode", ["log", "raw"])
+@pytest.mark.parametrize("name", ["zscore", "zscore_timestop"])
+def test_backtest_pipeline_matches_reference(hedge, mode, name):
+    from engine.backtest import backtest
+    from engine.config import StrategyConfig
+    from engine.pairstep import PairParams, run_pair
+
+    n = 1200
+    rng = np.random.default_rng(11)
+    y, x = cointegrated_pair(n, seed=11, half_life=10.0)
+    ts = T0 + MINUTE * np.arange(n)
+    by = leg_bars(ts, y, rng, np.r_[False, rng.random(n - 1) > 0.1])
+    bx = leg_bars(ts, x, rng, rng.random(n) > 0.1)
+    params = PairParams(price=mode, hedge=hedge, ols_window=100, zscore_window=50)
+    config = StrategyConfig(
+        name=name,
+        entry=1.5,
+        exit=0.0,
+        stop=3.5,
+        notional=1e4,
+        fee_bps=4.0,
+        slippage_bps=1.0,
+        max_hold_half_lives=2.0 if name == "zscore_timestop" else None,
+    )
+    funding_y = {"ts": ts[::240] + 1, "rate": np.full(ts[::240].size, 1e-4)}
+    result = backtest(by, bx, params, config, funding=(funding_y, None), timeframe="1m")
+    aligned_ts, frame = pandas_align(by, bx)
+    series = run_pair(frame.cy.to_numpy(), frame.cx.to_numpy(), params)
+    target = make_strategy(config).run(series.z, series.spread)
+    bars = (np.array(aligned_ts), *(frame[c].to_numpy() for c in ("oy", "cy", "ox", "cx")))
+    equity, trades = reference(
+        *bars,
+        target,
+        series.beta,
+        Costs.from_config(config),
+        mode,
+        list(zip(funding_y["ts"].tolist(), funding_y["rate"].tolist(), strict=True)),
+    )
+    np.testing.assert_array_equal(result.equity.ts, bars[0])
+    np.testing.assert_allclose(result.equity.equity, equity, rtol=1e-9)
+    np.testing.assert_allclose(
+        result.trades["pnl"].to_numpy(), [t["pnl"] for t in trades], rtol=1e-9
+    )
+    assert result.stats["closed_trades"] >= 3
+
+
+def test_backtest_pipeline_no_lookahead_and_errors():
+    from engine.backtest import backtest
+    from engine.config import StrategyConfig
+    from engine.pairstep import PairParams
+
+    n = 600
+    rng = np.random.default_rng(12)
+    y, x = cointegrated_pair(n, seed=12, half_life=10.0)
+    ts = T0 + MINUTE * np.arange(n)
+    by, bx = leg_bars(ts, y, rng, np.ones(n, bool)), leg_bars(ts, x, rng, np.ones(n, bool))
+    params = PairParams(price="log", hedge="kalman", zscore_window=40)
+    config = StrategyConfig(entry=1.5, exit=0.0, stop=3.5)
+    base = backtest(by, bx, params, config)
+    for t in (150, 450):
+        other = by.copy()
+        for field in ("open", "close"):
+            other[field][t + 1 :] *= 1.05
+        changed = backtest(other, bx, params, config)
+        np.testing.assert_array_equal(changed.equity.equity[: t + 1], base.equity.equity[: t + 1])
+        np.testing.assert_array_equal(
+            changed.equity.position[: t + 2], base.equity.position[: t + 2]
+        )
+    with pytest.raises(ConfigError, match="unknown strategy 'nope'"):
+        backtest(by, bx, params, StrategyConfig(name="nope"))
+    with pytest.raises(DataError, match="at least 2 bars"):
+        backtest(by[:1], bx[:1], params, config)
