@@ -1,0 +1,21 @@
+"""``pairstack import FILE... --store DIR``: Binance public-data files into the store."""
+
+from __future__ import annotations
+
+import argparse
+
+from engine.importer import import_files
+from engine.store import Store
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE",
+                        help="aggTrades or klines (1s/1m/5m) files, .csv or .zip")
+    parser.add_argument("--store", required=True, metavar="DIR", help="store directory")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    report = import_files(args.files, Store(args.store), progress=not args.quiet)
+    print("\n".join(report.lines()))
+    return 0

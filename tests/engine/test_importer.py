@@ -1,0 +1,367 @@
+"""Binance public-data import: files made here in Binance's exact format, then read back.
+
+Oracles: the CSV text parsed by a plain-Python loop in the test, and pandas group-bys for bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from engine import cli_import
+from engine.errors import UploadError
+from engine.importer import ImportReport, import_files
+from engine.schemas import TIMEFRAME_MS, table_to_bars, table_to_ticks
+from engine.store import Store
+from tests.kit import random_ticks
+
+DAY0 = 1_717_200_000_000  # 2024-06-01 00:00 UTC
+AGG_HEADER = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker"
+KLINE_HEADER = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,"
+                "taker_buy_volume,taker_buy_quote_volume,ignore")
+
+
+def _agg_lines(n: int, *, seed: int = 0, day: int = 0, micro: bool = False,
+               bool_case: str = "lower", first_id: int = 1000) -> list[str]:
+    ticks = random_ticks(n, start_ms=DAY0 + day * 86_400_000, mean_gap_ms=80_000 / n * 1000,
+                         first_id=first_id, seed=seed)
+    ticks = ticks[ticks["ts"] < DAY0 + (day + 1) * 86_400_000]
+    cases = {"lower": str.lower, "upper": str.upper, "title": str.title}
+    rng = np.random.default_rng(seed)
+    lines = []
+    for t in ticks:
+        ts = int(t["ts"]) * 1000 + int(rng.integers(0, 1000)) if micro else int(t["ts"])
+        flag = cases[bool_case](str(bool(t["buyer_maker"])))
+        lines.append(f"{t['agg_id']},{t['price']:.2f},{t['qty']:.3f},{t['first_id']},"
+                     f"{t['last_id']},{ts},{flag}")
+    return lines
+
+
+def _oracle_ticks(lines: list[str]) -> pd.DataFrame:
+    rows = []
+    for line in lines:  # plain-Python parse of Binance's CSV
+        a, p, q, f, last, t, m = line.split(",")
+        ts = int(t) // 1000 if int(t) >= 10**15 else int(t)
+        rows.append((ts, int(a), float(p), float(q), int(f), int(last), m.lower() == "true"))
+    return pd.DataFrame(rows, columns=["ts", "agg_id", "price", "qty", "first_id", "last_id",
+                                       "buyer_maker"])
+
+
+def _oracle_bars(ticks: pd.DataFrame, tf: str) -> pd.DataFrame:
+    frame = ticks.assign(bar=ticks["ts"] // TIMEFRAME_MS[tf] * TIMEFRAME_MS[tf],
+                         pq=ticks["price"] * ticks["qty"])
+    g = frame.groupby("bar", sort=True)
+    return pd.DataFrame({
+        "ts": g["bar"].first(), "open": g["price"].first(), "high": g["price"].max(),
+        "low": g["price"].min(), "close": g["price"].last(), "volume": g["qty"].sum(),
+        "quote_volume": g["pq"].sum(), "trades": g["price"].size(),
+    }).reset_index(drop=True)
+
+
+def _write(directory: Path, name: str, lines: list[str], *, header: str | None, zipped: bool,
+           checksum: str | None = None) -> Path:
+    """A public-data file as Binance publishes it: CSV (optionally zipped) + optional CHECKSUM."""
+    text = "\n".join(([header] if header else []) + lines) + "\n"
+    csv_name = f"{name}.csv"
+    if not zipped:
+        path = directory / csv_name
+        path.write_text(text)
+    else:
+        path = directory / f"{name}.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(csv_name, text)
+    if checksum is not None:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if checksum == "bad":
+            digest = ("0" if digest[0] != "0" else "1") + digest[1:]
+        (directory / f"{path.name}.CHECKSUM").write_text(f"{digest}  {path.name}\n")
+    return path
+
+
+def _store_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def _assert_bars(got: pa.Table, expected: pd.DataFrame) -> None:
+    records = table_to_bars(got)
+    np.testing.assert_array_equal(records["ts"], expected["ts"].to_numpy())
+    for name in ("open", "high", "low", "close"):
+        np.testing.assert_array_equal(records[name], expected[name].to_numpy(), err_msg=name)
+    for name in ("volume", "quote_volume"):
+        np.testing.assert_allclose(records[name], expected[name].to_numpy(), rtol=1e-9)
+    np.testing.assert_array_equal(records["trades"], expected["trades"].to_numpy())
+
+
+# ----------------------------------------------------------------------------- aggTrades
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+@pytest.mark.parametrize("header", [True, False])
+@pytest.mark.parametrize("micro, bool_case", [(False, "lower"), (True, "upper"),
+                                              (False, "title")])
+def test_agg_trades_round_trip(tmp_path, zipped, header, micro, bool_case):
+    lines = _agg_lines(3000, micro=micro, bool_case=bool_case)
+    path = _write(tmp_path, "BTCUSDT-aggTrades-2024-06-01", lines,
+                  header=AGG_HEADER if header else None, zipped=zipped,
+                  checksum="good" if zipped else None)
+    store = Store(tmp_path / "store")
+    report = import_files([path], store)
+    oracle = _oracle_ticks(lines)
+    bars = {tf: _oracle_bars(oracle, tf) for tf in ("1s", "1m", "5m")}
+    assert report == ImportReport(files=1, ticks=len(lines),
+                                  bars={tf: len(b) for tf, b in bars.items()},
+                                  microseconds=micro, skipped_duplicates=0)
+    got = table_to_ticks(Store(tmp_path / "store").read_ticks("BTCUSDT"))
+    for name in oracle.columns:
+        np.testing.assert_array_equal(got[name], oracle[name].to_numpy(), err_msg=name)
+    for tf, expected in bars.items():
+        _assert_bars(Store(tmp_path / "store").read_bars(tf, "BTCUSDT"), expected)
+    assert ("microseconds" in "\n".join(report.lines())) == micro
+
+
+def test_import_is_idempotent(tmp_path):
+    day1 = _write(tmp_path, "ETHUSDT-aggTrades-2024-06-01", _agg_lines(2000, seed=1),
+                  header=AGG_HEADER, zipped=True, checksum="good")
+    day2 = _write(tmp_path, "ETHUSDT-aggTrades-2024-06-02", _agg_lines(2000, seed=2, day=1,
+                                                                      first_id=9000),
+                  header=None, zipped=True)
+    store_dir = tmp_path / "store"
+    first = import_files([day1, day2], Store(store_dir))
+    files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in _store_files(store_dir)}
+    second = import_files([day2, day1], Store(store_dir))
+    assert second.ticks == 0 and set(second.bars.values()) == {0}
+    assert second.skipped_duplicates == first.ticks + sum(first.bars.values())
+    assert import_files([day1, day1], Store(store_dir)).ticks == 0
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in _store_files(store_dir)} == files
+
+
+def test_several_files_and_symbols_checksum_files_in_the_list_are_skipped(tmp_path):
+    btc = _agg_lines(1500, seed=3)
+    eth = _agg_lines(1200, seed=4)
+    paths = [
+        _write(tmp_path, "BTCUSDT-aggTrades-2024-06-01", btc, header=AGG_HEADER, zipped=True,
+               checksum="good"),
+        _write(tmp_path, "ETHUSDT-aggTrades-2024-06-01", eth, header=None, zipped=False),
+    ]
+    listed = [*paths, tmp_path / "BTCUSDT-aggTrades-2024-06-01.zip.CHECKSUM"]
+    store = Store(tmp_path / "store")
+    report = import_files(listed, store)
+    assert report.files == 2 and report.ticks == len(btc) + len(eth)
+    assert store.symbols() == ["BTCUSDT", "ETHUSDT"]
+    assert store.symbols("5m") == ["BTCUSDT", "ETHUSDT"]
+    assert store.agg_id_gaps("ETHUSDT") == []
+
+
+# ----------------------------------------------------------------------------- klines
+
+
+def _kline_lines(tf: str, n: int, *, seed: int = 0, micro: bool = False,
+                 empty_every: int = 0) -> tuple[list[str], pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    step = TIMEFRAME_MS[tf]
+    rows, lines = [], []
+    for k in range(n):
+        t = DAY0 + k * step
+        o, c = 100 + rng.normal(), 100 + rng.normal()
+        h, lo = max(o, c) + abs(rng.normal()), min(o, c) - abs(rng.normal())
+        o, h, lo, c = (round(v, 2) for v in (o, h, lo, c))
+        empty = empty_every and k % empty_every == 0
+        vol = 0.0 if empty else round(rng.uniform(1, 9), 3)
+        count = 0 if empty else int(rng.integers(1, 99))
+        if empty:
+            o = h = lo = c
+        scale = 1000 if micro else 1
+        lines.append(f"{t * scale},{o:.2f},{h:.2f},{lo:.2f},{c:.2f},{vol:.3f},"
+                     f"{(t + step) * scale - 1},{vol * c:.5f},{count},{vol / 2:.3f},"
+                     f"{vol * c / 2:.5f},0")
+        if not empty:
+            rows.append((t, o, h, lo, c, vol, float(f"{vol * c:.5f}"), count))
+    return lines, pd.DataFrame(rows, columns=["ts", "open", "high", "low", "close", "volume",
+                                              "quote_volume", "trades"])
+
+
+@pytest.mark.parametrize("tf", ["1s", "1m", "5m"])
+@pytest.mark.parametrize("header, zipped, micro", [(True, True, False), (False, False, True),
+                                                   (False, True, False)])
+def test_klines_round_trip(tmp_path, tf, header, zipped, micro):
+    lines, oracle = _kline_lines(tf, 400, seed=len(tf), micro=micro, empty_every=7)
+    path = _write(tmp_path, f"SOLUSDT-{tf}-2024-06-01", lines,
+                  header=KLINE_HEADER if header else None, zipped=zipped, checksum="good")
+    report = import_files([path], Store(tmp_path / "store"))
+    assert report == ImportReport(files=1, ticks=0, bars={tf: len(oracle)}, microseconds=micro,
+                                  skipped_duplicates=0, empty_klines=len(lines) - len(oracle))
+    _assert_bars(Store(tmp_path / "store").read_bars(tf, "SOLUSDT"), oracle)
+    again = import_files([path], Store(tmp_path / "store"))
+    assert again.bars == {tf: 0} and again.skipped_duplicates == len(oracle)
+
+
+@pytest.mark.parametrize("interval", ["1h", "15m", "3m", "1d"])
+def test_unsupported_kline_interval_is_refused(tmp_path, interval):
+    lines, _ = _kline_lines("1m", 5)
+    path = _write(tmp_path, f"BTCUSDT-{interval}-2024-06-01", lines, header=None, zipped=True)
+    with pytest.raises(UploadError, match=f"interval '{interval}' is not supported"):
+        import_files([path], Store(tmp_path / "store"))
+    assert _store_files(tmp_path / "store") == []
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def _mutate(lines: list[str], row: int, col: int, value: str) -> list[str]:
+    out = list(lines)
+    cells = out[row].split(",")
+    cells[col] = value
+    out[row] = ",".join(cells)
+    return out
+
+
+AGG_BAD = [  # (row, column index, new value or None to drop the field, column name, message)
+    (10, 1, "abc", "price", "expected a number"),
+    (11, 1, "", "price", "expected a number"),
+    (12, 1, "-5.0", "price", "finite number > 0"),
+    (13, 2, "nan", "quantity", "finite number > 0"),
+    (14, 6, "yes", "is_buyer_maker", "true or false"),
+    (15, 0, "7", "agg_trade_id", "strictly increasing"),
+    (16, 0, "1.5", "agg_trade_id", "expected an integer"),
+    (17, 4, "1", "last_trade_id", "below first_trade_id"),
+    (18, 5, "1000", "transact_time", "between 2000 and 2100"),
+    (19, 5, "1717200000000000", "transact_time", "mixed time units"),
+    (20, 5, "1717000000000", "transact_time", "in time order"),
+    (21, None, None, "is_buyer_maker", "expected 7 comma-separated fields, found 6"),
+]
+
+
+@pytest.mark.parametrize("row, col, value, column, message", AGG_BAD)
+@pytest.mark.parametrize("header", [True, False])
+def test_malformed_agg_trades_refused_with_line_and_column(tmp_path, row, col, value, column,
+                                                          message, header):
+    lines = _agg_lines(200, seed=5)
+    if col is None:
+        lines[row] = lines[row].rsplit(",", 1)[0]
+    else:
+        lines = _mutate(lines, row, col, value)
+    good = _write(tmp_path, "ETHUSDT-aggTrades-2024-06-01", _agg_lines(100, seed=6),
+                  header=AGG_HEADER, zipped=True)
+    bad = _write(tmp_path, "BTCUSDT-aggTrades-2024-06-01", lines,
+                 header=AGG_HEADER if header else None, zipped=True)
+    with pytest.raises(UploadError, match=message) as info:
+        import_files([good, bad], Store(tmp_path / "store"))
+    line = row + 1 + int(header)
+    assert info.value.line == line and info.value.column == column
+    assert f"{bad}: line {line}, column " in str(info.value)
+    assert _store_files(tmp_path / "store") == []  # the good file was not written either
+
+
+KLINE_BAD = [
+    (3, 2, "90.00", "high", "below open or close"),
+    (4, 3, "150.00", "low", "above open or close"),
+    (5, 0, str(DAY0 + 5 * 60_000 + 1), "open_time", "boundary"),
+    (6, 6, str(DAY0 + 7 * 60_000), "close_time", "open time + 1m - 1 ms"),
+    (7, 8, "-1", "count", "negative trade count"),
+    (8, 5, "x", "volume", "expected a number"),
+]
+
+
+@pytest.mark.parametrize("row, col, value, column, message", KLINE_BAD)
+def test_malformed_klines_refused_with_line_and_column(tmp_path, row, col, value, column,
+                                                      message):
+    lines, _ = _kline_lines("1m", 20, seed=7)
+    bad = _write(tmp_path, "BTCUSDT-1m-2024-06-01", _mutate(lines, row, col, value),
+                 header=KLINE_HEADER, zipped=False)
+    with pytest.raises(UploadError, match=re.escape(message)) as info:
+        import_files([bad], Store(tmp_path / "store"))
+    assert (info.value.line, info.value.column) == (row + 2, column)
+    assert _store_files(tmp_path / "store") == []
+
+
+def test_bad_header_is_refused_at_line_1(tmp_path):
+    path = _write(tmp_path, "BTCUSDT-aggTrades-2024-06-01", _agg_lines(10),
+                  header=AGG_HEADER.replace("quantity", "qty"), zipped=False)
+    with pytest.raises(UploadError, match="header says 'qty'") as info:
+        import_files([path], Store(tmp_path / "store"))
+    assert (info.value.line, info.value.column) == (1, "quantity")
+
+
+def test_checksums_verified_when_present(tmp_path):
+    lines = _agg_lines(300)
+    path = _write(tmp_path, "BTCUSDT-aggTrades-2024-06-01", lines, header=AGG_HEADER,
+                  zipped=True, checksum="bad")
+    with pytest.raises(UploadError, match="checksum mismatch"):
+        import_files([path], Store(tmp_path / "store"))
+    assert _store_files(tmp_path / "store") == []
+    (tmp_path / f"{path.name}.CHECKSUM").write_text("not a checksum line\n")
+    with pytest.raises(UploadError, match="CHECKSUM: line 1"):
+        import_files([path], Store(tmp_path / "store"))
+    (tmp_path / f"{path.name}.CHECKSUM").unlink()  # absent: not an error
+    assert import_files([path], Store(tmp_path / "store")).ticks == len(lines)
+
+
+def test_bad_containers_and_names_are_refused(tmp_path):
+    store = Store(tmp_path / "store")
+    lines = _agg_lines(20)
+    two = tmp_path / "BTCUSDT-aggTrades-2024-06-02.zip"
+    with zipfile.ZipFile(two, "w") as archive:
+        archive.writestr("BTCUSDT-aggTrades-2024-06-02.csv", "\n".join(lines))
+        archive.writestr("extra.csv", "x")
+    wrong = tmp_path / "BTCUSDT-aggTrades-2024-06-03.zip"
+    with zipfile.ZipFile(wrong, "w") as archive:
+        archive.writestr("other.csv", "\n".join(lines))
+    broken = tmp_path / "BTCUSDT-aggTrades-2024-06-04.zip"
+    broken.write_bytes(b"PK not really a zip")
+    empty = tmp_path / "BTCUSDT-aggTrades-2024-06-05.csv"
+    empty.write_text("")
+    cases = [
+        (two, "expected one member"),
+        (wrong, "expected one member 'BTCUSDT-aggTrades-2024-06-03.csv'"),
+        (broken, "not a valid zip"),
+        (empty, "empty file"),
+        (tmp_path / "BTCUSDT-aggTrades-2024-06-09.zip", "no such file"),
+        (tmp_path / "notes.csv", "not a Binance public-data file name"),
+        (tmp_path / "BTCUSDT-aggTrades-2024-06-01.txt", "expected a .csv or .zip"),
+    ]
+    for path, message in cases:
+        with pytest.raises(UploadError, match=message):
+            import_files([path], store)
+    with pytest.raises(UploadError, match="no public-data files"):
+        import_files([], store)
+    assert _store_files(tmp_path / "store") == []
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _run_verb(argv: list[str]) -> int:
+    """The `pairstack import` verb through its own parser (engine.cli builds every verb's)."""
+    parser = argparse.ArgumentParser(prog="pairstack import")
+    cli_import.configure(parser)
+    return cli_import.main(parser.parse_args(argv))
+
+
+def test_cli_import_prints_report_and_progress(tmp_path, capsys):
+    lines = _agg_lines(500, micro=True)
+    path = _write(tmp_path, "BTCUSDT-aggTrades-2024-06-01", lines, header=AGG_HEADER,
+                  zipped=True, checksum="good")
+    checksum = tmp_path / f"{path.name}.CHECKSUM"
+    assert _run_verb([str(path), str(checksum), "--store", str(tmp_path / "store")]) == 0
+    captured = capsys.readouterr()
+    assert f"ticks written: {len(lines)}" in captured.out and "microseconds" in captured.out
+    assert "import" in captured.err and "file" in captured.err  # tqdm's bar on stderr
+    assert Store(tmp_path / "store").read_ticks("BTCUSDT").num_rows == len(lines)
+
+
+def test_cli_import_error_names_line_and_column(tmp_path, capsys):
+    bad = _write(tmp_path, "ETHUSDT-aggTrades-2024-06-01", _mutate(_agg_lines(50), 3, 1, "zz"),
+                 header=None, zipped=False)
+    with pytest.raises(UploadError, match=r"line 4, column 2 \(price\)"):
+        _run_verb([str(bad), "--store", str(tmp_path / "store"), "--quiet"])
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit):
+        _run_verb(["--store", str(tmp_path / "store")])  # no FILE
