@@ -33,7 +33,10 @@ class KalmanResult:
     innovation_var: np.ndarray  # its variance S_t
 
 
-def _check_params(delta: float, obs_var: float, init_var: float) -> tuple[float, float, float]:
+def check_kalman_params(
+    delta: float, obs_var: float, init_var: float
+) -> tuple[float, float, float]:
+    """Validated (delta, obs_var, init_var) as floats; DataError naming the bad one."""
     delta, obs_var, init_var = float(delta), float(obs_var), float(init_var)
     if not (np.isfinite(delta) and 0.0 < delta < 1.0):
         raise DataError(f"Kalman delta must satisfy 0 < delta < 1, got {delta}")
@@ -139,7 +142,7 @@ def kalman_hedge(
     ``beta``/``alpha`` are the filtered state after observing t; ``innovation`` and
     ``innovation_var`` are e_t and S_t, in the units of y (and y squared).
     """
-    delta, obs_var, init_var = _check_params(delta, obs_var, init_var)
+    delta, obs_var, init_var = check_kalman_params(delta, obs_var, init_var)
     ya = _series("y", y)
     xa = _series("x", x)
     if ya.size != xa.size:
@@ -155,7 +158,7 @@ class KalmanHedge:
     """
 
     def __init__(self, delta: float = 1e-5, obs_var: float = 1e-3, init_var: float = 1.0):
-        self.delta, self.obs_var, self.init_var = _check_params(delta, obs_var, init_var)
+        self.delta, self.obs_var, self.init_var = check_kalman_params(delta, obs_var, init_var)
         self._q = state_noise(self.delta)
         self.state = new_kalman_state(self.init_var)
 

@@ -318,6 +318,12 @@ def ols_push(buf: np.ndarray, st: np.ndarray, y: float, x: float) -> None:
 
 
 @njit(cache=True, inline="always")
+def ols_full(buf: np.ndarray, st: np.ndarray) -> bool:
+    """True once the OLS window holds ``window`` points."""
+    return st[_ON] >= buf.shape[1]
+
+
+@njit(cache=True, inline="always")
 def ols_fit(buf: np.ndarray, st: np.ndarray) -> tuple[float, float]:
     """(beta, alpha) of y = beta*x + alpha on the current window; NaN unless full and x varies."""
     w = buf.shape[1]
