@@ -45,44 +45,20 @@ _NF = _NI = 6
 
 
 @njit(cache=True)
-def _start(f, i, row, bar_ts, t, key, p, q):
-    """Make row ``row`` a new bar opened by one trade (time t ms, key, price p, qty q)."""
-    f[row, 0] = p
-    f[row, 1] = p
-    f[row, 2] = p
-    f[row, 3] = p
-    f[row, 4] = q
-    f[row, 5] = p * q
+def _store(f, i, row, o, h, lo, c, v, qv, bar_ts, n, open_ts, open_key, close_ts, close_key):
+    """Write one bar's state into row ``row`` of ``f``/``i``."""
+    f[row, 0] = o
+    f[row, 1] = h
+    f[row, 2] = lo
+    f[row, 3] = c
+    f[row, 4] = v
+    f[row, 5] = qv
     i[row, 0] = bar_ts
-    i[row, 1] = 1
-    i[row, 2] = t
-    i[row, 3] = key
-    i[row, 4] = t
-    i[row, 5] = key
-
-
-@njit(cache=True)
-def _merge(f, i, row, t, key, p, q):
-    """Add one trade to the bar in row ``row``; open/close follow (time, key) order.
-
-    Oracle: pandas ``first``/``max``/``min``/``last``/``sum``/``count`` over the bar's trades
-    sorted by (time, key).
-    """
-    if p > f[row, 1]:
-        f[row, 1] = p
-    if p < f[row, 2]:
-        f[row, 2] = p
-    if t < i[row, 2] or (t == i[row, 2] and key < i[row, 3]):
-        f[row, 0] = p
-        i[row, 2] = t
-        i[row, 3] = key
-    if t > i[row, 4] or (t == i[row, 4] and key >= i[row, 5]):
-        f[row, 3] = p
-        i[row, 4] = t
-        i[row, 5] = key
-    f[row, 4] += q
-    f[row, 5] += p * q
-    i[row, 1] += 1
+    i[row, 1] = n
+    i[row, 2] = open_ts
+    i[row, 3] = open_key
+    i[row, 4] = close_ts
+    i[row, 5] = close_key
 
 
 @njit(cache=True)
@@ -91,10 +67,11 @@ def _fold(ts, keys, price, qty, tf, watermark, has_open, f, i, late):
 
     Row 0 of ``f``/``i`` holds the open bar on entry when ``has_open``. A trade whose interval
     starts before ``watermark`` (ms) is late: its index goes to ``late`` and it is not folded.
-    A trade of a later interval closes the open bar and opens the next row. ``keys`` may be
-    empty, then the row position is the key. ``f``/``i`` need ``len(ts) + 1`` rows (or the
-    number of intervals, for sorted input) and ``late`` ``len(ts)`` entries (or 0, for sorted
-    input with the lowest watermark).
+    A trade of a later interval closes the open bar and opens the next row. Within a bar, open
+    and close follow (time, key) order; ``keys`` may be empty, then the row position is the key.
+    ``f``/``i`` need ``len(ts) + 1`` rows (or the number of intervals spanned, for sorted input)
+    and ``late`` ``len(ts)`` entries (or 0 when nothing can be late: sorted input, lowest
+    watermark).
 
     Returns ``(k, n_late, watermark, has_open)``: rows ``[0, k)`` are closed bars, row ``k`` is
     the open bar when ``has_open``. Oracle: pandas ``resample(tf, label="left",
@@ -103,52 +80,71 @@ def _fold(ts, keys, price, qty, tf, watermark, has_open, f, i, late):
     k = 0
     n_late = 0
     use_keys = keys.shape[0] > 0
+    o, h, lo, c, v, qv = f[0, 0], f[0, 1], f[0, 2], f[0, 3], f[0, 4], f[0, 5]
+    bar_ts, n, open_ts, open_key, close_ts, close_key = (
+        i[0, 0],
+        i[0, 1],
+        i[0, 2],
+        i[0, 3],
+        i[0, 4],
+        i[0, 5],
+    )
     for j in range(ts.shape[0]):
         t = ts[j]
+        p = price[j]
+        q = qty[j]
         key = keys[j] if use_keys else j
-        bar_ts = (t // tf) * tf
-        if bar_ts < watermark:
+        if has_open and bar_ts <= t and t - bar_ts < tf:  # the open bar is never late
+            if p > h:
+                h = p
+            if p < lo:
+                lo = p
+            if t < open_ts or (t == open_ts and key < open_key):
+                o, open_ts, open_key = p, t, key
+            if t > close_ts or (t == close_ts and key >= close_key):
+                c, close_ts, close_key = p, t, key
+            v += q
+            qv += p * q
+            n += 1
+            continue
+        t_bar = (t // tf) * tf
+        if t_bar < watermark:
             late[n_late] = j
             n_late += 1
-        elif has_open and bar_ts == i[k, 0]:
-            _merge(f, i, k, t, key, price[j], qty[j])
-        else:
-            if has_open:
-                k += 1
-            _start(f, i, k, bar_ts, t, key, price[j], qty[j])
-            has_open = True
-            watermark = bar_ts
+            continue
+        if has_open:
+            _store(f, i, k, o, h, lo, c, v, qv, bar_ts, n, open_ts, open_key, close_ts, close_key)
+            k += 1
+        o, h, lo, c, v, qv = p, p, p, p, q, p * q
+        bar_ts, n, open_ts, open_key, close_ts, close_key = t_bar, 1, t, key, t, key
+        has_open = True
+        watermark = t_bar
+    if has_open:
+        _store(f, i, k, o, h, lo, c, v, qv, bar_ts, n, open_ts, open_key, close_ts, close_key)
     return k, n_late, watermark, has_open
 
 
 @njit(cache=True)
-def _scan(ts, price, qty, tf):
-    """One pass over trades: number of interval changes and the first offending rows.
+def _scan(ts, price, qty):
+    """First offending rows of trades: ``(first_unsorted, first_bad_price, first_bad_qty)``.
 
-    Returns ``(n_intervals, first_unsorted, first_bad_price, first_bad_qty)``, -1 where none;
-    a price or quantity is bad unless finite and > 0. ``n_intervals`` counts distinct
-    intervals of sorted input. Oracle: ``np.unique(ts // tf).size`` and ``np.flatnonzero``.
+    -1 where none; a price or quantity is bad unless finite and > 0; a time is unsorted when
+    smaller than the one before. Oracle: ``np.flatnonzero`` on the same conditions.
     """
-    n = ts.shape[0]
-    n_intervals = 1 if n > 0 else 0
     first_unsorted = -1
     first_bad_price = -1
     first_bad_qty = -1
     inf = np.inf
-    for j in range(n):
+    for j in range(ts.shape[0]):
         p = price[j]
         q = qty[j]
         if first_bad_price < 0 and not (p > 0.0 and p < inf):
             first_bad_price = j
         if first_bad_qty < 0 and not (q > 0.0 and q < inf):
             first_bad_qty = j
-        if j > 0:
-            if ts[j] < ts[j - 1]:
-                if first_unsorted < 0:
-                    first_unsorted = j
-            elif (ts[j] // tf) != (ts[j - 1] // tf):
-                n_intervals += 1
-    return n_intervals, first_unsorted, first_bad_price, first_bad_qty
+        if first_unsorted < 0 and j > 0 and ts[j] < ts[j - 1]:
+            first_unsorted = j
+    return first_unsorted, first_bad_price, first_bad_qty
 
 
 def _records(f: np.ndarray, i: np.ndarray) -> np.ndarray:
@@ -181,14 +177,14 @@ def _as_1d(name: str, values: object, *, times: bool) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def _check(ts: np.ndarray, price: np.ndarray, qty: np.ndarray, tf: int, *, sorted_: bool) -> int:
-    """Validate trades; return the number of intervals (meaningful when sorted)."""
+def _check(ts: np.ndarray, price: np.ndarray, qty: np.ndarray, *, sorted_: bool) -> None:
+    """Validate trades: equal lengths, finite positive prices and quantities, sorted times."""
     if not (ts.shape[0] == price.shape[0] == qty.shape[0]):
         raise DataError(
             f"ts, price and qty must have the same length, got {ts.shape[0]}, "
             f"{price.shape[0]} and {qty.shape[0]}"
         )
-    n_intervals, unsorted, bad_price, bad_qty = _scan(ts, price, qty, tf)
+    unsorted, bad_price, bad_qty = _scan(ts, price, qty)
     if bad_price >= 0:
         raise DataError(
             f"price[{bad_price}] = {float(price[bad_price])}: prices must be finite and > 0"
@@ -202,7 +198,6 @@ def _check(ts: np.ndarray, price: np.ndarray, qty: np.ndarray, tf: int, *, sorte
             f"trades are not sorted by time: ts[{unsorted}] = {ts[unsorted]} comes after "
             f"ts[{unsorted - 1}] = {ts[unsorted - 1]}; sort by time (then aggregate id) first"
         )
-    return int(n_intervals)
 
 
 def _timeframe(timeframe: object) -> int:
@@ -224,12 +219,15 @@ def build_bar_records(
     ts = _as_1d("ts_ms", ts_ms, times=True)
     p = _as_1d("price", price, times=False)
     q = _as_1d("qty", qty, times=False)
-    n_bars = _check(ts, p, q, tf, sorted_=True)
-    f = np.empty((n_bars, _NF), dtype=np.float64)
-    i = np.empty((n_bars, _NI), dtype=np.int64)
-    if n_bars:
-        no_keys = np.empty(0, dtype=np.int64)
-        _fold(ts, no_keys, p, q, tf, NO_WATERMARK, False, f, i, no_keys)
+    _check(ts, p, q, sorted_=True)
+    if ts.size == 0:
+        return np.empty(0, dtype=BAR_DTYPE)
+    max_bars = min(ts.size, int(ts[-1] // tf - ts[0] // tf) + 1)
+    f = np.empty((max_bars, _NF), dtype=np.float64)
+    i = np.empty((max_bars, _NI), dtype=np.int64)
+    no_keys = np.empty(0, dtype=np.int64)
+    k = _fold(ts, no_keys, p, q, tf, NO_WATERMARK, False, f, i, no_keys)[0]
+    f, i = f[: k + 1], i[: k + 1]
     return _records(f, i)
 
 
@@ -295,20 +293,29 @@ class _RecentBars:
     def positions(self, bar_ts: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.i[: self.n, _I_TS], bar_ts)
 
-    def add_late(self, bar_ts: int, t: int, key: int, p: float, q: float) -> bool:
+    def add_late(self, tf: int, t: int, key: int, p: float, q: float) -> bool:
         """Fold a late trade into its bar (made when the interval had none); False if unknown."""
+        bar_ts = (t // tf) * tf
         pos = int(self.positions(np.int64(bar_ts)))
-        if pos < self.n and self.i[pos, _I_TS] == bar_ts:
-            _merge(self.f, self.i, pos, t, key, p, q)
-            return True
-        if bar_ts <= self.horizon:
+        known = pos < self.n and self.i[pos, _I_TS] == bar_ts
+        if not known and bar_ts <= self.horizon:
             return False
-        self.make_room(1, keep_old=self.keep)
-        pos = int(self.positions(np.int64(bar_ts)))
-        self.f[pos + 1 : self.n + 1] = self.f[pos : self.n]
-        self.i[pos + 1 : self.n + 1] = self.i[pos : self.n]
-        self.n += 1
-        _start(self.f, self.i, pos, bar_ts, t, key, p, q)
+        f = np.zeros((2, _NF), dtype=np.float64)
+        i = np.zeros((2, _NI), dtype=np.int64)
+        if known:
+            f[0], i[0] = self.f[pos], self.i[pos]
+        one = np.ones(1)
+        no_late = np.empty(0, dtype=np.int64)
+        _fold(
+            np.array([t]), np.array([key]), p * one, q * one, tf, NO_WATERMARK, known, f, i, no_late
+        )
+        if not known:
+            self.make_room(1, keep_old=self.keep)
+            pos = int(self.positions(np.int64(bar_ts)))
+            self.f[pos + 1 : self.n + 1] = self.f[pos : self.n]
+            self.i[pos + 1 : self.n + 1] = self.i[pos : self.n]
+            self.n += 1
+        self.f[pos], self.i[pos] = f[0], i[0]
         return True
 
     def records(self, bar_ts: np.ndarray) -> np.ndarray:
@@ -378,7 +385,7 @@ class BarBuilder:
         keys = np.ascontiguousarray(ticks["agg_id"])
         price = np.ascontiguousarray(ticks["price"])
         qty = np.ascontiguousarray(ticks["qty"])
-        _check(ts, price, qty, self.tf_ms, sorted_=False)
+        _check(ts, price, qty, sorted_=False)
         f = np.empty((n + 1, _NF), dtype=np.float64)
         i = np.empty((n + 1, _NI), dtype=np.int64)
         f[0] = self._f[0]
@@ -416,9 +423,8 @@ class BarBuilder:
         touched = set()
         for j in late.tolist():
             t = int(ts[j])
-            bar_ts = (t // self.tf_ms) * self.tf_ms
-            if self._recent.add_late(bar_ts, t, int(keys[j]), float(price[j]), float(qty[j])):
-                touched.add(bar_ts)
+            if self._recent.add_late(self.tf_ms, t, int(keys[j]), float(price[j]), float(qty[j])):
+                touched.add((t // self.tf_ms) * self.tf_ms)
             else:
                 self.uncorrected += 1
                 log.warning(
