@@ -47,18 +47,18 @@ _NF = _NI = 6
 @njit(cache=True)
 def _store(f, i, row, o, h, lo, c, v, qv, bar_ts, n, open_ts, open_key, close_ts, close_key):
     """Write one bar's state into row ``row`` of ``f``/``i``."""
-    f[row, 0] = o
-    f[row, 1] = h
-    f[row, 2] = lo
-    f[row, 3] = c
-    f[row, 4] = v
-    f[row, 5] = qv
-    i[row, 0] = bar_ts
-    i[row, 1] = n
-    i[row, 2] = open_ts
-    i[row, 3] = open_key
-    i[row, 4] = close_ts
-    i[row, 5] = close_key
+    f[row, _F_OPEN] = o
+    f[row, _F_HIGH] = h
+    f[row, _F_LOW] = lo
+    f[row, _F_CLOSE] = c
+    f[row, _F_VOLUME] = v
+    f[row, _F_QUOTE] = qv
+    i[row, _I_TS] = bar_ts
+    i[row, _I_TRADES] = n
+    i[row, _I_OPEN_TS] = open_ts
+    i[row, _I_OPEN_KEY] = open_key
+    i[row, _I_CLOSE_TS] = close_ts
+    i[row, _I_CLOSE_KEY] = close_key
 
 
 @njit(cache=True)
@@ -171,6 +171,10 @@ def _as_1d(name: str, values: object, *, times: bool) -> np.ndarray:
             raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
         return np.ascontiguousarray(arr, dtype=np.float64)
     if arr.dtype.kind == "M":
+        if np.isnat(arr).any():
+            raise DataError(
+                f"{name}[{int(np.argmax(np.isnat(arr)))}] is NaT: every trade needs a time"
+            )
         arr = arr.astype("datetime64[ms]").view(np.int64)
     elif arr.dtype.kind not in "iu" and arr.size:
         raise DataError(f"{name} must hold integer Unix milliseconds, got dtype {arr.dtype}")

@@ -132,6 +132,12 @@ def test_bar_properties(timeframe: str, gaps: np.ndarray, data: st.DataObject) -
 # --- bad input ------------------------------------------------------------------------------
 
 
+def _with_nat(ts: np.ndarray) -> np.ndarray:
+    out = ts.astype("datetime64[ms]")
+    out[4] = np.datetime64("NaT")
+    return out
+
+
 def _good() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ticks = random_ticks(50, seed=9)
     return ticks["ts"].copy(), ticks["price"].copy(), ticks["qty"].copy()
@@ -174,6 +180,7 @@ def test_build_bars_rejects_unsorted_naming_first_index(index: int) -> None:
         (lambda ts, p, q: (ts, p, q, "15m"), "unknown timeframe '15m'"),
         (lambda ts, p, q: (ts, p, q, 60), "timeframe must be a string"),
         (lambda ts, p, q: (ts.astype(float), p, q, "1s"), "integer Unix milliseconds"),
+        (lambda ts, p, q: (_with_nat(ts), p, q, "1s"), r"ts_ms\[4\] is NaT"),
         (lambda ts, p, q: (ts.reshape(5, 10), p, q, "1s"), "one-dimensional"),
         (lambda ts, p, q: (ts, p.astype(str), q, "1s"), "price must be numeric"),
     ],
