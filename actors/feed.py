@@ -1,0 +1,333 @@
+"""FeedActor: one websocket connection's symbols, from trades to stored and published bars.
+
+``FeedCore`` (plain, no network, no Ray) takes validated tick batches per symbol and clock
+readings: it writes ticks, bars (every configured timeframe, late corrections upserted) and
+funding to the ``Store`` (flushed at least once a second), keeps the recent closed bars in memory,
+and hands out publish entries ``{"symbol", "wm", "bars", "advances"}`` for the PairActors (see
+actors/pair.py), one list per batch. On (re)start it resumes from the store: bar builders are
+refed with the stored ticks after each timeframe's last stored bar, the feed resumes after the
+store's last aggregate id (REST backfill closes the hole), and the first publish repeats the
+recent stored bars so a PairActor that missed some gets them (it drops what it already has).
+
+``FeedActor`` runs a ``FeedClient`` on an asyncio loop in its own thread, feeds the core, and
+sends each PairActor one ``on_bars`` call per batch, with at most ``MAX_IN_FLIGHT`` calls
+outstanding per PairActor (bounded with ``ray.wait``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from engine.bars import NO_WATERMARK, BarBuilder, BarUpdate
+from engine.feed import FeedClient
+from engine.schemas import BAR_DTYPE, table_to_bars, table_to_ticks, timeframe_ms
+from engine.store import Store
+
+log = logging.getLogger(__name__)
+
+#: closed bars kept in memory per (symbol, timeframe)
+RECENT_BARS = 3_600
+#: how far back (ms) the first publish after a (re)start repeats stored bars
+RESUME_REPEAT_MS = 15 * 60_000
+#: outstanding on_bars calls per PairActor before the feed waits
+MAX_IN_FLIGHT = 4
+#: seconds between clock ticks when no trades come (bar closing on lateness, flushing)
+CLOCK_S = 0.02
+#: the FeedClient cuts a batch this often (ms)
+BATCH_MS = 20.0
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+class FeedCore:
+    """Bars, store writes and publish entries for the symbols of one connection."""
+
+    def __init__(self, config: object, symbols: list[str], store: Store):
+        self.symbols = list(symbols)
+        self.store = store
+        self.tf = config.analytics.timeframe
+        self.timeframes = list(dict.fromkeys([self.tf, *config.timeframes]))
+        lateness = int(config.feed.lateness_ms)
+        self.builders = {
+            (s, tf): BarBuilder(tf, lateness) for s in self.symbols for tf in self.timeframes
+        }
+        self.recent = {key: np.empty(0, dtype=BAR_DTYPE) for key in self.builders}
+        self._pending: dict[str, list[np.ndarray]] = {s: [] for s in self.symbols}
+        self._advances: dict[str, list[tuple[int, float]]] = {s: [] for s in self.symbols}
+        self._wm: dict[str, int] = {}
+        self._published_wm: dict[str, int] = {}
+        self.ticks = 0
+        self.late_ticks = 0
+        self.last_ids: dict[str, int | None] = {}
+        for s in self.symbols:
+            self._resume(s)
+
+    def _resume(self, symbol: str) -> None:
+        """Rebuild the open bars from stored ticks after each timeframe's last stored bar."""
+        self.last_ids[symbol] = self.store.last_agg_id(symbol)
+        if self.last_ids[symbol] is None:
+            return
+        starts = {}
+        for tf in self.timeframes:
+            bars = table_to_bars(self.store.read_bars(tf, symbol))
+            starts[tf] = int(bars["ts"][-1]) + timeframe_ms(tf) if len(bars) else None
+            keep = bars[-RECENT_BARS:]
+            self.recent[(symbol, tf)] = keep
+            if tf == self.tf and len(keep):
+                self._pending[symbol].append(keep[keep["ts"] >= keep["ts"][-1] - RESUME_REPEAT_MS])
+        known = [v for v in starts.values() if v is not None]
+        first = min(known) if len(known) == len(starts) else None
+        ticks = table_to_ticks(self.store.read_ticks(symbol, start=first))
+        wall = now_ms()
+        for tf in self.timeframes:
+            start = starts[tf]
+            mine = ticks if start is None else ticks[ticks["ts"] >= start]
+            self._apply(symbol, tf, self.builders[(symbol, tf)].add(mine), wall, count_late=False)
+        log.info(
+            "%s: resumed after agg id %s (%d stored ticks refed)",
+            symbol,
+            self.last_ids[symbol],
+            len(ticks),
+        )
+
+    def on_ticks(self, symbol: str, ticks: np.ndarray, wall_ms: float) -> None:
+        """A batch of validated ticks of one symbol (TICK_DTYPE, id order), received at wall_ms."""
+        if len(ticks) == 0:
+            return
+        self.store.write_ticks(symbol, ticks)
+        self.ticks += len(ticks)
+        for tf in self.timeframes:
+            upd = self.builders[(symbol, tf)].add(ticks)
+            self._apply(symbol, tf, upd, wall_ms, count_late=tf == self.tf)
+
+    def on_funding(self, symbol: str, ts_ms: int, mark: float, rate: float) -> None:
+        """One mark-price update: stored as a funding row (ts, mark_price, funding_rate)."""
+        import pyarrow as pa
+
+        from engine.store import FUNDING_SCHEMA
+
+        table = pa.table(
+            {
+                "ts": pa.array([int(ts_ms)], type=pa.int64()).cast(FUNDING_SCHEMA.field("ts").type),
+                "mark_price": pa.array([float(mark)]),
+                "funding_rate": pa.array([float(rate)]),
+            },
+            schema=FUNDING_SCHEMA,
+        )
+        self.store.write_funding(symbol, table)
+
+    def advance(self, wall_ms: float, hold: Iterable[str] = ()) -> None:
+        """Clock reading: closes bars whose end + lateness has passed, except for the symbols
+        in ``hold`` (a hole is being refilled: their bars must not close on the clock)."""
+        held = set(hold)
+        for (symbol, tf), builder in self.builders.items():
+            if symbol not in held:
+                upd = builder.advance(int(wall_ms))
+                self._apply(symbol, tf, upd, wall_ms, count_late=False)
+
+    def _apply(
+        self, symbol: str, tf: str, upd: BarUpdate, wall_ms: float, *, count_late: bool
+    ) -> None:
+        if len(upd.closed):
+            self.store.write_bars(tf, symbol, upd.closed)
+            recent = np.concatenate([self.recent[(symbol, tf)], upd.closed])
+            self.recent[(symbol, tf)] = recent[-RECENT_BARS:]
+            if tf == self.tf:
+                self._pending[symbol].append(upd.closed)
+        if len(upd.corrected):
+            self.store.write_bars(tf, symbol, upd.corrected)
+        if count_late:
+            self.late_ticks += int(upd.late)
+        if tf == self.tf:
+            wm = self.builders[(symbol, tf)].watermark
+            if wm > self._wm.get(symbol, NO_WATERMARK):
+                self._wm[symbol] = wm
+                self._advances[symbol].append((wm, wall_ms))
+
+    def take_entries(self) -> list[dict]:
+        """Publish entries for symbols with new bars or an advanced watermark since last time."""
+        out = []
+        for s in self.symbols:
+            wm = self.builders[(s, self.tf)].watermark
+            pending = self._pending[s]
+            if not pending and wm <= self._published_wm.get(s, NO_WATERMARK):
+                continue
+            bars = np.concatenate(pending) if pending else np.empty(0, dtype=BAR_DTYPE)
+            out.append({"symbol": s, "wm": wm, "bars": bars, "advances": self._advances[s]})
+            self._pending[s] = []
+            self._advances[s] = []
+            self._published_wm[s] = wm
+        return out
+
+    def recent_bars(self, symbol: str, timeframe: str, n: int) -> np.ndarray:
+        """The last ``n`` closed bars of a symbol and timeframe (BAR_DTYPE)."""
+        if (symbol, timeframe) not in self.recent:
+            raise KeyError(f"no bars of {symbol} {timeframe} in this feed")
+        return (
+            self.recent[(symbol, timeframe)][-n:] if n > 0 else self.recent[(symbol, timeframe)][:0]
+        )
+
+    def recent_for(self, symbols: Iterable[str], timeframe: str) -> list[dict]:
+        """Entries with the recent bars and current watermark of the given symbols (warm-up)."""
+        out = []
+        for s in symbols:
+            if (s, timeframe) in self.recent:
+                wm = self.builders[(s, timeframe)].watermark
+                bars = self.recent[(s, timeframe)]
+                out.append({"symbol": s, "wm": wm, "bars": bars.copy(), "advances": []})
+        return out
+
+    def maybe_flush(self) -> None:
+        self.store.maybe_flush()
+
+    def flush(self) -> None:
+        self.store.flush()
+
+
+class FeedActor:
+    """Ray actor body: one connection's FeedClient, its FeedCore, publishing to PairActors.
+
+    ``targets`` lists ``(pair actor handle, symbols it needs)``. Everything runs in two threads
+    of the actor: the client's event loop, and a worker that takes the client's batches as they
+    are cut, advances the clock, publishes and flushes; actor methods only read (under a lock).
+    """
+
+    def __init__(
+        self,
+        config: object,
+        symbols: list[str],
+        *,
+        ws_url: str,
+        rest_url: str,
+        targets: list[tuple[object, list[str]]] = (),
+        flush_interval_ms: int = 1000,
+    ):
+        self.symbols = list(symbols)
+        self._lock = threading.Lock()
+        self.core = FeedCore(
+            config, self.symbols, Store(config.store.path, flush_interval_ms=flush_interval_ms)
+        )
+        resume = {s: i for s, i in self.core.last_ids.items() if i is not None}
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.client = FeedClient(
+            self.symbols,
+            ws_url,
+            rest_url,
+            funding=config.feed.funding,
+            watchdog_s=config.feed.watchdog_s,
+            reconnect_after_s=config.feed.reconnect_after_h * 3600.0,
+            resume_from=resume,
+            on_batch=lambda batch: self._inbox.put((batch, now_ms())),
+            batch_ms=BATCH_MS,
+        )
+        self._targets = [(h, set(syms) & set(self.symbols)) for h, syms in targets]
+        self._in_flight: list[list] = [[] for _ in self._targets]
+        self._stopping = threading.Event()
+        self._client_thread = threading.Thread(target=self._run_client, daemon=True)
+        self._worker = threading.Thread(target=self._work, daemon=True)
+        self._client_thread.start()
+        self._worker.start()
+
+    def _run_client(self) -> None:
+        try:
+            asyncio.run(self.client.run())
+        except Exception:
+            log.exception("feed client of %s died; the actor restarts", self.symbols)
+            os._exit(1)
+
+    def _work(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._cycle(timeout=CLOCK_S)
+            self._cycle(timeout=0.0)
+        except Exception:
+            log.exception("feed worker of %s died; the actor restarts", self.symbols)
+            os._exit(1)
+
+    def _cycle(self, timeout: float) -> None:
+        got = []
+        try:
+            got.append(self._inbox.get(timeout=timeout) if timeout else self._inbox.get_nowait())
+            while True:
+                got.append(self._inbox.get_nowait())
+        except queue.Empty:
+            pass
+        with self._lock:
+            for batch, wall in got:
+                for sym, ticks in batch.ticks.items():
+                    self.core.on_ticks(sym, ticks, wall)
+                for m in batch.marks:
+                    self.core.on_funding(m.symbol, m.ts, m.mark, m.funding_rate)
+            self.core.advance(
+                now_ms(), hold=[s for s in self.symbols if self.client.pending_gap(s)]
+            )
+            entries = self.core.take_entries()
+            self.core.maybe_flush()
+        if entries:
+            self._publish(entries)
+
+    def _publish(self, entries: list[dict]) -> None:
+        import ray
+
+        for k, (handle, syms) in enumerate(self._targets):
+            mine = [e for e in entries if e["symbol"] in syms]
+            if not mine:
+                continue
+            pending = self._in_flight[k]
+            pending.append(handle.on_bars.remote(mine))
+            if len(pending) > MAX_IN_FLIGHT:
+                _, pending[:] = ray.wait(pending, num_returns=len(pending) - MAX_IN_FLIGHT)
+
+    # -- actor methods ------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """This connection's row of ``status()["feeds"]`` (plus a few extra keys)."""
+        s = self.client.stats
+        with self._lock:
+            late = self.core.late_ticks
+        return {
+            "symbols": list(s.symbols),
+            "connected": bool(s.connected),
+            "ticks_per_s": float(s.ticks_per_s),
+            "ticks": int(s.ticks),
+            "rejected": {k: int(v) for k, v in s.rejected.items()},
+            "gaps_backfilled": int(s.gaps_backfilled),
+            "late_ticks": int(late),
+            "reconnects": int(s.reconnects),
+            "open_gaps": int(s.open_gaps),
+            "watchdog_recoveries": int(s.watchdog_recoveries),
+        }
+
+    def recent_bars(self, symbol: str, timeframe: str, n: int) -> np.ndarray:
+        with self._lock:
+            return self.core.recent_bars(symbol, timeframe, n).copy()
+
+    def recent_for(self, symbols: list[str], timeframe: str) -> list[dict]:
+        with self._lock:
+            return self.core.recent_for(symbols, timeframe)
+
+    def stop(self) -> dict:
+        """Stop the client and the worker, publish the last bars, flush the store."""
+        self.client.stop()
+        self._client_thread.join(10.0)
+        self._stopping.set()
+        self._worker.join(10.0)
+        with self._lock:
+            self.core.flush()
+        import ray
+
+        for pending in self._in_flight:
+            ray.wait(pending, num_returns=len(pending), timeout=10.0)
+        return self.stats()
+
+    def ping(self) -> bool:
+        return True

@@ -1,0 +1,198 @@
+"""PairBook without Ray: live stepping on watermarks equals the batch pair step + strategy over
+the same bars (align_bars, run_pair, Strategy.run), with warm-up, repeats and alerts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from actors.alerts import AlertBook, AlertRule
+from actors.pair import PairBook, Ring, parse_pair
+from engine.bars import build_bar_records
+from engine.config import parse_config
+from engine.errors import ConfigError
+from engine.pairstep import PairParams, align_bars, run_pair
+from strategies import make_strategy
+from tests.kit import random_ticks
+
+PAIRS = ["ETHUSDT/BTCUSDT", "SOLUSDT/BTCUSDT"]
+SYMS = ["ETHUSDT", "BTCUSDT", "SOLUSDT"]
+LATENESS = 250
+
+
+def make_config(hedge="kalman", zscore="rolling", price="log"):
+    return parse_config(
+        {
+            "feed": {"source": "simulator", "lateness_ms": LATENESS},
+            "symbols": SYMS,
+            "pairs": [{"y": p.split("/")[0], "x": p.split("/")[1]} for p in PAIRS],
+            "analytics": {
+                "hedge": hedge,
+                "zscore": zscore,
+                "price": price,
+                "ols_window": 20,
+                "zscore_window": 15,
+            },
+            "strategy": {"entry": 1.0, "exit": 0.0, "stop": 3.0},
+        }
+    )
+
+
+def legs(seed: int) -> dict[str, np.ndarray]:
+    out = {}
+    for i, s in enumerate(SYMS):
+        t = random_ticks(
+            900, mean_gap_ms=[700.0, 300.0, 1500.0][i], seed=seed + i, price0=50.0 * (i + 1)
+        )
+        out[s] = build_bar_records(t["ts"], t["price"], t["qty"], "1s")
+    return out
+
+
+def batch_oracle(cfg, bars_y, bars_x):
+    params = PairParams.from_config(cfg.analytics)
+    al = align_bars(bars_y, bars_x)
+    series = run_pair(al.close_y, al.close_x, params)
+    ols = run_pair(
+        al.close_y, al.close_x, dataclasses.replace(params, hedge="rolling_ols", zscore="rolling")
+    )
+    pos = make_strategy(cfg.strategy).run(series.z, series.spread)
+    return al, series, ols, pos
+
+
+def deliver(book: PairBook, bars: dict, cuts, lag: dict, live=True):
+    """At each wall time c, symbol s is final up to wm = c - lag[s] (ms)."""
+    finals = []
+    for c in cuts:
+        entries = []
+        for s, b in bars.items():
+            wm = int(c - lag[s])
+            done = b[b["ts"] + 1000 <= wm]
+            entries.append({"symbol": s, "wm": wm, "bars": done, "advances": [(wm, float(c))]})
+        finals.extend(book.feed(entries, live=live)[1])
+    return finals
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+@pytest.mark.parametrize(
+    ("hedge", "zscore", "price"),
+    [
+        ("kalman", "rolling", "log"),
+        ("kalman", "innovation", "log"),
+        ("rolling_ols", "rolling", "raw"),
+        ("static_ols", "rolling", "log"),
+    ],
+)
+@pytest.mark.parametrize("warm_up_until", [None, 0.4])
+def test_live_equals_batch(seed, hedge, zscore, price, warm_up_until):
+    cfg = make_config(hedge, zscore, price)
+    bars = legs(seed)
+    t0 = min(int(b["ts"][0]) for b in bars.values())
+    t1 = max(int(b["ts"][-1]) for b in bars.values()) + 2000
+    cuts = np.arange(t0, t1 + 5000, 370)
+    lag = {"ETHUSDT": 0, "BTCUSDT": 900, "SOLUSDT": 2500}
+    book = PairBook(cfg, PAIRS)
+    if warm_up_until is not None:
+        # a restarted actor: stored bars replayed first, then the feed repeats some of them
+        k = int(len(cuts) * warm_up_until)
+        deliver(book, bars, cuts[k : k + 1], lag, live=False)
+        deliver(book, bars, cuts[k - 5 :], lag)
+    else:
+        deliver(book, bars, cuts, lag)
+    for pair in PAIRS:
+        y, x = parse_pair(pair)
+        al, series, ols, pos = batch_oracle(cfg, bars[y], bars[x])
+        snap = book.snapshot(pair)
+        np.testing.assert_array_equal(snap["ts"], al.ts)
+        np.testing.assert_array_equal(snap["close_y"], al.close_y)
+        np.testing.assert_array_equal(snap["close_x"], al.close_x)
+        np.testing.assert_allclose(snap["beta"], series.beta, rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(snap["beta_ols"], ols.beta, rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(snap["spread"], series.spread, rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(snap["z"], series.z, rtol=1e-12, equal_nan=True)
+        np.testing.assert_array_equal(snap["position"], pos)
+        assert np.any(pos != 0) or zscore == "innovation"  # obs_var dwarfs these moves
+        (row,) = [r for r in book.rows() if r["pair"] == pair]
+        assert row["last_bar"] == al.ts[-1] and row["position"] == pos[-1]
+
+
+def test_steps_wait_for_both_watermarks_and_latency_is_the_later_leg():
+    cfg = make_config()
+    book = PairBook(cfg, PAIRS[:1])
+    bar = np.zeros(
+        1, dtype=build_bar_records(np.array([0]), np.array([1.0]), np.array([1.0]), "1s").dtype
+    )
+
+    def bars_at(ts, close):
+        b = bar.copy()
+        b["ts"], b["open"], b["high"], b["low"], b["close"] = ts, close, close, close, close
+        b["volume"], b["quote_volume"], b["trades"] = 1.0, close, 1
+        return b
+
+    y, x = "ETHUSDT", "BTCUSDT"
+    e = lambda s, b, wm, wall: {"symbol": s, "wm": wm, "bars": b, "advances": [(wm, wall)]}  # noqa: E731
+    _, finals = book.feed([e(y, bars_at(0, 2.0), 1000, 1010.0), e(x, bars_at(0, 1.0), 0, 1010.0)])
+    assert finals == [] and book.rows()[0]["last_bar"] is None
+    # x's watermark passes 1000 at wall 1200 (a trade closed it before the lateness clock)
+    _, finals = book.feed([e(x, bars_at(1000, 1.1)[:0], 1000, 1200.0)])
+    assert finals == [1200.0] and book.rows()[0]["last_bar"] == 0
+    # y's bar 1000 closes by the clock (final at 2000 + lateness), x at wall 2100
+    _, finals = book.feed(
+        [e(y, bars_at(1000, 2.1), 3000, 9000.0), e(x, bars_at(1000, 1.1), 2000, 2100.0)]
+    )
+    assert finals == [max(2000.0 + LATENESS, 2100.0)]
+    snap = book.snapshot("ETHUSDT/BTCUSDT")
+    np.testing.assert_array_equal(snap["ts"], [0, 1000])
+    np.testing.assert_array_equal(snap["close_x"], [1.0, 1.1])
+
+
+def test_alerts_fire_like_an_alert_book_over_batch_z():
+    cfg = make_config()
+    bars = legs(2)
+    book = PairBook(cfg, PAIRS)
+    rules = [AlertRule(PAIRS[0], "above", 1.5), AlertRule(PAIRS[0], "abs_above", 1.0, rearm=0.2)]
+    book.alerts.set_rules(rules)
+    t0 = min(int(b["ts"][0]) for b in bars.values())
+    t1 = max(int(b["ts"][-1]) for b in bars.values()) + 3000
+    events = []
+    for c in np.arange(t0, t1, 500):
+        entries = [
+            {"symbol": s, "wm": int(c), "bars": b[b["ts"] + 1000 <= c], "advances": []}
+            for s, b in bars.items()
+        ]
+        events.extend(book.feed(entries)[0])
+    al, series, _, _ = batch_oracle(cfg, bars["ETHUSDT"], bars["BTCUSDT"])
+    oracle = AlertBook()
+    oracle.set_rules(rules)
+    want = [
+        ev.to_dict()
+        for t, z in zip(al.ts, series.z, strict=True)
+        for ev in oracle.check(PAIRS[0], int(t), float(z))
+    ]
+    assert events == want and len(want) >= 4
+
+
+def test_ring_keeps_the_last_steps_in_order():
+    ring = Ring(capacity=5)
+    for i in range(12):
+        ring.append(ts=i, close_y=i, close_x=i, beta=i, beta_ols=i, spread=i, z=i, position=i % 2)
+    np.testing.assert_array_equal(ring.arrays()["ts"], np.arange(7, 12))
+    assert Ring(3).arrays()["z"].shape == (0,)
+
+
+@pytest.mark.parametrize("name", ["ETHUSDT", "ETHUSDT/", "/BTCUSDT", "A/B/C", "ETHUSDT/ETHUSDT"])
+def test_bad_pair_names(name):
+    with pytest.raises(ConfigError, match="Y/X"):
+        parse_pair(name)
+
+
+def test_bad_inputs():
+    cfg = make_config()
+    with pytest.raises(ConfigError, match="listed twice"):
+        PairBook(cfg, [PAIRS[0], PAIRS[0]])
+    book = PairBook(cfg, PAIRS)
+    with pytest.raises(ConfigError, match="BAR_DTYPE"):
+        book.feed([{"symbol": "ETHUSDT", "wm": 0, "bars": np.zeros(2), "advances": []}])
+    with pytest.raises(KeyError, match="unknown pair"):
+        book.snapshot("XRPUSDT/BTCUSDT")
