@@ -224,8 +224,7 @@ class FeedClient:
                     log.error("feed task %s failed", task.get_name(), exc_info=task.exception())
             self._connected = False
             if self._own_rest:
-                await self._rest.aclose()
-                self._rest = None
+                await self._rest.aclose()  # kept for its counters; run() is run once
             await self._queue.put(None)
 
     def stop(self) -> None:
@@ -521,8 +520,13 @@ class FeedClient:
                 ticks = await self._rest.fetch_agg_trades_range(sym, first, last)
                 break
             except binance.BinanceError as exc:
-                why = str(exc)
-                break
+                if exc.status not in (418, 429) and exc.status < 500:
+                    why = str(exc)  # refused for good (e.g. history out of reach)
+                    break
+                delay = self._backoff(attempt)
+                attempt += 1
+                log.warning("backfill %s %d..%d: %s; retry in %.2f s", sym, first, last, exc, delay)
+                await self._sleep(delay)
             except FeedError as exc:
                 delay = self._backoff(attempt)
                 attempt += 1
