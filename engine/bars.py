@@ -147,17 +147,25 @@ def _scan(ts, price, qty):
     return first_unsorted, first_bad_price, first_bad_qty
 
 
+@njit(cache=True)
+def _write_records(f, i, out):
+    """Bar state rows -> BAR_DTYPE records in ``out``. Oracle: field-by-field NumPy copy."""
+    for k in range(f.shape[0]):
+        bar = out[k]
+        bar.ts = i[k, _I_TS]
+        bar.open = f[k, _F_OPEN]
+        bar.high = f[k, _F_HIGH]
+        bar.low = f[k, _F_LOW]
+        bar.close = f[k, _F_CLOSE]
+        bar.volume = f[k, _F_VOLUME]
+        bar.quote_volume = f[k, _F_QUOTE]
+        bar.trades = i[k, _I_TRADES]
+
+
 def _records(f: np.ndarray, i: np.ndarray) -> np.ndarray:
     """Bar state rows -> BAR_DTYPE records."""
     out = np.empty(f.shape[0], dtype=BAR_DTYPE)
-    out["ts"] = i[:, _I_TS]
-    out["open"] = f[:, _F_OPEN]
-    out["high"] = f[:, _F_HIGH]
-    out["low"] = f[:, _F_LOW]
-    out["close"] = f[:, _F_CLOSE]
-    out["volume"] = f[:, _F_VOLUME]
-    out["quote_volume"] = f[:, _F_QUOTE]
-    out["trades"] = i[:, _I_TRADES]
+    _write_records(f, i, out)
     return out
 
 
