@@ -38,10 +38,16 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# One BLAS thread per process: the suite runs Ray workers, a Panel server and Chromium on 2 cores,
+# and oversubscribed BLAS threads slow statsmodels 10-50x there.
+test: export OPENBLAS_NUM_THREADS = 1
+test: export OMP_NUM_THREADS = 1
 test: $(STAMP) chromium
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
 
+bench: export OPENBLAS_NUM_THREADS = 1
+bench: export OMP_NUM_THREADS = 1
 bench: $(STAMP)
 	$(PY) -m bench
 
