@@ -1,0 +1,437 @@
+"""BacktestActor and sweeps: every parameter set equals ``engine.backtest.backtest`` in-process.
+
+The bars are written to a real store from kit data; the oracle reads them back independently
+with pyarrow.dataset and runs ``backtest`` per set (walk-forward parts: ``backtest`` over the
+train bars, and a bar-by-bar ``PairStepper`` + fresh strategy + ``simulate`` for the test part).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+from kit import cointegrated_pair
+
+from actors.backtest import (
+    BacktestActor,
+    PairData,
+    expand_grid,
+    funding_events,
+    parse_sweep,
+    resolve_set,
+    sweep,
+)
+from engine.backtest import Costs, backtest, simulate
+from engine.config import StrategyConfig
+from engine.errors import ConfigError, DataError, NumericalError
+from engine.pairstep import PairParams, PairStepper, align_bars
+from engine.schemas import BAR_DTYPE, BAR_SCHEMA
+from engine.store import Store
+from strategies import make_strategy
+
+T0 = 1_717_200_000_000  # 2024-06-01T00:00:00Z
+MINUTE = 60_000
+Y, X = "ETHUSDT", "BTCUSDT"
+PAIR = f"{Y}/{X}"
+
+
+def leg_bars(close: np.ndarray, keep: np.ndarray, seed: int) -> np.ndarray:
+    """BAR_DTYPE 1m bars of one leg from closes, only where ``keep``."""
+    rng = np.random.default_rng(seed)
+    n = close.shape[0]
+    bars = np.zeros(n, dtype=BAR_DTYPE)
+    bars["ts"] = T0 + MINUTE * np.arange(n)
+    bars["close"] = close
+    bars["open"] = np.concatenate(([close[0]], close[:-1])) * np.exp(rng.normal(0, 2e-4, n))
+    bars["high"] = np.maximum(bars["open"], close) * 1.0005
+    bars["low"] = np.minimum(bars["open"], close) * 0.9995
+    bars["volume"] = rng.uniform(1, 10, n)
+    bars["quote_volume"] = bars["volume"] * close
+    bars["trades"] = rng.integers(1, 50, n)
+    return bars[keep]
+
+
+def pair_bars(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Cointegrated 1m bars of Y and X with about 5% of each leg's bars missing."""
+    y, x = cointegrated_pair(n, beta=1.3, half_life=12.0, noise=0.003, x0=60_000.0, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    keep_y, keep_x = rng.random(n) > 0.05, rng.random(n) > 0.05
+    keep_y[0] = keep_x[0] = True
+    return leg_bars(y, keep_y, seed + 1), leg_bars(x, keep_x, seed + 2)
+
+
+def write_pair_store(path, n: int = 3000, seed: int = 0, funding: bool = False) -> None:
+    """A real store with 1m bars of Y and X (and mark-price funding rows when asked)."""
+    store = Store(path)
+    by, bx = pair_bars(n, seed)
+    store.write_bars("1m", Y, by)
+    store.write_bars("1m", X, bx)
+    if funding:
+        rng = np.random.default_rng(seed + 7)
+        for symbol in (Y, X):
+            ts = np.arange(T0, T0 + n * MINUTE, 15 * MINUTE)
+            store.write_funding(
+                symbol,
+                {
+                    "ts": pa.array(ts, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+                    "mark_price": rng.uniform(100, 200, ts.size),
+                    "funding_rate": rng.normal(1e-4, 3e-4, ts.size),
+                },
+            )
+    store.flush()
+
+
+def oracle_bars(path, symbol: str, start=None, end=None) -> pa.Table:
+    """The stored bars of a symbol, read with pyarrow.dataset (not through Store)."""
+    table = ds.dataset(
+        f"{path}/bars/timeframe=1m/symbol={symbol}", format="parquet", partitioning="hive"
+    ).to_table(columns=BAR_SCHEMA.names)
+    table = table.cast(BAR_SCHEMA).sort_by("ts")
+    ts = table.column("ts").cast(pa.int64()).to_numpy()
+    keep = np.ones(ts.size, bool)
+    if start is not None:
+        keep &= ts >= start
+    if end is not None:
+        keep &= ts < end
+    return table.filter(pa.array(keep))
+
+
+def assert_stats_equal(ours: dict, theirs: dict) -> None:
+    assert list(ours) == list(theirs)
+    for key, value in theirs.items():
+        if isinstance(value, float) and math.isnan(value):
+            assert math.isnan(ours[key]), key
+        else:
+            assert ours[key] == value, key
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bt-store")
+    write_pair_store(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize(
+    "specs, grid",
+    [
+        (["entry=1.5,2,2.5"], {"entry": [1.5, 2.0, 2.5]}),
+        (
+            ["zscore_window=30,60", "delta=1e-5,1e-4"],
+            {"zscore_window": [30, 60], "delta": [1e-5, 1e-4]},
+        ),
+        (
+            ["stop=none,3.5", "hedge=kalman,rolling_ols"],
+            {"stop": [None, 3.5], "hedge": ["kalman", "rolling_ols"]},
+        ),
+        ([" exit = 0, 0.5 "], {"exit": [0.0, 0.5]}),
+    ],
+)
+def test_parse_sweep(specs, grid):
+    assert parse_sweep(specs) == grid
+
+
+@pytest.mark.parametrize(
+    "specs, message",
+    [
+        (["entry"], "expected KEY=V1,V2"),
+        (["=1,2"], "expected KEY=V1,V2"),
+        (["bogus=1"], "unknown key 'bogus'"),
+        (["entry=1,x"], "entry takes comma-separated numbers"),
+        (["entry=1,,2"], "entry takes comma-separated numbers"),
+        (["zscore_window=30.5"], "zscore_window takes comma-separated integers"),
+        (["entry=nan"], "not a finite number"),
+        (["entry=1", "entry=2"], "swept twice"),
+        (["entry=1,1"], "listed twice"),
+        ([], "no parameters"),
+    ],
+)
+def test_parse_sweep_refuses(specs, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_sweep(specs)
+
+
+def test_expand_grid_is_the_cartesian_product_analytics_outermost():
+    grid = {"entry": [1.5, 2.0], "zscore_window": [30, 60, 90], "exit": [0.0, 0.5]}
+    sets = expand_grid(grid)
+    assert len(sets) == 12
+    assert [s["zscore_window"] for s in sets] == [30] * 4 + [60] * 4 + [90] * 4
+    assert {tuple(sorted(s.items())) for s in sets} == {
+        (("entry", e), ("exit", x), ("zscore_window", w))
+        for e in grid["entry"]
+        for w in grid["zscore_window"]
+        for x in grid["exit"]
+    }
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"exit": 2.5}, r"parameter set \(exit=2.5\): strategy.exit: expected < entry"),
+        ({"entry": -1.0}, "parameter set"),
+        ({"stop": 1.0}, "stop"),
+        ({"name": "nope"}, "unknown strategy 'nope'"),
+        ({"zscore_window": 1}, "zscore_window: expected an integer >= 2"),
+        ({"hedge": "magic"}, "analytics.hedge"),
+        ({"delta": 2.0}, "analytics.kalman"),
+        ({"colour": 1}, "unknown parameter"),
+    ],
+)
+def test_resolve_set_refuses(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_set(overrides, PairParams(), StrategyConfig())
+
+
+@pytest.mark.parametrize("values", [[], "1.5", 2.0, None])
+def test_expand_grid_refuses_bad_value_lists(values):
+    with pytest.raises(ConfigError, match="sweep entry: expected a non-empty list"):
+        expand_grid({"entry": values})
+
+
+# ----------------------------------------------------------------------------- funding
+
+
+@pytest.mark.parametrize("interval_h", [1, 4, 8])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_funding_events_against_a_loop(interval_h, seed):
+    rng = np.random.default_rng(seed)
+    ts = np.sort(T0 + rng.integers(0, 3 * 86_400_000, 400))
+    rate = rng.normal(0, 1e-4, ts.size)
+    table = pa.table({"ts": pa.array(ts, pa.int64()), "funding_rate": rate})
+    got = funding_events(table, interval_h * 3_600_000)
+    iv = interval_h * 3_600_000
+    want_ts, want_rate = [], []
+    t = (int(ts[0]) + iv - 1) // iv * iv
+    while t <= ts[-1]:
+        last = None
+        for row_ts, row_rate in zip(ts.tolist(), rate.tolist(), strict=True):
+            if row_ts <= t:
+                last = row_rate
+        want_ts.append(t)
+        want_rate.append(last)
+        t += iv
+    np.testing.assert_array_equal(got["ts"], want_ts)
+    np.testing.assert_array_equal(got["rate"], want_rate)
+
+
+def test_funding_events_of_no_rows():
+    got = funding_events(pa.table({"ts": pa.array([], pa.int64()), "funding_rate": []}))
+    assert got["ts"].size == 0 and got["rate"].size == 0
+
+
+# ----------------------------------------------------------------------------- the actor
+
+
+SETS = [
+    ({}, {}),
+    ({"hedge": "rolling_ols", "ols_window": 120, "zscore_window": 30}, {"entry": 1.5}),
+    ({"hedge": "static_ols", "ols_window": 200}, {"entry": 1.5, "exit": 0.5, "stop": None}),
+    ({"zscore": "innovation", "delta": 1e-4}, {"entry": 1.0, "exit": 0.2}),
+    ({"price": "raw", "zscore_window": 45}, {"entry": 1.8, "fee_bps": 2.0}),
+    ({"zscore_window": 30}, {"name": "zscore_timestop", "max_hold_half_lives": 2.0}),
+]
+
+
+@pytest.mark.parametrize("analytics, strat", SETS)
+@pytest.mark.parametrize("source", ["store", "tables"])
+def test_actor_result_equals_backtest(store_dir, analytics, strat, source):
+    params, cfg = resolve_set({**analytics, **strat}, PairParams(), StrategyConfig())
+    by, bx = oracle_bars(store_dir, Y), oracle_bars(store_dir, X)
+    if source == "store":
+        actor = BacktestActor(str(store_dir), PAIR, "1m")
+    else:
+        actor = BacktestActor(PairData.from_tables(by, bx, pair=PAIR, timeframe="1m"))
+    ours = actor.result(params, cfg)
+    theirs = backtest(by, bx, params, cfg, timeframe="1m")
+    assert theirs.stats["trades"] > 0
+    assert_stats_equal(ours.stats, theirs.stats)
+    assert_stats_equal(actor.stats(params, cfg), theirs.stats)
+    assert ours.trades.equals(theirs.trades)
+    np.testing.assert_array_equal(ours.equity.equity, theirs.equity.equity)
+    np.testing.assert_array_equal(ours.equity.ts, theirs.equity.ts)
+
+
+@pytest.mark.parametrize("start_min, end_min", [(100, 2500), (0, 1000), (1200, None)])
+def test_actor_reads_the_range(store_dir, start_min, end_min):
+    start = T0 + start_min * MINUTE
+    end = None if end_min is None else T0 + end_min * MINUTE
+    iso = np.datetime_as_string(np.datetime64(start, "ms"), unit="s") + "Z"
+    actor = BacktestActor(str(store_dir), PAIR, "1m", iso, end)
+    by, bx = oracle_bars(store_dir, Y, start, end), oracle_bars(store_dir, X, start, end)
+    params, cfg = PairParams(zscore_window=30), StrategyConfig(entry=1.5)
+    want = backtest(by, bx, params, cfg, timeframe="1m")
+    assert_stats_equal(actor.stats(params, cfg), want.stats)
+    assert actor.info()["bars"] == align_bars(by, bx).ts.size
+
+
+@pytest.mark.parametrize("train_frac", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("analytics, strat", SETS[:4])
+def test_walk_forward_parts(store_dir, train_frac, analytics, strat):
+    params, cfg = resolve_set({**analytics, **strat}, PairParams(), StrategyConfig())
+    by, bx = oracle_bars(store_dir, Y), oracle_bars(store_dir, X)
+    a = align_bars(by, bx)
+    k = int(np.floor(train_frac * a.ts.size))
+    got = BacktestActor(str(store_dir), PAIR, "1m").stats(params, cfg, train_frac)
+    # in-sample: a plain backtest over the bars before the split time
+    split_ts = int(a.ts[k])
+    train = backtest(
+        oracle_bars(store_dir, Y, end=split_ts),
+        oracle_bars(store_dir, X, end=split_ts),
+        params,
+        cfg,
+        timeframe="1m",
+    )
+    assert_stats_equal({k_[3:]: v for k_, v in got.items() if k_.startswith("is_")}, train.stats)
+    # out-of-sample: pair state stepped bar by bar from the start, fresh strategy at the split
+    stepper = PairStepper(params)
+    points = [stepper.step(cy, cx) for cy, cx in zip(a.close_y, a.close_x, strict=True)]
+    z = np.array([p.z for p in points[k:]])
+    spread = np.array([p.spread for p in points[k:]])
+    beta = np.array([p.beta for p in points[k:]])
+    target = make_strategy(cfg).run(z, spread)
+    test = simulate(
+        a.ts[k:],
+        a.open_y[k:],
+        a.close_y[k:],
+        a.open_x[k:],
+        a.close_x[k:],
+        target,
+        beta,
+        Costs.from_config(cfg),
+        params.price,
+        timeframe="1m",
+    )
+    assert_stats_equal({k_[4:]: v for k_, v in got.items() if k_.startswith("oos_")}, test.stats)
+
+
+def test_actor_with_stored_funding(tmp_path):
+    write_pair_store(tmp_path, n=2000, seed=3, funding=True)
+    actor = BacktestActor(str(tmp_path), PAIR, "1m")
+    params, cfg = PairParams(zscore_window=30), StrategyConfig(entry=1.2, stop=None)
+    events = tuple(funding_events(Store(tmp_path).read_funding(s)) for s in (Y, X))
+    # rows every 15 min over 2000 min from midnight: settlements at 0, 8, 16, 24 and 32 h
+    np.testing.assert_array_equal(events[0]["ts"], T0 + 480 * MINUTE * np.arange(5))
+    theirs = backtest(
+        oracle_bars(tmp_path, Y),
+        oracle_bars(tmp_path, X),
+        params,
+        cfg,
+        funding=events,
+        timeframe="1m",
+    )
+    assert theirs.stats["funding_paid"] != 0.0
+    assert_stats_equal(actor.result(params, cfg).stats, theirs.stats)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "pair, start, end, error, message",
+    [
+        ("SOLUSDT/BTCUSDT", None, None, DataError, "unknown symbol 'SOLUSDT'"),
+        ("ETHUSDT/XRPUSDT", None, None, DataError, "unknown symbol 'XRPUSDT'"),
+        ("ETHUSDT", None, None, ConfigError, "expected 'Y/X'"),
+        (PAIR, "2030-01-01", None, DataError, "no 1m bars of ETHUSDT in the range"),
+        (PAIR, "2024-06-02T00:00:00Z", "2024-06-01T00:00:00Z", DataError, "empty range"),
+        (PAIR, "yesterday", None, DataError, "not an ISO-8601 time"),
+        (PAIR, T0, T0 + MINUTE, DataError, "a backtest needs 2"),
+    ],
+)
+def test_actor_refuses_bad_data(store_dir, pair, start, end, error, message):
+    with pytest.raises(error, match=message):
+        BacktestActor(str(store_dir), pair, "1m", start, end)
+
+
+@pytest.mark.parametrize(
+    "params, train_frac, message",
+    [
+        (PairParams(zscore_window=500), None, r"too few bars: 299 aligned bars.*at least 501"),
+        (
+            PairParams(hedge="static_ols", ols_window=250, zscore_window=60),
+            None,
+            "and ols_window 250 needs at least 310",
+        ),
+        (PairParams(zscore_window=100), 0.3, "89 aligned bars in the train part"),
+        (PairParams(zscore_window=10), 0.999, "test part has 1 bar"),
+    ],
+)
+def test_actor_refuses_too_few_bars(store_dir, params, train_frac, message):
+    actor = BacktestActor(str(store_dir), PAIR, "1m", end=T0 + 300 * MINUTE)
+    assert actor.info()["bars"] == 299  # both legs miss one same minute of the first 300
+    with pytest.raises(NumericalError, match=message):
+        actor.stats(params, StrategyConfig(), train_frac)
+
+
+def test_from_tables_refuses_bad_tables():
+    by, bx = pair_bars(50)
+    with pytest.raises(DataError, match="no 1m bars for BTCUSDT"):
+        PairData.from_tables(by, bx[:0], pair=PAIR)
+    with pytest.raises(DataError, match="expected BAR_DTYPE records"):
+        PairData.from_tables(by, {"ts": [1]}, pair=PAIR)
+    with pytest.raises(DataError, match="timeframe '2m'"):
+        PairData.from_tables(by, bx, pair=PAIR, timeframe="2m")
+
+
+# ----------------------------------------------------------------------------- sweep over Ray
+
+
+@pytest.mark.parametrize("n_actors, chunk_size", [(1, None), (2, 3), (3, 1)])
+def test_sweep_equals_backtest_per_set(ray_cluster, store_dir, n_actors, chunk_size):
+    grid = {
+        "entry": [1.5, 2.0],
+        "exit": [0.0, 0.5],
+        "zscore_window": [30, 60],
+        "delta": [1e-5, 1e-4],
+    }
+    table = sweep(str(store_dir), PAIR, grid, n_actors, timeframe="1m", chunk_size=chunk_size)
+    assert len(table) == 16
+    assert list(table.columns[:4]) == ["zscore_window", "delta", "entry", "exit"]
+    by, bx = oracle_bars(store_dir, Y), oracle_bars(store_dir, X)
+    for row in table.to_dict("records"):
+        params = PairParams(zscore_window=row["zscore_window"], delta=row["delta"])
+        cfg = StrategyConfig(entry=row["entry"], exit=row["exit"])
+        want = backtest(by, bx, params, cfg, timeframe="1m").stats
+        assert_stats_equal({k: row[k] for k in want}, want)
+
+
+def test_sweep_walk_forward_over_tables(ray_cluster, store_dir):
+    by, bx = oracle_bars(store_dir, Y), oracle_bars(store_dir, X)
+    data = PairData.from_tables(by, bx, pair=PAIR, timeframe="1m")
+    grid = {"hedge": ["kalman", "rolling_ols"], "entry": [1.5, 2.5]}
+    table = sweep(data, None, grid, 2, train_frac=0.6, params=PairParams(ols_window=100))
+    actor = BacktestActor(data)
+    for row in table.to_dict("records"):
+        params = PairParams(hedge=row["hedge"], ols_window=100)
+        want = actor.stats(params, StrategyConfig(entry=row["entry"]), 0.6)
+        assert_stats_equal({k: row[k] for k in want}, want)
+    assert {c for c in table.columns if c.startswith("oos_")} >= {"oos_sharpe", "oos_trades"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"n_actors": 0}, ConfigError, "actors: expected a positive integer"),
+        ({"grid": {"entry": [1.0], "exit": [1.5]}}, ConfigError, "expected < entry"),
+        ({"grid": {"zscore_window": [5000]}}, NumericalError, "too few bars"),
+        ({"train_frac": 1.5}, ConfigError, "train_frac"),
+        ({"pair": "ADAUSDT/BTCUSDT"}, DataError, "unknown symbol 'ADAUSDT'"),
+    ],
+)
+def test_sweep_refuses(ray_cluster, store_dir, kwargs, error, message):
+    args = {"pair": PAIR, "grid": {"entry": [1.5]}, "n_actors": 1, **kwargs}
+    with pytest.raises(error, match=message):
+        sweep(
+            str(store_dir),
+            args.pop("pair"),
+            args.pop("grid"),
+            args.pop("n_actors"),
+            timeframe="1m",
+            **args,
+        )
