@@ -17,6 +17,7 @@ outstanding per PairActor (bounded with ``ray.wait``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -230,6 +231,9 @@ class FeedActor:
             on_batch=lambda batch: self._inbox.put((batch, now_ms())),
             batch_ms=BATCH_MS,
         )
+        # after a restart, hold the clock until the backfill has caught up (or watchdog_s)
+        until = time.monotonic() + config.feed.watchdog_s
+        self._catch_up = dict.fromkeys(resume, until)
         self._targets = [(h, set(syms) & set(self.symbols)) for h, syms in targets]
         self._in_flight: list[list] = [[] for _ in self._targets]
         self._stopping = threading.Event()
@@ -256,8 +260,12 @@ class FeedActor:
 
     def _cycle(self, timeout: float) -> None:
         got = []
-        try:
+        with contextlib.suppress(queue.Empty):
             got.append(self._inbox.get(timeout=timeout) if timeout else self._inbox.get_nowait())
+        # the clock reading that goes with what has been received: ticks that arrive while
+        # this batch is processed are handled before the clock moves on again
+        clock = now_ms()
+        try:
             while True:
                 got.append(self._inbox.get_nowait())
         except queue.Empty:
@@ -266,15 +274,21 @@ class FeedActor:
             for batch, wall in got:
                 for sym, ticks in batch.ticks.items():
                     self.core.on_ticks(sym, ticks, wall)
+                    self._catch_up.pop(sym, None)
                 for m in batch.marks:
                     self.core.on_funding(m.symbol, m.ts, m.mark, m.funding_rate)
-            self.core.advance(
-                now_ms(), hold=[s for s in self.symbols if self.client.pending_gap(s)]
-            )
+            self.core.advance(clock, hold=self._held(time.monotonic()))
             entries = self.core.take_entries()
             self.core.maybe_flush()
         if entries:
             self._publish(entries)
+
+    def _held(self, now_s: float) -> list[str]:
+        """Symbols whose bars must not close on the clock: a hole is being refilled, or the
+        feed resumed from the store and has not delivered this symbol's first batch yet."""
+        for sym in [s for s, deadline in self._catch_up.items() if now_s > deadline]:
+            del self._catch_up[sym]
+        return [s for s in self.symbols if s in self._catch_up or self.client.pending_gap(s)]
 
     def _publish(self, entries: list[dict]) -> None:
         import ray

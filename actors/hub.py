@@ -125,14 +125,18 @@ class AlertLog:
         self.rules = list({r.key: r for r in rules}.values())
         _atomic_write(self.rules_path, json.dumps([r.to_dict() for r in self.rules], indent=1))
 
-    def record(self, events: list[dict]) -> None:
+    def record(self, events: list[dict]) -> list[dict]:
+        """Append the events not recorded yet (one per rule and bar ts); returns them."""
+        seen = {(e["rule"], e["ts"]) for e in self.history}
+        events = [e for e in events if (e["rule"], e["ts"]) not in seen]
         if not events:
-            return
+            return []
         self.history.extend(events)
         del self.history[:-HISTORY_LIMIT]
         _atomic_write(
             self.history_path, "".join(json.dumps(e, allow_nan=False) + "\n" for e in self.history)
         )
+        return events
 
     def since(self, since_ms: int | None) -> list[dict]:
         if since_ms is None:
@@ -247,9 +251,10 @@ class Hub:
         return self.set_rules([r for r in self.rules() if r.key != key])
 
     def record_alerts(self, events: list[dict]) -> None:
-        """Called by PairActors with the events their rules fired (each stamped ``fired_at``)."""
+        """Called by PairActors with the events their rules fired (each stamped ``fired_at``);
+        an event already recorded (same rule and bar ts) is dropped."""
         with self._lock:
-            self._alerts.record(events)
+            events = self._alerts.record(events)
         for e in events:
             log.info("alert %s: z=%.3f at %s", e["rule"], e["z"], iso_ms(e["ts"]))
 

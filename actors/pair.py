@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 RING_STEPS = 3_600
 #: latency samples older than this are dropped (ms)
 LATENCY_WINDOW_MS = 60_000
+#: on a restart, alerts of bars this recent (ms) are sent to the Hub again (it dedupes)
+ALERT_RESEND_MS = 5 * 60_000
 #: watermark advances kept per symbol at most (for pairs whose other leg never traded)
 ADVANCES_KEPT = 10_000
 
@@ -341,9 +343,13 @@ class PairActor:
                 self._hub = _lookup(ray, hub_name, ns) if hub_name else None
                 if self._hub is not None:
                     rules = ray.get(self._hub.rules.remote())
-        # replay without firing alerts: they were fired (and logged) the first time
-        self.book.feed(entries, live=False)
+        # replay with the rules in force, so their armed state is what it would have been;
+        # recent events go to the Hub again (it keeps each (rule, ts) once): one fired just
+        # before a crash may not have reached it
         self.book.alerts.set_rules(rules)
+        events, _ = self.book.feed(entries, live=False)
+        now = time.time() * 1000.0
+        self._send_alerts([e for e in events if e["ts"] >= now - ALERT_RESEND_MS], now)
         log.info("pair actor warmed up: %d pairs", len(self.book.pairs))
 
     def on_bars(self, entries: list[dict]) -> None:
@@ -351,6 +357,9 @@ class PairActor:
         events, finals = self.book.feed(entries)
         now = time.time() * 1000.0
         self.book.latency.add(now, (now - f for f in finals))
+        self._send_alerts(events, now)
+
+    def _send_alerts(self, events: list[dict], now: float) -> None:
         if events and self._hub is not None:
             for ev in events:
                 ev["fired_at"] = int(now)

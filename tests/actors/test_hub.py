@@ -86,11 +86,13 @@ def test_alert_log_survives_restart(tmp_path):
     log.set_rules([*default, AlertRule(PAIR, "below", -2.0), AlertRule(PAIR, "below", -2.0)])
     events = [{"rule": "r", "pair": PAIR, "kind": "above", "level": 2.0, "ts": i, "z": 2.5,
                "fired_at": 100 + i} for i in range(3)]  # fmt: skip
-    log.record(events)
+    assert log.record(events) == events
+    assert log.record([*events[1:], {**events[0], "ts": 9}]) == [{**events[0], "ts": 9}]
+    events.append({**events[0], "ts": 9})
     again = AlertLog(tmp_path, [])
     assert again.rules == [default[0], AlertRule(PAIR, "below", -2.0)]
     assert again.history == events
-    assert again.since(101) == events[2:]
+    assert again.since(101) == events[2:3]
     assert not [p for p in (tmp_path / "alerts").iterdir() if p.name.startswith(".")]
 
 

@@ -1,0 +1,185 @@
+"""Start and stop the whole engine from a Config: what ``pairstack run`` and the UI both call.
+
+``start_engine(config)`` connects to Ray (``ray_address``, else ``config.ray.address``, else
+``RAY_ADDRESS``; without any, a local cluster sized for the machine, no dashboard; an already
+initialised Ray is used as is), starts the simulator inside the cluster when ``feed.source`` is
+``simulator`` and no URLs are given, then the Hub, the PairActors (``ray.pairs_per_actor`` pairs
+each, warmed up from the store) and the FeedActors (``feed.symbols_per_connection`` symbols
+each), and registers them with the Hub. ``EngineHandle.stop()`` stops the feeds (last bars
+published, stores flushed), then ends every actor it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from actors.feed import FeedActor
+from actors.hub import HUB_NAME, NAMESPACE, Hub
+from actors.pair import PairActor, parse_pair
+from engine.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: seconds to wait for actors to start or stop
+START_TIMEOUT_S = 120.0
+
+
+class SimulatorActor:
+    """Ray actor body: the exchange simulator serving websocket + REST from inside the cluster."""
+
+    def __init__(self, config: object):
+        from engine.simulator import Simulator
+
+        self.sim = Simulator.from_config(config.simulator, config.symbols)
+        self.sim.start_in_thread()
+
+    def urls(self) -> tuple[str, str]:
+        """(websocket base, REST base) the feeds connect to."""
+        return self.sim.url_ws, self.sim.url_rest
+
+    def history(self, symbol: str) -> np.ndarray:
+        """Every trade the simulated exchange made for ``symbol`` (TICK_DTYPE)."""
+        return self.sim.history(symbol)
+
+
+def shard(items: list, size: int) -> list[list]:
+    """Consecutive chunks of at most ``size`` items."""
+    if size < 1:
+        raise ConfigError(f"shard size must be >= 1, got {size}")
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+@dataclass
+class EngineHandle:
+    """A running engine: its actors, the URLs its feeds use, and how to stop it."""
+
+    config: object
+    hub: object
+    feeds: dict[str, object]
+    pair_actors: dict[str, object]
+    simulator: object | None
+    ws_url: str
+    rest_url: str
+    owns_ray: bool = False
+    stopped: bool = field(default=False, init=False)
+
+    def status(self) -> dict:
+        """The ``pairstack status --json`` object."""
+        import ray
+
+        return ray.get(self.hub.status.remote(), timeout=START_TIMEOUT_S)
+
+    def stop(self) -> None:
+        """Stop feeds (publishing their last bars, flushing their stores), then every actor."""
+        import ray
+
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            ray.get([f.stop.remote() for f in self.feeds.values()], timeout=START_TIMEOUT_S)
+            ray.get([p.ping.remote() for p in self.pair_actors.values()], timeout=START_TIMEOUT_S)
+        finally:
+            others = [self.hub, *([self.simulator] if self.simulator is not None else [])]
+            for handle in [*self.feeds.values(), *self.pair_actors.values(), *others]:
+                ray.kill(handle, no_restart=True)
+            if self.owns_ray:
+                ray.shutdown()
+        log.info("engine stopped")
+
+
+def _connect(config: object, ray_address: str | None, namespace: str) -> bool:
+    """Initialise Ray unless it already is; True when this call did it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = ray_address or config.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=namespace, configure_logging=False)
+    else:
+        ray.init(
+            num_cpus=os.cpu_count() or 1,
+            include_dashboard=False,
+            namespace=namespace,
+            configure_logging=False,
+        )
+    return True
+
+
+def start_engine(
+    config: object,
+    *,
+    ray_address: str | None = None,
+    hub_name: str = HUB_NAME,
+    namespace: str = NAMESPACE,
+) -> EngineHandle:
+    """Start feeds, pairs and the Hub for ``config`` (see the module docstring).
+
+    ``hub_name`` names the Hub; the other actors are named after it (``<hub>.feed-<i>``,
+    ``<hub>.pairs-<j>``, ``<hub>.simulator``), all in ``namespace``.
+    """
+    import ray
+
+    owns_ray = _connect(config, ray_address, namespace)
+    opts = {"namespace": namespace}
+    restartable = {**opts, "max_restarts": -1, "max_task_retries": -1}
+    ws_url, rest_url, sim = config.feed.ws_url, config.feed.rest_url, None
+    if config.feed.source == "simulator" and (ws_url is None or rest_url is None):
+        sim = (
+            ray.remote(SimulatorActor).options(name=f"{hub_name}.simulator", **opts).remote(config)
+        )
+        sim_ws, sim_rest = ray.get(sim.urls.remote(), timeout=START_TIMEOUT_S)
+        ws_url, rest_url = ws_url or sim_ws, rest_url or sim_rest
+    if ws_url is None or rest_url is None:
+        raise ConfigError("feed.ws_url and feed.rest_url are needed for a binance feed")
+    hub = (
+        ray.remote(Hub)
+        .options(name=hub_name, max_concurrency=8, **opts)
+        .remote(config, config.store.path)
+    )
+    feed_shards = shard(list(config.symbols), config.feed.symbols_per_connection)
+    feed_names = [f"{hub_name}.feed-{i}" for i in range(len(feed_shards))]
+    pair_shards = shard(list(config.pair_names), config.ray.pairs_per_actor)
+    pair_actors, pair_symbols = {}, {}
+    for j, pairs in enumerate(pair_shards):
+        name = f"{hub_name}.pairs-{j}"
+        pair_actors[name] = (
+            ray.remote(PairActor)
+            .options(name=name, **restartable)
+            .remote(config, pairs, feed_names=feed_names, hub_name=hub_name, namespace=namespace)
+        )
+        pair_symbols[name] = sorted({s for p in pairs for s in parse_pair(p)})
+    ray.get([p.ping.remote() for p in pair_actors.values()], timeout=START_TIMEOUT_S)
+    feeds = {}
+    for name, symbols in zip(feed_names, feed_shards, strict=True):
+        targets = [
+            (pair_actors[n], syms) for n, syms in pair_symbols.items() if set(syms) & set(symbols)
+        ]
+        feeds[name] = (
+            ray.remote(FeedActor)
+            .options(name=name, **restartable)
+            .remote(config, symbols, ws_url=ws_url, rest_url=rest_url, targets=targets)
+        )
+    ray.get([f.ping.remote() for f in feeds.values()], timeout=START_TIMEOUT_S)
+    registered = [
+        hub.register_feed.remote(n, feeds[n], s)
+        for n, s in zip(feed_names, feed_shards, strict=True)
+    ]
+    registered += [
+        hub.register_pair_actor.remote(n, pair_actors[n], pairs)
+        for n, pairs in zip(pair_actors, pair_shards, strict=True)
+    ]
+    ray.get(registered, timeout=START_TIMEOUT_S)
+    log.info(
+        "engine started: %d feeds, %d pair actors, %d pairs, feed %s",
+        len(feeds),
+        len(pair_actors),
+        len(config.pairs),
+        ws_url,
+    )
+    return EngineHandle(config, hub, feeds, pair_actors, sim, ws_url, rest_url, owns_ray)
