@@ -1,0 +1,174 @@
+"""The real dashboard for browser tests: ``panel serve ui/`` as a subprocess on a free port,
+joined to the session's Ray cluster, driven by Playwright in Debian's headless Chromium.
+
+The server runs a copy of config/demo.yaml whose store is a tmp dir and whose windows are short
+(z window 10, OLS window 30) so that z is defined a few seconds after start. Every page records
+its console errors and every request; the ``page`` fixture fails a test whose page logged an
+error or asked for anything outside 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+START_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def demo_config(tmp: Path, **analytics) -> Path:
+    """A copy of config/demo.yaml with its store under ``tmp`` and short windows."""
+    raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    raw["store"]["path"] = str(tmp / "store")
+    raw["analytics"].update({"zscore_window": 10, "ols_window": 30, **analytics})
+    path = tmp / "demo.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+class Server:
+    """A running ``panel serve ui/``: its URL, hub name and log."""
+
+    def __init__(self, config: Path, ray_address: str, log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/ui"
+        self.hub_name = f"pairstack-hub-ui-{uuid.uuid4().hex[:8]}"
+        self.log_path = log_path
+        env = {
+            **os.environ,
+            "PAIRSTACK_CONFIG": str(config),
+            "PAIRSTACK_HUB": self.hub_name,
+            "RAY_ADDRESS": ray_address,
+        }
+        panel = Path(sys.executable).parent / "panel"
+        self._log = open(log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            [str(panel), "serve", "ui/", "--address", "127.0.0.1", "--port", str(self.port),
+             "--allow-websocket-origin", f"127.0.0.1:{self.port}"],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"panel serve exited:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url, timeout=5.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"panel serve did not answer:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_cluster) -> str:
+    return ray_cluster.get_runtime_context().gcs_address
+
+
+@pytest.fixture(scope="session")
+def server(ray_address, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ui-server")
+    srv = Server(demo_config(tmp), ray_address, tmp / "panel.log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def hub(server, ray_cluster):
+    """The Hub of the server's engine (for checking what the page shows against it)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            return ray_cluster.get_actor(server.hub_name, namespace="pairstack")
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def request_host(url: str) -> str:
+    """The host a request goes to; ``blob:``/``data:`` URLs stay in the page."""
+    if url.startswith("data:"):
+        return "127.0.0.1"
+    if url.startswith("blob:"):
+        url = url[len("blob:"):]
+    return urlparse(url).hostname or url
+
+
+class PageLog:
+    """Console errors and request hosts of one page."""
+
+    def __init__(self, page):
+        self.errors: list[str] = []
+        self.hosts: set[str] = set()
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("request", lambda r: self.hosts.add(request_host(r.url)))
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    pg.page_log = PageLog(pg)
+    pg.goto(server.url)
+    yield pg
+    log = pg.page_log
+    context.close()
+    assert log.hosts <= {"127.0.0.1"}, f"requests left 127.0.0.1: {sorted(log.hosts)}"
+    assert not log.errors, f"browser console errors: {log.errors}"
+
+
+def screenshot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)

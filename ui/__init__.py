@@ -1,0 +1,1 @@
+"""The pairstack dashboard: a Panel directory app served by ``panel serve ui/``."""

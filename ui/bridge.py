@@ -1,0 +1,215 @@
+"""One server-wide bridge: polls the Hub into a cache that every session renders from.
+
+A daemon thread asks the Hub, every ``interval_s`` (0.5 s), for its status, every pair's
+snapshot, the alerts fired since the last poll and the recent bars that sessions asked for
+(``want``), and swaps in a new immutable :class:`Cache`. The symbols' bars for the liquidity
+filter, the heatmap and the screen are refreshed every ``universe_every_s``. Sessions never call
+Ray. When a poll fails the cache keeps the last numbers and says since when it has failed;
+``health`` turns a cache into what the page must say (live, feed down, engine unreachable).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: bars kept per (symbol, timeframe) requested by a session
+WANTED_BARS = 3_600
+#: bars per symbol for the universe (liquidity, heatmap, screen)
+UNIVERSE_BARS = 900
+#: a requested (symbol, timeframe) is dropped when no session asked for it this long (s)
+WANT_TTL_S = 30.0
+#: seconds without a successful poll before the engine is reported unreachable
+UNREACHABLE_S = 5.0
+#: seconds after a pair's last bar end before its numbers count as stale (plus one bar)
+STALE_S = 15.0
+
+
+@dataclass(frozen=True)
+class Cache:
+    """Everything the sessions render, as of one poll."""
+
+    seq: int = 0
+    polled_at: float = 0.0  # wall s of the last successful poll
+    error: str | None = None  # last poll error, None when the last poll worked
+    failing_since: float | None = None
+    status: dict = field(default_factory=dict)
+    snapshots: dict = field(default_factory=dict)  # pair -> dict of arrays
+    bars: dict = field(default_factory=dict)  # (symbol, tf) -> BAR_DTYPE
+    universe: dict = field(default_factory=dict)  # symbol -> BAR_DTYPE (analytics tf)
+    alerts: tuple = ()  # every fired alert seen, oldest first
+    rules: tuple = ()  # current alert rules (dicts)
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the status banner says: ``state`` is "live", "feed-down", "stale" or "unreachable"."""
+
+    state: str
+    message: str
+
+    @property
+    def live(self) -> bool:
+        return self.state == "live"
+
+
+def health(cache: Cache, now: float, tf_ms: int) -> Health:
+    """Live only when the engine answers, every feed is connected and bars are recent."""
+    if cache.polled_at == 0.0:
+        return Health("unreachable", "Connecting to the engine… (numbers appear once it answers)")
+    if cache.failing_since is not None and now - cache.failing_since >= UNREACHABLE_S:
+        since = time.strftime("%H:%M:%S", time.gmtime(cache.failing_since))
+        return Health(
+            "unreachable",
+            f"Engine unreachable since {since} UTC ({cache.error}); retrying. "
+            "The numbers shown are from before and are NOT live.",
+        )
+    feeds = cache.status.get("feeds", [])
+    down = [f for f in feeds if not f.get("connected")]
+    if down or not feeds:
+        symbols = sorted({s for f in down for s in f.get("symbols", [])})
+        reconnects = sum(int(f.get("reconnects", 0)) for f in feeds)
+        return Health(
+            "feed-down",
+            f"Feed down: {len(down)} of {len(feeds)} connection(s) disconnected "
+            f"({', '.join(symbols[:8])}{'…' if len(symbols) > 8 else ''}); reconnecting "
+            f"({reconnects} reconnects so far). The numbers shown are NOT live.",
+        )
+    last = [_iso_to_ms(p.get("last_bar")) for p in cache.status.get("pairs", [])]
+    last = [t for t in last if t is not None]
+    if last and now * 1000.0 - (max(last) + tf_ms) > STALE_S * 1000.0:
+        return Health(
+            "stale",
+            f"Feeds are connected but no bar has closed for over {STALE_S:.0f} s; "
+            "the numbers shown are NOT live.",
+        )
+    return Health("live", "Live: all feeds connected")
+
+
+def _iso_to_ms(iso: str | None) -> int | None:
+    if not iso:
+        return None
+    return int(np.datetime64(iso.rstrip("Z"), "ms").astype(np.int64))
+
+
+class Bridge:
+    """Polls a Hub actor handle into :attr:`cache` from a daemon thread."""
+
+    def __init__(
+        self,
+        hub: object,
+        *,
+        pairs: list[str],
+        symbols: list[str],
+        timeframe: str,
+        interval_s: float = 0.5,
+        universe_every_s: float = 5.0,
+        call_timeout_s: float = 5.0,
+    ):
+        self.hub = hub
+        self.pairs = list(pairs)
+        self.symbols = list(symbols)
+        self.timeframe = timeframe
+        self.interval_s = interval_s
+        self.universe_every_s = universe_every_s
+        self.call_timeout_s = call_timeout_s
+        self.cache = Cache()
+        self._wanted: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._universe_at = 0.0
+        self._alerts_since: int | None = None
+        self.polls = 0
+
+    def want(self, symbol: str, timeframe: str) -> None:
+        """Ask for the recent bars of ``symbol``/``timeframe`` in the next polls."""
+        with self._lock:
+            self._wanted[(symbol, timeframe)] = time.monotonic()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pairstack-bridge", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.poll()
+            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    def poll(self) -> None:
+        """One poll; failures are recorded in the cache, never raised."""
+        import ray
+
+        now = time.monotonic()
+        with self._lock:
+            self._wanted = {k: t for k, t in self._wanted.items() if now - t < WANT_TTL_S}
+            wanted = list(self._wanted)
+        universe = now - self._universe_at >= self.universe_every_s
+        old = self.cache
+        try:
+            refs = [self.hub.status.remote(), self.hub.alerts.remote(self._alerts_since)]
+            refs.append(self.hub.rules.remote())
+            refs += [self.hub.snapshot.remote(p) for p in self.pairs]
+            refs += [self.hub.recent_bars.remote(s, tf, WANTED_BARS) for s, tf in wanted]
+            if universe:
+                refs += [
+                    self.hub.recent_bars.remote(s, self.timeframe, UNIVERSE_BARS)
+                    for s in self.symbols
+                ]
+            out = ray.get(refs, timeout=self.call_timeout_s)
+        except (ray.exceptions.RayError, ValueError, KeyError) as exc:
+            first = old.failing_since if old.failing_since is not None else time.time()
+            self.cache = replace(
+                old, seq=old.seq + 1, error=f"{type(exc).__name__}: {exc}"[:200],
+                failing_since=first,
+            )
+            log.warning("bridge poll failed: %s", exc)
+            return
+        status, fired, rules = out[0], out[1], out[2]
+        k = 3
+        snapshots = dict(zip(self.pairs, out[k : k + len(self.pairs)], strict=True))
+        k += len(self.pairs)
+        bars = dict(zip(wanted, out[k : k + len(wanted)], strict=True))
+        k += len(wanted)
+        uni = old.universe
+        if universe:
+            uni = dict(zip(self.symbols, out[k:], strict=True))
+            self._universe_at = now
+        if fired:
+            self._alerts_since = max(int(e["fired_at"]) for e in fired)
+        self.polls += 1
+        self.cache = Cache(
+            seq=old.seq + 1,
+            polled_at=time.time(),
+            error=None,
+            failing_since=None,
+            status=status,
+            snapshots=snapshots,
+            bars=bars,
+            universe=uni,
+            alerts=old.alerts + tuple(fired),
+            rules=tuple(r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in rules),
+        )
+
+    # -- commands the sessions send through the bridge (alert rules) ------------------------
+    def add_rule(self, rule: dict) -> None:
+        import ray
+
+        ray.get(self.hub.add_rule.remote(rule), timeout=self.call_timeout_s)
+
+    def remove_rule(self, key: str) -> None:
+        import ray
+
+        ray.get(self.hub.remove_rule.remote(key), timeout=self.call_timeout_s)

@@ -1,0 +1,91 @@
+"""Server-wide state of the dashboard: the config, the engine (when this server started it) and
+the bridge, made once per server process by ``app_hooks.on_server_loaded``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from actors.hub import HUB_NAME, NAMESPACE
+from engine.config import load_config
+from engine.pairstep import PairParams
+from ui.bridge import Bridge
+
+log = logging.getLogger(__name__)
+
+CACHE_KEY = "pairstack"
+DEFAULT_CONFIG = "config/pairs.yaml"
+
+
+@dataclass
+class ServerState:
+    """What every session of this server shares."""
+
+    config: object
+    live_params: PairParams
+    bridge: Bridge
+    engine: object | None  # EngineHandle when this server started the engine
+
+
+def _connect_ray(config: object) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = config.ray.address or os.environ.get("RAY_ADDRESS")
+    kwargs = {"namespace": NAMESPACE, "configure_logging": False, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
+
+
+def start_server_state() -> ServerState:
+    """Join or start the engine for ``PAIRSTACK_CONFIG`` and start the bridge (once)."""
+    import panel as pn
+    import ray
+
+    if CACHE_KEY in pn.state.cache:
+        return pn.state.cache[CACHE_KEY]
+    path = os.environ.get("PAIRSTACK_CONFIG", DEFAULT_CONFIG)
+    config = load_config(path)
+    hub_name = os.environ.get("PAIRSTACK_HUB", HUB_NAME)
+    _connect_ray(config)
+    engine = None
+    try:
+        hub = ray.get_actor(hub_name, namespace=NAMESPACE)
+        config = ray.get(hub.config.remote(), timeout=30)
+        log.info("dashboard: joined the running engine (hub %s)", hub_name)
+    except ValueError:
+        from actors.engine import start_engine
+
+        log.info("dashboard: no engine running; starting one from %s", path)
+        engine = start_engine(config, hub_name=hub_name, namespace=NAMESPACE)
+        hub = engine.hub
+    bridge = Bridge(
+        hub,
+        pairs=list(config.pair_names),
+        symbols=list(config.symbols),
+        timeframe=config.analytics.timeframe,
+    )
+    bridge.start()
+    state = ServerState(config, PairParams.from_config(config.analytics), bridge, engine)
+    pn.state.cache[CACHE_KEY] = state
+    return state
+
+
+def stop_server_state() -> None:
+    """Stop the bridge and the engine this server started."""
+    import panel as pn
+    import ray
+
+    state = pn.state.cache.pop(CACHE_KEY, None)
+    if state is None:
+        return
+    state.bridge.stop()
+    if state.engine is not None:
+        try:
+            state.engine.stop()
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            log.warning("dashboard: engine stop reported %s", exc)
