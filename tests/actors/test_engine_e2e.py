@@ -8,8 +8,11 @@ an offline rebuild, and every pair's live state against a replay of the stored b
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +32,7 @@ pytestmark = pytest.mark.ray
 SYMBOLS = ["ETHUSDT", "BTCUSDT", "SOLUSDT", "BNBUSDT"]
 PAIRS = [("ETHUSDT", "BTCUSDT"), ("SOLUSDT", "BNBUSDT"), ("SOLUSDT", "BTCUSDT")]
 NAMESPACE = "pairstack-test"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def engine_config(store_path) -> object:
@@ -89,6 +93,11 @@ def run(ray_cluster, tmp_path_factory):
             what="pairs to step past the restarts",
         )
         status = handle.status()
+        cli = subprocess.run(
+            [sys.executable, "-m", "engine.cli", "status", "--json", "--address",
+             ray.get_runtime_context().gcs_address, "--namespace", NAMESPACE, "--hub", hub_name],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )  # fmt: skip
         ray.get([f.stop.remote() for f in handle.feeds.values()], timeout=60)
         history = {s: ray.get(handle.simulator.history.remote(s)) for s in SYMBOLS}
         snaps = {f"{y}/{x}": ray.get(handle.hub.snapshot.remote(f"{y}/{x}")) for y, x in PAIRS}
@@ -104,6 +113,7 @@ def run(ray_cluster, tmp_path_factory):
         "history": history,
         "snaps": snaps,
         "alerts": alerts,
+        "cli": cli,
     }
 
 
@@ -181,3 +191,12 @@ def test_status_json_shape(run):
     lat = status["latency_ms"]
     assert set(lat) == {"p50", "p99", "max"}
     assert 0 <= lat["p50"] <= lat["p99"] <= lat["max"]
+
+
+def test_status_cli_json_against_the_running_engine(run):
+    cli = run["cli"]
+    assert cli.returncode == 0, cli.stderr
+    status = json.loads(cli.stdout)
+    assert [p["pair"] for p in status["pairs"]] == [p["pair"] for p in run["status"]["pairs"]]
+    assert [f["symbols"] for f in status["feeds"]] == [f["symbols"] for f in run["status"]["feeds"]]
+    assert set(status["latency_ms"]) == {"p50", "p99", "max"}

@@ -1,0 +1,137 @@
+"""``pairstack run`` / ``pairstack status``: refusals before Ray starts, a real run stopped by
+SIGTERM with the store flushed, and status text formatting."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actors.cli_run import one_line
+from actors.cli_status import format_status
+from engine.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """\
+feed: {source: simulator, lateness_ms: 500}
+symbols: [ETHUSDT, BTCUSDT]
+timeframes: [1s]
+pairs:
+  - {y: ETHUSDT, x: BTCUSDT}
+analytics: {ols_window: 10, zscore_window: 8}
+store: {path: STORE}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        (None, ["config file not found"]),
+        ("feed: {source: simulator\nsymbols: [", ["YAML syntax error", "line"]),
+        (GOOD.replace("source: simulator", "source: kraken"), ["feed.source"]),
+        (GOOD.replace("lateness_ms: 500", "lateness_ms: -1"), ["feed.lateness_ms"]),
+        (GOOD.replace("lateness_ms: 500", "latenes_ms: 500"), ["latenes_ms"]),
+        (GOOD.replace("x: BTCUSDT", "x: XRPUSDT"), ["pairs[0].x", "XRPUSDT"]),
+        (GOOD.replace("timeframes: [1s]", "timeframes: [2s]"), ["timeframes"]),
+        (GOOD.replace("symbols: [ETHUSDT, BTCUSDT]\n", ""), ["symbols"]),
+        (GOOD.replace("zscore_window: 8", "zscore_window: 1"), ["analytics.zscore_window"]),
+    ],
+)
+def test_run_refuses_a_bad_config_before_ray_starts(tmp_path, capsys, text, needles):
+    path = tmp_path / "bad.yaml"
+    if text is not None:
+        path.write_text(text.replace("STORE", str(tmp_path / "store")))
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err
+    for needle in needles:
+        assert needle in err
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("duration", ["0", "-3"])
+def test_run_refuses_a_bad_duration(tmp_path, capsys, duration):
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD.replace("STORE", str(tmp_path / "store")))
+    assert main(["run", "--config", str(path), "--duration", duration]) == 2
+    assert "--duration" in capsys.readouterr().err
+
+
+def test_bad_config_exits_2_from_the_console_command(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(GOOD.replace("x: BTCUSDT", "x: XRPUSDT"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "run", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert f"{path}: pairs[0].x" in proc.stderr
+
+
+@pytest.mark.ray
+def test_status_without_that_engine_exits_2(ray_cluster):
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "status", "--address",
+         ray_cluster.get_runtime_context().gcs_address, "--hub", "no-such-hub"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "runs no pairstack engine" in proc.stderr and "no-such-hub" in proc.stderr
+
+
+def test_run_stops_cleanly_on_sigterm_with_the_store_flushed(tmp_path):
+    path = tmp_path / "demo.yaml"
+    store = tmp_path / "store"
+    path.write_text(GOOD.replace("STORE", str(store)))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", "--config", str(path), "--duration", "300"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
+    )  # fmt: skip
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "pairstack.run" in line and "pairs 1/1 stepping" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    log = "".join(lines) + rest
+    assert proc.returncode == 0, log
+    assert "signal SIGTERM: stopping" in log and "stopped cleanly" in log
+    for kind in (
+        "ticks/symbol=ETHUSDT",
+        "ticks/symbol=BTCUSDT",
+        "bars/timeframe=1s/symbol=ETHUSDT",
+    ):
+        assert list((store / kind).rglob("*.parquet")), kind
+
+
+def test_text_formats():
+    status = {
+        "feeds": [
+            {"symbols": ["A", "B"], "connected": True, "ticks_per_s": 2.5, "ticks": 10,
+             "rejected": {"bad_price": 1}, "gaps_backfilled": 0, "late_ticks": 0, "reconnects": 1}
+        ],
+        "pairs": [
+            {"pair": "A/B", "last_bar": "2026-01-01T00:00:00.000Z", "beta": 1.25, "z": -2.0,
+             "position": 1},
+            {"pair": "B/A", "last_bar": None, "beta": None, "z": None, "position": 0},
+        ],
+        "latency_ms": {"p50": 1.0, "p99": 2.0, "max": 3.0},
+    }  # fmt: skip
+    text = format_status(status)
+    assert "feed 0 [up] 2 symbols  2.5 ticks/s  ticks 10  rejected 1" in text
+    assert "beta 1.2500  z -2.000  position +1" in text and "z nan" in text
+    assert text.endswith("latency ms: p50 1.00  p99 2.00  max 3.00")
+    assert one_line(status) == (
+        "feeds 1/1 up, 2.5 ticks/s, 10 ticks; pairs 1/2 stepping, 1 open;"
+        " latency p50 1.0 p99 2.0 ms"
+    )
