@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 
 from engine.errors import PairstackError
 
@@ -13,8 +14,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--address",
-        default="auto",
-        help="Ray cluster address (default: auto, the cluster running on this machine)",
+        default=None,
+        help="Ray cluster address (default: RAY_ADDRESS, else auto: the cluster on this machine)",
     )
     parser.add_argument("--namespace", default=None, help="Ray namespace (default: pairstack)")
     parser.add_argument("--hub", default=None, help="Hub actor name (default: pairstack-hub)")
@@ -54,9 +55,10 @@ def main(args: argparse.Namespace) -> int:
     from actors.hub import HUB_NAME, NAMESPACE
 
     namespace, hub_name = args.namespace or NAMESPACE, args.hub or HUB_NAME
+    address = args.address or os.environ.get("RAY_ADDRESS") or "auto"
     try:
         ray.init(
-            address=args.address,
+            address=address,
             namespace=namespace,
             log_to_driver=False,
             logging_level=logging.WARNING,
@@ -64,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
         )
     except ConnectionError as exc:
         raise PairstackError(
-            f"no running engine found at Ray address {args.address!r} ({exc});"
+            f"no running engine found at Ray address {address!r} ({exc});"
             " start one with `pairstack run --config FILE`"
         ) from None
     try:
@@ -72,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
             hub = ray.get_actor(hub_name, namespace=namespace)
         except ValueError:
             raise PairstackError(
-                f"the Ray cluster at {args.address!r} runs no pairstack engine"
+                f"the Ray cluster at {address!r} runs no pairstack engine"
                 f" (no actor {hub_name!r} in namespace {namespace!r})"
             ) from None
         status = ray.get(hub.status.remote(), timeout=30)

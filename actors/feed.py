@@ -279,9 +279,10 @@ class FeedActor:
                     self.core.on_funding(m.symbol, m.ts, m.mark, m.funding_rate)
             self.core.advance(clock, hold=self._held(time.monotonic()))
             entries = self.core.take_entries()
-            self.core.maybe_flush()
         if entries:
             self._publish(entries)
+        with self._lock:  # after publishing: file writes do not delay the pairs
+            self.core.maybe_flush()
 
     def _held(self, now_s: float) -> list[str]:
         """Symbols whose bars must not close on the clock: a hole is being refilled, or the

@@ -99,10 +99,12 @@ class LatencyWindow:
             self._at.append(at_ms)
             self._lat.append(lat)
 
-    def samples(self, now_ms: float) -> np.ndarray:
+    def samples(self, now_ms: float, since_ms: float | None = None) -> np.ndarray:
+        """Samples of the last 60 s (only those taken after ``since_ms`` when given)."""
         cut = bisect.bisect_left(self._at, now_ms - self.window_ms)
         del self._at[:cut], self._lat[:cut]
-        return np.asarray(self._lat, dtype=np.float64)
+        start = 0 if since_ms is None else bisect.bisect_right(self._at, since_ms)
+        return np.asarray(self._lat[start:], dtype=np.float64)
 
 
 class _Leg:
@@ -373,11 +375,11 @@ class PairActor:
         position; oldest first."""
         return self.book.snapshot(pair)
 
-    def status(self) -> dict:
-        """``{"pairs": rows, "latency_ms": samples of the last 60 s}``."""
+    def status(self, since_ms: float | None = None) -> dict:
+        """``{"pairs": rows, "latency_ms": samples of the last 60 s}`` (after ``since_ms``)."""
         return {
             "pairs": self.book.rows(),
-            "latency_ms": self.book.latency.samples(time.time() * 1000.0),
+            "latency_ms": self.book.latency.samples(time.time() * 1000.0, since_ms),
         }
 
     def ping(self) -> bool:
