@@ -89,7 +89,7 @@ def _best(fn, repeat: int) -> tuple[float, object]:
 
 
 def run(quick: bool) -> list[dict]:
-    """Rows for the strategy and simulation kernels; ratio = peer_s / ours_s."""
+    """Rows for the strategy and simulation kernels and the sweep; ratio = peer_s / ours_s."""
     n = 200_000 if quick else 2_000_000
     d = _inputs(n)
     entry, exit_, stop = 1.5, 0.0, 3.5
@@ -153,4 +153,92 @@ def run(quick: bool) -> list[dict]:
                 "ratio": peer_s / ours_s,
             }
         )
+    return rows + run_sweep(quick)
+
+
+# ----------------------------------------------------------------------------- parameter sweep
+
+
+def _sweep_bars(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two legs' 1m bars (BAR_DTYPE) of a cointegrated pair, about 2% of each leg missing."""
+    from engine.schemas import BAR_DTYPE
+
+    d = _inputs(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    legs = []
+    for leg in ("y", "x"):
+        bars = np.zeros(n, dtype=BAR_DTYPE)
+        bars["ts"] = 1_704_067_200_000 + 60_000 * np.arange(n)  # 2024-01-01
+        bars["open"], bars["close"] = d[f"open_{leg}"], d[f"close_{leg}"]
+        bars["high"] = np.maximum(bars["open"], bars["close"])
+        bars["low"] = np.minimum(bars["open"], bars["close"])
+        bars["volume"] = 1.0
+        bars["quote_volume"] = bars["close"]
+        bars["trades"] = 1
+        keep = rng.random(n) > 0.02
+        keep[0] = True
+        legs.append(bars[keep])
+    return legs[0], legs[1]
+
+
+def run_sweep(quick: bool) -> list[dict]:
+    """Sweep wall time with 1 and 2 BacktestActors beside ``engine.backtest.backtest`` called
+    once per set in-process (the peer re-aligns and re-steps the pair every time).
+
+    Full: 1,000 sets over a year of 1m bars (525,600); quick: 50 sets over 30 days. In full mode
+    the peer runs the first 100 sets and its time is scaled to all of them (``peer_sets``).
+    """
+    import ray
+
+    from actors.backtest import PairData, expand_grid, resolve_set, sweep
+    from engine.backtest import backtest
+    from engine.config import StrategyConfig
+    from engine.pairstep import PairParams
+
+    n = 30 * 1440 if quick else 525_600
+    if quick:
+        grid = {"zscore_window": [30, 60], "entry": [1.5, 2.0, 2.5, 3.0, 3.5],
+                "exit": [0.0, 0.2, 0.4, 0.6, 0.8]}
+    else:
+        grid = {"zscore_window": [30, 60, 120, 240], "delta": [1e-5, 1e-4],
+                "entry": [1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25, 3.5, 3.75, 4.0,
+                          4.25, 4.5, 4.75, 5.0, 5.25, 5.5, 5.75, 6.0, 6.25, 6.5, 6.75, 7.0],
+                "exit": [0.0, 0.2, 0.4, 0.6, 0.8]}
+    by, bx = _sweep_bars(n)
+    data = PairData.from_tables(by, bx, pair="YUSDT/XUSDT", timeframe="1m")
+    sets = [resolve_set(o, PairParams(), StrategyConfig(stop=None)) for o in expand_grid(grid)]
+    owns_ray = not ray.is_initialized()
+    if owns_ray:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        backtest(by, bx, *sets[0], timeframe="1m")  # compile (or load the cache) untimed
+        peer_sets = sets if quick else sets[:100]
+        started = time.perf_counter()
+        want = [backtest(by, bx, p, s, timeframe="1m").stats for p, s in peer_sets]
+        peer_s = (time.perf_counter() - started) * len(sets) / len(peer_sets)
+        rows = []
+        for n_actors in (1, 2):
+            started = time.perf_counter()
+            table = sweep(data, None, grid, n_actors, strategy=StrategyConfig(stop=None))
+            ours_s = time.perf_counter() - started
+            got = table.iloc[: len(peer_sets)]
+            np.testing.assert_array_equal(
+                got["final_equity"].to_numpy(), [w["final_equity"] for w in want]
+            )
+            rows.append(
+                {
+                    "case": f"sweep, {n_actors} actor{'s' if n_actors > 1 else ''}",
+                    "bars": data.n,
+                    "sets": len(sets),
+                    "ours_s": ours_s,
+                    "sets_per_s": len(sets) / ours_s,
+                    "peer": "backtest() per set, in-process",
+                    "peer_sets": len(peer_sets),
+                    "peer_s": peer_s,
+                    "ratio": peer_s / ours_s,
+                }
+            )
+    finally:
+        if owns_ray:
+            ray.shutdown()
     return rows
