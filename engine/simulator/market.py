@@ -37,8 +37,8 @@ BURST_MEAN_S = 2.0
 MEDIAN_NOTIONAL = 2_000.0
 SIZE_SIGMA = 1.2
 #: Volatility of the market and group random walks, log price per sqrt(second).
-MARKET_VOL = 6e-5
-GROUP_VOL = 6e-5
+MARKET_VOL = 1e-4
+GROUP_VOL = 1e-4
 #: Premium of mark over index: AR(1) std and half-life (s); interest rate per funding interval.
 PREMIUM_SIGMA = 5e-4
 PREMIUM_HALF_LIFE_S = 600.0
@@ -199,7 +199,7 @@ class Market:
             for sym in group[1:]:
                 beta = float(params.uniform(0.6, 1.5))
                 half_life = float(params.uniform(30.0, 120.0))
-                sigma = float(params.uniform(0.002, 0.004))
+                sigma = float(params.uniform(0.001, 0.002))
                 alpha = math.log(self.specs[sym].price) - beta * math.log(self.specs[leader].price)
                 self._truth[sym] = SymbolTruth(sym, leader, beta, alpha, half_life, sigma)
         ids = params.integers(1_000_000, 100_000_000, len(symbols))
