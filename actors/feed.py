@@ -1,17 +1,18 @@
 """FeedActor: one websocket connection's symbols, from trades to stored and published bars.
 
 ``FeedCore`` (plain, no network, no Ray) takes validated tick batches per symbol and clock
-readings: it writes ticks, bars (every configured timeframe, late corrections upserted) and
-funding to the ``Store`` (flushed at least once a second), keeps the recent closed bars in memory,
+readings: it queues ticks, bars (every configured timeframe, late corrections upserted) and
+funding for the ``Store`` (``take_writes``/``write``), keeps the recent closed bars in memory,
 and hands out publish entries ``{"symbol", "wm", "bars", "advances"}`` for the PairActors (see
 actors/pair.py), one list per batch. On (re)start it resumes from the store: bar builders are
 refed with the stored ticks after each timeframe's last stored bar, the feed resumes after the
 store's last aggregate id (REST backfill closes the hole), and the first publish repeats the
 recent stored bars so a PairActor that missed some gets them (it drops what it already has).
 
-``FeedActor`` runs a ``FeedClient`` on an asyncio loop in its own thread, feeds the core, and
-sends each PairActor one ``on_bars`` call per batch, with at most ``MAX_IN_FLIGHT`` calls
-outstanding per PairActor (bounded with ``ray.wait``).
+``FeedActor`` runs a ``FeedClient`` on an asyncio loop in its own thread, feeds the core in a
+worker thread that sends each PairActor one ``on_bars`` call per batch, with at most
+``MAX_IN_FLIGHT`` calls outstanding per PairActor (bounded with ``ray.wait``), and writes the
+store from a third thread, flushed once a second, so file I/O never delays bars or publishing.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class FeedCore:
     def __init__(self, config: object, symbols: list[str], store: Store):
         self.symbols = list(symbols)
         self.store = store
+        self._writes: list[tuple] = []  # (store method, args), applied by ``write``
         self.tf = config.analytics.timeframe
         self.timeframes = list(dict.fromkeys([self.tf, *config.timeframes]))
         lateness = int(config.feed.lateness_ms)
@@ -105,7 +107,7 @@ class FeedCore:
         """A batch of validated ticks of one symbol (TICK_DTYPE, id order), received at wall_ms."""
         if len(ticks) == 0:
             return
-        self.store.write_ticks(symbol, ticks)
+        self._writes.append((self.store.write_ticks, (symbol, ticks)))
         self.ticks += len(ticks)
         for tf in self.timeframes:
             upd = self.builders[(symbol, tf)].add(ticks)
@@ -125,7 +127,7 @@ class FeedCore:
             },
             schema=FUNDING_SCHEMA,
         )
-        self.store.write_funding(symbol, table)
+        self._writes.append((self.store.write_funding, (symbol, table)))
 
     def advance(self, wall_ms: float, hold: Iterable[str] = ()) -> None:
         """Clock reading: closes bars whose end + lateness has passed, except for the symbols
@@ -140,13 +142,13 @@ class FeedCore:
         self, symbol: str, tf: str, upd: BarUpdate, wall_ms: float, *, count_late: bool
     ) -> None:
         if len(upd.closed):
-            self.store.write_bars(tf, symbol, upd.closed)
+            self._writes.append((self.store.write_bars, (tf, symbol, upd.closed)))
             recent = np.concatenate([self.recent[(symbol, tf)], upd.closed])
             self.recent[(symbol, tf)] = recent[-RECENT_BARS:]
             if tf == self.tf:
                 self._pending[symbol].append(upd.closed)
         if len(upd.corrected):
-            self.store.write_bars(tf, symbol, upd.corrected)
+            self._writes.append((self.store.write_bars, (tf, symbol, upd.corrected)))
         if count_late:
             self.late_ticks += int(upd.late)
         if tf == self.tf:
@@ -188,11 +190,21 @@ class FeedCore:
                 out.append({"symbol": s, "wm": wm, "bars": bars.copy(), "advances": []})
         return out
 
-    def maybe_flush(self) -> None:
-        self.store.maybe_flush()
+    def take_writes(self) -> list[tuple]:
+        """The store writes queued since the last call (for ``write``, in order)."""
+        writes, self._writes = self._writes, []
+        return writes
+
+    def write(self, writes: list[tuple]) -> None:
+        """Hand queued writes to the store and flush it (may run in another thread than the
+        rest of the core: it touches the store only)."""
+        for method, args in writes:
+            method(*args)
+        self.store.flush()
 
     def flush(self) -> None:
-        self.store.flush()
+        """Write and flush everything queued so far."""
+        self.write(self.take_writes())
 
 
 class FeedActor:
@@ -215,9 +227,7 @@ class FeedActor:
     ):
         self.symbols = list(symbols)
         self._lock = threading.Lock()
-        self.core = FeedCore(
-            config, self.symbols, Store(config.store.path, flush_interval_ms=flush_interval_ms)
-        )
+        self.core = FeedCore(config, self.symbols, Store(config.store.path))
         resume = {s: i for s, i in self.core.last_ids.items() if i is not None}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.client = FeedClient(
@@ -239,8 +249,11 @@ class FeedActor:
         self._stopping = threading.Event()
         self._client_thread = threading.Thread(target=self._run_client, daemon=True)
         self._worker = threading.Thread(target=self._work, daemon=True)
+        self._flush_s = flush_interval_ms / 1000.0
+        self._flusher = threading.Thread(target=self._flush_loop, daemon=True)
         self._client_thread.start()
         self._worker.start()
+        self._flusher.start()
 
     def _run_client(self) -> None:
         try:
@@ -281,8 +294,17 @@ class FeedActor:
             entries = self.core.take_entries()
         if entries:
             self._publish(entries)
-        with self._lock:  # after publishing: file writes do not delay the pairs
-            self.core.maybe_flush()
+
+    def _flush_loop(self) -> None:
+        """Store writes in their own thread, so file I/O never delays bars and publishing."""
+        try:
+            while not self._stopping.wait(self._flush_s):
+                with self._lock:
+                    writes = self.core.take_writes()
+                self.core.write(writes)
+        except Exception:
+            log.exception("store writer of %s died; the actor restarts", self.symbols)
+            os._exit(1)
 
     def _held(self, now_s: float) -> list[str]:
         """Symbols whose bars must not close on the clock: a hole is being refilled, or the
@@ -336,8 +358,10 @@ class FeedActor:
         self._client_thread.join(10.0)
         self._stopping.set()
         self._worker.join(10.0)
+        self._flusher.join(60.0)
         with self._lock:
-            self.core.flush()
+            writes = self.core.take_writes()
+        self.core.write(writes)
         import ray
 
         for pending in self._in_flight:
