@@ -881,6 +881,17 @@ def test_settings_from_engine_config_section():
     assert bare.faults == FaultSettings() and bare.rate == 5.0
 
 
+def test_settings_from_the_real_engine_config():
+    from engine.config import FaultsConfig, SimulatorConfig
+
+    config = SimulatorConfig(seed=3, rate=2.0, groups=(("ETHUSDT", "BTCUSDT"),),
+                             faults=FaultsConfig(drop_rate=0.2, slow_consumer=2.5))  # fmt: skip
+    sim = Simulator.from_config(config, ("BTCUSDT", "ETHUSDT"))
+    assert sim.settings.groups == (("ETHUSDT", "BTCUSDT"),) and sim.settings.seed == 3
+    assert sim.settings.faults.drop_rate == 0.2 and sim.settings.faults.slow_consumer_s == 2.5
+    assert sim.market.truth("BTCUSDT").leader == "ETHUSDT"
+
+
 def test_cli_arguments_build_settings():
     import argparse
 
@@ -897,13 +908,9 @@ def test_cli_arguments_build_settings():
 
 
 def test_pairstack_sim_command_serves_until_interrupted():
-    # the verb's own configure/main, as engine.cli wires them (without importing other verbs)
-    runner = ("import argparse, sys; from engine.simulator import cli; "
-              "p = argparse.ArgumentParser(prog='pairstack sim'); cli.configure(p); "
-              "sys.exit(cli.main(p.parse_args(sys.argv[1:])))")  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-c", runner, "--symbols", "BTCUSDT", "SOLUSDT",
-         "--rate", "20", "--drop-rate", "0.1"],
+        [sys.executable, "-m", "engine.cli", "sim", "--symbols", "BTCUSDT", "SOLUSDT",
+         "--rate", "20", "--drop-rate", "0.1"],  # the `pairstack` console script's entry
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -912,6 +919,10 @@ def test_pairstack_sim_command_serves_until_interrupted():
         base = line.split("websocket ")[1].split("/market")[0].replace("ws://", "http://")
         info = httpx.get(f"{base}/fapi/v1/exchangeInfo", timeout=10).json()
         assert [s["symbol"] for s in info["symbols"]] == ["BTCUSDT", "SOLUSDT"]
+        ws_base = line.split("websocket ")[1].split("/stream")[0]
+        with _connect(f"{ws_base}/stream?streams=solusdt@aggTrade") as ws:
+            frame = orjson.loads(ws.recv(timeout=10))
+        assert frame["stream"] == "solusdt@aggTrade" and frame["data"]["s"] == "SOLUSDT"
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
