@@ -52,25 +52,41 @@ class App:
         strat = cfg.strategy
         self.charts.set_bands(strat.entry, strat.exit, getattr(strat, "stop", None))
         self.pair_select = pn.widgets.Select(
-            name="Pair", options=list(cfg.pair_names), value=self.settings.pair,
-            css_classes=["ps-pair-select"], width=200,
+            name="Pair",
+            options=list(cfg.pair_names),
+            value=self.settings.pair,
+            css_classes=["ps-pair-select"],
+            width=200,
         )
         self.min_volume = pn.widgets.FloatInput(
-            name="Min 1-min quote volume (USDT)", value=0.0, start=0.0, step=1000.0,
-            css_classes=["ps-min-volume"], width=200,
+            name="Min 1-min quote volume (USDT)",
+            value=0.0,
+            start=0.0,
+            step=1000.0,
+            css_classes=["ps-min-volume"],
+            width=200,
         )
         self.timeframe = pn.widgets.RadioButtonGroup(
-            name="Timeframe", options=list(cfg.timeframes), value=self.settings.timeframe,
-            css_classes=["ps-timeframe"], button_type="default",
+            name="Timeframe",
+            options=list(cfg.timeframes),
+            value=self.settings.timeframe,
+            css_classes=["ps-timeframe"],
+            button_type="default",
         )
         self.hedge = pn.widgets.RadioButtonGroup(
-            name="Hedge", options={"Kalman": "kalman", "Rolling OLS": "rolling_ols",
-                                   "Static OLS": "static_ols"},
-            value=self.settings.hedge, css_classes=["ps-hedge"], button_type="default",
+            name="Hedge",
+            options={"Kalman": "kalman", "Rolling OLS": "rolling_ols", "Static OLS": "static_ols"},
+            value=self.settings.hedge,
+            css_classes=["ps-hedge"],
+            button_type="default",
         )
         self.zwin = pn.widgets.IntInput(
-            name="z window (bars)", value=self.settings.zscore_window, start=2, end=3600,
-            css_classes=["ps-zwindow"], width=130,
+            name="z window (bars)",
+            value=self.settings.zscore_window,
+            start=2,
+            end=3600,
+            css_classes=["ps-zwindow"],
+            width=130,
         )
         self.kpis = pn.pane.HTML("", css_classes=["ps-kpis"], sizing_mode="stretch_width")
         self.info = pn.pane.HTML("", css_classes=["ps-chart-info"], sizing_mode="stretch_width")
@@ -156,6 +172,8 @@ class App:
             return
         self._seen_seq = cache.seq
         s = self.settings
+        if s.source == "live":
+            self.leg_bars()  # keep the bridge fetching this pair's bars (backtest, recompute)
         tf_ms = timeframe_ms(self.state.config.analytics.timeframe)
         h = health(cache, time.time(), tf_ms)
         self.status.show(cache, h)
@@ -181,7 +199,7 @@ class App:
         allowed = services.liquid_pairs(list(self.state.config.pair_names), vols, minimum)
         extra = [p for p in self.pair_select.options if p not in self.state.config.pair_names]
         options = allowed + [p for p in extra if p not in allowed]
-        if self.settings.pair not in options:
+        if self.settings.source == "live" and self.settings.pair not in options:
             options.append(self.settings.pair)
         if options != list(self.pair_select.options):
             self.pair_select.options = options
@@ -204,7 +222,8 @@ class App:
         last_ts = frame.cols["ts"][-1] if len(frame) else None
         when = (
             time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(last_ts / 1000)) + " UTC"
-            if last_ts is not None else "–"
+            if last_ts is not None
+            else "–"
         )
         self.kpis.object = f"<div class='{cls}'>{cells}{label}</div>"
         hedge = dict(zip(HEDGES, ("Kalman", "rolling OLS", "static OLS"), strict=True))[s.hedge]
@@ -217,17 +236,29 @@ class App:
     # -- layout -------------------------------------------------------------------------------
     def view(self) -> pn.viewable.Viewable:
         controls = pn.Row(
-            self.pair_select, self.min_volume,
+            self.pair_select,
+            self.min_volume,
             pn.Column(pn.pane.Markdown("**Timeframe**", margin=(0, 5)), self.timeframe),
             pn.Column(pn.pane.Markdown("**Hedge**", margin=(0, 5)), self.hedge),
-            self.zwin, css_classes=["ps-controls"], sizing_mode="stretch_width",
+            self.zwin,
+            css_classes=["ps-controls"],
+            sizing_mode="stretch_width",
         )
         live = pn.Column(self.kpis, self.info, self.charts, sizing_mode="stretch_width")
-        tabs = pn.Tabs(("Live", live), *self.tools.tabs(), css_classes=["ps-tabs"],
-                       sizing_mode="stretch_width", dynamic=False)
+        tabs = pn.Tabs(
+            ("Live", live),
+            *self.tools.tabs(),
+            css_classes=["ps-tabs"],
+            sizing_mode="stretch_width",
+            dynamic=False,
+        )
         page = pn.Column(
             pn.pane.HTML("<h2 class='ps-title'>pairstack</h2>", margin=(0, 10)),
-            self.status, controls, tabs, sizing_mode="stretch_width", css_classes=["ps-app"],
+            self.status,
+            controls,
+            tabs,
+            sizing_mode="stretch_width",
+            css_classes=["ps-app"],
         )
         pn.state.add_periodic_callback(self._tick, period=UPDATE_MS)
         pn.state.onload(self.update)
@@ -246,6 +277,8 @@ def build() -> pn.viewable.Viewable:
     if state is None:
         return pn.pane.Alert(
             "The pairstack engine is not connected: serve the dashboard with `panel serve ui/` "
-            "so that ui/app_hooks.py runs.", alert_type="danger", css_classes=["ps-feed-banner"],
+            "so that ui/app_hooks.py runs.",
+            alert_type="danger",
+            css_classes=["ps-feed-banner"],
         )
     return App(state).view()

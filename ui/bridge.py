@@ -172,7 +172,9 @@ class Bridge:
         except (ray.exceptions.RayError, ValueError, KeyError) as exc:
             first = old.failing_since if old.failing_since is not None else time.time()
             self.cache = replace(
-                old, seq=old.seq + 1, error=f"{type(exc).__name__}: {exc}"[:200],
+                old,
+                seq=old.seq + 1,
+                error=f"{type(exc).__name__}: {exc}"[:200],
                 failing_since=first,
             )
             log.warning("bridge poll failed: %s", exc)

@@ -103,8 +103,10 @@ def recompute(
     if aligned.ts.size == 0:
         return empty_frame(pair, timeframe)
     series = run_pair(aligned.close_y, aligned.close_x, params)
-    kalman = series if params.hedge == "kalman" else run_pair(
-        aligned.close_y, aligned.close_x, dataclasses.replace(params, hedge="kalman")
+    kalman = (
+        series
+        if params.hedge == "kalman"
+        else run_pair(aligned.close_y, aligned.close_x, dataclasses.replace(params, hedge="kalman"))
     )
     ols_params = dataclasses.replace(params, hedge="rolling_ols", zscore="rolling")
     ols = series if params == ols_params else run_pair(aligned.close_y, aligned.close_x, ols_params)
@@ -157,7 +159,7 @@ def spread_tests(frame: PairFrame, price: str, alpha: float = 0.05) -> SpreadTes
         verdict = "The legs look cointegrated, but this spread (hedge) is not clearly stationary"
     else:
         verdict = "Not mean-reverting: no evidence of a stationary spread"
-    hl_words = "never (no reversion)" if math.isinf(hl) else f"{hl:.1f} bars"
+    hl_words = f"{hl:.1f} bars" if math.isfinite(hl) else "undefined (AR(1) fit: no reversion)"
     verdict += f" at the {alpha:.0%} level; half-life {hl_words}."
     return SpreadTests(a.stat, a.pvalue, eg.stat, eg.pvalue, hl, int(ok.sum()), verdict)
 

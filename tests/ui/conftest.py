@@ -68,9 +68,21 @@ class Server:
         panel = Path(sys.executable).parent / "panel"
         self._log = open(log_path, "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
-            [str(panel), "serve", "ui/", "--address", "127.0.0.1", "--port", str(self.port),
-             "--allow-websocket-origin", f"127.0.0.1:{self.port}"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                str(panel),
+                "serve",
+                "ui/",
+                "--address",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--allow-websocket-origin",
+                f"127.0.0.1:{self.port}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         self._wait_ready()
 
@@ -140,7 +152,7 @@ def request_host(url: str) -> str:
     if url.startswith("data:"):
         return "127.0.0.1"
     if url.startswith("blob:"):
-        url = url[len("blob:"):]
+        url = url[len("blob:") :]
     return urlparse(url).hostname or url
 
 

@@ -37,8 +37,10 @@ class StatusView(Viewer):
     def __init__(self, **params):
         super().__init__(**params)
         self.banner = pn.pane.Alert(
-            "Connecting to the engine…", alert_type="secondary",
-            css_classes=["ps-feed-banner", "ps-state-unreachable"], sizing_mode="stretch_width",
+            "Connecting to the engine…",
+            alert_type="secondary",
+            css_classes=["ps-feed-banner", "ps-state-unreachable"],
+            sizing_mode="stretch_width",
         )
         self.table = pn.pane.HTML(
             "", css_classes=["ps-status"], sizing_mode="stretch_width", stylesheets=[_CSS]
@@ -63,8 +65,7 @@ class StatusView(Viewer):
             ("gaps backfilled", _fmt(sum(int(f.get("gaps_backfilled", 0)) for f in feeds))),
             ("late ticks", _fmt(sum(int(f.get("late_ticks", 0)) for f in feeds))),
             ("reconnects", _fmt(sum(int(f.get("reconnects", 0)) for f in feeds))),
-            ("latency p50/p99/max ms",
-             "/".join(_fmt(lat.get(k)) for k in ("p50", "p99", "max"))),
+            ("latency p50/p99/max ms", "/".join(_fmt(lat.get(k)) for k in ("p50", "p99", "max"))),
         ]
         body = "".join(
             f"<div class='ps-stat'><span class='ps-stat-label'>{html.escape(k)}</span>"

@@ -1,0 +1,119 @@
+"""Alert rules (define in the UI, YAML rules shown too), toasts when one fires, history."""
+
+from __future__ import annotations
+
+import html
+import time
+
+import pandas as pd
+import panel as pn
+from panel.viewable import Viewer
+
+from actors.alerts import KINDS, AlertRule
+from engine.errors import ConfigError
+
+_WORDS = {"above": "z above", "below": "z below", "abs_above": "|z| above"}
+
+
+def _when(ms: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000.0)) + " UTC"
+
+
+class AlertsView(Viewer):
+    """Form (``ps-alert-pair``, ``ps-alert-kind``, ``ps-alert-level``, ``ps-alert-add``), rules
+    table ``ps-alert-rules`` and history table ``ps-alert-history``; a firing shows a toast."""
+
+    title = "Alerts"
+
+    def __init__(self, app: object, **params):
+        super().__init__(**params)
+        self.app = app
+        pairs = list(app.state.config.pair_names)
+        self.pair = pn.widgets.Select(
+            name="Pair", options=pairs, css_classes=["ps-alert-pair"], width=200
+        )
+        self.kind = pn.widgets.Select(
+            name="When",
+            options={_WORDS[k]: k for k in KINDS},
+            css_classes=["ps-alert-kind"],
+            width=140,
+        )
+        self.level = pn.widgets.FloatInput(
+            name="Level", value=2.0, step=0.1, css_classes=["ps-alert-level"], width=120
+        )
+        self.add = pn.widgets.Button(
+            name="Add rule",
+            button_type="primary",
+            css_classes=["ps-alert-add"],
+            width=120,
+            align="end",
+        )
+        self.message = pn.pane.HTML("", css_classes=["ps-alert-message"])
+        self.rules = pn.widgets.Tabulator(
+            pd.DataFrame({"rule": pd.Series(dtype=object)}),
+            css_classes=["ps-alert-rules"],
+            disabled=True,
+            show_index=False,
+            layout="fit_data_stretch",
+            height=180,
+            sizing_mode="stretch_width",
+        )
+        self.history = pn.widgets.Tabulator(
+            pd.DataFrame({c: pd.Series(dtype=object) for c in ("fired", "rule", "bar", "z")}),
+            css_classes=["ps-alert-history"],
+            disabled=True,
+            show_index=False,
+            layout="fit_data_stretch",
+            height=300,
+            sizing_mode="stretch_width",
+            pagination="local",
+            page_size=20,
+        )
+        self._seen = None  # alerts already toasted (count in the cache), set on first cache
+        self._rules_shown: tuple = ()
+        self.add.on_click(lambda _: self.add_rule())
+
+    def add_rule(self) -> None:
+        try:
+            rule = AlertRule(self.pair.value, self.kind.value, float(self.level.value))
+        except ConfigError as exc:
+            self.message.object = f"<p class='ps-error'>{html.escape(str(exc))}</p>"
+            return
+        self.app.state.bridge.add_rule(rule.to_dict())
+        self.message.object = f"<p class='ps-ok'>Rule added: {html.escape(rule.key)}</p>"
+
+    def on_cache(self, cache) -> None:
+        alerts = cache.alerts
+        if self._seen is None:
+            self._seen = len(alerts)  # a new session toasts what fires from now on
+        for ev in alerts[self._seen :]:
+            if pn.state.notifications is not None:
+                pn.state.notifications.warning(
+                    f"Alert {ev['rule']}: z = {ev['z']:.2f} at {_when(ev['ts'])}", duration=8000
+                )
+        self._seen = len(alerts)
+        if len(alerts) != len(self.history.value):
+            rows = list(reversed(alerts))
+            self.history.value = pd.DataFrame(
+                {
+                    "fired": [_when(e["fired_at"]) for e in rows],
+                    "rule": [e["rule"] for e in rows],
+                    "bar": [_when(e["ts"]) for e in rows],
+                    "z": [round(float(e["z"]), 4) for e in rows],
+                }
+            )
+        if cache.rules != self._rules_shown:
+            self._rules_shown = cache.rules
+            keys = [AlertRule.from_dict(r).key for r in cache.rules]
+            self.rules.value = pd.DataFrame({"rule": keys})
+
+    def __panel__(self):
+        return pn.Column(
+            pn.Row(self.pair, self.kind, self.level, self.add),
+            self.message,
+            pn.pane.Markdown("**Rules** (from the YAML config and added here; persisted)"),
+            self.rules,
+            pn.pane.Markdown("**History**"),
+            self.history,
+            sizing_mode="stretch_width",
+        )

@@ -1,0 +1,191 @@
+"""Spread tests on demand (ADF, Engle-Granger, half-life, verdict) and the backtest of the
+current settings (equity, drawdown, trades, stats)."""
+
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+import pandas as pd
+import panel as pn
+from bokeh.models import ColumnDataSource
+from bokeh.plotting import figure
+from panel.viewable import Viewer
+
+from engine.errors import PairstackError
+from ui import services
+
+
+def _num(v: float, fmt: str = "{:.4g}") -> str:
+    return "–" if v is None or not math.isfinite(v) else fmt.format(v)
+
+
+class TestsView(Viewer):
+    """Button ``ps-run-tests``; result in ``ps-tests-result``."""
+
+    title = "Tests"
+
+    def __init__(self, app: object, **params):
+        super().__init__(**params)
+        self.app = app
+        self.button = pn.widgets.Button(
+            name="Run ADF / Engle-Granger / half-life",
+            button_type="primary",
+            css_classes=["ps-run-tests"],
+            width=300,
+        )
+        self.result = pn.pane.HTML("", css_classes=["ps-tests-result"])
+        self.button.on_click(lambda _: self.run())
+
+    def run(self) -> None:
+        frame = self.app.frame
+        try:
+            t = services.spread_tests(frame, self.app.state.live_params.price)
+        except PairstackError as exc:
+            self.result.object = f"<p class='ps-error'>Cannot test: {html.escape(str(exc))}</p>"
+            return
+        rows = [
+            ("ADF statistic (spread)", _num(t.adf_stat)),
+            ("ADF p-value", _num(t.adf_pvalue)),
+            ("Engle-Granger statistic (legs)", _num(t.eg_stat)),
+            ("Engle-Granger p-value", _num(t.eg_pvalue)),
+            (
+                "half-life (bars)",
+                _num(t.half_life, "{:.1f}")
+                if math.isfinite(t.half_life)
+                else "∞ (no AR(1) reversion)",
+            ),
+            ("bars used", str(t.nobs)),
+        ]
+        body = "".join(f"<tr><td>{k}</td><td class='ps-num'>{v}</td></tr>" for k, v in rows)
+        self.result.object = (
+            f"<p class='ps-verdict'><b>{html.escape(t.verdict)}</b></p>"
+            f"<p>{html.escape(frame.pair)} · {frame.timeframe} · {len(frame)} bars on screen</p>"
+            f"<table class='ps-tests-table'>{body}</table>"
+        )
+
+    def on_cache(self, cache: object) -> None:
+        """Tests run on demand only."""
+
+    def __panel__(self):
+        return pn.Column(self.button, self.result)
+
+
+class BacktestView(Viewer):
+    """Button ``ps-run-backtest``; equity ``ps-equity`` (source ``ps-equity-source``),
+    drawdown, trades table ``ps-trades`` and stats ``ps-backtest-stats``."""
+
+    title = "Backtest"
+
+    def __init__(self, app: object, **params):
+        super().__init__(**params)
+        self.app = app
+        self.button = pn.widgets.Button(
+            name="Backtest current settings",
+            button_type="primary",
+            css_classes=["ps-run-backtest"],
+            width=300,
+        )
+        self.message = pn.pane.HTML("", css_classes=["ps-backtest-message"])
+        self.source = ColumnDataSource(
+            {"ts": np.empty(0), "equity": np.empty(0), "drawdown": np.empty(0)},
+            name="ps-equity-source",
+        )
+        eq = figure(
+            title="Equity (USDT)",
+            height=220,
+            x_axis_type="datetime",
+            sizing_mode="stretch_width",
+            tools="xpan,xwheel_zoom,box_zoom,reset,hover",
+        )
+        eq.line("ts", "equity", source=self.source, color="#2ca02c")
+        dd = figure(
+            title="Drawdown",
+            height=150,
+            x_axis_type="datetime",
+            x_range=eq.x_range,
+            sizing_mode="stretch_width",
+            tools="xpan,xwheel_zoom,box_zoom,reset,hover",
+        )
+        dd.varea("ts", y1=0.0, y2="drawdown", source=self.source, color="#d62728", alpha=0.4)
+        for f in (eq, dd):
+            f.toolbar.logo = None
+        self.charts = pn.Column(
+            pn.pane.Bokeh(eq),
+            pn.pane.Bokeh(dd),
+            css_classes=["ps-equity"],
+            sizing_mode="stretch_width",
+        )
+        self.stats = pn.pane.HTML("", css_classes=["ps-backtest-stats"], width=380)
+        self.trades = pn.widgets.Tabulator(
+            pd.DataFrame(),
+            css_classes=["ps-trades"],
+            disabled=True,
+            show_index=False,
+            layout="fit_data_stretch",
+            height=260,
+            sizing_mode="stretch_width",
+            pagination="local",
+            page_size=10,
+        )
+        self.pending = False
+        self.button.on_click(lambda _: self.run())
+
+    def run(self) -> None:
+        app = self.app
+        legs = app.leg_bars()
+        if legs is None:
+            self.pending = True  # runs as soon as the bridge has fetched the bars
+            self.message.object = "<p>Fetching the recent bars of both legs…</p>"
+            return
+        self.pending = False
+        tf = app.settings.timeframe
+        try:
+            res = services.run_backtest(
+                legs[0], legs[1], app.params(), app.state.config.strategy, tf
+            )
+        except PairstackError as exc:
+            self.message.object = f"<p class='ps-error'>{html.escape(str(exc))}</p>"
+            return
+        eq = res.equity
+        self.source.data = {
+            "ts": eq.ts.astype(np.float64),
+            "equity": eq.equity,
+            "drawdown": services.drawdown(eq.equity),
+        }
+        self.stats.object = (
+            "<table>"
+            + "".join(
+                f"<tr><td>{html.escape(str(k))}</td><td class='ps-num'>{_fmt_stat(v)}</td></tr>"
+                for k, v in res.stats.items()
+            )
+            + "</table>"
+        )
+        trades = res.trades.to_pandas()
+        self.trades.value = trades
+        self.message.object = (
+            f"<p class='ps-backtest-summary'>{html.escape(app.settings.pair)} · {tf} · "
+            f"{eq.ts.size} bars · {len(trades)} trades · total return "
+            f"{_num(res.stats.get('total_return', math.nan), '{:.4%}')}</p>"
+        )
+
+    def on_cache(self, cache: object) -> None:
+        """Backtests run on demand; a request made before the bars arrived runs now."""
+        if self.pending:
+            self.run()
+
+    def __panel__(self):
+        return pn.Column(
+            self.button,
+            self.message,
+            self.charts,
+            pn.Row(self.stats, self.trades),
+            sizing_mode="stretch_width",
+        )
+
+
+def _fmt_stat(v: object) -> object:
+    if isinstance(v, float):
+        return _num(v, "{:.6g}")
+    return v

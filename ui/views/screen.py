@@ -1,0 +1,133 @@
+"""Correlation heatmap of log returns across symbols and the screening table of pairs."""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pandas as pd
+import panel as pn
+from bokeh.models import ColumnDataSource, LinearColorMapper
+from bokeh.palettes import RdBu11
+from bokeh.plotting import figure
+from panel.viewable import Viewer
+
+from engine.errors import PairstackError
+from engine.schemas import timeframe_ms
+from ui import services
+
+
+class ScreenView(Viewer):
+    """Button ``ps-run-screen``; heatmap (source ``ps-corr-source``), table ``ps-screen-table``
+    and ``ps-open-pair`` which opens the selected row's pair."""
+
+    title = "Screen"
+
+    def __init__(self, app: object, **params):
+        super().__init__(**params)
+        self.app = app
+        self.button = pn.widgets.Button(
+            name="Correlate and screen liquid symbols",
+            button_type="primary",
+            css_classes=["ps-run-screen"],
+            width=300,
+        )
+        self.message = pn.pane.HTML("", css_classes=["ps-screen-message"])
+        self.source = ColumnDataSource(
+            {"a": [], "b": [], "corr": [], "label": []}, name="ps-corr-source"
+        )
+        self.fig = figure(
+            title="Correlation of log returns",
+            height=420,
+            width=460,
+            x_range=[],
+            y_range=[],
+            tools="hover,save",
+            tooltips=[("pair", "@a / @b"), ("corr", "@corr{0.000}")],
+        )
+        self.fig.toolbar.logo = None
+        mapper = LinearColorMapper(palette=list(reversed(RdBu11)), low=-1.0, high=1.0)
+        self.fig.rect(
+            "a",
+            "b",
+            1,
+            1,
+            source=self.source,
+            fill_color={"field": "corr", "transform": mapper},
+            line_color="white",
+        )
+        self.fig.text(
+            "a",
+            "b",
+            text="label",
+            source=self.source,
+            text_align="center",
+            text_baseline="middle",
+            text_font_size="9pt",
+        )
+        self.fig.xaxis.major_label_orientation = 0.8
+        self.table = pn.widgets.Tabulator(
+            pd.DataFrame(),
+            css_classes=["ps-screen-table"],
+            disabled=True,
+            show_index=False,
+            layout="fit_data_stretch",
+            selectable=1,
+            height=420,
+            sizing_mode="stretch_width",
+        )
+        self.open = pn.widgets.Button(
+            name="Open selected pair", css_classes=["ps-open-pair"], width=200
+        )
+        self.button.on_click(lambda _: self.run())
+        self.open.on_click(lambda _: self.open_selected())
+
+    def _liquid_bars(self) -> dict[str, np.ndarray]:
+        app = self.app
+        cache = app.state.bridge.cache
+        tf_ms = timeframe_ms(app.state.config.analytics.timeframe)
+        minimum = app.settings.min_quote_volume
+        return {
+            s: b for s, b in cache.universe.items() if services.quote_volume_1m(b, tf_ms) >= minimum
+        }
+
+    def run(self) -> None:
+        bars = self._liquid_bars()
+        try:
+            names, corr = services.correlation(bars)
+            table = services.screen(bars, self.app.state.live_params.price, min_obs=30)
+        except PairstackError as exc:
+            self.message.object = f"<p class='ps-error'>{html.escape(str(exc))}</p>"
+            return
+        a, b = np.meshgrid(names, names, indexing="ij")
+        self.fig.x_range.factors = list(names)
+        self.fig.y_range.factors = list(names)
+        self.source.data = {
+            "a": a.ravel().tolist(),
+            "b": b.ravel().tolist(),
+            "corr": corr.ravel(),
+            "label": [f"{v:.2f}" for v in corr.ravel()],
+        }
+        self.table.value = table
+        self.message.object = (
+            f"<p class='ps-screen-summary'>{len(names)} liquid symbols, {len(table)} pairs, "
+            f"{table['bars'].max() if len(table) else 0} bars each</p>"
+        )
+
+    def open_selected(self) -> None:
+        sel = self.table.selection
+        if not sel:
+            self.message.object = "<p class='ps-error'>Select a row of the table first.</p>"
+            return
+        self.app.open_pair(str(self.table.value.iloc[sel[0]]["pair"]))
+
+    def on_cache(self, cache: object) -> None:
+        """The screen runs on demand only."""
+
+    def __panel__(self):
+        return pn.Column(
+            pn.Row(self.button, self.open),
+            self.message,
+            pn.Row(pn.pane.Bokeh(self.fig, css_classes=["ps-heatmap"]), self.table),
+            sizing_mode="stretch_width",
+        )
