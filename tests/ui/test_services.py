@@ -1,0 +1,176 @@
+"""ui.services and ui.bridge.health without a browser: oracles are pandas and statsmodels."""
+
+from __future__ import annotations
+
+import inspect
+import io
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from statsmodels.tsa.stattools import adfuller
+from statsmodels.tsa.stattools import coint as sm_coint
+
+from engine.config import StrategyConfig
+from engine.errors import DataError
+from engine.pairstep import PairParams
+from engine.schemas import BAR_DTYPE
+from tests.kit import cointegrated_pair
+from ui import services
+from ui.bridge import STALE_S, Cache, health
+
+T0 = 1_700_000_000_000
+# statsmodels 0.15 warns unless result_object is given; 0.14 does not know it
+ADF_KW = (
+    {"result_object": False} if "result_object" in inspect.signature(adfuller).parameters else {}
+)
+
+
+def _bars(close: np.ndarray, ts: np.ndarray, qv: float = 10.0) -> np.ndarray:
+    out = np.zeros(close.size, dtype=BAR_DTYPE)
+    out["ts"] = ts
+    out["open"] = out["high"] = out["low"] = out["close"] = close
+    out["quote_volume"] = qv
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_align_closes_matches_pandas_ffill(seed):
+    rng = np.random.default_rng(seed)
+    legs = {}
+    for i, sym in enumerate(["AAAUSDT", "BBBUSDT", "CCCUSDT"]):
+        ts = np.sort(rng.choice(np.arange(200), size=120, replace=False)) * 1000 + T0 + i
+        ts = (ts // 1000) * 1000
+        ts = np.unique(ts)
+        legs[sym] = _bars(100 + rng.random(ts.size), ts)
+    got = services.align_closes(legs)
+    frame = (
+        pd.concat({s: pd.Series(b["close"], index=b["ts"]) for s, b in legs.items()}, axis=1)
+        .sort_index()
+        .ffill()
+        .dropna()
+    )
+    for s in legs:
+        np.testing.assert_array_equal(got[s], frame[s].to_numpy())
+
+
+@pytest.mark.parametrize("tf_ms", [1_000, 60_000])
+def test_quote_volume_1m_matches_pandas(tf_ms):
+    ts = T0 + tf_ms * np.arange(300)
+    bars = _bars(np.full(300, 5.0), ts, qv=0.0)
+    bars["quote_volume"] = np.arange(300, dtype=float)
+    s = pd.Series(bars["quote_volume"], index=pd.to_datetime(ts, unit="ms"))
+    end = pd.Timestamp(int(ts[-1]) + tf_ms, unit="ms")
+    expected = s[s.index >= end - pd.Timedelta("60s")].sum()
+    assert services.quote_volume_1m(bars, tf_ms) == expected
+    assert services.quote_volume_1m(bars[:0], tf_ms) == 0.0
+
+
+def test_liquid_pairs_filter():
+    vols = {"A": 10.0, "B": 5.0, "C": 1.0}
+    assert services.liquid_pairs(["A/B", "B/C", "A/C"], vols, 5.0) == ["A/B"]
+    assert services.liquid_pairs(["A/B", "A/D"], vols, 0.0) == ["A/B", "A/D"]
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_drawdown_matches_pandas(seed):
+    eq = 100 + np.cumsum(np.random.default_rng(seed).normal(0, 1, 500))
+    s = pd.Series(eq)
+    np.testing.assert_allclose(services.drawdown(eq), s / s.cummax() - 1, rtol=1e-12)
+
+
+@pytest.mark.parametrize("hedge", ["kalman", "rolling_ols", "static_ols"])
+def test_recompute_and_spread_tests_match_statsmodels(hedge):
+    y, x = cointegrated_pair(600, seed=5)
+    ts = T0 + 1000 * np.arange(600)
+    live = PairParams(delta=1e-4, ols_window=50, zscore_window=30)
+    params = services.params_for(live, hedge, 30)
+    frame = services.recompute(
+        "Y/X", "1s", _bars(y, ts), _bars(x, ts), params, StrategyConfig(name="zscore")
+    )
+    assert len(frame) == 600
+    if hedge == "rolling_ols":
+        np.testing.assert_array_equal(frame.cols["beta"], frame.cols["beta_ols"])
+    if hedge == "kalman":
+        np.testing.assert_array_equal(frame.cols["beta"], frame.cols["beta_kalman"])
+    t = services.spread_tests(frame, "log")
+    spread = frame.cols["spread"][np.isfinite(frame.cols["spread"])]
+    a = adfuller(spread, **ADF_KW)
+    np.testing.assert_allclose([t.adf_stat, t.adf_pvalue], a[:2], rtol=1e-9)
+    eg = sm_coint(np.log(y)[-spread.size :], np.log(x)[-spread.size :])
+    np.testing.assert_allclose([t.eg_stat, t.eg_pvalue], eg[:2], rtol=1e-9)
+    assert "level" in t.verdict and t.nobs == spread.size
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_round_trip(fmt):
+    y, x = cointegrated_pair(50, seed=6)
+    ts = T0 + 1000 * np.arange(50)
+    frame = services.recompute(
+        "Y/X",
+        "1s",
+        _bars(y, ts),
+        _bars(x, ts),
+        PairParams(ols_window=10, zscore_window=10),
+        StrategyConfig(name="zscore"),
+    )
+    buf = services.export_bytes(frame, fmt)
+    df = pd.read_csv(buf) if fmt == "csv" else pd.read_parquet(io.BytesIO(buf.getvalue()))
+    got_ts = (pd.to_datetime(df["ts"], utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta("1ms")
+    np.testing.assert_array_equal(got_ts.to_numpy(), ts)
+    for col in ("close_y", "close_x", "beta", "spread", "z", "position"):
+        np.testing.assert_allclose(df[col], frame.cols[col], rtol=0, atol=0, equal_nan=True)
+    with pytest.raises(DataError, match="export format 'xlsx'"):
+        services.export_bytes(frame, "xlsx")
+
+
+def _status(connected: bool, last_bar: str | None) -> dict:
+    return {
+        "feeds": [{"symbols": ["A", "B"], "connected": connected, "reconnects": 3}],
+        "pairs": [{"pair": "A/B", "last_bar": last_bar}],
+        "latency_ms": {},
+    }
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))
+
+
+@pytest.mark.parametrize(
+    ("case", "state"),
+    [
+        ("never", "unreachable"),
+        ("failing", "unreachable"),
+        ("down", "feed-down"),
+        ("old", "stale"),
+        ("ok", "live"),
+        ("brief-failure", "live"),
+    ],
+)
+def test_health_never_calls_old_numbers_live(case, state):
+    now = time.time()
+    cache = {
+        "never": Cache(),
+        "failing": Cache(
+            polled_at=now - 20,
+            failing_since=now - 10,
+            error="RayError: x",
+            status=_status(True, _iso(now - 20)),
+        ),
+        "down": Cache(polled_at=now, status=_status(False, _iso(now - 1))),
+        "old": Cache(polled_at=now, status=_status(True, _iso(now - STALE_S - 5))),
+        "ok": Cache(polled_at=now, status=_status(True, _iso(now - 1))),
+        "brief-failure": Cache(
+            polled_at=now - 1, failing_since=now - 1, error="x", status=_status(True, _iso(now - 2))
+        ),
+    }[case]
+    h = health(cache, now, 1000)
+    assert h.state == state
+    assert h.live == (state == "live")
+    if state != "live":
+        assert "NOT live" in h.message or "Connecting" in h.message
+    if case == "down":
+        assert "Feed down" in h.message and "reconnecting (3 reconnects" in h.message
+    assert math.isfinite(now)
