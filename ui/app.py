@@ -226,6 +226,8 @@ class App:
             else "–"
         )
         self.kpis.object = f"<div class='{cls}'>{cells}{label}</div>"
+        if not live_now:
+            origin = f"{origin}, NOT live"
         hedge = dict(zip(HEDGES, ("Kalman", "rolling OLS", "static OLS"), strict=True))[s.hedge]
         self.info.object = (
             f"<span class='ps-info' data-bars='{len(frame)}'>{s.pair} · {s.timeframe} · "

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -41,11 +42,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def demo_config(tmp: Path, **analytics) -> Path:
-    """A copy of config/demo.yaml with its store under ``tmp`` and short windows."""
+def demo_config(tmp: Path, feed: dict | None = None) -> Path:
+    """A copy of config/demo.yaml with its store under ``tmp``, short windows, ``feed`` merged."""
     raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     raw["store"]["path"] = str(tmp / "store")
-    raw["analytics"].update({"zscore_window": 10, "ols_window": 30, **analytics})
+    raw["analytics"].update({"zscore_window": 10, "ols_window": 30})
+    raw["feed"].update(feed or {})
     path = tmp / "demo.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -167,18 +169,24 @@ class PageLog:
         page.on("request", lambda r: self.hosts.add(request_host(r.url)))
 
 
-@pytest.fixture
-def page(browser, server):
+@contextmanager
+def open_page(browser, url: str):
+    """A fresh browser context on ``url``; on exit, no console error and no outside request."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     pg = context.new_page()
     pg.set_default_timeout(60_000)
-    pg.page_log = PageLog(pg)
-    pg.goto(server.url)
+    log = PageLog(pg)
+    pg.goto(url)
     yield pg
-    log = pg.page_log
     context.close()
     assert log.hosts <= {"127.0.0.1"}, f"requests left 127.0.0.1: {sorted(log.hosts)}"
     assert not log.errors, f"browser console errors: {log.errors}"
+
+
+@pytest.fixture
+def page(browser, server):
+    with open_page(browser, server.url) as pg:
+        yield pg
 
 
 def screenshot(page, name: str) -> None:

@@ -194,3 +194,17 @@ def test_alert_rule_fires_toast_and_history(page):
     expect(toast.first).to_be_visible()
     expect(page.locator(".ps-alert-history")).to_contain_text("SOLUSDT/ETHUSDT abs_above 0.05")
     screenshot(page, "alerts")
+
+
+def test_liquidity_filter_hides_thin_pairs(page):
+    page.wait_for_function(SOURCE_JS, arg=5)
+    select = page.locator(".ps-pair-select select option")
+    expect(select).to_have_count(6)
+    box = page.locator(".ps-min-volume input")
+    box.fill("1e15")
+    box.press("Enter")
+    expect(select).to_have_count(1)  # only the pair on screen stays
+    expect(select.first).to_have_text("ETHUSDT/BTCUSDT")
+    box.fill("0")
+    box.press("Enter")
+    expect(select).to_have_count(6)
