@@ -10,6 +10,7 @@ error or asked for anything outside 127.0.0.1.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -65,8 +66,9 @@ class Server:
             **os.environ,
             "PAIRSTACK_CONFIG": str(config),
             "PAIRSTACK_HUB": self.hub_name,
-            "RAY_ADDRESS": ray_address,
         }
+        if ray_address:  # else the server starts its own Ray
+            env["RAY_ADDRESS"] = ray_address
         panel = Path(sys.executable).parent / "panel"
         self._log = open(log_path, "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
@@ -104,7 +106,7 @@ class Server:
         raise RuntimeError(f"panel serve did not answer:\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        self.proc.terminate()
+        self.proc.send_signal(signal.SIGINT)  # as Ctrl-C: on_server_unloaded stops the engine
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
