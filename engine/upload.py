@@ -29,7 +29,7 @@ from engine.errors import UploadError
 from engine.schemas import BAR_DTYPE
 
 #: default size cap of one uploaded file (bytes)
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # base64 on the websocket stays under its 20 MB cap
 
 REQUIRED = ("ts", "open", "high", "low", "close", "volume")
 OPTIONAL = ("symbol", "quote_volume", "trades")
