@@ -52,6 +52,8 @@ def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # refused here, before Ray starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
+    import ray
+
     from actors.engine import start_engine
 
     stop = threading.Event()
@@ -61,6 +63,8 @@ def main(args: argparse.Namespace) -> int:
         stop.set()
 
     handle = start_engine(config)
+    address = ray.get_runtime_context().gcs_address
+    log.info("engine running on Ray at %s (pairstack status --address %s)", address, address)
     # after Ray started: its driver installs handlers of its own, ours must win
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -73,7 +77,10 @@ def main(args: argparse.Namespace) -> int:
                     break
             if stop.wait(wait):
                 break
-            log.info("%s", one_line(handle.status()))
+            try:
+                log.info("%s", one_line(handle.status()))
+            except (ray.exceptions.RayError, TimeoutError) as exc:  # keep running; say so
+                log.warning("status unavailable: %s", exc)
     finally:
         handle.stop()
         for s, h in previous.items():
