@@ -46,10 +46,10 @@ import numpy as np
 import pyarrow as pa
 
 from actors.pair import parse_pair
-from engine.backtest import BacktestResult, Costs, backtest, simulate
+from engine.backtest import BacktestResult, backtest, pair_series, trade_series
 from engine.config import StrategyConfig
 from engine.errors import ConfigError, DataError, NumericalError
-from engine.pairstep import Aligned, PairParams, PairSeries, align_bars, run_pair
+from engine.pairstep import Aligned, PairParams, PairSeries, align_bars
 from engine.schemas import BAR_DTYPE, TIMEFRAME_MS, table_to_bars
 from engine.store import Store, to_ms
 
@@ -329,34 +329,6 @@ def parse_sweep(specs: Iterable[str]) -> dict[str, list[Any]]:
 # ----------------------------------------------------------------------------- the actor
 
 
-def _simulate_part(
-    data: PairData,
-    series: PairSeries,
-    price: str,
-    strategy_config: StrategyConfig,
-    lo: int,
-    hi: int,
-) -> BacktestResult:
-    """Trade bars [lo, hi) with a fresh strategy and fresh capital (as ``backtest`` does)."""
-    from strategies import make_strategy
-
-    a = data.aligned
-    target = make_strategy(strategy_config).run(series.z[lo:hi], series.spread[lo:hi])
-    return simulate(
-        a.ts[lo:hi],
-        a.open_y[lo:hi],
-        a.close_y[lo:hi],
-        a.open_x[lo:hi],
-        a.close_x[lo:hi],
-        target,
-        series.beta[lo:hi],
-        Costs.from_config(strategy_config),
-        price,
-        funding=data.funding,
-        timeframe=data.timeframe,
-    )
-
-
 class BacktestActor:
     """One pair's bars, loaded and aligned once; runs many parameter sets over them.
 
@@ -396,8 +368,7 @@ class BacktestActor:
         if params in self._series:
             self._series.move_to_end(params)
             return self._series[params]
-        a = self.data.aligned
-        out = run_pair(a.close_y, a.close_x, params)
+        out = pair_series(self.data.aligned, params)
         self._series[params] = out
         if len(self._series) > SERIES_CACHE:
             self._series.popitem(last=False)
@@ -406,8 +377,26 @@ class BacktestActor:
     def result(self, params: PairParams, strategy_config: StrategyConfig) -> BacktestResult:
         """The full backtest of one parameter set (equals ``engine.backtest.backtest``)."""
         check_bars(self.data.n, params)
-        return _simulate_part(
-            self.data, self.series(params), params.price, strategy_config, 0, self.data.n
+        return self._trade(params, strategy_config)
+
+    def _trade(
+        self,
+        params: PairParams,
+        strategy_config: StrategyConfig,
+        lo: int = 0,
+        hi: int | None = None,
+    ) -> BacktestResult:
+        """Trade bars [lo, hi) on the cached pair step (``engine.backtest.trade_series``)."""
+        d = self.data
+        return trade_series(
+            d.aligned,
+            self.series(params),
+            params.price,
+            strategy_config,
+            funding=d.funding,
+            timeframe=d.timeframe,
+            lo=lo,
+            hi=hi,
         )
 
     def stats(
@@ -420,12 +409,11 @@ class BacktestActor:
         n = self.data.n
         check_bars(n, params, train_frac)
         k = split_index(n, train_frac)
-        series = self.series(params)
         if k is None:
-            return _simulate_part(self.data, series, params.price, strategy_config, 0, n).stats
+            return self._trade(params, strategy_config).stats
         out: dict[str, Any] = {}
         for prefix, lo, hi in (("is_", 0, k), ("oos_", k, n)):
-            part = _simulate_part(self.data, series, params.price, strategy_config, lo, hi)
+            part = self._trade(params, strategy_config, lo, hi)
             out.update({prefix + key: value for key, value in part.stats.items()})
         return out
 

@@ -388,6 +388,50 @@ def simulate(
     return BacktestResult(stats=stats, trades=trades, equity=EquityCurve(ts_arr, equity, position))
 
 
+def pair_series(aligned: Any, params: Any) -> Any:
+    """The pair step (hedge, spread, z) over aligned bars: ``engine.pairstep.run_pair`` on the
+    aligned closes. ``aligned`` is an ``engine.pairstep.Aligned``, ``params`` a ``PairParams``."""
+    from engine.pairstep import run_pair
+
+    return run_pair(aligned.close_y, aligned.close_x, params)
+
+
+def trade_series(
+    aligned: Any,
+    series: Any,
+    price_mode: str,
+    strategy_config: Any,
+    funding: tuple[Any, Any] | None = None,
+    timeframe: str | None = None,
+    lo: int = 0,
+    hi: int | None = None,
+) -> BacktestResult:
+    """Trade aligned bars [lo, hi) on a pair series: a fresh strategy (flat, nothing blocked)
+    runs over the part's z and spread, then ``simulate`` with fresh capital and no position.
+
+    ``series`` is the ``PairSeries`` of all aligned bars (its state enters the part warmed up);
+    ``funding`` (events_y, events_x) as ``simulate`` takes them.
+    """
+    # strategies import engine, so the strategy registry is imported here, not at module level
+    from strategies import make_strategy
+
+    part = slice(lo, hi)
+    target = make_strategy(strategy_config).run(series.z[part], series.spread[part])
+    return simulate(
+        aligned.ts[part],
+        aligned.open_y[part],
+        aligned.close_y[part],
+        aligned.open_x[part],
+        aligned.close_x[part],
+        target,
+        series.beta[part],
+        Costs.from_config(strategy_config),
+        price_mode,
+        funding=funding,
+        timeframe=timeframe,
+    )
+
+
 def backtest(
     bars_y: Any,
     bars_x: Any,
@@ -396,30 +440,16 @@ def backtest(
     funding: tuple[Any, Any] | None = None,
     timeframe: str | None = None,
 ) -> BacktestResult:
-    """Align the two legs' bars, run the pair step and the strategy, simulate.
+    """Align the two legs' bars, run the pair step and the strategy, simulate:
+    ``align_bars`` -> ``pair_series`` -> ``trade_series``.
 
     ``params`` is an ``engine.pairstep.PairParams``, ``strategy_config`` a StrategyConfig;
     ``funding`` as in ``simulate``.
     """
-    # strategies import engine, so the strategy registry is imported here, not at module level
-    from engine.pairstep import align_bars, run_pair
-    from strategies import make_strategy
+    from engine.pairstep import align_bars
 
-    strategy = make_strategy(strategy_config)
-    costs = Costs.from_config(strategy_config)
     aligned = align_bars(bars_y, bars_x)
-    series = run_pair(aligned.close_y, aligned.close_x, params)
-    target = strategy.run(series.z, series.spread)
-    return simulate(
-        aligned.ts,
-        aligned.open_y,
-        aligned.close_y,
-        aligned.open_x,
-        aligned.close_x,
-        target,
-        series.beta,
-        costs,
-        params.price,
-        funding=funding,
-        timeframe=timeframe,
+    series = pair_series(aligned, params)
+    return trade_series(
+        aligned, series, params.price, strategy_config, funding=funding, timeframe=timeframe
     )
