@@ -58,6 +58,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="seconds after subscribing that --silent-symbol goes quiet",
     )
     faults.add_argument(
+        "--silent-until",
+        choices=("resubscribe", "reconnect"),
+        default="resubscribe",
+        help="what revives --silent-symbol: a new SUBSCRIBE, or only a new connection",
+    )
+    faults.add_argument(
         "--slow-consumer",
         type=float,
         default=0.0,
@@ -86,6 +92,7 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
         duplicate_rate=args.duplicate_rate,
         silent_symbol=args.silent_symbol.upper() if args.silent_symbol else None,
         silent_after_s=args.silent_after,
+        silent_until=args.silent_until,
         slow_consumer_s=args.slow_consumer,
         rest_429_every=args.rest_429_every,
     )

@@ -95,6 +95,7 @@ class _Conn:
     routed: bool
     combined: bool
     streams: dict[str, float] = field(default_factory=dict)  # name -> monotonic time subscribed
+    first_subscribed: dict[str, float] = field(default_factory=dict)  # kept across UNSUBSCRIBE
     by_symbol: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (sym, kind)
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     recent: dict[str, collections.deque] = field(default_factory=dict)  # sym -> valid frames
@@ -106,6 +107,7 @@ class _Conn:
             if stream is not None:
                 self.by_symbol.setdefault((stream.symbol, stream.kind), []).append(name)
         self.streams[name] = now
+        self.first_subscribed.setdefault(name, now)
 
     def unsubscribe(self, name: str) -> None:
         if self.streams.pop(name, None) is None:
@@ -298,7 +300,10 @@ class Simulator:
 
     def _silent(self, conn: _Conn, symbol: str, name: str, now: float) -> bool:
         f = self.settings.faults
-        return f.silent_symbol == symbol and now - conn.streams[name] > f.silent_after_s
+        if f.silent_symbol != symbol:
+            return False
+        since = conn.first_subscribed if f.silent_until == "reconnect" else conn.streams
+        return now - since[name] > f.silent_after_s
 
     def _publish_trades(self, symbol: str, ticks: np.ndarray, now_ms: int) -> None:
         payloads = None

@@ -22,6 +22,9 @@ REJECT_REASONS: tuple[str, ...] = (
     "duplicate",
 )
 
+#: What revives a silenced stream (``FaultSettings.silent_until``).
+SILENT_UNTIL: tuple[str, ...] = ("resubscribe", "reconnect")
+
 DEFAULT_SYMBOLS: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
 
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
@@ -59,7 +62,10 @@ class FaultSettings:
       addition to the real trade; every other kind replaces the real trade's frame.
     - ``duplicate_rate``: fraction of trades followed by a re-send of an earlier valid frame.
     - ``silent_symbol``: this symbol's streams go quiet ``silent_after_s`` seconds after they
-      were subscribed, until the client subscribes again or reconnects.
+      were subscribed, until the client subscribes again or reconnects. With
+      ``silent_until="reconnect"`` the stream is wedged on the exchange side: UNSUBSCRIBE and
+      SUBSCRIBE do not revive it (the clock runs from its first subscription on the
+      connection); only a new connection does.
     - ``slow_consumer_s``: every ``slow_every_s`` the server stops sending to each connection
       for this many seconds, then sends the backlog in a burst.
     - ``rest_429_every``: every N-th REST request is answered 429 with ``Retry-After``.
@@ -72,6 +78,7 @@ class FaultSettings:
     duplicate_rate: float = 0.0
     silent_symbol: str | None = None
     silent_after_s: float = 10.0
+    silent_until: str = "resubscribe"
     slow_consumer_s: float = 0.0
     slow_every_s: float = 5.0
     rest_429_every: int = 0
@@ -92,6 +99,11 @@ class FaultSettings:
         if self.silent_symbol is not None:
             check_symbol(self.silent_symbol)
         _positive("silent_after_s", self.silent_after_s)
+        if self.silent_until not in SILENT_UNTIL:
+            raise ConfigError(
+                f"simulator silent_until must be one of {list(SILENT_UNTIL)}, "
+                f"got {self.silent_until!r}"
+            )
         if not (isinstance(self.slow_consumer_s, (int, float)) and self.slow_consumer_s >= 0):
             raise ConfigError(f"slow_consumer_s must be >= 0 seconds, got {self.slow_consumer_s!r}")
         _positive("slow_every_s", self.slow_every_s)

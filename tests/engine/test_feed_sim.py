@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import numpy as np
 import pytest
@@ -39,8 +40,8 @@ async def run_client(sim, seconds, batches, store=None, **kwargs):
             for sym, ticks in batch.ticks.items():
                 store.write_ticks(sym, ticks)
 
-    client = FeedClient(SYMBOLS, sim.url_ws, sim.url_rest, batch_ms=20, watchdog_s=0.5,
-                        backoff_s=(0.05, 0.2), on_batch=on_batch, **kwargs)  # fmt: skip
+    kwargs = {"batch_ms": 20, "watchdog_s": 0.5, "backoff_s": (0.05, 0.2), **kwargs}
+    client = FeedClient(SYMBOLS, sim.url_ws, sim.url_rest, on_batch=on_batch, **kwargs)
     runner = asyncio.create_task(client.run())
     await asyncio.sleep(seconds)
     return client, runner
@@ -103,3 +104,44 @@ def test_restart_with_resume_from(tmp_path) -> None:
         assert b["agg_id"][0] == resume[sym] + 1
         assert_is_history(np.concatenate([a, b]), sim.history(sym))
     assert stats2.gaps_backfilled >= len(SYMBOLS)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_watchdog_escalates_to_reconnect_for_a_wedged_stream(caplog, seed: int) -> None:
+    """BTCUSDT wedges on the exchange side (resubscribing does not revive it, a new connection
+    does): the watchdog resubscribes, then reconnects, and the silent stretch is refilled."""
+    faults = FaultSettings(silent_symbol="BTCUSDT", silent_after_s=1.0, silent_until="reconnect")
+
+    async def go():
+        sim = Simulator(SimulatorSettings(symbols=tuple(SYMBOLS), seed=seed, rate=40.0,
+                                          faults=faults))  # fmt: skip
+        await sim.start()
+        batches: list = []
+        client, runner = await run_client(sim, 0.0, batches, watchdog_s=0.4, funding=False)
+        for _ in range(300):  # until the watchdog has reconnected (at most 15 s)
+            await asyncio.sleep(0.05)
+            if client.stats.reconnects >= 1:
+                break
+        made = int(sim.history("BTCUSDT")["agg_id"][-1])  # every trade so far, silent ones too
+        for _ in range(300):  # ... and everything made until then has been delivered
+            await asyncio.sleep(0.05)
+            if client.stats.last_agg_id.get("BTCUSDT", -1) >= made:
+                break
+        client.stop()
+        await runner
+        await sim.stop()
+        return sim, client, batches, made
+
+    with caplog.at_level(logging.WARNING, logger="engine.feed"):
+        sim, client, batches, made = asyncio.run(go())
+    s = client.stats
+    assert s.reconnects >= 1 and sim.fault_events["disconnects"] == 0  # the client reconnected
+    assert s.watchdog_recoveries >= 2 and sim.fault_events["silenced"] > 0
+    said = [r.getMessage() for r in caplog.records if "btcusdt@aggTrade" in r.getMessage()]
+    assert "resubscribing" in said[0] and "reconnecting" in said[1]  # escalated in that order
+    btc = joined(batches, "BTCUSDT")
+    assert btc["agg_id"][-1] >= made
+    assert_is_history(btc, sim.history("BTCUSDT"))  # nothing lost, nothing doubled
+    assert s.gaps_backfilled >= 1 and s.open_gaps == 0
+    for sym in SYMBOLS[1:]:
+        assert_is_history(joined(batches, sym), sim.history(sym))

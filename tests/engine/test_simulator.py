@@ -767,6 +767,30 @@ def test_silent_symbol_goes_quiet_until_resubscribed():
         sim.stop_in_thread()
 
 
+def test_wedged_symbol_stays_quiet_after_resubscribe_until_a_new_connection():
+    sim = _run(silent_symbol="BTCUSDT", silent_after_s=0.5, silent_until="reconnect", rate=60.0)
+    try:
+        streams = "btcusdt@aggTrade/ethusdt@aggTrade"
+        url = f"{sim.url_ws}/stream?streams={streams}"
+        with _connect(url) as ws:
+            first = _read_for(ws, 0.9)
+            btc = _payloads(first, "btcusdt@aggTrade")
+            assert btc and sim.fault_events["silenced"] > 0
+            for msg_id, method in ((1, "UNSUBSCRIBE"), (2, "SUBSCRIBE")):
+                _send(ws, method, ["btcusdt@aggTrade"], msg_id)
+                assert _reply(ws, msg_id)[0] == {"result": None, "id": msg_id}
+            after = _read_for(ws, 0.6)
+            assert _payloads(after, "btcusdt@aggTrade") == []  # still wedged
+            assert len(_payloads(after, "ethusdt@aggTrade")) > 10  # while others flow
+        with _connect(url) as ws:  # a new connection revives it
+            resumed = _payloads(_read_for(ws, 0.4), "btcusdt@aggTrade")
+        assert resumed and resumed[0]["a"] > btc[-1]["a"] + 1
+        rest = _all_rest_trades(sim, "BTCUSDT", btc[-1]["a"] + 1, resumed[0]["a"] - 1)
+        assert [r["a"] for r in rest] == list(range(btc[-1]["a"] + 1, resumed[0]["a"]))
+    finally:
+        sim.stop_in_thread()
+
+
 def test_slow_consumer_pauses_then_delivers_the_backlog_intact():
     sim = _run(slow_consumer_s=0.6, slow_every_s=0.3, rate=60.0)
     try:
@@ -818,6 +842,7 @@ def test_bad_settings_raise_config_error(kwargs):
         {"corrupt_kinds": ()},
         {"disconnect_every_s": 0},
         {"silent_symbol": "bad symbol"},
+        {"silent_until": "forever"},
         {"rest_429_every": -1},
         {"slow_consumer_s": -1.0},
     ],
@@ -899,11 +924,12 @@ def test_cli_arguments_build_settings():
     configure(parser)
     args = parser.parse_args(["--symbols", "btcusdt", "ethusdt", "--seed", "4", "--rate", "9",
                               "--drop-rate", "0.1", "--corrupt-rate", "0.05",
-                              "--silent-symbol", "ethusdt",
+                              "--silent-symbol", "ethusdt", "--silent-until", "reconnect",
                               "--disconnect-every", "60"])  # fmt: skip
     settings = settings_from_args(args)
     assert settings.symbols == ("BTCUSDT", "ETHUSDT") and (settings.seed, settings.rate) == (4, 9.0)
     assert settings.faults.drop_rate == 0.1 and settings.faults.silent_symbol == "ETHUSDT"
+    assert settings.faults.silent_until == "reconnect"
     assert settings.faults.disconnect_every_s == 60.0 and settings.port == 0
 
 
