@@ -3,7 +3,8 @@
 A strategy is pure (no Ray, no I/O). Its whole state is one small float64 array, and one numba
 step kernel moves it forward by a bar; ``step`` (live, one bar) and ``run`` (batch, many bars)
 both call that kernel, so stepping bar by bar gives exactly the batch positions, and running
-chunks one after the other gives exactly one run over the whole series.
+chunks one after the other gives exactly one run over the whole series. ``step_many`` (live,
+many pairs per call) loops the same kernel over the rows of a stacked state.
 
 Positions: +1 long spread (buy y, sell beta x), -1 short spread, 0 flat.
 """
@@ -70,6 +71,48 @@ class Strategy(abc.ABC):
         out = np.empty(z_arr.shape[0], dtype=np.int8)
         self._run(self._state, z_arr, spread_arr, out)
         return out
+
+    def new_states(self, n: int) -> np.ndarray:
+        """Fresh states of ``n`` pairs, one row each (float64, shape (n, state size))."""
+        return np.tile(np.asarray(self._initial_state, dtype=np.float64), (n, 1))
+
+    def step_many(
+        self, states: np.ndarray, z: np.ndarray, spread: np.ndarray, mask: np.ndarray
+    ) -> np.ndarray:
+        """Advance row i of ``states`` by one bar (``z[i]``, ``spread[i]``) where ``mask[i]``;
+        returns every row's int8 target position (unmasked rows: unchanged).
+
+        Row i moves exactly as a strategy whose ``step`` got the same bars.
+        """
+        n = states.shape[0] if isinstance(states, np.ndarray) and states.ndim == 2 else -1
+        if (
+            n < 0
+            or states.dtype != np.float64
+            or not states.flags.c_contiguous
+            or states.shape[1] != len(self._initial_state)
+        ):
+            raise DataError(
+                f"states must be a C-contiguous float64 array of shape (n, "
+                f"{len(self._initial_state)}) from new_states"
+            )
+        z_arr = _as_series("z", z, n)
+        spread_arr = _as_series("spread", spread, n)
+        m = np.asarray(mask)
+        if m.shape != (n,) or m.dtype != np.bool_:
+            raise DataError(f"mask must be a boolean array of shape ({n},)")
+        out = np.empty(n, dtype=np.int8)
+        self._step_many(states, z_arr, spread_arr, m, out)
+        return out
+
+    @abc.abstractmethod
+    def _step_many(
+        self,
+        states: np.ndarray,
+        z: np.ndarray,
+        spread: np.ndarray,
+        mask: np.ndarray,
+        out: np.ndarray,
+    ) -> None: ...
 
     @abc.abstractmethod
     def _step(self, state: np.ndarray, z: float, spread: float) -> int: ...

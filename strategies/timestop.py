@@ -113,6 +113,27 @@ def timestop_run(
         out[i] = timestop_step(state, z[i], spread[i], entry, exit_, stop, max_half_lives)
 
 
+@njit(cache=True)
+def timestop_step_many(
+    states: np.ndarray,
+    z: np.ndarray,
+    spread: np.ndarray,
+    mask: np.ndarray,
+    entry: float,
+    exit_: float,
+    stop: float,
+    max_half_lives: float,
+    out: np.ndarray,
+) -> None:
+    """``timestop_step`` on each row i of ``states`` with ``mask[i]``; every row's position into
+    ``out`` (int8). Oracle: ``timestop_step`` per row, in tests/strategies/test_step_many.py."""
+    for i in range(states.shape[0]):
+        if mask[i]:
+            out[i] = timestop_step(states[i], z[i], spread[i], entry, exit_, stop, max_half_lives)
+        else:
+            out[i] = int(states[i, POS])
+
+
 @dataclass(frozen=True)
 class TimeStopConfig:
     """The zscore thresholds plus ``max_hold_half_lives`` (> 0, in half-lives)."""
@@ -167,3 +188,13 @@ class TimeStopStrategy(Strategy):
 
     def _run(self, state: np.ndarray, z: np.ndarray, spread: np.ndarray, out: np.ndarray) -> None:
         timestop_run(state, z, spread, *self._args, out)
+
+    def _step_many(
+        self,
+        states: np.ndarray,
+        z: np.ndarray,
+        spread: np.ndarray,
+        mask: np.ndarray,
+        out: np.ndarray,
+    ) -> None:
+        timestop_step_many(states, z, spread, mask, *self._args, out)

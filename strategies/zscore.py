@@ -67,6 +67,25 @@ def zscore_run(
         out[i] = zscore_step(state, z[i], entry, exit_, stop)
 
 
+@njit(cache=True)
+def zscore_step_many(
+    states: np.ndarray,
+    z: np.ndarray,
+    mask: np.ndarray,
+    entry: float,
+    exit_: float,
+    stop: float,
+    out: np.ndarray,
+) -> None:
+    """``zscore_step`` on each row i of ``states`` with ``mask[i]``; every row's position into
+    ``out`` (int8). Oracle: ``zscore_step`` per row, in tests/strategies/test_step_many.py."""
+    for i in range(states.shape[0]):
+        if mask[i]:
+            out[i] = zscore_step(states[i], z[i], entry, exit_, stop)
+        else:
+            out[i] = int(states[i, POS])
+
+
 def _field(config: Any, name: str, default: Any = None) -> Any:
     return getattr(config, name, default)
 
@@ -126,3 +145,13 @@ class ZScoreStrategy(Strategy):
 
     def _run(self, state: np.ndarray, z: np.ndarray, spread: np.ndarray, out: np.ndarray) -> None:
         zscore_run(state, z, *self._args, out)
+
+    def _step_many(
+        self,
+        states: np.ndarray,
+        z: np.ndarray,
+        spread: np.ndarray,
+        mask: np.ndarray,
+        out: np.ndarray,
+    ) -> None:
+        zscore_step_many(states, z, mask, *self._args, out)
