@@ -24,9 +24,10 @@ with fresh ``capital`` and no position, and a position still open at the part's 
 at its last close. In-sample stats are therefore exactly ``backtest`` over the train bars;
 out-of-sample stats (``oos_*``) are the test part's. Columns are prefixed ``is_`` and ``oos_``.
 
-Funding: stored funding rows are mark-price updates (ts, mark_price, funding_rate);
-``funding_events`` turns them into settlement events at every multiple of 8 h UTC (00:00, 08:00,
-16:00) inside the stored range, each with the last rate published at or before it.
+Funding: stored funding rows are mark-price updates (ts, mark_price, funding_rate,
+next_funding_time); ``engine.funding.funding_events`` turns them into settlement events once per
+leg when the data is loaded (the exchange's announced funding times; the 8-hour grid only for
+rows without one, counted in the ``funding_assumed`` stat), exactly as ``backtest`` does.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ import numpy as np
 import pyarrow as pa
 
 from actors.pair import parse_pair
-from engine.backtest import BacktestResult, backtest, pair_series, trade_series
+from engine.backtest import BacktestResult, pair_series, trade_series
 from engine.config import StrategyConfig
 from engine.errors import ConfigError, DataError, NumericalError
+from engine.funding import FundingEvents, funding_events
 from engine.pairstep import Aligned, PairParams, PairSeries, align_bars
 from engine.schemas import BAR_DTYPE, TIMEFRAME_MS, table_to_bars
 from engine.store import Store, to_ms
@@ -58,8 +60,6 @@ log = logging.getLogger(__name__)
 #: sweepable keys of the analytics section (PairParams fields) and of the strategy section
 ANALYTICS_KEYS: tuple[str, ...] = tuple(f.name for f in fields(PairParams))
 STRATEGY_KEYS: tuple[str, ...] = tuple(StrategyConfig.__struct_fields__)
-#: Binance's usual funding settlement interval (ms): 00:00, 08:00 and 16:00 UTC
-FUNDING_INTERVAL_MS = 8 * 3_600_000
 #: parameter sets whose pair step an actor keeps (keyed by PairParams)
 SERIES_CACHE = 2
 
@@ -69,24 +69,6 @@ _OPTIONAL_KEYS = ("stop", "capital", "max_hold_half_lives")
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def funding_events(table: Any, interval_ms: int = FUNDING_INTERVAL_MS) -> dict[str, np.ndarray]:
-    """Funding settlement events ``{"ts": ms, "rate": fraction}`` from stored funding rows.
-
-    Events at every multiple of ``interval_ms`` (UTC) from the first row's time to the last,
-    each with the ``funding_rate`` of the last row at or before it; empty arrays for no rows.
-    """
-    if table.num_rows == 0:
-        return {"ts": np.empty(0, dtype=np.int64), "rate": np.empty(0)}
-    ts = table.column("ts").cast(pa.int64()).to_numpy()
-    rate = table.column("funding_rate").to_numpy(zero_copy_only=False)
-    order = np.argsort(ts, kind="stable")
-    ts, rate = ts[order], rate[order]
-    first = -(-int(ts[0]) // interval_ms) * interval_ms
-    times = np.arange(first, int(ts[-1]) + 1, interval_ms, dtype=np.int64)
-    idx = np.searchsorted(ts, times, side="right") - 1
-    return {"ts": times, "rate": rate[idx].astype(np.float64)}
 
 
 def _records(name: str, bars: Any) -> np.ndarray:
@@ -102,7 +84,7 @@ def _records(name: str, bars: Any) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PairData:
-    """One pair's bars (BAR_DTYPE), aligned once, and its funding events (or None)."""
+    """One pair's bars (BAR_DTYPE), aligned once, and its funding events per leg (or None)."""
 
     y: str
     x: str
@@ -110,7 +92,7 @@ class PairData:
     bars_y: np.ndarray
     bars_x: np.ndarray
     aligned: Aligned
-    funding: tuple[Any, Any] | None = None
+    funding: tuple[FundingEvents | None, FundingEvents | None] | None = None
 
     @property
     def pair(self) -> str:
@@ -132,8 +114,9 @@ class PairData:
         timeframe: str = "1m",
         funding: tuple[Any, Any] | None = None,
     ) -> PairData:
-        """From two legs' bars (BAR_SCHEMA tables or BAR_DTYPE records); ``funding`` events
-        (rates_y, rates_x) as ``engine.backtest.simulate`` takes them."""
+        """From two legs' bars (BAR_SCHEMA tables or BAR_DTYPE records); ``funding`` (rows_y,
+        rows_x): each leg's stored funding rows or None, as ``engine.backtest.backtest`` takes
+        them (turned into settlement events here, once)."""
         y, x = parse_pair(pair)
         if timeframe not in TIMEFRAME_MS:
             raise DataError(f"timeframe {timeframe!r}: expected one of {list(TIMEFRAME_MS)}")
@@ -146,7 +129,10 @@ class PairData:
             raise DataError(
                 f"{pair}: {aligned.ts.shape[0]} aligned {timeframe} bar(s); a backtest needs 2"
             )
-        return cls(y, x, timeframe, by, bx, aligned, funding)
+        events = None
+        if funding is not None:
+            events = tuple(None if rows is None else funding_events(rows) for rows in funding)
+        return cls(y, x, timeframe, by, bx, aligned, events)
 
     @classmethod
     def from_store(
@@ -181,10 +167,10 @@ class PairData:
                     f"no {timeframe} bars of {symbol} in the range start={start!r} end={end!r}"
                 )
             legs.append(bars)
-        events = None
+        rows = None
         if funding and set(store.symbols("funding")) & {y, x}:
-            events = tuple(funding_events(store.read_funding(s, start_ms, end_ms)) for s in (y, x))
-        return cls.from_tables(legs[0], legs[1], pair=pair, timeframe=timeframe, funding=events)
+            rows = tuple(store.read_funding(s, start_ms, end_ms) for s in (y, x))
+        return cls.from_tables(legs[0], legs[1], pair=pair, timeframe=timeframe, funding=rows)
 
 
 # ----------------------------------------------------------------------------- parameter sets
@@ -511,8 +497,14 @@ def sweep(
 
 
 def run_backtest(data: PairData, params: PairParams, strategy: StrategyConfig) -> BacktestResult:
-    """One backtest of ``data`` in-process: ``engine.backtest.backtest`` on its bars."""
+    """One backtest of ``data`` in-process: the steps of ``engine.backtest.backtest`` on its
+    aligned bars and funding events."""
     check_bars(data.n, params)
-    return backtest(
-        data.bars_y, data.bars_x, params, strategy, funding=data.funding, timeframe=data.timeframe
+    return trade_series(
+        data.aligned,
+        pair_series(data.aligned, params),
+        params.price,
+        strategy,
+        funding=data.funding,
+        timeframe=data.timeframe,
     )

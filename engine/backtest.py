@@ -8,7 +8,9 @@ qty_x = -p*beta*notional/fill_x with log prices or -p*beta*|qty_y| with raw pric
 against the trader (open*(1 +/- slippage_bps/1e4)), every leg of every fill pays
 fee_bps/1e4*|qty|*fill. Equity = cash + sum(qty*close) at every close, starting at capital.
 Funding: at a funding time T each open leg pays qty*mark*rate with mark = the leg's close of
-the last bar that opened before T (booked at that bar's close).
+the last bar that opened before T (booked at that bar's close); the times and rates come from
+the stored mark-price rows through ``engine.funding.funding_events`` (the exchange's announced
+next funding time, or the 8-hour grid for rows without it, counted in ``funding_assumed``).
 
 A trade's ``pnl`` is its trading PnL before fees and funding (marked at the last close while
 still open), so: final equity = capital + sum(pnl) - fees - funding (paid).
@@ -27,6 +29,7 @@ from numba import njit
 
 from engine.backtest_stats import compute_stats
 from engine.errors import ConfigError, DataError
+from engine.funding import FundingEvents, funding_events
 from engine.schemas import TIMEFRAME_MS, TS_TYPE
 
 #: trades table: one row per round trip; exit columns are null while the trade is open
@@ -248,30 +251,35 @@ def _ms(values: Any) -> np.ndarray:
     return np.ascontiguousarray(arr.astype(np.int64))
 
 
-def funding_per_bar(ts: np.ndarray, funding: Any) -> np.ndarray:
-    """Per-bar funding rate of one leg: each event (``funding["ts"]`` ms, ``funding["rate"]``)
-    with ts[0] < T <= ts[-1] lands on the last bar that opened before T; None -> zeros.
+def funding_per_bar(ts: np.ndarray, funding: Any) -> tuple[np.ndarray, int, int]:
+    """Per-bar funding rate of one leg: each settlement at T with ts[0] < T <= ts[-1] (the bar
+    clock has passed it) lands on the last bar that opened before T; None -> zeros.
 
-    ``funding`` is anything indexable by "ts" and "rate": an Arrow table, a dict of arrays or a
-    NumPy record array.
+    ``funding`` is a ``FundingEvents`` (``engine.funding.funding_events``) or anything indexable
+    by "ts" (ms) and "rate": an Arrow table, a dict of arrays or a NumPy record array.
+    Returns (rates per bar, settlements inside the bars, of which assumed on the 8 h grid).
     """
     out = np.zeros(ts.shape[0])
     if funding is None:
-        return out
-    try:
-        times = _ms(funding["ts"])
-        rates = np.asarray(funding["rate"], dtype=np.float64)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(
-            f"funding must have columns 'ts' (ms) and 'rate' (fraction): {exc}"
-        ) from None
+        return out, 0, 0
+    if isinstance(funding, FundingEvents):
+        times, rates, assumed = funding.ts, funding.rate, funding.assumed
+    else:
+        try:
+            times = _ms(funding["ts"])
+            rates = np.asarray(funding["rate"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(
+                f"funding must have columns 'ts' (ms) and 'rate' (fraction): {exc}"
+            ) from None
+        assumed = np.zeros(times.shape, dtype=bool)
     if times.shape != rates.shape or times.ndim != 1:
         raise DataError(f"funding 'ts' and 'rate' lengths differ: {times.shape} vs {rates.shape}")
     if not np.all(np.isfinite(rates)):
         raise DataError("funding 'rate' has non-finite values")
     inside = (times > ts[0]) & (times <= ts[-1])
     np.add.at(out, np.searchsorted(ts, times[inside], side="left") - 1, rates[inside])
-    return out
+    return out, int(np.count_nonzero(inside)), int(np.count_nonzero(assumed[inside]))
 
 
 def _bar_ms(ts: np.ndarray, timeframe: str | None) -> int:
@@ -301,8 +309,9 @@ def simulate(
 
     ``ts`` bar open times (ms, strictly increasing); prices raw USDT (aligned, last close carried
     into the open of a leg without a bar); ``target`` -1/0/+1 per bar; ``beta`` hedge ratio per
-    bar (log or raw prices as ``price_mode``); ``funding`` (rates_y, rates_x), each None or with
-    "ts"/"rate" columns; ``timeframe`` sets the annualisation (default: the smallest ts step).
+    bar (log or raw prices as ``price_mode``); ``funding`` (events_y, events_x), each None, a
+    ``FundingEvents`` or with "ts"/"rate" columns; ``timeframe`` sets the annualisation
+    (default: the smallest ts step).
     """
     if price_mode not in PRICE_MODES:
         raise ConfigError(f"analytics.price: expected one of {PRICE_MODES}, got {price_mode!r}")
@@ -337,7 +346,8 @@ def simulate(
     bad = opens[~np.isfinite(beta_arr[opens])]
     if bad.size:
         raise DataError(f"beta is not finite at decision bar {bad[0]} where a position opens")
-    rates_y, rates_x = (None, None) if funding is None else funding
+    rates_y, n_y, assumed_y = funding_per_bar(ts_arr, None if funding is None else funding[0])
+    rates_x, n_x, assumed_x = funding_per_bar(ts_arr, None if funding is None else funding[1])
     equity, position, bars, sides, vals, fees, funding_paid = simulate_kernel(
         prices["open_y"],
         prices["close_y"],
@@ -345,8 +355,8 @@ def simulate(
         prices["close_x"],
         tgt,
         beta_arr,
-        funding_per_bar(ts_arr, rates_y),
-        funding_per_bar(ts_arr, rates_x),
+        rates_y,
+        rates_x,
         costs.notional,
         costs.capital,
         costs.fee_bps / 1e4,
@@ -384,6 +394,8 @@ def simulate(
         traded_notional=float(np.sum(entry_notional) + np.sum(exit_notional)),
         fees=fees,
         funding=funding_paid,
+        funding_events=n_y + n_x,
+        funding_assumed=assumed_y + assumed_x,
     )
     return BacktestResult(stats=stats, trades=trades, equity=EquityCurve(ts_arr, equity, position))
 
@@ -444,12 +456,17 @@ def backtest(
     ``align_bars`` -> ``pair_series`` -> ``trade_series``.
 
     ``params`` is an ``engine.pairstep.PairParams``, ``strategy_config`` a StrategyConfig;
-    ``funding`` as in ``simulate``.
+    ``funding`` (rows_y, rows_x): each leg's stored funding rows (``Store.read_funding``: ts,
+    funding_rate, next_funding_time) or None, turned into settlements by
+    ``engine.funding.funding_events``.
     """
     from engine.pairstep import align_bars
 
     aligned = align_bars(bars_y, bars_x)
     series = pair_series(aligned, params)
+    events = None
+    if funding is not None:
+        events = tuple(None if rows is None else funding_events(rows) for rows in funding)
     return trade_series(
-        aligned, series, params.price, strategy_config, funding=funding, timeframe=timeframe
+        aligned, series, params.price, strategy_config, funding=events, timeframe=timeframe
     )

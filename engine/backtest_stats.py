@@ -54,12 +54,16 @@ def compute_stats(
     traded_notional: float,
     fees: float,
     funding: float,
+    funding_events: int = 0,
+    funding_assumed: int = 0,
 ) -> dict[str, float | int]:
     """The stats dict of a backtest.
 
     ``entry_ts``/``exit_ts`` are fill times (ms) per trade, ``closed`` marks round trips that
     were closed, ``net_pnl`` is each trade's PnL after fees and funding; ``traded_notional`` is
-    the sum of |qty| * fill over all fills (USDT); ``fees`` and ``funding`` are paid amounts.
+    the sum of |qty| * fill over all fills (USDT); ``fees`` and ``funding`` are paid amounts;
+    ``funding_events`` counts the settlements inside the bars (per leg), ``funding_assumed``
+    those of them placed on the 8-hour grid because the stored rows carried no funding time.
     """
     returns = bar_returns(equity)
     bars_per_year = MS_PER_YEAR / bar_ms
@@ -90,4 +94,6 @@ def compute_stats(
         "turnover": traded_notional / capital,
         "fees_paid": float(fees),
         "funding_paid": float(funding),
+        "funding_events": int(funding_events),
+        "funding_assumed": int(funding_assumed),
     }

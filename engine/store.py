@@ -4,7 +4,7 @@ Layout under the store's root (partition columns live in directory names, never 
 
     ticks/symbol=<S>/date=<YYYY-MM-DD>/<part>.parquet                 TICK_SCHEMA, key agg_id
     bars/timeframe=<tf>/symbol=<S>/date=<YYYY-MM-DD>/<part>.parquet   BAR_SCHEMA, key ts
-    funding/symbol=<S>/date=<YYYY-MM-DD>/<part>.parquet               FUNDING_SCHEMA, key ts
+    funding/symbol=<S>/date=<YYYY-MM-DD>/<part>.parquet               FUNDING_STORED_SCHEMA, key ts
 
 Dates are UTC days of ``ts``. Writes are buffered in memory and written by ``flush()`` (or
 ``maybe_flush()``, which flushes once the flush interval has passed); each flush writes at most
@@ -64,10 +64,14 @@ from engine.schemas import (
 
 log = logging.getLogger(__name__)
 
-#: Funding (extension partition): mark price and funding rate at each funding time.
+#: Funding (extension partition): the columns every funding row has: a mark-price update's
+#: time, mark price and current funding rate (fraction per funding interval).
 FUNDING_SCHEMA = pa.schema(
     [("ts", TS_TYPE), ("mark_price", pa.float64()), ("funding_rate", pa.float64())]
 )
+#: Funding rows as stored and read: FUNDING_SCHEMA + the next funding time the update announced
+#: (Binance markPrice ``T``), null for rows written without it (old or imported rows).
+FUNDING_STORED_SCHEMA = FUNDING_SCHEMA.append(pa.field("next_funding_time", TS_TYPE))
 
 DAY_MS = 86_400_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -97,11 +101,12 @@ class _Kind:
     schema: pa.Schema
     key: str
     replace: bool  # True: latest write wins (upsert); False: first stored copy wins
+    optional: tuple[str, ...] = ()  # columns that may be missing or null (read back as null)
 
 
 _TICKS = _Kind(TICK_SCHEMA, "agg_id", replace=False)
 _BARS = _Kind(BAR_SCHEMA, "ts", replace=True)
-_FUNDING = _Kind(FUNDING_SCHEMA, "ts", replace=True)
+_FUNDING = _Kind(FUNDING_STORED_SCHEMA, "ts", replace=True, optional=("next_funding_time",))
 
 
 @dataclass
@@ -168,13 +173,17 @@ def _coerce(data: object, kind: _Kind, dtype: np.dtype | None, what: str) -> pa.
         except (TypeError, ValueError, pa.ArrowException) as exc:
             raise DataError(f"{what}: cannot make an Arrow table from {type(data).__name__}: "
                             f"{exc}") from None
-    missing = [f.name for f in kind.schema if f.name not in data.column_names]
+    missing = [f.name for f in kind.schema
+               if f.name not in data.column_names and f.name not in kind.optional]
     if missing:
         raise DataError(f"{what}: missing columns {missing}; expected {kind.schema.names}")
     columns = []
     for field in kind.schema:
+        if field.name not in data.column_names:
+            columns.append(pa.nulls(data.num_rows, field.type))
+            continue
         col = data.column(field.name)
-        if col.null_count:
+        if col.null_count and field.name not in kind.optional:
             raise DataError(f"{what}: column {field.name!r} has {col.null_count} null value(s)")
         try:
             col = col.cast(field.type)
@@ -313,7 +322,8 @@ class Store:
         self._buffer(self._bars_dir(timeframe, symbol), _BARS, f"bars/{timeframe}", table)
 
     def write_funding(self, symbol: str, funding: pa.Table | object) -> None:
-        """Buffer funding rows (ts, mark_price, funding_rate); same ts replaces the stored row."""
+        """Buffer funding rows (ts, mark_price, funding_rate and optionally next_funding_time,
+        ms or timestamp, null where unknown); same ts replaces the stored row."""
         table = _coerce(funding, _FUNDING, None, f"funding of {symbol}")
         self._buffer(self._funding_dir(symbol), _FUNDING, "funding", table)
 
@@ -397,7 +407,9 @@ class Store:
         old = stored.take(pa.array(idx))
         same = np.ones(len(ikeys), dtype=bool)
         for name in kind.schema.names:
-            same &= np.asarray(old.column(name).to_numpy() == incoming.column(name).to_numpy())
+            a, b = old.column(name), incoming.column(name)
+            both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+            same &= pc.or_(pc.fill_null(pc.equal(a, b), False), both_null).to_numpy()
         if same.all():
             return 0
         changed = incoming.filter(pa.array(~same))
@@ -467,6 +479,10 @@ class Store:
             raise
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(f"cannot read {path}: {exc}") from None
+        for name in kind.optional:  # files written before an optional column existed
+            if name not in table.column_names:
+                column = pa.nulls(table.num_rows, kind.schema.field(name).type)
+                table = table.append_column(name, column)
         try:
             return table.select(kind.schema.names).cast(kind.schema)
         except (KeyError, pa.ArrowException) as exc:
@@ -515,7 +531,8 @@ class Store:
         return self._read(self._bars_dir(timeframe, symbol), _BARS, start, end)
 
     def read_funding(self, symbol: str, start: object = None, end: object = None) -> pa.Table:
-        """Funding rows (ts, mark_price, funding_rate) with start <= ts < end, sorted by ts."""
+        """Funding rows (FUNDING_STORED_SCHEMA: ts, mark_price, funding_rate, next_funding_time,
+        null for rows written without it) with start <= ts < end, sorted by ts."""
         return self._read(self._funding_dir(symbol), _FUNDING, start, end)
 
     def last_agg_id(self, symbol: str) -> int | None:

@@ -13,20 +13,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
+from funding_kit import mark_price_rows, settlements_loop
 from kit import cointegrated_pair
 
 from actors.backtest import (
     BacktestActor,
     PairData,
     expand_grid,
-    funding_events,
     parse_sweep,
     resolve_set,
+    run_backtest,
     sweep,
 )
 from engine.backtest import Costs, backtest, simulate
 from engine.config import StrategyConfig
 from engine.errors import ConfigError, DataError, NumericalError
+from engine.funding import funding_events
 from engine.pairstep import PairParams, PairStepper, align_bars
 from engine.schemas import BAR_DTYPE, BAR_SCHEMA
 from engine.store import Store
@@ -63,13 +65,15 @@ def pair_bars(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return leg_bars(y, keep_y, seed + 1), leg_bars(x, keep_x, seed + 2)
 
 
-def write_pair_store(path, n: int = 3000, seed: int = 0, funding: bool = False) -> None:
-    """A real store with 1m bars of Y and X (and mark-price funding rows when asked)."""
+def write_pair_store(path, n: int = 3000, seed: int = 0, funding: str | None = None) -> None:
+    """A real store with 1m bars of Y and X and, when asked, mark-price funding rows:
+    ``"grid"`` rows every 15 min without a funding time (old rows: the 8 h grid applies),
+    ``"T"`` rows every minute announcing Y's 4-hourly and X's 8-hourly funding times."""
     store = Store(path)
     by, bx = pair_bars(n, seed)
     store.write_bars("1m", Y, by)
     store.write_bars("1m", X, bx)
-    if funding:
+    if funding == "grid":
         rng = np.random.default_rng(seed + 7)
         for symbol in (Y, X):
             ts = np.arange(T0, T0 + n * MINUTE, 15 * MINUTE)
@@ -81,6 +85,10 @@ def write_pair_store(path, n: int = 3000, seed: int = 0, funding: bool = False) 
                     "funding_rate": rng.normal(1e-4, 3e-4, ts.size),
                 },
             )
+    elif funding == "T":
+        for symbol, hours in ((Y, 4), (X, 8)):
+            rows = mark_price_rows(T0, T0 + n * MINUTE, interval_h=hours, seed=seed + hours)
+            store.write_funding(symbol, rows)
     store.flush()
 
 
@@ -194,37 +202,6 @@ def test_expand_grid_refuses_bad_value_lists(values):
         expand_grid({"entry": values})
 
 
-# ----------------------------------------------------------------------------- funding
-
-
-@pytest.mark.parametrize("interval_h", [1, 4, 8])
-@pytest.mark.parametrize("seed", [0, 1])
-def test_funding_events_against_a_loop(interval_h, seed):
-    rng = np.random.default_rng(seed)
-    ts = np.sort(T0 + rng.integers(0, 3 * 86_400_000, 400))
-    rate = rng.normal(0, 1e-4, ts.size)
-    table = pa.table({"ts": pa.array(ts, pa.int64()), "funding_rate": rate})
-    got = funding_events(table, interval_h * 3_600_000)
-    iv = interval_h * 3_600_000
-    want_ts, want_rate = [], []
-    t = (int(ts[0]) + iv - 1) // iv * iv
-    while t <= ts[-1]:
-        last = None
-        for row_ts, row_rate in zip(ts.tolist(), rate.tolist(), strict=True):
-            if row_ts <= t:
-                last = row_rate
-        want_ts.append(t)
-        want_rate.append(last)
-        t += iv
-    np.testing.assert_array_equal(got["ts"], want_ts)
-    np.testing.assert_array_equal(got["rate"], want_rate)
-
-
-def test_funding_events_of_no_rows():
-    got = funding_events(pa.table({"ts": pa.array([], pa.int64()), "funding_rate": []}))
-    assert got["ts"].size == 0 and got["rate"].size == 0
-
-
 # ----------------------------------------------------------------------------- the actor
 
 
@@ -310,23 +287,36 @@ def test_walk_forward_parts(store_dir, train_frac, analytics, strat):
     assert_stats_equal({k_[4:]: v for k_, v in got.items() if k_.startswith("oos_")}, test.stats)
 
 
-def test_actor_with_stored_funding(tmp_path):
-    write_pair_store(tmp_path, n=2000, seed=3, funding=True)
+@pytest.mark.parametrize("funding", ["grid", "T"])
+def test_actor_with_stored_funding(tmp_path, funding):
+    write_pair_store(tmp_path, n=2000, seed=3, funding=funding)
     actor = BacktestActor(str(tmp_path), PAIR, "1m")
     params, cfg = PairParams(zscore_window=30), StrategyConfig(entry=1.2, stop=None)
-    events = tuple(funding_events(Store(tmp_path).read_funding(s)) for s in (Y, X))
-    # rows every 15 min over 2000 min from midnight: settlements at 0, 8, 16, 24 and 32 h
-    np.testing.assert_array_equal(events[0]["ts"], T0 + 480 * MINUTE * np.arange(5))
+    rows = tuple(Store(tmp_path).read_funding(s) for s in (Y, X))
+    events = [funding_events(r) for r in rows]
+    if funding == "grid":
+        # rows every 15 min over 2000 min from midnight: settlements at 0, 8, 16, 24 and 32 h
+        np.testing.assert_array_equal(events[0].ts, T0 + 480 * MINUTE * np.arange(5))
+    else:  # announced: Y every 4 h, X every 8 h, up to the one the last row announces
+        for ev, leg_rows, hours in ((events[0], rows[0], 4), (events[1], rows[1], 8)):
+            np.testing.assert_array_equal(ev.ts, [e[0] for e in settlements_loop(leg_rows)])
+            np.testing.assert_array_equal(np.diff(ev.ts), hours * 60 * MINUTE)
+            assert ev.ts[-1] >= T0 + 2000 * MINUTE
     theirs = backtest(
         oracle_bars(tmp_path, Y),
         oracle_bars(tmp_path, X),
         params,
         cfg,
-        funding=events,
+        funding=rows,
         timeframe="1m",
     )
     assert theirs.stats["funding_paid"] != 0.0
+    inside = sum(int(np.count_nonzero((e.ts > T0) & (e.ts <= actor.info()["last_ts"])))
+                 for e in events)
+    assert theirs.stats["funding_events"] == inside
+    assert theirs.stats["funding_assumed"] == (inside if funding == "grid" else 0)
     assert_stats_equal(actor.result(params, cfg).stats, theirs.stats)
+    assert_stats_equal(run_backtest(actor.data, params, cfg).stats, theirs.stats)
 
 
 # ----------------------------------------------------------------------------- bad input

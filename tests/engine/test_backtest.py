@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from funding_kit import mark_price_rows, settlements_loop
 from kit import cointegrated_pair
 
 from engine.backtest import Costs, simulate
@@ -431,19 +432,23 @@ def test_backtest_pipeline_matches_reference(hedge, mode, name):
         slippage_bps=1.0,
         max_hold_half_lives=2.0 if name == "zscore_timestop" else None,
     )
-    funding_y = {"ts": ts[::240] + 1, "rate": np.full(ts[::240].size, 1e-4)}
-    result = backtest(by, bx, params, config, funding=(funding_y, None), timeframe="1m")
+    # Y settles every 4 h at the announced T, X's rows carry no T (the 8 h grid is assumed)
+    rows_y = mark_price_rows(T0, int(ts[-1]), every_ms=7 * MINUTE, interval_h=4, seed=1)
+    rows_x = mark_price_rows(T0, int(ts[-1]), every_ms=5 * MINUTE, with_t="none", seed=2)
+    result = backtest(by, bx, params, config, funding=(rows_y, rows_x), timeframe="1m")
     aligned_ts, frame = pandas_align(by, bx)
     series = run_pair(frame.cy.to_numpy(), frame.cx.to_numpy(), params)
     target = make_strategy(config).run(series.z, series.spread)
     bars = (np.array(aligned_ts), *(frame[c].to_numpy() for c in ("oy", "cy", "ox", "cx")))
+    events_y, events_x = settlements_loop(rows_y), settlements_loop(rows_x)
     equity, trades = reference(
         *bars,
         target,
         series.beta,
         Costs.from_config(config),
         mode,
-        list(zip(funding_y["ts"].tolist(), funding_y["rate"].tolist(), strict=True)),
+        [(t, rate) for t, rate, _ in events_y],
+        [(t, rate) for t, rate, _ in events_x],
     )
     np.testing.assert_array_equal(result.equity.ts, bars[0])
     np.testing.assert_allclose(result.equity.equity, equity, rtol=1e-9)
@@ -451,6 +456,10 @@ def test_backtest_pipeline_matches_reference(hedge, mode, name):
         result.trades["pnl"].to_numpy(), [t["pnl"] for t in trades], rtol=1e-9
     )
     assert result.stats["closed_trades"] >= 3
+    inside = [e for e in events_y + events_x if bars[0][0] < e[0] <= bars[0][-1]]
+    assert sum(not e[2] for e in events_y) >= 4 and sum(e[2] for e in events_x) >= 2
+    assert result.stats["funding_events"] == len(inside)
+    assert result.stats["funding_assumed"] == sum(e[2] for e in inside)
 
 
 def test_backtest_pipeline_no_lookahead_and_errors():

@@ -20,7 +20,7 @@ import pytest
 from engine import store as store_mod
 from engine.errors import DataError, StoreError
 from engine.schemas import BAR_DTYPE, BAR_SCHEMA, TICK_SCHEMA, table_to_bars, table_to_ticks
-from engine.store import DAY_MS, FUNDING_SCHEMA, Store, WriteCounts, to_ms
+from engine.store import DAY_MS, FUNDING_STORED_SCHEMA, Store, WriteCounts, to_ms
 from tests.kit import random_ticks
 
 START = 1_717_200_000_000  # 2024-06-01 00:00 UTC
@@ -371,7 +371,7 @@ def test_funding_round_trip_and_upsert(tmp_path):
     st.write_funding("BTCUSDT", {"ts": ts[4:5], "mark_price": [1.0], "funding_rate": [-2e-4]})
     assert st.flush()["funding"] == WriteCounts(replaced=1)
     got = st.read_funding("BTCUSDT")
-    assert got.schema.equals(FUNDING_SCHEMA)
+    assert got.schema.equals(FUNDING_STORED_SCHEMA)
     expected_rate = np.full(9, 1e-4)
     expected_rate[4] = -2e-4
     np.testing.assert_array_equal(got.column("funding_rate").to_numpy(), expected_rate)
