@@ -21,15 +21,19 @@ import bisect
 import dataclasses
 import logging
 import math
+import os
+import pickle
+import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
 from actors.alerts import AlertBook, AlertRule
 from engine.bars import NO_WATERMARK
 from engine.errors import ConfigError
-from engine.pairstep import PairParams, PairStepper
+from engine.pairstep import PairBank, PairParams
 from engine.schemas import BAR_DTYPE, table_to_bars, timeframe_ms
 from strategies import make_strategy
 
@@ -43,6 +47,14 @@ LATENCY_WINDOW_MS = 60_000
 ALERT_RESEND_MS = 5 * 60_000
 #: watermark advances kept per symbol at most (for pairs whose other leg never traded)
 ADVANCES_KEPT = 10_000
+#: bar times stepped per block of a batch (bounds memory when a long history is replayed)
+TIMES_PER_CHUNK = 2_048
+#: a leg's consumed bars and advances are dropped once it holds this many
+TRIM_AT = 256
+#: seconds between two checkpoints of a named PairActor
+CHECKPOINT_S = 60.0
+#: layout version of the checkpoint files
+CHECKPOINT_VERSION = 1
 
 RING_FIELDS: dict[str, np.dtype] = {
     "ts": np.dtype(np.int64),
@@ -65,25 +77,30 @@ def parse_pair(name: str) -> tuple[str, str]:
 
 
 class Ring:
-    """Fixed-capacity ring buffers of the RING_FIELDS columns."""
+    """Fixed-capacity ring buffers of the RING_FIELDS columns for ``rows`` pairs (2-D: one row
+    per pair, ``capacity`` steps each)."""
 
-    def __init__(self, capacity: int = RING_STEPS):
+    def __init__(self, capacity: int = RING_STEPS, rows: int = 1):
         self.capacity = capacity
-        self.cols = {k: np.zeros(capacity, dtype=dt) for k, dt in RING_FIELDS.items()}
-        self.count = 0
+        self.cols = {k: np.zeros((rows, capacity), dtype=dt) for k, dt in RING_FIELDS.items()}
+        self.count = np.zeros(rows, dtype=np.int64)
 
-    def append(self, **values: float) -> None:
-        i = self.count % self.capacity
+    def append(self, rows: np.ndarray | None = None, **values: object) -> None:
+        """One step for each row in ``rows`` (all when None); values are scalars or arrays
+        indexed like ``rows``."""
+        idx = np.arange(len(self.count)) if rows is None else rows
+        slot = self.count[idx] % self.capacity
         for k, col in self.cols.items():
-            col[i] = values[k]
-        self.count += 1
+            col[idx, slot] = values[k]
+        self.count[idx] += 1
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Copies of the kept steps, oldest first."""
-        n = min(self.count, self.capacity)
-        start = self.count % self.capacity if self.count > self.capacity else 0
+    def arrays(self, row: int = 0) -> dict[str, np.ndarray]:
+        """Copies of the kept steps of one row, oldest first."""
+        count = int(self.count[row])
+        n = min(count, self.capacity)
+        start = count % self.capacity if count > self.capacity else 0
         idx = (start + np.arange(n)) % self.capacity
-        return {k: col[idx] for k, col in self.cols.items()}
+        return {k: col[row, idx] for k, col in self.cols.items()}
 
 
 class LatencyWindow:
@@ -108,108 +125,113 @@ class LatencyWindow:
 
 
 class _Leg:
-    """Bars of one symbol not yet stepped by every pair using it, its watermark and advances."""
+    """Bars of one symbol not yet stepped by every pair using it, and its watermark advances."""
 
     def __init__(self) -> None:
-        self.ts: list[int] = []
-        self.close: list[float] = []
-        self.base = 0  # absolute index of ts[0]
+        self.ts = np.empty(0, dtype=np.int64)
+        self.close = np.empty(0, dtype=np.float64)
         self.last_ts = NO_WATERMARK  # open time of the newest bar ever added
-        self.wm = NO_WATERMARK  # ms; every interval ending at or before it is final
         self.adv_wm: list[int] = []  # watermark advances seen live ...
         self.adv_wall: list[float] = []  # ... and the wall time each became known (ms)
 
-    @property
-    def end(self) -> int:
-        return self.base + len(self.ts)
-
-    def add(self, bars: np.ndarray, wm: int) -> None:
+    def add(self, bars: np.ndarray) -> None:
         """Append the bars newer than every bar seen (repeats and corrections are dropped)."""
         fresh = bars[bars["ts"] > self.last_ts]
         if len(fresh):
-            self.ts.extend(fresh["ts"].tolist())
-            self.close.extend(fresh["close"].tolist())
-            self.last_ts = self.ts[-1]
-        self.wm = max(self.wm, int(wm))
+            self.ts = np.concatenate([self.ts, fresh["ts"].astype(np.int64)])
+            self.close = np.concatenate([self.close, fresh["close"].astype(np.float64)])
+            self.last_ts = int(self.ts[-1])
 
-    def final_wall(self, end_ms: int, lateness_ms: int) -> float | None:
-        """Wall time (ms) at which the interval ending at ``end_ms`` became final, if seen live."""
+    def final_wall(self, end_ms: int, lateness_ms: int) -> float:
+        """Wall time (ms) at which the interval ending at ``end_ms`` became final; NaN when it
+        was not seen live."""
         i = bisect.bisect_left(self.adv_wm, end_ms)
         if i == len(self.adv_wm):
-            return None
+            return math.nan
         return min(float(end_ms + lateness_ms), self.adv_wall[i])
 
     def trim(self, keep_from: int, wm_floor: int) -> None:
-        drop = keep_from - self.base
-        if drop > 0:
-            del self.ts[:drop], self.close[:drop]
-            self.base = keep_from
+        """Drop bars older than ``keep_from`` (ms) and advances no unstepped interval needs."""
+        drop = int(np.searchsorted(self.ts, keep_from))
+        if drop:
+            self.ts, self.close = self.ts[drop:], self.close[drop:]
         cut = max(bisect.bisect_left(self.adv_wm, wm_floor), len(self.adv_wm) - ADVANCES_KEPT)
         if cut:
             del self.adv_wm[:cut], self.adv_wall[:cut]
 
 
-class _Pair:
-    """State of one pair: steppers, strategy, cursor into both legs, ring buffers."""
-
-    def __init__(self, name: str, params: PairParams, ols_params: PairParams | None, strategy):
-        self.name = name
-        self.y, self.x = parse_pair(name)
-        self.stepper = PairStepper(params)
-        self.ols = PairStepper(ols_params) if ols_params is not None else None
-        self.strategy = strategy
-        self.iy = 0  # absolute index of the next unstepped bar of each leg
-        self.ix = 0
-        self.last_y = math.nan
-        self.last_x = math.nan
-        self.last_ts: int | None = None
-        self.point = None
-        self.position = 0
-        self.ring = Ring()
+#: per-pair state arrays of a PairBook saved in a checkpoint (besides steppers and rings)
+_PAIR_ARRAYS = ("last_y", "last_x", "next_t", "last_ts", "beta", "z", "position")
 
 
 class PairBook:
-    """Many pairs stepped live on batches of closed bars and watermarks (no Ray, no I/O)."""
+    """Many pairs stepped live on batches of closed bars and watermarks (no Ray, no I/O).
+
+    Every pair's state is a row of stacked arrays: one ``PairBank`` step (and one strategy
+    ``step_many``) advances all the pairs that have a bar at a given time together. A pair
+    consumes the intervals [next_t, limit], limit = min(both legs' watermarks) - tf: bars
+    arriving later for an interval it has passed are never stepped (the interval was final).
+    """
 
     def __init__(self, config: object, pairs: list[str]):
         analytics = config.analytics
         self.tf = analytics.timeframe
         self.tf_ms = timeframe_ms(self.tf)
         self.lateness_ms = int(config.feed.lateness_ms)
+        if len(set(pairs)) != len(pairs):
+            twice = next(p for p in pairs if pairs.count(p) > 1)
+            raise ConfigError(f"pair {twice!r} listed twice")
+        legs = [parse_pair(name) for name in pairs]
+        self.names = list(pairs)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.symbols = sorted({s for leg in legs for s in leg})
+        sym_index = {s: k for k, s in enumerate(self.symbols)}
+        self.iy = np.array([sym_index[y] for y, _ in legs], dtype=np.intp)
+        self.ix = np.array([sym_index[x] for _, x in legs], dtype=np.intp)
+        self._sym_index = sym_index
+        self.legs = [_Leg() for _ in self.symbols]
+        self.wm = np.full(len(self.symbols), NO_WATERMARK, dtype=np.int64)
+        n = len(self.names)
         params = PairParams.from_config(analytics)
-        ols_params = None
+        self.bank = PairBank(params, n)
+        self.ols = None
         if params.hedge != "rolling_ols" or params.zscore != "rolling":
             ols_params = dataclasses.replace(params, hedge="rolling_ols", zscore="rolling")
-        self.pairs: dict[str, _Pair] = {}
-        self.legs: dict[str, _Leg] = {}
-        for name in pairs:
-            if name in self.pairs:
-                raise ConfigError(f"pair {name!r} listed twice")
-            p = _Pair(name, params, ols_params, make_strategy(config.strategy))
-            self.pairs[name] = p
-            self.legs.setdefault(p.y, _Leg())
-            self.legs.setdefault(p.x, _Leg())
+            self.ols = PairBank(ols_params, n)
+        self.strategy = make_strategy(config.strategy)
+        self.strategy_state = self.strategy.new_states(n)
+        self.last_y = np.full(n, np.nan)  # last close of each leg (carried forward)
+        self.last_x = np.full(n, np.nan)
+        self.next_t = np.full(n, NO_WATERMARK, dtype=np.int64)  # first interval not consumed
+        self.last_ts = np.full(n, NO_WATERMARK, dtype=np.int64)  # last step (NO_WATERMARK: none)
+        self.beta = np.full(n, np.nan)
+        self.z = np.full(n, np.nan)
+        self.position = np.zeros(n, dtype=np.int8)
+        self.ring = Ring(RING_STEPS, n)
         self.alerts = AlertBook()
+        self._ruled: tuple[object, np.ndarray] | None = None  # (rules seen, pairs with rules)
         self.latency = LatencyWindow()
 
     @property
-    def symbols(self) -> list[str]:
-        return sorted(self.legs)
+    def pairs(self) -> list[str]:
+        return self.names
 
-    def feed(self, entries: Iterable[dict], *, live: bool = True) -> tuple[list[dict], list[int]]:
+    def feed(self, entries: Iterable[dict], *, live: bool = True) -> tuple[list[dict], list[float]]:
         """Take one batch of bars and watermarks, step every pair that can step.
 
         Returns the alert events fired and the final times (wall ms) of the intervals stepped
         live, for the caller to turn into latency samples once the state is readable.
         """
         for e in entries:
-            leg = self.legs.get(e["symbol"])
-            if leg is None:
+            k = self._sym_index.get(e["symbol"])
+            if k is None:
                 continue
             bars = e["bars"]
             if bars.dtype != BAR_DTYPE:
                 raise ConfigError(f"bars of {e['symbol']}: expected BAR_DTYPE, got {bars.dtype}")
-            leg.add(bars, e["wm"])
+            leg = self.legs[k]
+            leg.add(bars)
+            self.wm[k] = max(self.wm[k], int(e["wm"]))
             if live:
                 for wm, wall in e["advances"]:
                     if not leg.adv_wm or wm > leg.adv_wm[-1]:
@@ -217,93 +239,212 @@ class PairBook:
                         leg.adv_wall.append(float(wall))
         events: list[dict] = []
         finals: list[float] = []
-        for p in self.pairs.values():
-            self._advance(p, events, finals if live else None)
-        self._trim()
+        wm = np.minimum(self.wm[self.iy], self.wm[self.ix])
+        limit = np.where(wm == NO_WATERMARK, NO_WATERMARK, wm - self.tf_ms)
+        can = (self.next_t <= limit) & (wm != NO_WATERMARK)
+        if can.any():
+            self._advance(self.next_t[can].min(), limit[can].max(), limit, events,
+                          finals if live else None)  # fmt: skip
+            self.next_t[can] = limit[can] + 1
+            self._trim()
         return events, finals
 
-    def _advance(self, p: _Pair, events: list[dict], finals: list[float] | None) -> None:
-        ly, lx = self.legs[p.y], self.legs[p.x]
-        limit = min(ly.wm, lx.wm) - self.tf_ms  # bars with ts <= limit are final for both
-        while True:
-            ty = ly.ts[p.iy - ly.base] if p.iy < ly.end else None
-            tx = lx.ts[p.ix - lx.base] if p.ix < lx.end else None
-            ty = ty if ty is not None and ty <= limit else None
-            tx = tx if tx is not None and tx <= limit else None
-            if ty is None and tx is None:
-                return
-            t = min(v for v in (ty, tx) if v is not None)
-            if ty == t:
-                p.last_y = ly.close[p.iy - ly.base]
-                p.iy += 1
-            if tx == t:
-                p.last_x = lx.close[p.ix - lx.base]
-                p.ix += 1
-            if math.isnan(p.last_y) or math.isnan(p.last_x):
-                continue
-            self._step(p, t, events)
-            if finals is not None:
-                end = t + self.tf_ms
-                fy = ly.final_wall(end, self.lateness_ms)
-                fx = lx.final_wall(end, self.lateness_ms)
-                if fy is not None and fx is not None:
-                    finals.append(max(fy, fx))
+    def _advance(
+        self, lo: int, hi: int, limit: np.ndarray, events: list[dict], finals: list[float] | None
+    ) -> None:
+        """Step every pair over the bar times in [lo, hi] within its [next_t, limit]."""
+        legs = [
+            (k, leg) for k, leg in enumerate(self.legs) if len(leg.ts) and leg.ts[-1] >= lo
+        ]
+        parts = [leg.ts[(leg.ts >= lo) & (leg.ts <= hi)] for _, leg in legs]
+        times = np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+        for c0 in range(0, len(times), TIMES_PER_CHUNK):
+            chunk = times[c0 : c0 + TIMES_PER_CHUNK]
+            closes = np.full((len(self.legs), len(chunk)), np.nan)
+            for k, leg in legs:
+                a, b = np.searchsorted(leg.ts, (chunk[0], chunk[-1] + 1))
+                closes[k, np.searchsorted(chunk, leg.ts[a:b])] = leg.close[a:b]
+            for j, t in enumerate(chunk.tolist()):
+                col = closes[:, j]
+                window = (self.next_t <= t) & (t <= limit)
+                cy, cx = col[self.iy], col[self.ix]
+                hy = window & ~np.isnan(cy)
+                hx = window & ~np.isnan(cx)
+                self.last_y[hy] = cy[hy]
+                self.last_x[hx] = cx[hx]
+                mask = (hy | hx) & ~np.isnan(self.last_y) & ~np.isnan(self.last_x)
+                if mask.any():
+                    self._step(t, mask, events, finals)
 
-    def _step(self, p: _Pair, t: int, events: list[dict]) -> None:
-        pt = p.stepper.step(p.last_y, p.last_x)
-        beta_ols = p.ols.step(p.last_y, p.last_x).beta if p.ols is not None else pt.beta
-        p.position = int(p.strategy.step(pt.z))
-        p.point = pt
-        p.last_ts = t
-        p.ring.append(
+    def _step(self, t: int, mask: np.ndarray, events: list[dict], finals: list[float] | None):
+        """One bar time for the pairs in ``mask``: steppers, strategy, rings, alerts."""
+        pt = self.bank.step_many(self.last_y, self.last_x, mask)
+        beta_ols = pt.beta if self.ols is None else self.ols.step_many(
+            self.last_y, self.last_x, mask).beta  # fmt: skip
+        pos = self.strategy.step_many(self.strategy_state, pt.z, pt.spread, mask)
+        rows = np.flatnonzero(mask)
+        self.position[rows] = pos[rows]
+        self.beta[rows] = pt.beta[rows]
+        self.z[rows] = pt.z[rows]
+        self.last_ts[rows] = t
+        self.ring.append(
+            rows,
             ts=t,
-            close_y=p.last_y,
-            close_x=p.last_x,
-            beta=pt.beta,
-            beta_ols=beta_ols,
-            spread=pt.spread,
-            z=pt.z,
-            position=p.position,
+            close_y=self.last_y[rows],
+            close_x=self.last_x[rows],
+            beta=pt.beta[rows],
+            beta_ols=beta_ols[rows],
+            spread=pt.spread[rows],
+            z=pt.z[rows],
+            position=pos[rows],
         )
-        events.extend(ev.to_dict() for ev in self.alerts.check(p.name, t, pt.z))
+        for i in np.flatnonzero(mask & self._with_rules()).tolist():
+            events.extend(ev.to_dict() for ev in self.alerts.check(self.names[i], t, pt.z[i]))
+        if finals is not None:
+            end = t + self.tf_ms
+            syms = np.union1d(self.iy[rows], self.ix[rows])
+            fw = np.full(len(self.legs), np.nan)
+            for k in syms.tolist():
+                fw[k] = self.legs[k].final_wall(end, self.lateness_ms)
+            # NaN (not seen live) on either leg gives no sample
+            lat = np.maximum(fw[self.iy[rows]], fw[self.ix[rows]])
+            finals.extend(lat[~np.isnan(lat)].tolist())
+
+    def _with_rules(self) -> np.ndarray:
+        """Boolean mask of the pairs some alert rule watches (recomputed when rules change)."""
+        if self._ruled is None or self._ruled[0] is not self.alerts.rules:
+            watched = {r.pair for r in self.alerts.rules.values()}
+            mask = np.array([name in watched for name in self.names], dtype=bool)
+            self._ruled = (self.alerts.rules, mask)
+        return self._ruled[1]
 
     def _trim(self) -> None:
-        keep: dict[str, int] = {}
-        floor: dict[str, int] = {}
-        for p in self.pairs.values():
-            done = p.last_ts + self.tf_ms if p.last_ts is not None else -1
-            for sym, i in ((p.y, p.iy), (p.x, p.ix)):
-                keep[sym] = min(keep.get(sym, i), i)
-                floor[sym] = min(floor.get(sym, done), done)
-        for sym, leg in self.legs.items():
-            # unstepped intervals end after ``floor``: older watermark advances are not needed
-            leg.trim(keep[sym], floor[sym])
+        if all(len(leg.ts) < TRIM_AT and len(leg.adv_wm) < TRIM_AT for leg in self.legs):
+            return
+        n_sym = len(self.legs)
+        keep = np.full(n_sym, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(keep, self.iy, self.next_t)
+        np.minimum.at(keep, self.ix, self.next_t)
+        for k, leg in enumerate(self.legs):
+            # unstepped intervals start at or after ``keep``: older advances are not needed
+            leg.trim(int(keep[k]), int(keep[k]) + self.tf_ms if keep[k] > NO_WATERMARK else 0)
 
     def snapshot(self, pair: str) -> dict[str, np.ndarray]:
-        if pair not in self.pairs:
-            raise KeyError(f"unknown pair {pair!r}: this actor hosts {sorted(self.pairs)}")
-        return self.pairs[pair].ring.arrays()
+        if pair not in self.index:
+            raise KeyError(f"unknown pair {pair!r}: this actor hosts {sorted(self.names)}")
+        return self.ring.arrays(self.index[pair])
 
     def rows(self) -> list[dict]:
         """Per pair: ``pair``, ``last_bar`` (ms or None), ``beta``, ``z``, ``position``."""
         return [
             {
-                "pair": p.name,
-                "last_bar": p.last_ts,
-                "beta": p.point.beta if p.point is not None else math.nan,
-                "z": p.point.z if p.point is not None else math.nan,
-                "position": p.position,
+                "pair": name,
+                "last_bar": None if self.last_ts[i] == NO_WATERMARK else int(self.last_ts[i]),
+                "beta": float(self.beta[i]),
+                "z": float(self.z[i]),
+                "position": int(self.position[i]),
             }
-            for p in self.pairs.values()
+            for i, name in enumerate(self.names)
         ]
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        """A copy of every pair's state (plain NumPy arrays and builtins) for ``restore``."""
+        return {
+            "names": list(self.names),
+            "bank": [a.copy() for a in self.bank.state],
+            "ols": None if self.ols is None else [a.copy() for a in self.ols.state],
+            "strategy": self.strategy_state.copy(),
+            "pairs": {k: getattr(self, k).copy() for k in _PAIR_ARRAYS},
+            "ring": {k: v.copy() for k, v in self.ring.cols.items()},
+            "ring_count": self.ring.count.copy(),
+            "armed": dict(self.alerts.armed),
+        }
+
+    def restore(self, state: dict) -> None:
+        """Take a ``checkpoint`` of a book with the same pairs and config: every pair's state is
+        as it was; the legs start empty, so bars from ``resume_from`` on must be fed again."""
+        if state["names"] != self.names:
+            raise ConfigError("checkpoint of other pairs: cannot restore it here")
+        stacks = [(self.bank.state, state["bank"])]
+        if self.ols is not None:
+            stacks.append((self.ols.state, state["ols"]))
+        for mine, saved in stacks:
+            for a, b in zip(mine, saved, strict=True):
+                a[...] = b
+        self.strategy_state[...] = state["strategy"]
+        for k in _PAIR_ARRAYS:
+            getattr(self, k)[...] = state["pairs"][k]
+        for k, col in self.ring.cols.items():
+            col[...] = state["ring"][k]
+        self.ring.count[...] = state["ring_count"]
+        self.alerts.armed = {k: state["armed"].get(k, True) for k in self.alerts.rules}
+
+    def resume_from(self) -> dict[str, int]:
+        """Per symbol, the open time (ms) of the oldest interval some pair has not consumed
+        (NO_WATERMARK: from the start)."""
+        keep = np.full(len(self.legs), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(keep, self.iy, self.next_t)
+        np.minimum.at(keep, self.ix, self.next_t)
+        return dict(zip(self.symbols, keep.tolist(), strict=True))
+
+
+def config_fingerprint(config: object, pairs: list[str]) -> str:
+    """What a checkpoint's state depends on: analytics, strategy, the pairs (JSON text)."""
+    import msgspec
+
+    return msgspec.json.encode(
+        {"analytics": config.analytics, "strategy": config.strategy, "pairs": list(pairs)}
+    ).decode()
+
+
+def checkpoint_path(store_path: str, name: str) -> Path:
+    """``<store>/state/pairs/<name>.pkl``: where the PairActor ``name`` keeps its checkpoint."""
+    return Path(store_path) / "state" / "pairs" / f"{name}.pkl"
+
+
+def write_checkpoint(path: Path, fingerprint: str, state: dict) -> None:
+    """Atomic write (temporary file, fsync, rename) of a book's checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump({"version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "state": state},
+                    f, protocol=pickle.HIGHEST_PROTOCOL)  # fmt: skip
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: Path, fingerprint: str) -> dict | None:
+    """The state saved at ``path`` if it was taken under the same config, else None (logged)."""
+    try:
+        with open(path, "rb") as f:
+            saved = pickle.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError) as exc:
+        log.warning("checkpoint %s unreadable (%s): full replay", path, exc)
+        return None
+    if not isinstance(saved, dict) or saved.get("version") != CHECKPOINT_VERSION:
+        log.warning("checkpoint %s has another format: full replay", path)
+        return None
+    if saved.get("fingerprint") != fingerprint:
+        log.info("checkpoint %s was taken under another config: full replay", path)
+        return None
+    return saved["state"]
 
 
 class PairActor:
     """Ray actor body: a PairBook warmed up from the store, alerts sent to the Hub.
 
-    ``feed_names``/``hub_name`` are named actors in ``namespace``, looked up (when Ray runs)
-    at (re)start: the warm-up reads stored bars, then each feed's recent in-memory bars so a
-    restarted actor misses nothing the store had not flushed yet.
+    ``config`` may be the Config or its ``to_dict()`` (what the engine passes, so a restart
+    never depends on objects of the driver). ``feed_names``/``hub_name`` are named actors in
+    ``namespace``, looked up (when Ray runs) at (re)start: the warm-up restores the checkpoint
+    ``<store>/state/pairs/<name>.pkl`` when there is one taken under the same analytics,
+    strategy and pairs, replays the stored bars after it (all of them without one), then each
+    feed's recent in-memory bars so a restarted actor misses nothing the store had not flushed
+    yet. With a ``name``, a checkpoint is taken every ``checkpoint_s`` seconds (written by a
+    background thread) and on ``stop``.
     """
 
     def __init__(
@@ -311,48 +452,89 @@ class PairActor:
         config: object,
         pairs: list[str],
         *,
+        name: str | None = None,
         feed_names: Iterable[str] = (),
         hub_name: str | None = None,
         namespace: str | None = None,
+        checkpoint_s: float = CHECKPOINT_S,
     ):
+        if isinstance(config, dict):
+            from engine.config import parse_config
+
+            config = parse_config(config)
         self.book = PairBook(config, pairs)
         self._hub = None
+        self._fingerprint = config_fingerprint(config, pairs)
+        self._ckpt = checkpoint_path(config.store.path, name) if name else None
+        self._ckpt_every_s = float(checkpoint_s)
+        self._ckpt_thread: threading.Thread | None = None
+        self.restored = False
         self._warm_up(config, list(feed_names), hub_name, namespace)
+        self._ckpt_at = time.monotonic()
 
     def _warm_up(
         self, config: object, feed_names: list[str], hub_name: str | None, ns: str | None
     ) -> None:
         from engine.store import Store
 
-        store = Store(config.store.path)
-        entries = []
-        for sym in self.book.symbols:
-            bars = table_to_bars(store.read_bars(self.book.tf, sym))
-            wm = int(bars["ts"][-1]) + self.book.tf_ms if len(bars) else NO_WATERMARK
-            entries.append({"symbol": sym, "wm": wm, "bars": bars, "advances": []})
         rules: list[AlertRule] = []
+        hub = None
+        feeds = []
         if feed_names or hub_name:
             import ray
 
             if ray.is_initialized():
-                refs = []
-                for name in feed_names:
-                    handle = _lookup(ray, name, ns)
-                    if handle is not None:
-                        refs.append(handle.recent_for.remote(self.book.symbols, self.book.tf))
-                for chunk in ray.get(refs):
-                    entries.extend(chunk)
-                self._hub = _lookup(ray, hub_name, ns) if hub_name else None
-                if self._hub is not None:
-                    rules = ray.get(self._hub.rules.remote())
+                feeds = [h for h in (_lookup(ray, n, ns) for n in feed_names) if h is not None]
+                hub = _lookup(ray, hub_name, ns) if hub_name else None
+                if hub is not None:
+                    rules = ray.get(hub.rules.remote())
         # replay with the rules in force, so their armed state is what it would have been;
         # recent events go to the Hub again (it keeps each (rule, ts) once): one fired just
         # before a crash may not have reached it
         self.book.alerts.set_rules(rules)
+        state = read_checkpoint(self._ckpt, self._fingerprint) if self._ckpt else None
+        if state is not None:
+            self.book.restore(state)
+            self.restored = True
+        store = Store(config.store.path)
+        entries = []
+        for sym, start in self.book.resume_from().items():
+            bars = table_to_bars(
+                store.read_bars(self.book.tf, sym, start=None if start == NO_WATERMARK else start)
+            )
+            wm = int(bars["ts"][-1]) + self.book.tf_ms if len(bars) else NO_WATERMARK
+            entries.append({"symbol": sym, "wm": wm, "bars": bars, "advances": []})
+        if feeds:
+            import ray
+
+            refs = [f.recent_for.remote(self.book.symbols, self.book.tf) for f in feeds]
+            for chunk in ray.get(refs):
+                entries.extend(chunk)
+        self._hub = hub
         events, _ = self.book.feed(entries, live=False)
         now = time.time() * 1000.0
         self._send_alerts([e for e in events if e["ts"] >= now - ALERT_RESEND_MS], now)
-        log.info("pair actor warmed up: %d pairs", len(self.book.pairs))
+        log.info(
+            "pair actor warmed up: %d pairs (%s)",
+            len(self.book.names),
+            "from a checkpoint" if self.restored else "full replay",
+        )
+
+    def checkpoint(self, wait: bool = True) -> bool:
+        """Save every pair's state now (copied here, written by a background thread; with
+        ``wait``, return once it is on disk). False when this actor has no name or a previous
+        write is still running."""
+        if self._ckpt is None or (self._ckpt_thread is not None and self._ckpt_thread.is_alive()):
+            return False
+        state = self.book.checkpoint()
+        self._ckpt_at = time.monotonic()
+        self._ckpt_thread = threading.Thread(
+            target=write_checkpoint, args=(self._ckpt, self._fingerprint, state), daemon=True
+        )
+        self._ckpt_thread.start()
+        if wait:
+            self._ckpt_thread.join()
+        return True
 
     def on_bars(self, entries: list[dict]) -> None:
         """One batch from a FeedActor (see the module docstring)."""
@@ -360,6 +542,8 @@ class PairActor:
         now = time.time() * 1000.0
         self.book.latency.add(now, (now - f for f in finals))
         self._send_alerts(events, now)
+        if self._ckpt is not None and time.monotonic() - self._ckpt_at >= self._ckpt_every_s:
+            self.checkpoint(wait=False)
 
     def _send_alerts(self, events: list[dict], now: float) -> None:
         if events and self._hub is not None:

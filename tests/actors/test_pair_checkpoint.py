@@ -1,0 +1,158 @@
+"""PairActor checkpoints: a restart from a checkpoint plus the bars after it equals a full
+replay exactly; a checkpoint of another config (or an unreadable one) is ignored."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from actors.pair import PairActor, PairBook, checkpoint_path, parse_pair
+from engine.config import parse_config
+from engine.errors import ConfigError
+from engine.store import Store
+from tests.actors.test_pair_book import PAIRS, SYMS, batch_oracle, deliver, legs
+
+LAG = {"ETHUSDT": 0, "BTCUSDT": 900, "SOLUSDT": 2500}
+
+
+def config(store, hedge="kalman", zscore="rolling", zscore_window=15, strategy="zscore"):
+    extra = {"max_hold_half_lives": 2.0} if strategy == "zscore_timestop" else {}
+    return parse_config(
+        {
+            "feed": {"source": "simulator", "lateness_ms": 250},
+            "symbols": SYMS,
+            "pairs": [{"y": p.split("/")[0], "x": p.split("/")[1]} for p in PAIRS],
+            "analytics": {"hedge": hedge, "zscore": zscore, "ols_window": 20,
+                          "zscore_window": zscore_window},
+            "strategy": {"name": strategy, "entry": 1.0, "exit": 0.0, "stop": 3.0, **extra},
+            "alerts": [{"pair": PAIRS[0], "abs_above": 1.0}],
+            "store": {"path": str(store)},
+        }
+    )  # fmt: skip
+
+
+def assert_same(a: PairBook, b: PairBook):
+    for pair in PAIRS:
+        sa, sb = a.snapshot(pair), b.snapshot(pair)
+        for key in sa:
+            np.testing.assert_array_equal(sa[key], sb[key], err_msg=f"{pair} {key}")
+    np.testing.assert_equal(a.rows(), b.rows())  # NaN z/beta compare equal here
+    assert a.alerts.armed == b.alerts.armed
+
+
+@pytest.mark.parametrize(
+    ("hedge", "zscore", "strategy"),
+    [
+        ("kalman", "rolling", "zscore"),
+        ("kalman", "innovation", "zscore_timestop"),
+        ("rolling_ols", "rolling", "zscore"),
+        ("static_ols", "rolling", "zscore_timestop"),
+    ],
+)
+@pytest.mark.parametrize("cut", [0.1, 0.55, 0.9])
+def test_book_restored_from_a_checkpoint_equals_one_fed_everything(tmp_path, hedge, zscore,
+                                                                   strategy, cut):  # fmt: skip
+    cfg = config(tmp_path, hedge, zscore, strategy=strategy)
+    bars = legs(7)
+    t0 = min(int(b["ts"][0]) for b in bars.values())
+    t1 = max(int(b["ts"][-1]) for b in bars.values()) + 4000
+    cuts = np.arange(t0, t1, 430)
+    k = int(len(cuts) * cut)
+    whole, first = PairBook(cfg, PAIRS), PairBook(cfg, PAIRS)
+    for book in (whole, first):
+        book.alerts.set_rules(whole.alerts.rules.values() if book is first else [])
+    deliver(whole, bars, cuts, LAG)
+    deliver(first, bars, cuts[:k], LAG)
+    state = pickle.loads(pickle.dumps(first.checkpoint()))
+    again = PairBook(cfg, PAIRS)
+    again.restore(state)
+    # a restarted book gets every bar again (the feeds repeat); consumed ones are skipped
+    deliver(again, bars, cuts[k:], LAG)
+    assert_same(whole, again)
+    for pair in PAIRS:
+        y, x = parse_pair(pair)
+        al, series, _, pos = batch_oracle(cfg, bars[y], bars[x])
+        snap = again.snapshot(pair)
+        np.testing.assert_array_equal(snap["ts"], al.ts)
+        np.testing.assert_allclose(snap["z"], series.z, rtol=1e-12, equal_nan=True)
+        np.testing.assert_array_equal(snap["position"], pos)
+
+
+def store_bars(store_path, bars, upto=None):
+    store = Store(store_path)
+    for sym, b in bars.items():
+        store.write_bars("1s", sym, b if upto is None else b[b["ts"] < upto])
+    store.flush()
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.8])
+def test_actor_restart_from_checkpoint_equals_full_replay(tmp_path, cut):
+    cfg = config(tmp_path)
+    bars = legs(3)
+    ts = np.sort(np.concatenate([b["ts"] for b in bars.values()]))
+    split = int(ts[int(len(ts) * cut)])
+    store_bars(tmp_path, bars, upto=split)
+    first = PairActor(cfg.to_dict(), PAIRS, name="pairs-0")
+    assert not first.restored
+    assert first.checkpoint()
+    assert checkpoint_path(str(tmp_path), "pairs-0").exists()
+    store_bars(tmp_path, {s: b[b["ts"] >= split] for s, b in bars.items()})
+    restarted = PairActor(cfg.to_dict(), PAIRS, name="pairs-0")
+    assert restarted.restored
+    # only the bars after the checkpoint were replayed
+    assert min(restarted.book.resume_from().values()) > int(ts[0])
+    full = PairActor(cfg, PAIRS)
+    assert not full.restored
+    assert_same(full.book, restarted.book)
+    for pair in PAIRS:
+        y, x = parse_pair(pair)
+        al, series, _, pos = batch_oracle(cfg, bars[y], bars[x])
+        snap = restarted.snapshot(pair)
+        # stored bars are final up to each leg's last one
+        n = int(np.sum(al.ts <= min(bars[y]["ts"][-1], bars[x]["ts"][-1])))
+        np.testing.assert_array_equal(snap["ts"], al.ts[:n])
+        np.testing.assert_allclose(snap["z"], series.z[:n], rtol=1e-12, equal_nan=True)
+        np.testing.assert_array_equal(snap["position"], pos[:n])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"zscore_window": 9},
+        {"hedge": "rolling_ols"},
+        {"strategy": "zscore_timestop"},
+    ],
+)
+def test_checkpoint_of_another_config_is_ignored(tmp_path, change):
+    bars = legs(4)
+    store_bars(tmp_path, bars)
+    assert PairActor(config(tmp_path), PAIRS, name="p").checkpoint()
+    other = config(tmp_path, **change)
+    actor = PairActor(other, PAIRS, name="p")
+    assert not actor.restored
+    full = PairActor(other, PAIRS)
+    assert_same(full.book, actor.book)
+
+
+def test_checkpoint_of_other_pairs_or_unreadable_is_ignored(tmp_path):
+    bars = legs(5)
+    store_bars(tmp_path, bars)
+    cfg = config(tmp_path)
+    assert PairActor(cfg, PAIRS[:1], name="p").checkpoint()
+    assert not PairActor(cfg, PAIRS, name="p").restored
+    path = checkpoint_path(str(tmp_path), "p")
+    path.write_bytes(b"not a pickle")
+    assert not PairActor(cfg, PAIRS, name="p").restored
+    path.write_bytes(pickle.dumps({"version": -1}))
+    assert not PairActor(cfg, PAIRS, name="p").restored
+    # an actor without a name keeps no checkpoint
+    assert PairActor(cfg, PAIRS).checkpoint() is False
+
+
+def test_restore_refuses_a_checkpoint_of_other_pairs(tmp_path):
+    cfg = config(tmp_path)
+    state = PairBook(cfg, PAIRS[:1]).checkpoint()
+    with pytest.raises(ConfigError, match="other pairs"):
+        PairBook(cfg, PAIRS).restore(state)
