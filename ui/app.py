@@ -91,6 +91,7 @@ class App:
         self.kpis = pn.pane.HTML("", css_classes=["ps-kpis"], sizing_mode="stretch_width")
         self.info = pn.pane.HTML("", css_classes=["ps-chart-info"], sizing_mode="stretch_width")
         self.tools = Tools(self)
+        self.tabs: pn.Tabs | None = None
         self.pair_select.param.watch(lambda e: self._set(pair=e.new), "value")
         self.timeframe.param.watch(lambda e: self._set(timeframe=e.new), "value")
         self.hedge.param.watch(lambda e: self._set(hedge=e.new), "value")
@@ -111,6 +112,8 @@ class App:
         self.settings.source = "live"
         self.pair_select.value = pair
         self._set(pair=pair, source="live")
+        if self.tabs is not None:
+            self.tabs.active = 0  # the Live tab
 
     def show_upload(self, bars: dict[str, np.ndarray], pair: str) -> None:
         self.upload_bars = bars
@@ -247,7 +250,7 @@ class App:
             sizing_mode="stretch_width",
         )
         live = pn.Column(self.kpis, self.info, self.charts, sizing_mode="stretch_width")
-        tabs = pn.Tabs(
+        self.tabs = tabs = pn.Tabs(
             ("Live", live),
             *self.tools.tabs(),
             css_classes=["ps-tabs"],

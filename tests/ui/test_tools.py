@@ -95,9 +95,10 @@ def test_screen_heatmap_and_open_pair(page):
     cell = first.locator(".tabulator-cell[tabulator-field='pair']")
     pair = cell.inner_text()
     cell.click()
+    screenshot(page, "screen")
     page.locator(".ps-open-pair button").click()
     expect(page.locator(".ps-chart-info .ps-info")).to_contain_text(pair)
-    screenshot(page, "screen")
+    expect(page.locator(".ps-chart-z")).to_be_visible()  # back on the Live tab
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -194,6 +195,13 @@ def test_alert_rule_fires_toast_and_history(page):
     expect(toast.first).to_be_visible()
     expect(page.locator(".ps-alert-history")).to_contain_text("SOLUSDT/ETHUSDT abs_above 0.05")
     screenshot(page, "alerts")
+    # remove the rule again: gone from the rules, still in the history
+    page.locator(".ps-alert-rules .tabulator-cell", has_text="SOLUSDT/ETHUSDT abs_above").click()
+    page.locator(".ps-alert-remove button").click()
+    expect(page.locator(".ps-alert-message")).to_contain_text("Rule removed")
+    expect(page.locator(".ps-alert-rules")).not_to_contain_text("SOLUSDT/ETHUSDT abs_above")
+    expect(page.locator(".ps-alert-rules")).to_contain_text("ETHUSDT/BTCUSDT abs_above 2.5")
+    expect(page.locator(".ps-alert-history")).to_contain_text("SOLUSDT/ETHUSDT abs_above 0.05")
 
 
 def test_liquidity_filter_hides_thin_pairs(page):

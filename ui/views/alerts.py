@@ -71,7 +71,11 @@ class AlertsView(Viewer):
         )
         self._seen = None  # alerts already toasted (count in the cache), set on first cache
         self._rules_shown: tuple = ()
+        self.remove = pn.widgets.Button(
+            name="Remove selected rule", css_classes=["ps-alert-remove"], width=200
+        )
         self.add.on_click(lambda _: self.add_rule())
+        self.remove.on_click(lambda _: self.remove_rule())
 
     def add_rule(self) -> None:
         try:
@@ -81,6 +85,16 @@ class AlertsView(Viewer):
             return
         self.app.state.bridge.add_rule(rule.to_dict())
         self.message.object = f"<p class='ps-ok'>Rule added: {html.escape(rule.key)}</p>"
+
+    def remove_rule(self) -> None:
+        sel = self.rules.selection
+        if not sel:
+            self.message.object = "<p class='ps-error'>Select a rule in the table first.</p>"
+            return
+        key = str(self.rules.value.iloc[sel[0]]["rule"])
+        self.app.state.bridge.remove_rule(key)
+        self.rules.selection = []
+        self.message.object = f"<p class='ps-ok'>Rule removed: {html.escape(key)}</p>"
 
     def on_cache(self, cache) -> None:
         alerts = cache.alerts
@@ -113,6 +127,7 @@ class AlertsView(Viewer):
             self.message,
             pn.pane.Markdown("**Rules** (from the YAML config and added here; persisted)"),
             self.rules,
+            self.remove,
             pn.pane.Markdown("**History**"),
             self.history,
             sizing_mode="stretch_width",
