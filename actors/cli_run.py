@@ -54,7 +54,8 @@ def main(args: argparse.Namespace) -> int:
 
     import ray
 
-    from actors.engine import start_engine
+    from actors.engine import clear_engine_record, record_engine, start_engine
+    from actors.hub import HUB_NAME, NAMESPACE
 
     stop = threading.Event()
 
@@ -64,7 +65,13 @@ def main(args: argparse.Namespace) -> int:
 
     handle = start_engine(config)
     address = ray.get_runtime_context().gcs_address
-    log.info("engine running on Ray at %s (pairstack status --address %s)", address, address)
+    record_engine(config.store.path, address, HUB_NAME, NAMESPACE)
+    log.info(
+        "engine running on Ray at %s (pairstack status --config %s, or --address %s)",
+        address,
+        args.config,
+        address,
+    )
     # after Ray started: its driver installs handlers of its own, ours must win
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -83,6 +90,7 @@ def main(args: argparse.Namespace) -> int:
                 log.warning("status unavailable: %s", exc)
     finally:
         handle.stop()
+        clear_engine_record(config.store.path)
         for s, h in previous.items():
             signal.signal(s, h)
     log.info("stopped cleanly; store flushed at %s", config.store.path)

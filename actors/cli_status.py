@@ -15,7 +15,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--address",
         default=None,
-        help="Ray cluster address (default: RAY_ADDRESS, else auto: the cluster on this machine)",
+        help="Ray cluster address (default: the one `pairstack run --config FILE` recorded for"
+        " --config, else RAY_ADDRESS, else the last engine started on this machine, else auto)",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="the engine's YAML config: its store holds the address `pairstack run` recorded",
     )
     parser.add_argument("--namespace", default=None, help="Ray namespace (default: pairstack)")
     parser.add_argument("--hub", default=None, help="Hub actor name (default: pairstack-hub)")
@@ -49,13 +56,39 @@ def format_status(status: dict) -> str:
     return "\n".join(lines)
 
 
+def _record(args: argparse.Namespace) -> dict:
+    """Where to look (address, hub, namespace) unless --address says: the record in the store
+    of --config (required to exist), else RAY_ADDRESS, else the user's last recorded engine."""
+    from actors.engine import read_engine_record, record_paths
+
+    if args.address:
+        return {}
+    if args.config:
+        from engine.config import load_config
+
+        store = load_config(args.config).store.path
+        path = record_paths(store)[0]
+        record = read_engine_record(path)
+        if record is None:
+            raise PairstackError(
+                f"no running engine recorded in {path} (start one with"
+                f" `pairstack run --config {args.config}`)"
+            )
+        return record
+    if os.environ.get("RAY_ADDRESS"):
+        return {"address": os.environ["RAY_ADDRESS"]}
+    return read_engine_record(record_paths(".")[1]) or {}
+
+
 def main(args: argparse.Namespace) -> int:
     import ray
 
     from actors.hub import HUB_NAME, NAMESPACE
 
-    namespace, hub_name = args.namespace or NAMESPACE, args.hub or HUB_NAME
-    address = args.address or os.environ.get("RAY_ADDRESS") or "auto"
+    record = _record(args)
+    namespace = args.namespace or record.get("namespace") or NAMESPACE
+    hub_name = args.hub or record.get("hub") or HUB_NAME
+    address = args.address or record.get("address") or "auto"
     try:
         ray.init(
             address=address,

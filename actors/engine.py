@@ -11,9 +11,12 @@ published, stores flushed), then ends every actor it started.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +29,55 @@ log = logging.getLogger(__name__)
 
 #: seconds to wait for actors to start or stop
 START_TIMEOUT_S = 120.0
+
+
+#: file name of the record a running engine leaves (in its store and in the user cache dir)
+ENGINE_RECORD = "engine.json"
+
+
+def record_paths(store_path: str) -> list[Path]:
+    """``<store>/engine.json`` and ``$XDG_CACHE_HOME/pairstack/engine.json`` (default
+    ``~/.cache``): where ``pairstack run`` records the Ray address of its engine."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return [Path(store_path) / ENGINE_RECORD, cache / "pairstack" / ENGINE_RECORD]
+
+
+def record_engine(store_path: str, address: str, hub_name: str, namespace: str) -> dict:
+    """Write the engine record (atomically) where ``record_paths`` say; returns it."""
+    record = {
+        "address": address,
+        "hub": hub_name,
+        "namespace": namespace,
+        "pid": os.getpid(),
+        "started_ms": int(time.time() * 1000),
+        "store": str(store_path),
+    }
+    for path in record_paths(store_path):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, path)
+        except OSError as exc:  # the cache dir may be read-only; the store copy is what counts
+            log.warning("cannot record the engine address in %s: %s", path, exc)
+    return record
+
+
+def read_engine_record(path: Path) -> dict | None:
+    """A record written by ``record_engine``, None when missing or unreadable."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "address" in record else None
+
+
+def clear_engine_record(store_path: str) -> None:
+    """Remove the records this process wrote (a stopped engine has no address)."""
+    for path in record_paths(store_path):
+        record = read_engine_record(path)
+        if record is not None and record.get("pid") == os.getpid():
+            path.unlink(missing_ok=True)
 
 
 class SimulatorActor:
@@ -82,7 +134,10 @@ class EngineHandle:
         self.stopped = True
         try:
             ray.get([f.stop.remote() for f in self.feeds.values()], timeout=START_TIMEOUT_S)
-            ray.get([p.ping.remote() for p in self.pair_actors.values()], timeout=START_TIMEOUT_S)
+            # a checkpoint of every pair, so the next start replays only what comes after it
+            ray.get(
+                [p.checkpoint.remote() for p in self.pair_actors.values()], timeout=START_TIMEOUT_S
+            )
         finally:
             others = [self.hub, *([self.simulator] if self.simulator is not None else [])]
             for handle in [*self.feeds.values(), *self.pair_actors.values(), *others]:
@@ -145,25 +200,38 @@ def start_engine(
     feed_shards = shard(list(config.symbols), config.feed.symbols_per_connection)
     feed_names = [f"{hub_name}.feed-{i}" for i in range(len(feed_shards))]
     pair_shards = shard(list(config.pair_names), config.ray.pairs_per_actor)
+    plain = config.to_dict()  # restartable actors get plain data and names, never handles
     pair_actors, pair_symbols = {}, {}
     for j, pairs in enumerate(pair_shards):
         name = f"{hub_name}.pairs-{j}"
         pair_actors[name] = (
             ray.remote(PairActor)
             .options(name=name, **restartable)
-            .remote(config, pairs, feed_names=feed_names, hub_name=hub_name, namespace=namespace)
+            .remote(
+                plain,
+                pairs,
+                name=name,
+                feed_names=feed_names,
+                hub_name=hub_name,
+                namespace=namespace,
+            )
         )
         pair_symbols[name] = sorted({s for p in pairs for s in parse_pair(p)})
     ray.get([p.ping.remote() for p in pair_actors.values()], timeout=START_TIMEOUT_S)
     feeds = {}
     for name, symbols in zip(feed_names, feed_shards, strict=True):
-        targets = [
-            (pair_actors[n], syms) for n, syms in pair_symbols.items() if set(syms) & set(symbols)
-        ]
+        targets = [(n, syms) for n, syms in pair_symbols.items() if set(syms) & set(symbols)]
         feeds[name] = (
             ray.remote(FeedActor)
             .options(name=name, **restartable)
-            .remote(config, symbols, ws_url=ws_url, rest_url=rest_url, targets=targets)
+            .remote(
+                plain,
+                symbols,
+                ws_url=ws_url,
+                rest_url=rest_url,
+                targets=targets,
+                namespace=namespace,
+            )
         )
     ray.get([f.ping.remote() for f in feeds.values()], timeout=START_TIMEOUT_S)
     registered = [

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from actors.args import as_config, lookup_actor
 from engine.bars import NO_WATERMARK, BarBuilder, BarUpdate
 from engine.feed import FeedClient
 from engine.schemas import BAR_DTYPE, table_to_bars, table_to_ticks, timeframe_ms
@@ -210,9 +211,12 @@ class FeedCore:
 class FeedActor:
     """Ray actor body: one connection's FeedClient, its FeedCore, publishing to PairActors.
 
-    ``targets`` lists ``(pair actor handle, symbols it needs)``. Everything runs in two threads
-    of the actor: the client's event loop, and a worker that takes the client's batches as they
-    are cut, advances the clock, publishes and flushes; actor methods only read (under a lock).
+    ``config`` may be the Config or its ``to_dict()``. ``targets`` lists ``(pair actor, symbols
+    it needs)``, the actor as a handle or as its name in ``namespace`` (looked up at the first
+    publish, so a restart does not depend on handles passed by the driver). Everything runs in
+    threads of the actor: the client's event loop, a worker that takes the client's batches as
+    they are cut, advances the clock and publishes, and the store writer; actor methods only
+    read (under a lock).
     """
 
     def __init__(
@@ -223,9 +227,12 @@ class FeedActor:
         ws_url: str,
         rest_url: str,
         targets: list[tuple[object, list[str]]] = (),
+        namespace: str | None = None,
         flush_interval_ms: int = 1000,
     ):
+        config = as_config(config)
         self.symbols = list(symbols)
+        self._namespace = namespace
         self._lock = threading.Lock()
         self.core = FeedCore(config, self.symbols, Store(config.store.path))
         resume = {s: i for s, i in self.core.last_ids.items() if i is not None}
@@ -316,10 +323,17 @@ class FeedActor:
     def _publish(self, entries: list[dict]) -> None:
         import ray
 
-        for k, (handle, syms) in enumerate(self._targets):
+        for k, (target, syms) in enumerate(self._targets):
             mine = [e for e in entries if e["symbol"] in syms]
             if not mine:
                 continue
+            handle = target
+            if isinstance(target, str):
+                handle = lookup_actor(target, self._namespace)
+                if handle is None:
+                    log.warning("pair actor %r not found: its bars are not published", target)
+                    continue
+                self._targets[k] = (handle, syms)
             pending = self._in_flight[k]
             pending.append(handle.on_bars.remote(mine))
             if len(pending) > MAX_IN_FLIGHT:

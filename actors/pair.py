@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from actors.alerts import AlertBook, AlertRule
+from actors.args import as_config, lookup_actor
 from engine.bars import NO_WATERMARK
 from engine.errors import ConfigError
 from engine.pairstep import PairBank, PairParams
@@ -458,10 +459,7 @@ class PairActor:
         namespace: str | None = None,
         checkpoint_s: float = CHECKPOINT_S,
     ):
-        if isinstance(config, dict):
-            from engine.config import parse_config
-
-            config = parse_config(config)
+        config = as_config(config)
         self.book = PairBook(config, pairs)
         self._hub = None
         self._fingerprint = config_fingerprint(config, pairs)
@@ -484,8 +482,8 @@ class PairActor:
             import ray
 
             if ray.is_initialized():
-                feeds = [h for h in (_lookup(ray, n, ns) for n in feed_names) if h is not None]
-                hub = _lookup(ray, hub_name, ns) if hub_name else None
+                feeds = [h for h in (lookup_actor(n, ns) for n in feed_names) if h is not None]
+                hub = lookup_actor(hub_name, ns) if hub_name else None
                 if hub is not None:
                     rules = ray.get(hub.rules.remote())
         # replay with the rules in force, so their armed state is what it would have been;
@@ -568,10 +566,3 @@ class PairActor:
 
     def ping(self) -> bool:
         return True
-
-
-def _lookup(ray: object, name: str, namespace: str | None) -> object | None:
-    try:
-        return ray.get_actor(name, namespace=namespace)
-    except ValueError:
-        return None

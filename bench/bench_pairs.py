@@ -4,11 +4,12 @@ Cases: 10/100/1,000 pairs over 10/30/100 symbols (quick: 10 pairs over 10 symbol
 Each case starts the engine on the in-cluster simulator (5 trades/s per symbol), lets it run,
 reads the Hub's status, stops it, then replays the stored bars to count missed steps.
 
-Figures (no peer: nothing else does this job on this machine): latency p50/p99/max (ms, the
-DESIGN.md definition, samples of the measured window after warm-up), pair steps per second,
-CPU of the engine's actor processes (% of one core, from /proc), their resident memory (MB),
-late ticks, and missed steps (aligned bars in the store, up to each pair's last step, that the
-pair did not step on).
+The engine runs with ``ray.pairs_per_actor`` = PAIRS_PER_ACTOR (500: two PairActors for 1,000
+pairs on this 2-core machine). Figures (no peer: nothing else does this job on this machine):
+latency p50/p99/max (ms, the DESIGN.md definition, samples of the measured window after
+warm-up), pair steps per second, CPU of the engine's actor processes (% of one core, from
+/proc), their resident memory (MB), late ticks, and missed steps (aligned bars in the store, up
+to each pair's last step, that the pair did not step on).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ WARM_S = 8.0
 RUN_S_FULL = 40.0
 RUN_S_QUICK = 12.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: 2 cores: few PairActors, each stepping hundreds of pairs per call (the config default, 25,
+#: is for many cores); 1,000 pairs -> 2 PairActors
+PAIRS_PER_ACTOR = 500
 
 
 def _symbols(n: int) -> list[str]:
@@ -64,7 +68,7 @@ def _config(n_pairs: int, n_symbols: int, store: str):
             "timeframes": ["1s"],
             "pairs": [{"y": y, "x": x} for y, x in _pairs(symbols, n_pairs)],
             "store": {"path": store},
-            "ray": {"pairs_per_actor": 250},
+            "ray": {"pairs_per_actor": PAIRS_PER_ACTOR},
             "simulator": {"rate": 5.0, "seed": 1},
         }
     )
@@ -140,6 +144,7 @@ def _case(n_pairs: int, n_symbols: int, run_s: float) -> dict:
         "rss_mb": rss,
         "late_ticks": sum(f["late_ticks"] for f in status["feeds"]),
         "missed_steps": missed,
+        "pairs_per_actor": PAIRS_PER_ACTOR,
     }
 
 

@@ -3,6 +3,7 @@ SIGTERM with the store flushed, and status text formatting."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -89,6 +90,7 @@ def test_run_stops_cleanly_on_sigterm_with_the_store_flushed(tmp_path):
     store = tmp_path / "store"
     path.write_text(GOOD.replace("STORE", str(store)))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "run", "--config", str(path), "--duration", "300"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
@@ -98,6 +100,11 @@ def test_run_stops_cleanly_on_sigterm_with_the_store_flushed(tmp_path):
         for line in proc.stdout:
             lines.append(line)
             if "pairstack.run" in line and "pairs 1/1 stepping" in line:
+                # status finds this engine from its config (the address recorded in the store)
+                status = subprocess.run(
+                    [sys.executable, "-m", "engine.cli", "status", "--json", "--config", str(path)],
+                    capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+                )  # fmt: skip
                 proc.send_signal(signal.SIGTERM)
                 break
         rest, _ = proc.communicate(timeout=120)
@@ -106,12 +113,26 @@ def test_run_stops_cleanly_on_sigterm_with_the_store_flushed(tmp_path):
     log = "".join(lines) + rest
     assert proc.returncode == 0, log
     assert "signal SIGTERM: stopping" in log and "stopped cleanly" in log
+    assert status.returncode == 0, status.stderr
+    assert [p["pair"] for p in json.loads(status.stdout)["pairs"]] == ["ETHUSDT/BTCUSDT"]
+    # a stopped engine leaves no record; its pair actor left a checkpoint
+    assert not (store / "engine.json").exists()
+    assert not (tmp_path / "cache" / "pairstack" / "engine.json").exists()
+    assert list((store / "state" / "pairs").glob("*.pkl"))
     for kind in (
         "ticks/symbol=ETHUSDT",
         "ticks/symbol=BTCUSDT",
         "bars/timeframe=1s/symbol=ETHUSDT",
     ):
         assert list((store / kind).rglob("*.parquet")), kind
+
+
+def test_status_with_a_config_of_no_running_engine_exits_2(tmp_path, capsys):
+    path = tmp_path / "demo.yaml"
+    path.write_text(GOOD.replace("STORE", str(tmp_path / "store")))
+    assert main(["status", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "no running engine recorded" in err and str(tmp_path / "store") in err
 
 
 def test_text_formats():
