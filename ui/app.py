@@ -231,6 +231,8 @@ class App:
         self.kpis.object = f"<div class='{cls}'>{cells}{label}</div>"
         if not live_now:
             origin = f"{origin}, NOT live"
+        if len(frame) and not np.isfinite(frame.cols["z"]).any():
+            origin = f"{origin} · warming up: too few bars yet for the hedge and z windows"
         hedge = dict(zip(HEDGES, ("Kalman", "rolling OLS", "static OLS"), strict=True))[s.hedge]
         self.info.object = (
             f"<span class='ps-info' data-bars='{len(frame)}'>{s.pair} · {s.timeframe} · "
