@@ -42,7 +42,6 @@ def test_first_pair_charts_render_on_load(page, server):
     info = page.locator(".ps-chart-info .ps-info").inner_text()
     assert "ETHUSDT/BTCUSDT" in info and "live engine state" in info
     expect(page.locator(".ps-feed-banner.ps-state-live")).to_be_visible()
-    screenshot(page, "live")
 
 
 def test_z_moves_as_bars_arrive(page):
@@ -55,3 +54,4 @@ def test_z_moves_as_bars_arrive(page):
     page.wait_for_function(SOURCE_JS, arg=n0 + 1)
     data = source(page)
     assert data["ts"] == sorted(data["ts"]) and len(data["ts"]) > n0
+    screenshot(page, "live")

@@ -19,8 +19,10 @@ MAX_POINTS = 3_600
 TOOLS = "xpan,xwheel_zoom,box_zoom,reset,save"
 
 
-def _source_data(frame: PairFrame) -> dict[str, np.ndarray]:
+def _source_data(frame: PairFrame, band: float) -> dict[str, np.ndarray]:
     data = {k: np.asarray(frame.cols[k], dtype=np.float64) for k in COLUMNS}
+    # an invisible line at +/- the entry level keeps the entry bands inside the z axis
+    data["band"] = np.where(np.arange(len(frame)) % 2 == 0, band, -band)
     return data
 
 
@@ -46,6 +48,7 @@ class PairCharts(Viewer):
         super().__init__(**params)
         self.source = ColumnDataSource({k: np.empty(0) for k in COLUMNS}, name="ps-pair-source")
         self._key: tuple | None = None
+        self._band = 0.0
         self._last_ts = -math.inf
         src = self.source
         self.prices = _figure("Prices")
@@ -64,6 +67,7 @@ class PairCharts(Viewer):
         self.spread.line("ts", "spread", source=src, color="#17becf")
         self.z = _figure("z-score", x_range, height=220)
         self.z.line("ts", "z", source=src, color="#d62728")
+        band = self.z.line("ts", "band", source=src, line_alpha=0.0)
         self.bands: dict[str, list[Span]] = {}
         for name, color, dash in (
             ("entry", "#555", "dashed"),
@@ -81,6 +85,7 @@ class PairCharts(Viewer):
         for fig in (self.prices, self.beta, self.spread, self.z, self.position):
             fig.add_tools(
                 HoverTool(
+                    renderers=[r for r in fig.renderers if r is not band],
                     tooltips=[
                         ("time", "@ts{%F %T}"),
                         ("y", "@close_y{0.0000}"),
@@ -112,6 +117,7 @@ class PairCharts(Viewer):
         )
 
     def set_bands(self, entry: float, exit_: float, stop: float | None) -> None:
+        self._band = 1.1 * entry
         for name, level in (("entry", entry), ("exit", exit_), ("stop", stop)):
             lo, hi = self.bands[name]
             visible = level is not None
@@ -126,10 +132,10 @@ class PairCharts(Viewer):
         if stream and key == self._key and len(frame):
             new = ts > self._last_ts
             if new.any():
-                data = _source_data(frame)
+                data = _source_data(frame, self._band)
                 self.source.stream({k: v[new] for k, v in data.items()}, rollover=MAX_POINTS)
         else:
-            self.source.data = _source_data(frame)
+            self.source.data = _source_data(frame, self._band)
             self._key = key
             self.prices.title.text = f"Prices: {frame.pair} (y left, x right)"
         if len(frame):
