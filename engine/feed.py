@@ -519,15 +519,11 @@ class FeedClient:
             try:
                 ticks = await self._rest.fetch_agg_trades_range(sym, first, last)
                 break
-            except binance.BinanceError as exc:
-                if exc.status not in (418, 429) and exc.status < 500:
+            except FeedError as exc:  # BinanceError (an HTTP answer) or a transport failure
+                status = getattr(exc, "status", None)
+                if status is not None and status not in (418, 429) and status < 500:
                     why = str(exc)  # refused for good (e.g. history out of reach)
                     break
-                delay = self._backoff(attempt)
-                attempt += 1
-                log.warning("backfill %s %d..%d: %s; retry in %.2f s", sym, first, last, exc, delay)
-                await self._sleep(delay)
-            except FeedError as exc:
                 delay = self._backoff(attempt)
                 attempt += 1
                 log.warning("backfill %s %d..%d failed (%s); retry in %.2f s",
@@ -551,16 +547,15 @@ class FeedClient:
             for stream in silent:
                 watch = self._watch[stream]
                 self._watchdog_recoveries += 1
-                if watch.stage == 1:
+                watch.stage += 1  # 1: resubscribed; 2: reconnected; 3+: resubscribed again
+                if watch.stage == 2:
                     log.warning("%s still silent after resubscribe: reconnecting", stream)
-                    watch.stage = 2
                     watch.deadline = now + 2 * self.watchdog_s
                     self._reconnect.set()
                     continue
+                watch.deadline = now + self.watchdog_s * 2.0 ** max(0, watch.stage - 2)
                 log.warning("%s silent for %.1f s while others flow: resubscribing",
                             stream, self.watchdog_s)  # fmt: skip
-                watch.deadline = now + self.watchdog_s * 2.0 ** max(0, watch.stage - 1)
-                watch.stage = 1 if watch.stage == 0 else watch.stage + 1
                 await self._resubscribe(stream)
 
     async def _resubscribe(self, stream: str) -> None:
