@@ -159,6 +159,7 @@ def test_gap_beyond_rest_history_is_an_open_gap(exchange) -> None:  # noqa: F811
     assert s.open_gaps == 1
     gap = s.open_gap_list[0]
     assert (gap.symbol, gap.first, gap.last) == ("BTCUSDT", 121, 249)
+    assert gap.why  # the status says why it stays open
 
 
 def test_pending_gap_holds_later_trades(exchange) -> None:  # noqa: F811
