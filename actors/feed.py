@@ -114,19 +114,26 @@ class FeedCore:
             upd = self.builders[(symbol, tf)].add(ticks)
             self._apply(symbol, tf, upd, wall_ms, count_late=tf == self.tf)
 
-    def on_funding(self, symbol: str, ts_ms: int, mark: float, rate: float) -> None:
-        """One mark-price update: stored as a funding row (ts, mark_price, funding_rate)."""
+    def on_funding(
+        self, symbol: str, ts_ms: int, mark: float, rate: float, next_funding_ms: int
+    ) -> None:
+        """One mark-price update: stored as a funding row (ts, mark_price, funding_rate,
+        next_funding_time: the exchange's ``T``, when this rate is paid)."""
         import pyarrow as pa
 
-        from engine.store import FUNDING_SCHEMA
+        from engine.store import FUNDING_STORED_SCHEMA
 
+        ts_type = FUNDING_STORED_SCHEMA.field("ts").type
         table = pa.table(
             {
-                "ts": pa.array([int(ts_ms)], type=pa.int64()).cast(FUNDING_SCHEMA.field("ts").type),
+                "ts": pa.array([int(ts_ms)], type=pa.int64()).cast(ts_type),
                 "mark_price": pa.array([float(mark)]),
                 "funding_rate": pa.array([float(rate)]),
+                "next_funding_time": pa.array([int(next_funding_ms)], type=pa.int64()).cast(
+                    ts_type
+                ),
             },
-            schema=FUNDING_SCHEMA,
+            schema=FUNDING_STORED_SCHEMA,
         )
         self._writes.append((self.store.write_funding, (symbol, table)))
 
@@ -296,7 +303,7 @@ class FeedActor:
                     self.core.on_ticks(sym, ticks, wall)
                     self._catch_up.pop(sym, None)
                 for m in batch.marks:
-                    self.core.on_funding(m.symbol, m.ts, m.mark, m.funding_rate)
+                    self.core.on_funding(m.symbol, m.ts, m.mark, m.funding_rate, m.next_funding_ms)
             self.core.advance(clock, hold=self._held(time.monotonic()))
             entries = self.core.take_entries()
         if entries:

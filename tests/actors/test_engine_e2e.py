@@ -138,6 +138,19 @@ def test_store_bars_equal_offline_rebuild(run, symbol, timeframe):
     np.testing.assert_array_equal(got, want[: len(got)])
 
 
+@pytest.mark.parametrize("symbol", SYMBOLS)
+def test_store_funding_rows_carry_the_exchange_funding_time(run, symbol):
+    rows = run["store"].read_funding(symbol)
+    assert rows.num_rows > 3
+    ts = rows.column("ts").cast("int64").to_numpy()
+    nxt = rows.column("next_funding_time").cast("int64").to_numpy()
+    # the simulator settles on Binance's 8-hour grid (00:00, 08:00, 16:00 UTC)
+    eight_h = 8 * 3_600_000
+    np.testing.assert_array_equal(nxt, (ts // eight_h + 1) * eight_h)
+    rate = rows.column("funding_rate").to_numpy()
+    assert np.isfinite(rate).all() and (rows.column("mark_price").to_numpy() > 0).all()
+
+
 def test_no_late_ticks_in_this_run(run):
     assert [f["late_ticks"] for f in run["final_status"]["feeds"]] == [0, 0]
 
