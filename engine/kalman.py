@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from engine.arrays import finite_1d
 from engine.errors import DataError
 
 #: Length of the Kalman state array [beta, alpha, P00, P01, P11, n_seen].
@@ -121,17 +122,7 @@ def _kalman_kernel(
     return beta, alpha, innovation, innovation_var
 
 
-def _series(name: str, values: object) -> np.ndarray:
-    arr = np.ascontiguousarray(values, dtype=np.float64)
-    if arr.ndim != 1:
-        raise DataError(f"{name} must be 1-D, got shape {arr.shape}")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise DataError(
-            f"{name} has {int(bad.sum())} non-finite values (first at index "
-            f"{int(np.argmax(bad))}); the Kalman filter needs finite prices"
-        )
-    return arr
+_HINT = "the Kalman filter needs finite prices"
 
 
 def kalman_hedge(
@@ -143,8 +134,8 @@ def kalman_hedge(
     ``innovation_var`` are e_t and S_t, in the units of y (and y squared).
     """
     delta, obs_var, init_var = check_kalman_params(delta, obs_var, init_var)
-    ya = _series("y", y)
-    xa = _series("x", x)
+    ya = finite_1d("y", y, _HINT)
+    xa = finite_1d("x", x, _HINT)
     if ya.size != xa.size:
         raise DataError(f"y and x must have the same length, got {ya.size} and {xa.size}")
     beta, alpha, e, s = _kalman_kernel(ya, xa, state_noise(delta), obs_var, init_var)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from engine.arrays import finite_1d
 from engine.errors import DataError
 
 # z-score / mean-std state indices
@@ -360,17 +361,7 @@ def _rolling_ols_kernel(y: np.ndarray, x: np.ndarray, window: int) -> tuple[np.n
 # ---------------------------------------------------------------- validating wrappers
 
 
-def _series(name: str, values: object) -> np.ndarray:
-    arr = np.ascontiguousarray(values, dtype=np.float64)
-    if arr.ndim != 1:
-        raise DataError(f"{name} must be 1-D, got shape {arr.shape}")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise DataError(
-            f"{name} has {int(bad.sum())} non-finite values (first at index "
-            f"{int(np.argmax(bad))}); drop or fill them before computing rolling statistics"
-        )
-    return arr
+_HINT = "drop or fill them before computing rolling statistics"
 
 
 def check_window(window: object, n: int | None = None, name: str = "window") -> int:
@@ -391,14 +382,14 @@ def rolling_zscore(s: object, window: int) -> np.ndarray:
     values). Stable for large offsets (prices around 1e5) and long windows. Non-finite input is
     a DataError, as is a window larger than the data.
     """
-    arr = _series("s", s)
+    arr = finite_1d("s", s, _HINT)
     w = check_window(window, arr.size)
     return _rolling_zscore_kernel(arr, w)
 
 
 def rolling_mean_std(s: object, window: int) -> tuple[np.ndarray, np.ndarray]:
     """Rolling (mean, sample std ddof=1) over the window ending at and including t; NaN before."""
-    arr = _series("s", s)
+    arr = finite_1d("s", s, _HINT)
     w = check_window(window, arr.size)
     return _rolling_mean_std_kernel(arr, w)
 
@@ -409,8 +400,8 @@ def rolling_ols(y: object, x: object, window: int) -> tuple[np.ndarray, np.ndarr
     Returns (beta, alpha) arrays in the units of y per unit of x; NaN for the first
     ``window - 1`` points and wherever x is constant over the window.
     """
-    ya = _series("y", y)
-    xa = _series("x", x)
+    ya = finite_1d("y", y, _HINT)
+    xa = finite_1d("x", x, _HINT)
     if ya.size != xa.size:
         raise DataError(f"y and x must have the same length, got {ya.size} and {xa.size}")
     w = check_window(window, ya.size)

@@ -30,6 +30,7 @@ import numpy as np
 from statsmodels.tools.sm_exceptions import CollinearityWarning
 from statsmodels.tsa import stattools
 
+from engine.arrays import finite_1d
 from engine.errors import DataError, NumericalError
 from engine.rolling import rolling_ols, rolling_zscore
 
@@ -107,18 +108,8 @@ class ScreenRow:
 
 
 def _series(s: object, name: str, min_obs: int) -> np.ndarray:
-    """A contiguous finite float64 1-D copy of ``s`` with at least ``min_obs`` points."""
-    try:
-        arr = np.array(s, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{name}: expected a 1-D array of numbers ({exc})") from None
-    if arr.ndim != 1:
-        raise DataError(f"{name}: expected a 1-D array, got shape {arr.shape}")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise DataError(
-            f"{name}: {int(bad.sum())} NaN/inf value(s), first at index {int(np.argmax(bad))}"
-        )
+    """A contiguous finite float64 1-D array of ``s`` with at least ``min_obs`` points."""
+    arr = finite_1d(name, s)
     if arr.size < min_obs:
         raise NumericalError(f"{name}: needs at least {min_obs} points, got {arr.size}")
     return arr
