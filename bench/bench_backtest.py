@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from bench.timing import best_of
 from engine.backtest import simulate_kernel
 from strategies.zscore import zscore_run
 
@@ -79,15 +80,6 @@ def _peer_simulate(d: dict[str, np.ndarray], target: np.ndarray) -> np.ndarray:
     return np.array(equity)
 
 
-def _best(fn, repeat: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - started)
-    return best, out
-
-
 def run(quick: bool) -> list[dict]:
     """Rows for the strategy and simulation kernels and the sweep; ratio = peer_s / ours_s."""
     n = 200_000 if quick else 2_000_000
@@ -135,8 +127,8 @@ def run(quick: bool) -> list[dict]:
             "pandas + Python loop",
         ),
     ):
-        ours_s, ours_out = _best(ours, 5)
-        peer_s, peer_out = _best(peer, 1)
+        ours_s, ours_out = best_of(ours, 5)
+        peer_s, peer_out = best_of(peer, 1)
         if case == "zscore strategy":
             np.testing.assert_array_equal(ours_out, peer_out)
         else:

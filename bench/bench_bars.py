@@ -8,11 +8,10 @@ are the best of several runs (the machine is shared).
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 
+from bench.timing import best_of
 from engine.bars import BarBuilder, build_bar_records, build_bars
 from engine.schemas import BAR_DTYPE, TICK_DTYPE, table_to_bars
 
@@ -42,15 +41,6 @@ def _pandas_bars(ts: np.ndarray, price: np.ndarray, qty: np.ndarray) -> pd.DataF
     return frame[frame["trades"] > 0]
 
 
-def _best(fn, repeats: int) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - started)
-    return best, result
-
-
 def _check_equal(ours: np.ndarray, frame: pd.DataFrame) -> None:
     np.testing.assert_array_equal(ours["ts"], frame.index.as_unit("ms").asi8)
     for name in ("open", "high", "low", "close", "trades"):
@@ -67,8 +57,8 @@ def run(quick: bool) -> list[dict]:
     qty = np.ascontiguousarray(ticks["qty"])
     build_bars(ts[:1000], price[:1000], qty[:1000], "1s")  # compile / load the numba cache
 
-    ours_s, table = _best(lambda: build_bars(ts, price, qty, "1s"), 7)
-    peer_s, frame = _best(lambda: _pandas_bars(ts, price, qty), 3)
+    ours_s, table = best_of(lambda: build_bars(ts, price, qty, "1s"), 7)
+    peer_s, frame = best_of(lambda: _pandas_bars(ts, price, qty), 3)
     _check_equal(table_to_bars(table), frame)
     rows = [
         {
@@ -94,7 +84,7 @@ def run(quick: bool) -> list[dict]:
         closed.append(builder.advance(2**62).closed)
         return np.concatenate(closed)
 
-    incremental_s, bars = _best(incremental, 3)
+    incremental_s, bars = best_of(incremental, 3)
     expected = build_bar_records(ts[:m], price[:m], qty[:m], "1s")
     assert bars.dtype == BAR_DTYPE
     np.testing.assert_array_equal(bars, expected)

@@ -6,10 +6,9 @@ series and scaled linearly to the full size; the row says so.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
+from bench.timing import best_s
 from engine.kalman import kalman_hedge
 
 
@@ -20,15 +19,6 @@ def _series(n: int) -> tuple[np.ndarray, np.ndarray]:
     return y, x
 
 
-def _best(fn, repeat: int) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
 def run(quick: bool) -> list[dict]:
     """One row: ours on n bars, pykalman on n_peer bars scaled to n."""
     from pykalman import KalmanFilter
@@ -36,7 +26,7 @@ def run(quick: bool) -> list[dict]:
     n, n_peer = (10_000, 1_000) if quick else (100_000, 10_000)
     y, x = _series(n)
     kalman_hedge(y[:10], x[:10])  # compile / load the cache outside the timing
-    ours = _best(lambda: kalman_hedge(y, x), repeat=5)
+    ours = best_s(lambda: kalman_hedge(y, x), 5)
     delta, obs_var = 1e-5, 1e-3
     q = delta / (1 - delta)
     kf = KalmanFilter(
@@ -47,7 +37,7 @@ def run(quick: bool) -> list[dict]:
         initial_state_mean=np.zeros(2),
         initial_state_covariance=np.eye(2),
     )
-    peer_measured = _best(lambda: kf.filter(y[:n_peer, None]), repeat=1)
+    peer_measured = best_s(lambda: kf.filter(y[:n_peer, None]), 1)
     peer = peer_measured * n / n_peer
     return [
         {

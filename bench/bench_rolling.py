@@ -4,22 +4,12 @@ throughput of the many-pairs step (engine.pairstep.PairBank) vs one PairStepper 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 
+from bench.timing import best_s
 from engine.pairstep import PairBank, PairParams, PairStepper
 from engine.rolling import rolling_zscore
-
-
-def _best(fn, repeat: int) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
 
 
 def _pandas_z(s: pd.Series, window: int) -> pd.Series:
@@ -34,8 +24,8 @@ def _zscore_rows(n: int) -> list[dict]:
     rows = []
     for window in (60, 10_000):
         rolling_zscore(s[: window + 1], window)  # compile / load the cache
-        ours = _best(lambda w=window: rolling_zscore(s, w), repeat=5)
-        peer = _best(lambda w=window: _pandas_z(ps, w), repeat=5)
+        ours = best_s(lambda w=window: rolling_zscore(s, w), 5)
+        peer = best_s(lambda w=window: _pandas_z(ps, w), 5)
         rows.append(
             {
                 "case": f"rolling_zscore {n:,} points, window {window:,}",
@@ -68,8 +58,8 @@ def _bank_row(n_pairs: int, n_steps: int) -> dict:
             for i in range(n_pairs):
                 s[i].step(cy[t, i], cx[t, i])
 
-    ours = _best(bank, repeat=3)
-    peer = _best(steppers, repeat=1) * n_steps / peer_steps
+    ours = best_s(bank, 3)
+    peer = best_s(steppers, 1) * n_steps / peer_steps
     return {
         "case": f"PairBank.step_many, {n_pairs:,} pairs x {n_steps:,} steps",
         "ours_s": ours,

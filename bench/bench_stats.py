@@ -8,7 +8,6 @@ pandas ``DataFrame.corr()`` of log returns, and ``screen_pairs`` vs a loop of st
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from itertools import combinations
 
@@ -17,16 +16,8 @@ import pandas as pd
 import statsmodels.api as sm
 from statsmodels.tsa import stattools
 
+from bench.timing import best_s
 from engine import stats
-
-
-def _best(fn: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
 
 
 def _prices(n: int, k: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -120,8 +111,8 @@ def run(quick: bool) -> list[dict]:
     for case, ours, peer, theirs, size in cases:
         ours()  # warm caches before timing either side
         theirs()
-        ours_s = _best(ours, 1 if case == "screen_pairs" else repeat)
-        peer_s = _best(theirs, 1 if case == "screen_pairs" else repeat)
+        ours_s = best_s(ours, 1 if case == "screen_pairs" else repeat)
+        peer_s = best_s(theirs, 1 if case == "screen_pairs" else repeat)
         rows.append(
             {
                 "case": case,

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
+from bench.timing import best_s
 from engine.bars import build_bars
 from engine.schemas import ticks_to_table
 from engine.store import Store
@@ -33,12 +33,8 @@ def _ticks(n: int) -> np.ndarray:
 
 def _best(fn: Callable[[int], object], repeat: int) -> float:
     """Best wall time of `repeat` calls fn(0), fn(1), ... (each call may use its own paths)."""
-    times = []
-    for r in range(repeat):
-        started = time.perf_counter()
-        fn(r)
-        times.append(time.perf_counter() - started)
-    return min(times)
+    calls = iter(range(repeat))
+    return best_s(lambda: fn(next(calls)), repeat)
 
 
 def _row(case: str, rows: int, ours_s: float, peer: str, peer_s: float) -> dict:
