@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+from actors.ray_init import init_ray
 from engine.errors import ConfigError
 
 #: stats shown in the printed sweep table (the file gets all of them)
@@ -97,25 +97,6 @@ def stats_table(stats: dict[str, Any]) -> str:
     return "\n".join(f"{k.ljust(width)}  {_fmt(v)}" for k, v in stats.items())
 
 
-def _ray_init(config: Any) -> bool:
-    """Initialise Ray unless it already is; True when this call did it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = (config.ray.address if config is not None else None) or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, configure_logging=False, log_to_driver=False)
-    else:
-        ray.init(
-            num_cpus=os.cpu_count() or 1,
-            include_dashboard=False,
-            configure_logging=False,
-            log_to_driver=False,
-        )
-    return True
-
-
 def main(args: argparse.Namespace) -> int:
     from actors.backtest import PairData, parse_sweep, run_backtest, sweep
     from engine.config import AnalyticsConfig, StrategyConfig, load_config
@@ -140,7 +121,7 @@ def main(args: argparse.Namespace) -> int:
 
     import ray
 
-    owns_ray = _ray_init(config)
+    owns_ray = init_ray(config.ray.address if config is not None else None, log_to_driver=False)
     try:
         table = sweep(
             data,

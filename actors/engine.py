@@ -23,6 +23,7 @@ import numpy as np
 from actors.feed import FeedActor
 from actors.hub import HUB_NAME, NAMESPACE, Hub
 from actors.pair import PairActor, parse_pair
+from actors.ray_init import init_ray
 from engine.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -147,25 +148,6 @@ class EngineHandle:
         log.info("engine stopped")
 
 
-def _connect(config: object, ray_address: str | None, namespace: str) -> bool:
-    """Initialise Ray unless it already is; True when this call did it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = ray_address or config.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, namespace=namespace, configure_logging=False)
-    else:
-        ray.init(
-            num_cpus=os.cpu_count() or 1,
-            include_dashboard=False,
-            namespace=namespace,
-            configure_logging=False,
-        )
-    return True
-
-
 def start_engine(
     config: object,
     *,
@@ -180,7 +162,7 @@ def start_engine(
     """
     import ray
 
-    owns_ray = _connect(config, ray_address, namespace)
+    owns_ray = init_ray(ray_address or config.ray.address, namespace=namespace)
     opts = {"namespace": namespace}
     restartable = {**opts, "max_restarts": -1, "max_task_retries": -1}
     ws_url, rest_url, sim = config.feed.ws_url, config.feed.rest_url, None

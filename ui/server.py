@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 
 from actors.hub import HUB_NAME, NAMESPACE
+from actors.ray_init import init_ray
 from engine.config import load_config
 from engine.pairstep import PairParams
 from ui.bridge import Bridge
@@ -28,19 +29,6 @@ class ServerState:
     engine: object | None  # EngineHandle when this server started the engine
 
 
-def _connect_ray(config: object) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = config.ray.address or os.environ.get("RAY_ADDRESS")
-    kwargs = {"namespace": NAMESPACE, "configure_logging": False, "log_to_driver": False}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
-
-
 def start_server_state() -> ServerState:
     """Join or start the engine for ``PAIRSTACK_CONFIG`` and start the bridge (once)."""
     import panel as pn
@@ -51,7 +39,7 @@ def start_server_state() -> ServerState:
     path = os.environ.get("PAIRSTACK_CONFIG", DEFAULT_CONFIG)
     config = load_config(path)
     hub_name = os.environ.get("PAIRSTACK_HUB", HUB_NAME)
-    _connect_ray(config)
+    init_ray(config.ray.address, namespace=NAMESPACE, log_to_driver=False)
     engine = None
     try:
         hub = ray.get_actor(hub_name, namespace=NAMESPACE)
