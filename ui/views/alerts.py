@@ -11,6 +11,7 @@ from panel.viewable import Viewer
 
 from actors.alerts import KINDS, AlertRule
 from engine.errors import ConfigError
+from ui.views.widgets import action_button, read_only_table
 
 _WORDS = {"above": "z above", "below": "z below", "abs_above": "|z| above"}
 
@@ -41,31 +42,15 @@ class AlertsView(Viewer):
         self.level = pn.widgets.FloatInput(
             name="Level", value=2.0, step=0.1, css_classes=["ps-alert-level"], width=120
         )
-        self.add = pn.widgets.Button(
-            name="Add rule",
-            button_type="primary",
-            css_classes=["ps-alert-add"],
-            width=120,
-            align="end",
-        )
+        self.add = action_button("Add rule", "ps-alert-add", width=120, align="end")
         self.message = pn.pane.HTML("", css_classes=["ps-alert-message"])
-        self.rules = pn.widgets.Tabulator(
-            pd.DataFrame({"rule": pd.Series(dtype=object)}),
-            css_classes=["ps-alert-rules"],
-            disabled=True,
-            show_index=False,
-            layout="fit_data_stretch",
-            height=180,
-            sizing_mode="stretch_width",
+        self.rules = read_only_table(
+            "ps-alert-rules", 180, pd.DataFrame({"rule": pd.Series(dtype=object)})
         )
-        self.history = pn.widgets.Tabulator(
+        self.history = read_only_table(
+            "ps-alert-history",
+            300,
             pd.DataFrame({c: pd.Series(dtype=object) for c in ("fired", "rule", "bar", "z")}),
-            css_classes=["ps-alert-history"],
-            disabled=True,
-            show_index=False,
-            layout="fit_data_stretch",
-            height=300,
-            sizing_mode="stretch_width",
             pagination="local",
             page_size=20,
         )

@@ -7,14 +7,15 @@ import html
 import math
 
 import numpy as np
-import pandas as pd
 import panel as pn
 from bokeh.models import ColumnDataSource
-from bokeh.plotting import figure
 from panel.viewable import Viewer
 
 from engine.errors import PairstackError
 from ui import services
+from ui.views.widgets import action_button, read_only_table, time_figure
+
+_TOOLS = "xpan,xwheel_zoom,box_zoom,reset,hover"  # backtest charts: hover, no save
 
 
 def _num(v: float, fmt: str = "{:.4g}") -> str:
@@ -29,12 +30,7 @@ class TestsView(Viewer):
     def __init__(self, app: object, **params):
         super().__init__(**params)
         self.app = app
-        self.button = pn.widgets.Button(
-            name="Run ADF / Engle-Granger / half-life",
-            button_type="primary",
-            css_classes=["ps-run-tests"],
-            width=300,
-        )
+        self.button = action_button("Run ADF / Engle-Granger / half-life", "ps-run-tests")
         self.result = pn.pane.HTML("", css_classes=["ps-tests-result"])
         self.button.on_click(lambda _: self.run())
 
@@ -81,36 +77,16 @@ class BacktestView(Viewer):
     def __init__(self, app: object, **params):
         super().__init__(**params)
         self.app = app
-        self.button = pn.widgets.Button(
-            name="Backtest current settings",
-            button_type="primary",
-            css_classes=["ps-run-backtest"],
-            width=300,
-        )
+        self.button = action_button("Backtest current settings", "ps-run-backtest")
         self.message = pn.pane.HTML("", css_classes=["ps-backtest-message"])
         self.source = ColumnDataSource(
             {"ts": np.empty(0), "equity": np.empty(0), "drawdown": np.empty(0)},
             name="ps-equity-source",
         )
-        eq = figure(
-            title="Equity (USDT)",
-            height=220,
-            x_axis_type="datetime",
-            sizing_mode="stretch_width",
-            tools="xpan,xwheel_zoom,box_zoom,reset,hover",
-        )
+        eq = time_figure("Equity (USDT)", 220, tools=_TOOLS)
         eq.line("ts", "equity", source=self.source, color="#2ca02c")
-        dd = figure(
-            title="Drawdown",
-            height=150,
-            x_axis_type="datetime",
-            x_range=eq.x_range,
-            sizing_mode="stretch_width",
-            tools="xpan,xwheel_zoom,box_zoom,reset,hover",
-        )
+        dd = time_figure("Drawdown", 150, tools=_TOOLS, x_range=eq.x_range)
         dd.varea("ts", y1=0.0, y2="drawdown", source=self.source, color="#d62728", alpha=0.4)
-        for f in (eq, dd):
-            f.toolbar.logo = None
         self.charts = pn.Column(
             pn.pane.Bokeh(eq),
             pn.pane.Bokeh(dd),
@@ -118,17 +94,7 @@ class BacktestView(Viewer):
             sizing_mode="stretch_width",
         )
         self.stats = pn.pane.HTML("", css_classes=["ps-backtest-stats"], width=380)
-        self.trades = pn.widgets.Tabulator(
-            pd.DataFrame(),
-            css_classes=["ps-trades"],
-            disabled=True,
-            show_index=False,
-            layout="fit_data_stretch",
-            height=260,
-            sizing_mode="stretch_width",
-            pagination="local",
-            page_size=10,
-        )
+        self.trades = read_only_table("ps-trades", 260, pagination="local", page_size=10)
         self.pending = False
         self.button.on_click(lambda _: self.run())
 

@@ -13,10 +13,10 @@ from bokeh.plotting import figure
 from panel.viewable import Viewer
 
 from ui.services import COLUMNS, PairFrame
+from ui.views.widgets import time_figure
 
 #: points kept in the charts (the ring buffers hold 3600 steps)
 MAX_POINTS = 3_600
-TOOLS = "xpan,xwheel_zoom,box_zoom,reset,save"
 
 
 def _source_data(frame: PairFrame, band: float) -> dict[str, np.ndarray]:
@@ -28,17 +28,7 @@ def _source_data(frame: PairFrame, band: float) -> dict[str, np.ndarray]:
 
 def _figure(title: str, x_range=None, height: int = 190) -> figure:
     kw = {"x_range": x_range} if x_range is not None else {}
-    fig = figure(
-        title=title,
-        height=height,
-        sizing_mode="stretch_width",
-        x_axis_type="datetime",
-        tools=TOOLS,
-        active_scroll="xwheel_zoom",
-        **kw,
-    )
-    fig.toolbar.logo = None
-    return fig
+    return time_figure(title, height, active_scroll="xwheel_zoom", **kw)
 
 
 class PairCharts(Viewer):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 
 import numpy as np
-import pandas as pd
 import panel as pn
 from bokeh.models import ColumnDataSource, LinearColorMapper
 from bokeh.palettes import RdBu11
@@ -15,6 +14,7 @@ from panel.viewable import Viewer
 from engine.errors import PairstackError
 from engine.schemas import timeframe_ms
 from ui import services
+from ui.views.widgets import action_button, read_only_table
 
 
 class ScreenView(Viewer):
@@ -26,12 +26,7 @@ class ScreenView(Viewer):
     def __init__(self, app: object, **params):
         super().__init__(**params)
         self.app = app
-        self.button = pn.widgets.Button(
-            name="Correlate and screen liquid symbols",
-            button_type="primary",
-            css_classes=["ps-run-screen"],
-            width=300,
-        )
+        self.button = action_button("Correlate and screen liquid symbols", "ps-run-screen")
         self.message = pn.pane.HTML("", css_classes=["ps-screen-message"])
         self.source = ColumnDataSource(
             {"a": [], "b": [], "corr": [], "label": []}, name="ps-corr-source"
@@ -66,16 +61,7 @@ class ScreenView(Viewer):
             text_font_size="9pt",
         )
         self.fig.xaxis.major_label_orientation = 0.8
-        self.table = pn.widgets.Tabulator(
-            pd.DataFrame(),
-            css_classes=["ps-screen-table"],
-            disabled=True,
-            show_index=False,
-            layout="fit_data_stretch",
-            selectable=1,
-            height=420,
-            sizing_mode="stretch_width",
-        )
+        self.table = read_only_table("ps-screen-table", 420, selectable=1)
         self.open = pn.widgets.Button(
             name="Open selected pair", css_classes=["ps-open-pair"], width=200
         )
