@@ -21,22 +21,8 @@ class DataView(Viewer):
     def __init__(self, app: object, **params):
         super().__init__(**params)
         self.app = app
-        self.csv = pn.widgets.FileDownload(
-            callback=lambda: services.export_bytes(self.app.frame, "csv"),
-            filename="pairstack.csv",
-            label="Export on-screen data (CSV)",
-            css_classes=["ps-export-csv"],
-            button_type="primary",
-            width=300,
-        )
-        self.parquet = pn.widgets.FileDownload(
-            callback=lambda: services.export_bytes(self.app.frame, "parquet"),
-            filename="pairstack.parquet",
-            label="Export on-screen data (Parquet)",
-            css_classes=["ps-export-parquet"],
-            button_type="primary",
-            width=300,
-        )
+        self.csv = self._download("csv", "CSV")
+        self.parquet = self._download("parquet", "Parquet")
         self.upload = pn.widgets.FileInput(
             accept=".csv", multiple=True, css_classes=["ps-upload"], width=300
         )
@@ -45,6 +31,17 @@ class DataView(Viewer):
         self.back = pn.widgets.Button(name="Back to live", css_classes=["ps-back-live"], width=200)
         self.upload.param.watch(lambda _: self.analyse(), "value")
         self.back.on_click(lambda _: self.app.back_to_live())
+
+    def _download(self, fmt: str, label: str) -> pn.widgets.FileDownload:
+        """The button that downloads the on-screen frame as ``fmt`` (csv or parquet)."""
+        return pn.widgets.FileDownload(
+            callback=lambda: services.export_bytes(self.app.frame, fmt),
+            filename=f"pairstack.{fmt}",
+            label=f"Export on-screen data ({label})",
+            css_classes=[f"ps-export-{fmt}"],
+            button_type="primary",
+            width=300,
+        )
 
     def _name(self, kind: str) -> str:
         f = self.app.frame
