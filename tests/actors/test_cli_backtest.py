@@ -39,6 +39,11 @@ def store_dir(tmp_path_factory):
     return path
 
 
+def backtest_argv(store_dir, *extra: str, pair: str = PAIR) -> list[str]:
+    """``pairstack backtest`` on the 1m bars of ``pair`` in ``store_dir``, then ``extra``."""
+    return ["backtest", "--store", str(store_dir), "--pair", pair, "--timeframe", "1m", *extra]
+
+
 def expected(store_dir, params, cfg, start=None, end=None):
     by, bx = oracle_bars(store_dir, Y, start, end), oracle_bars(store_dir, X, start, end)
     return backtest(by, bx, params, cfg, timeframe="1m")
@@ -48,17 +53,7 @@ def expected(store_dir, params, cfg, start=None, end=None):
 @pytest.mark.parametrize("window", [(None, None), (200, 2000)])
 def test_single_backtest_json(store_dir, tmp_path, capsys, with_config, window):
     out = tmp_path / "bt.json"
-    argv = [
-        "backtest",
-        "--store",
-        str(store_dir),
-        "--pair",
-        PAIR,
-        "--timeframe",
-        "1m",
-        "--json",
-        str(out),
-    ]
+    argv = backtest_argv(store_dir, "--json", str(out))
     start = end = None
     if window[0] is not None:
         start, end = T0 + window[0] * MINUTE, T0 + window[1] * MINUTE
@@ -90,14 +85,8 @@ def test_single_backtest_json(store_dir, tmp_path, capsys, with_config, window):
 @pytest.mark.parametrize("train_frac", [None, 0.7])
 def test_sweep_cli(ray_cluster, store_dir, tmp_path, capsys, fmt, train_frac):
     out = tmp_path / f"sweep.{fmt}"
-    argv = [
-        "backtest",
-        "--store",
-        str(store_dir),
-        "--pair",
-        PAIR,
-        "--timeframe",
-        "1m",
+    argv = backtest_argv(
+        store_dir,
         "--sweep",
         "entry=1.5,2",
         "--sweep",
@@ -109,7 +98,7 @@ def test_sweep_cli(ray_cluster, store_dir, tmp_path, capsys, fmt, train_frac):
         "--out",
         str(out),
         "--quiet",
-    ]
+    )
     if train_frac is not None:
         argv += ["--train-frac", str(train_frac)]
     assert main(argv) == 0
@@ -170,7 +159,7 @@ def test_sweep_cli(ray_cluster, store_dir, tmp_path, capsys, fmt, train_frac):
     ],
 )
 def test_bad_input_exits_2(store_dir, capsys, extra, message):
-    argv = ["backtest", "--store", str(store_dir), "--pair", PAIR, "--timeframe", "1m", *extra]
+    argv = backtest_argv(store_dir, *extra)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("pairstack backtest: error: ")
@@ -183,13 +172,7 @@ def test_bad_input_exits_2_as_a_process(store_dir):
             sys.executable,
             "-m",
             "engine.cli",
-            "backtest",
-            "--store",
-            str(store_dir),
-            "--pair",
-            "ETHUSDT/DOGEUSDT",
-            "--timeframe",
-            "1m",
+            *backtest_argv(store_dir, pair="ETHUSDT/DOGEUSDT"),
         ],
         cwd=ROOT,
         capture_output=True,
