@@ -10,6 +10,7 @@ error or asked for anything outside 127.0.0.1.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -126,6 +127,10 @@ def server(ray_address, tmp_path_factory):
     srv = Server(demo_config(tmp), ray_address, tmp / "panel.log")
     yield srv
     srv.stop()
+    # Bokeh reports document validation errors (a glyph naming a missing column, ...) only in
+    # the server log, not in the browser console
+    invalid = re.findall(r"^.*\bE-\d{4} \(.*$", srv.log_path.read_text(), re.M)
+    assert not invalid, f"Bokeh validation errors in the server log: {invalid[:5]}"
 
 
 @pytest.fixture(scope="session")

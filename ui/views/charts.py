@@ -36,7 +36,9 @@ class PairCharts(Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.source = ColumnDataSource({k: np.empty(0) for k in COLUMNS}, name="ps-pair-source")
+        self.source = ColumnDataSource(
+            {k: np.empty(0) for k in (*COLUMNS, "band")}, name="ps-pair-source"
+        )
         self._key: tuple | None = None
         self._band = 0.0
         self._last_ts = -math.inf
