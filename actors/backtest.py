@@ -411,13 +411,151 @@ class BacktestActor:
         """Stats of many resolved parameter sets, in order."""
         return [self.stats(p, s, train_frac) for p, s in sets]
 
+    def warm(self, params: PairParams, strategy_config: StrategyConfig) -> dict[str, Any]:
+        """Run one set (result dropped; its pair step stays cached) so that the kernels are
+        loaded; returns ``info()``. A sweep calls it while starting, outside its per-set time."""
+        self.stats(params, strategy_config)
+        return self.info()
+
 
 # ----------------------------------------------------------------------------- the sweep
 
+#: upper bound on the default chunk (sets per actor call)
+MAX_CHUNK = 32
+#: default chunks per actor: enough for the last ones to even out the actors' finishing times
+CHUNKS_PER_ACTOR = 8
 
-def _chunks(n: int, n_actors: int, chunk_size: int | None) -> list[range]:
-    size = chunk_size or max(1, min(32, math.ceil(n / (4 * n_actors))))
-    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+def plan_sweep(
+    data: PairData,
+    grid: Mapping[str, Sequence[Any]],
+    params: PairParams | None = None,
+    strategy: StrategyConfig | None = None,
+    train_frac: float | None = None,
+) -> tuple[list[dict[str, Any]], list[tuple[PairParams, StrategyConfig]]]:
+    """The grid's override dicts and their resolved, checked sets (ConfigError,
+    NumericalError), before any actor starts."""
+    overrides = expand_grid(grid)
+    base_params, base_strategy = params or PairParams(), strategy or StrategyConfig()
+    sets = [resolve_set(o, base_params, base_strategy) for o in overrides]
+    for p in dict.fromkeys(p for p, _ in sets):
+        check_bars(data.n, p, train_frac)
+    return overrides, sets
+
+
+def assign_chunks(
+    sets: Sequence[tuple[PairParams, StrategyConfig]], n_actors: int, chunk_size: int | None = None
+) -> list[list[list[int]]]:
+    """Each actor's queue of chunks (lists of set indices).
+
+    Sets are grouped by ``PairParams`` (first appearance order), the grouped order is cut into
+    ``n_actors`` contiguous shares of near-equal size and each share into chunks, so an actor
+    meets the sets of one pair step consecutively and computes that pair series once (twice at
+    most where shares meet a group). ``chunk_size`` defaults to a share / ``CHUNKS_PER_ACTOR``
+    (at most ``MAX_CHUNK``).
+    """
+    groups: dict[PairParams, list[int]] = {}
+    for j, (p, _) in enumerate(sets):
+        groups.setdefault(p, []).append(j)
+    order = [j for members in groups.values() for j in members]
+    n = len(order)
+    size = chunk_size or max(1, min(MAX_CHUNK, math.ceil(n / (CHUNKS_PER_ACTOR * n_actors))))
+    bounds = [round(i * n / n_actors) for i in range(n_actors + 1)]
+    queues = []
+    for lo, hi in itertools.pairwise(bounds):
+        queues.append([order[k : min(k + size, hi)] for k in range(lo, hi, size)])
+    return queues
+
+
+def _check_actors(n_actors: Any) -> None:
+    if isinstance(n_actors, bool) or not isinstance(n_actors, int) or n_actors < 1:
+        raise ConfigError(f"actors: expected a positive integer, got {n_actors!r}")
+
+
+class SweepPool:
+    """``n_actors`` BacktestActors on one ``PairData`` (Ray must be initialised).
+
+    ``start()`` (or ``with``) is the one-off cost: the data is ``ray.put`` once, the uniquely
+    named actors (``pairstack-backtest-<run>-<i>``) start, fetch it and load their kernels;
+    ``run_sets`` then fans chunks out; ``close()`` kills the actors.
+    """
+
+    def __init__(self, data: PairData, n_actors: int = 2):
+        _check_actors(n_actors)
+        self.data = data
+        self.n_actors = n_actors
+        self.actors: list[Any] = []
+
+    def start(self, warm: tuple[PairParams, StrategyConfig] | None = None) -> SweepPool:
+        """Start the actors and wait until each holds the data and has run ``warm`` (a set, by
+        default the base one) over a few bars, so that kernels are loaded before timing."""
+        import ray
+
+        data_ref = ray.put(self.data)
+        run_id = uuid.uuid4().hex[:8]
+        remote = ray.remote(BacktestActor)
+        self.actors = [
+            remote.options(name=f"pairstack-backtest-{run_id}-{i}").remote(data_ref)
+            for i in range(self.n_actors)
+        ]
+        p, s = warm or (PairParams(), StrategyConfig())
+        try:
+            ray.get([actor.warm.remote(p, s) for actor in self.actors])
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Kill the actors."""
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+    def __enter__(self) -> SweepPool:
+        return self if self.actors else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run_sets(
+        self,
+        sets: Sequence[tuple[PairParams, StrategyConfig]],
+        train_frac: float | None = None,
+        *,
+        chunk_size: int | None = None,
+        max_in_flight: int = 2,
+        progress: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Stats of every set, in order. Each actor works through its own queue
+        (``assign_chunks``) with at most ``max_in_flight`` calls pending; an actor whose queue
+        is empty takes the last chunk of the longest other queue."""
+        import ray
+        from tqdm import tqdm
+
+        if not self.actors:
+            raise ConfigError("SweepPool.run_sets: start() the pool first")
+        queues = assign_chunks(sets, len(self.actors), chunk_size)
+        results: list[dict[str, Any] | None] = [None] * len(sets)
+        pending: dict[Any, tuple[int, list[int]]] = {}
+        load = [0] * len(self.actors)
+        with tqdm(total=len(sets), unit="set", disable=not progress, desc=self.data.pair) as bar:
+            while pending or any(queues):
+                for i, actor in enumerate(self.actors):
+                    while load[i] < max_in_flight and any(queues):
+                        own = queues[i]
+                        chunk = own.pop(0) if own else max(queues, key=len).pop()
+                        pending[actor.run.remote([sets[j] for j in chunk], train_frac)] = (i, chunk)
+                        load[i] += 1
+                done, _ = ray.wait(list(pending), num_returns=1)
+                i, chunk = pending.pop(done[0])
+                load[i] -= 1
+                for j, row in zip(chunk, ray.get(done[0]), strict=True):
+                    results[j] = row
+                bar.update(len(chunk))
+        return results
 
 
 def sweep(
@@ -440,60 +578,28 @@ def sweep(
     initialised); returns a pandas DataFrame, one row per set: the swept keys, then the stats.
 
     ``source`` is a store directory (with ``pair``, ``timeframe``, ``start``, ``end``) or a
-    ``PairData``. The bars are read and checked here once, put in Ray's object store and shared
-    by the actors. At most ``max_in_flight`` calls per actor are pending at any time.
+    ``PairData``. The bars are read and the sets checked here once, before any actor starts;
+    the data goes to Ray's object store once and is shared by the actors (``SweepPool``).
     """
     import pandas as pd
-    import ray
-    from tqdm import tqdm
 
-    if isinstance(n_actors, bool) or not isinstance(n_actors, int) or n_actors < 1:
-        raise ConfigError(f"actors: expected a positive integer, got {n_actors!r}")
-    base_params = params or PairParams()
-    base_strategy = strategy or StrategyConfig()
+    _check_actors(n_actors)
     if isinstance(source, PairData):
         data = source
     else:
         if pair is None or timeframe is None:
             raise ConfigError("sweep over a store needs pair and timeframe")
         data = PairData.from_store(source, pair, timeframe, start, end)
-    overrides = expand_grid(grid)
-    sets = [resolve_set(o, base_params, base_strategy) for o in overrides]
-    for p in {p for p, _ in sets}:
-        check_bars(data.n, p, train_frac)
-    n_actors = min(n_actors, len(sets))
-    data_ref = ray.put(data)
-    run_id = uuid.uuid4().hex[:8]
-    remote = ray.remote(BacktestActor)
-    actors = [
-        remote.options(name=f"pairstack-backtest-{run_id}-{i}").remote(data_ref)
-        for i in range(n_actors)
-    ]
-    chunks = _chunks(len(sets), n_actors, chunk_size)
-    results: list[dict[str, Any] | None] = [None] * len(sets)
-    pending: dict[Any, tuple[int, range]] = {}
-    load = [0] * n_actors
-    todo = list(reversed(chunks))
-    try:
-        with tqdm(total=len(sets), unit="set", disable=not progress, desc=data.pair) as bar:
-            while todo or pending:
-                while todo and min(load) < max_in_flight:
-                    i = load.index(min(load))
-                    chunk = todo.pop()
-                    ref = actors[i].run.remote([sets[j] for j in chunk], train_frac)
-                    pending[ref] = (i, chunk)
-                    load[i] += 1
-                done, _ = ray.wait(list(pending), num_returns=1)
-                i, chunk = pending.pop(done[0])
-                load[i] -= 1
-                for j, row in zip(chunk, ray.get(done[0]), strict=True):
-                    results[j] = row
-                bar.update(len(chunk))
-    finally:
-        for actor in actors:
-            ray.kill(actor)
-    rows = [{**o, **r} for o, r in zip(overrides, results, strict=True)]
-    return pd.DataFrame(rows)
+    overrides, sets = plan_sweep(data, grid, params, strategy, train_frac)
+    with SweepPool(data, min(n_actors, len(sets))).start(sets[0]) as pool:
+        results = pool.run_sets(
+            sets,
+            train_frac,
+            chunk_size=chunk_size,
+            max_in_flight=max_in_flight,
+            progress=progress,
+        )
+    return pd.DataFrame([{**o, **r} for o, r in zip(overrides, results, strict=True)])
 
 
 def run_backtest(data: PairData, params: PairParams, strategy: StrategyConfig) -> BacktestResult:

@@ -19,6 +19,8 @@ from kit import cointegrated_pair
 from actors.backtest import (
     BacktestActor,
     PairData,
+    SweepPool,
+    assign_chunks,
     expand_grid,
     parse_sweep,
     resolve_set,
@@ -389,6 +391,62 @@ def test_sweep_equals_backtest_per_set(ray_cluster, store_dir, n_actors, chunk_s
         cfg = StrategyConfig(entry=row["entry"], exit=row["exit"])
         want = backtest(by, bx, params, cfg, timeframe="1m").stats
         assert_stats_equal({k: row[k] for k in want}, want)
+
+
+@pytest.mark.parametrize("n_actors", [1, 2, 3])
+@pytest.mark.parametrize("chunk_size", [None, 1, 4, 100])
+@pytest.mark.parametrize(
+    "grid",
+    [
+        {"zscore_window": [30, 60, 120], "delta": [1e-5, 1e-4], "entry": [1.5, 2.0, 2.5]},
+        {"entry": [1.5, 2.0], "zscore_window": [30, 60], "exit": [0.0, 0.5, 1.0]},
+        {"entry": [1.5, 2.0, 2.5, 3.0, 3.5]},
+    ],
+)
+def test_assign_chunks_groups_pair_steps_per_actor(grid, n_actors, chunk_size):
+    sets = [resolve_set(o, PairParams(), StrategyConfig()) for o in expand_grid(grid)]
+    queues = assign_chunks(sets, n_actors, chunk_size)
+    assert len(queues) == n_actors
+    flat = [j for queue in queues for chunk in queue for j in chunk]
+    assert sorted(flat) == list(range(len(sets)))  # every set exactly once
+    shares = [len([j for chunk in q for j in chunk]) for q in queues]
+    assert max(shares) - min(shares) <= 1
+    for queue in queues:
+        assert all(0 < len(chunk) <= (chunk_size or 32) for chunk in queue)
+        params = [sets[j][0] for chunk in queue for j in chunk]
+        runs = [p for k, p in enumerate(params) if k == 0 or p != params[k - 1]]
+        assert len(runs) == len(set(runs))  # each pair step met in one consecutive run
+    distinct = len({p for p, _ in sets})
+    met = sum(len({sets[j][0] for chunk in q for j in chunk}) for q in queues)
+    assert met <= distinct + n_actors - 1  # a pair step is split only where shares meet
+
+
+def test_sweep_pool_runs_several_grids_and_refuses_before_start(ray_cluster, store_dir):
+    data = PairData.from_store(str(store_dir), PAIR, "1m")
+    pool = SweepPool(data, 2)
+    sets = [resolve_set(o, PairParams(), StrategyConfig()) for o in expand_grid(GRID_POOL)]
+    with pytest.raises(ConfigError, match="start\\(\\) the pool first"):
+        pool.run_sets(sets)
+    with pool:
+        assert len(pool.actors) == 2
+        first = pool.run_sets(sets, chunk_size=1, max_in_flight=1)
+        again = pool.run_sets(sets[::-1])
+    assert pool.actors == []
+    actor = BacktestActor(data)
+    for (p, s), got, back in zip(sets, first, again[::-1], strict=True):
+        want = actor.stats(p, s)
+        assert_stats_equal(got, want)
+        assert_stats_equal(back, want)
+
+
+@pytest.mark.parametrize("n_actors", [0, -1, 1.5, True])
+def test_sweep_pool_refuses_bad_actor_counts(store_dir, n_actors):
+    data = PairData.from_store(str(store_dir), PAIR, "1m")
+    with pytest.raises(ConfigError, match="actors: expected a positive integer"):
+        SweepPool(data, n_actors)
+
+
+GRID_POOL = {"zscore_window": [30, 60], "entry": [1.5, 2.5], "exit": [0.0, 0.5]}
 
 
 def test_sweep_walk_forward_over_tables(ray_cluster, store_dir):
