@@ -2,8 +2,8 @@
 
 A ``BacktestActor`` owns one pair's bars (read from the store once, or given as Arrow tables:
 uploaded or imported data), aligned once, and runs many parameter sets over them. The class is
-plain; ``sweep`` wraps it with ``ray.remote`` and fans chunks of the grid out over several of
-them, with a bounded number of calls in flight (``ray.wait``).
+plain; ``SweepPool`` wraps it with ``ray.remote`` and fans chunks of the grid out over several
+of them, with a bounded number of calls in flight (``ray.wait``); ``sweep`` is the one call.
 
 A parameter set is a mapping of overrides on top of a base ``PairParams`` (the ``analytics``
 section: price, hedge, delta, obs_var, init_var, ols_window, zscore, zscore_window) and a base
@@ -12,8 +12,8 @@ max_hold_half_lives). ``capital`` keeps its configured value when ``notional`` i
 
 Full-period stats are exactly those of ``engine.backtest.backtest`` on the same bars. Within an
 actor the pair step (hedge, spread, z) is computed once per distinct ``PairParams`` and reused
-by every strategy/cost variation; the grid is ordered with the analytics keys outermost so that
-consecutive sets share it.
+by every strategy/cost variation; a sweep groups the sets by ``PairParams`` and gives each
+actor contiguous groups (``assign_chunks``), so that each pair series is computed once.
 
 Walk-forward (``train_frac``): the aligned bars are split by time, the first
 ``floor(train_frac * n)`` bars are the train part, the rest the test part. The pair step runs

@@ -177,15 +177,19 @@ def run_sweep(quick: bool) -> list[dict]:
     """Sweep wall time with 1 and 2 BacktestActors beside ``engine.backtest.backtest`` called
     once per set in-process (the peer re-aligns and re-steps the pair every time).
 
-    Full: 1,000 sets over a year of 1m bars (525,600); quick: 50 sets over 30 days. In full mode
-    the peer runs the first 100 sets and its time is scaled to all of them (``peer_sets``).
+    Ray is started before anything is timed. Per actor count: ``setup_s`` is the one-off cost
+    (data put in the object store, actors started, data fetched, kernels loaded: ``SweepPool``
+    start), ``run_s`` the sets themselves (``sets_per_s``), ``ours_s`` both. ``inproc_s`` is the
+    same grouped sets through one plain ``BacktestActor`` in the driver (no Ray), the one-core
+    figure that actors must beat. Full: 1,000 sets over a year of 1m bars (525,600); quick: 50
+    sets over 30 days. In full mode the peer runs the first 100 sets and its time is scaled to
+    all of them (``peer_sets``).
     """
     import ray
 
-    from actors.backtest import PairData, expand_grid, resolve_set, sweep
+    from actors.backtest import BacktestActor, PairData, SweepPool, assign_chunks, plan_sweep
     from engine.backtest import backtest
     from engine.config import StrategyConfig
-    from engine.pairstep import PairParams
 
     n = 30 * 1440 if quick else 525_600
     if quick:
@@ -198,7 +202,7 @@ def run_sweep(quick: bool) -> list[dict]:
                 "exit": [0.0, 0.2, 0.4, 0.6, 0.8]}
     by, bx = _sweep_bars(n)
     data = PairData.from_tables(by, bx, pair="YUSDT/XUSDT", timeframe="1m")
-    sets = [resolve_set(o, PairParams(), StrategyConfig(stop=None)) for o in expand_grid(grid)]
+    _, sets = plan_sweep(data, grid, strategy=StrategyConfig(stop=None))
     owns_ray = not ray.is_initialized()
     if owns_ray:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -208,22 +212,33 @@ def run_sweep(quick: bool) -> list[dict]:
         started = time.perf_counter()
         want = [backtest(by, bx, p, s, timeframe="1m").stats for p, s in peer_sets]
         peer_s = (time.perf_counter() - started) * len(sets) / len(peer_sets)
-        rows = []
+        local = BacktestActor(data)
+        order = [j for chunk in assign_chunks(sets, 1)[0] for j in chunk]
+        started = time.perf_counter()
+        inproc = dict(zip(order, local.run([sets[j] for j in order]), strict=True))
+        inproc_s = time.perf_counter() - started
+        final = [inproc[j]["final_equity"] for j in range(len(sets))]
+        np.testing.assert_array_equal(final[: len(peer_sets)], [w["final_equity"] for w in want])
+        rows: list[dict] = []
         for n_actors in (1, 2):
             started = time.perf_counter()
-            table = sweep(data, None, grid, n_actors, strategy=StrategyConfig(stop=None))
-            ours_s = time.perf_counter() - started
-            got = table.iloc[: len(peer_sets)]
-            np.testing.assert_array_equal(
-                got["final_equity"].to_numpy(), [w["final_equity"] for w in want]
-            )
+            with SweepPool(data, n_actors).start(sets[0]) as pool:
+                setup_s = time.perf_counter() - started
+                got = pool.run_sets(sets)
+                run_s = time.perf_counter() - started - setup_s
+            np.testing.assert_array_equal([g["final_equity"] for g in got], final)
+            ours_s = setup_s + run_s
             rows.append(
                 {
                     "case": f"sweep, {n_actors} actor{'s' if n_actors > 1 else ''}",
                     "bars": data.n,
                     "sets": len(sets),
+                    "setup_s": setup_s,
+                    "run_s": run_s,
+                    "sets_per_s": len(sets) / run_s,
                     "ours_s": ours_s,
-                    "sets_per_s": len(sets) / ours_s,
+                    "speedup_run": rows[0]["run_s"] / run_s if rows else 1.0,
+                    "inproc_s": inproc_s,
                     "peer": "backtest() per set, in-process",
                     "peer_sets": len(peer_sets),
                     "peer_s": peer_s,
