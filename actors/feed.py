@@ -30,7 +30,7 @@ import numpy as np
 
 from actors.args import as_config, lookup_actor
 from engine.bars import NO_WATERMARK, BarBuilder, BarUpdate
-from engine.feed import FeedClient
+from engine.feed import FeedBatch, FeedClient
 from engine.schemas import BAR_DTYPE, table_to_bars, table_to_ticks, timeframe_ms
 from engine.store import Store
 
@@ -42,9 +42,9 @@ RECENT_BARS = 3_600
 RESUME_REPEAT_MS = 15 * 60_000
 #: outstanding on_bars calls per PairActor before the feed waits
 MAX_IN_FLIGHT = 4
-#: seconds between clock ticks when no trades come (bar closing on lateness, flushing)
+#: seconds the worker waits for a batch before looking at its stop flag
 CLOCK_S = 0.02
-#: the FeedClient cuts a batch this often (ms)
+#: the FeedClient cuts a batch (empty when nothing came: the clock moves on) this often (ms)
 BATCH_MS = 20.0
 
 
@@ -137,14 +137,33 @@ class FeedCore:
         )
         self._writes.append((self.store.write_funding, (symbol, table)))
 
-    def advance(self, wall_ms: float, hold: Iterable[str] = ()) -> None:
-        """Clock reading: closes bars whose end + lateness has passed, except for the symbols
-        in ``hold`` (a hole is being refilled: their bars must not close on the clock)."""
+    def advance(
+        self, clock_ms: float, hold: Iterable[str] = (), wall_ms: float | None = None
+    ) -> None:
+        """Clock reading: closes bars whose end + lateness has passed ``clock_ms``, except for
+        the symbols in ``hold`` (a hole is being refilled: their bars must not close on the
+        clock). ``wall_ms`` (default ``clock_ms``) is when the clock reading was true: the
+        moment the bars it closes became final, recorded for the latency."""
         held = set(hold)
+        wall = clock_ms if wall_ms is None else wall_ms
         for (symbol, tf), builder in self.builders.items():
             if symbol not in held:
-                upd = builder.advance(int(wall_ms))
-                self._apply(symbol, tf, upd, wall_ms, count_late=False)
+                upd = builder.advance(int(clock_ms))
+                self._apply(symbol, tf, upd, wall, count_late=False)
+
+    def on_batches(self, batches: list[FeedBatch], hold: Iterable[str] = ()) -> None:
+        """The FeedClient's batches, oldest first: their ticks and funding rows, then one clock
+        step to the last batch's clock (``FeedBatch.clock_ms``: what has been received, never a
+        later wall reading), holding that batch's pending gaps and the symbols in ``hold``."""
+        for batch in batches:
+            for sym, ticks in batch.ticks.items():
+                self.on_ticks(sym, ticks, batch.cut_ms)
+            for m in batch.marks:
+                self.on_funding(m.symbol, m.ts, m.mark, m.funding_rate, m.next_funding_ms)
+        if batches:
+            last = batches[-1]
+            held = {*last.stats.pending_gaps, *hold}
+            self.advance(last.clock_ms, hold=held, wall_ms=last.cut_ms)
 
     def _apply(
         self, symbol: str, tf: str, upd: BarUpdate, wall_ms: float, *, count_late: bool
@@ -252,7 +271,7 @@ class FeedActor:
             watchdog_s=config.feed.watchdog_s,
             reconnect_after_s=config.feed.reconnect_after_h * 3600.0,
             resume_from=resume,
-            on_batch=lambda batch: self._inbox.put((batch, now_ms())),
+            on_batch=self._inbox.put,
             batch_ms=BATCH_MS,
         )
         # after a restart, hold the clock until the backfill has caught up (or watchdog_s)
@@ -289,22 +308,18 @@ class FeedActor:
         got = []
         with contextlib.suppress(queue.Empty):
             got.append(self._inbox.get(timeout=timeout) if timeout else self._inbox.get_nowait())
-        # the clock reading that goes with what has been received: ticks that arrive while
-        # this batch is processed are handled before the clock moves on again
-        clock = now_ms()
-        try:
+        with contextlib.suppress(queue.Empty):
             while True:
                 got.append(self._inbox.get_nowait())
-        except queue.Empty:
-            pass
+        if not got:
+            return
+        # the clock is the last batch's: what the client had received when it cut it (a
+        # worker or client that fell behind never closes bars on a later wall reading)
+        for batch in got:
+            for sym in batch.ticks:
+                self._catch_up.pop(sym, None)
         with self._lock:
-            for batch, wall in got:
-                for sym, ticks in batch.ticks.items():
-                    self.core.on_ticks(sym, ticks, wall)
-                    self._catch_up.pop(sym, None)
-                for m in batch.marks:
-                    self.core.on_funding(m.symbol, m.ts, m.mark, m.funding_rate, m.next_funding_ms)
-            self.core.advance(clock, hold=self._held(time.monotonic()))
+            self.core.on_batches(got, hold=self._held(time.monotonic()))
             entries = self.core.take_entries()
         if entries:
             self._publish(entries)
@@ -321,11 +336,12 @@ class FeedActor:
             os._exit(1)
 
     def _held(self, now_s: float) -> list[str]:
-        """Symbols whose bars must not close on the clock: a hole is being refilled, or the
-        feed resumed from the store and has not delivered this symbol's first batch yet."""
+        """Symbols the feed resumed from the store for and that have not had their first batch
+        yet (their bars must not close on the clock; holes being refilled are held by
+        ``FeedCore.on_batches`` from the batch's own pending gaps)."""
         for sym in [s for s, deadline in self._catch_up.items() if now_s > deadline]:
             del self._catch_up[sym]
-        return [s for s in self.symbols if s in self._catch_up or self.client.pending_gap(s)]
+        return list(self._catch_up)
 
     def _publish(self, entries: list[dict]) -> None:
         import ray

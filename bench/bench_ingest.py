@@ -228,14 +228,10 @@ async def _ours(port: int, symbols: list[str], warm: int, n: int,
     writer: asyncio.Task | None = None
     next_flush = time.monotonic() + 1.0
     done = asyncio.Event()
-    client: FeedClient | None = None
 
     def on_batch(batch) -> None:
         nonlocal writer, next_flush
-        wall = time.time() * 1000.0
-        for sym, ticks in batch.ticks.items():
-            core.on_ticks(sym, ticks, wall)
-        core.advance(wall, hold=[s for s in symbols if client.pending_gap(s)])
+        core.on_batches([batch])
         core.take_entries()  # what a FeedActor publishes to its PairActors
         if time.monotonic() >= next_flush and (writer is None or writer.done()):
             writer = asyncio.ensure_future(asyncio.to_thread(core.write, core.take_writes()))

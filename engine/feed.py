@@ -9,12 +9,19 @@ the overlap), and watches every stream: a stream silent for ``watchdog_s`` while
 resubscribed, then the connection is replaced. Gaps REST cannot fill (older than its 48 h
 history, or refused) are recorded as open gaps, counted in the stats, never hidden.
 
-Output is batches (``FeedBatch``) every ``batch_ms`` (or ``batch_frames`` frames), handed to
-``on_batch`` (a function or coroutine function) or, without it, read with ``async for batch in
-client``. ``FeedThread`` runs a client in its own thread and event loop for synchronous owners
-such as Ray actors: ``start()``, then ``drain()`` now and then, ``stop()``.
+Output is batches (``FeedBatch``) every ``batch_ms`` (or ``batch_frames`` frames), empty ones
+too, handed to ``on_batch`` (a function or coroutine function) or, without it, read with
+``async for batch in client``. ``FeedThread`` runs a client in its own thread and event loop
+for synchronous owners such as Ray actors: ``start()``, then ``drain()`` now and then, ``stop()``.
 
 Times are Unix milliseconds unless named ``_s``.
+
+The feed's clock (``FeedBatch.clock_ms``) is a clock of what has been received, not a later wall
+reading: a batch is cut at wall time ``cut_ms`` and holds every frame read before the cut, and
+its clock is ``cut_ms`` bounded by the exchange's own clock, the largest event time ``E`` read
+so far plus the wall time since the batch that carried it. Frames still unread (socket buffer,
+a reader that fell behind) were sent later than every frame read, so their event time is at
+least that bound: bars closed on this clock are not reopened by trades already on their way.
 """
 
 from __future__ import annotations
@@ -79,11 +86,17 @@ class FeedStats:
 @dataclass(frozen=True)
 class FeedBatch:
     """Ticks released since the last batch (per symbol, TICK_DTYPE, contiguous ids), mark
-    prices/funding, and the stats at the moment the batch was cut."""
+    prices/funding, the stats at the moment the batch was cut, ``cut_ms`` (wall ms of the cut:
+    every frame read before it is in this batch or an earlier one) and ``clock_ms`` (the feed's
+    clock at the cut: ``cut_ms`` bounded by the exchange clock, see the module docstring; bars
+    may close when it passes their end + lateness). ``stats.pending_gaps`` are the symbols
+    whose bars must not close on the clock (a hole is being refilled)."""
 
     ticks: dict[str, np.ndarray]
     marks: list[MarkUpdate]
     stats: FeedStats
+    cut_ms: float
+    clock_ms: float
 
 
 @dataclass
@@ -172,6 +185,8 @@ class FeedClient:
         self._gaps_backfilled = 0
         self._backfilled_ticks = 0
         self._open_gaps: list[OpenGap] = []
+        self._event_ms = -1  # largest exchange event time E read so far
+        self._event_at_ms = 0.0  # cut_ms of the batch that carried it
         self._reconnects = 0
         self._watchdog_recoveries = 0
         # runtime (made in run())
@@ -223,6 +238,10 @@ class FeedClient:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("feed task %s failed", task.get_name(), exc_info=task.exception())
             self._connected = False
+            if self._conn is not None:  # a clean close, not a socket left to time out
+                closing = (websockets.WebSocketException, OSError, asyncio.TimeoutError)
+                with contextlib.suppress(*closing):
+                    await asyncio.wait_for(self._conn.close(), 2.0)
             if self._own_rest:
                 await self._rest.aclose()  # kept for its counters; run() is run once
             await self._queue.put(None)
@@ -408,8 +427,6 @@ class FeedClient:
                 await asyncio.wait_for(self._wake.wait(), self.batch_s)
             self._wake.clear()
             batch = self._process()
-            if batch is None:
-                continue
             if self._on_batch is not None:
                 result = self._on_batch(batch)
                 if inspect.isawaitable(result):
@@ -417,12 +434,15 @@ class FeedClient:
             else:
                 await self._queue.put(batch)
 
-    def _process(self) -> FeedBatch | None:
+    def _process(self) -> FeedBatch:
+        cut_ms = time.time() * 1000.0
         frames, self._inbox = self._inbox, []
         released: dict[str, list[np.ndarray]] = {}
         marks: list[MarkUpdate] = []
         if frames:
             decoded = self._validator.decode_frames(frames)
+            if decoded.event_ms > self._event_ms:
+                self._event_ms, self._event_at_ms = decoded.event_ms, cut_ms
             now = time.monotonic()
             for stream in decoded.streams:
                 watch = self._watch.get(stream)
@@ -438,8 +458,9 @@ class FeedClient:
         backfilled, self._backfilled = self._backfilled, []
         for sym, first, last, ticks, why in backfilled:
             self._take_backfill(sym, first, last, ticks, why, released)
-        if not released and not marks:
-            return None
+        clock_ms = cut_ms
+        if self._event_ms >= 0:
+            clock_ms = min(cut_ms, self._event_ms + (cut_ms - self._event_at_ms))
         out: dict[str, np.ndarray] = {}
         n = 0
         for sym, parts in released.items():
@@ -448,9 +469,11 @@ class FeedClient:
             n += len(arr)
             st = self._states[sym]
             st.last_trade_ms = max(st.last_trade_ms, int(arr["ts"].max()))
-        self._ticks += n
-        self._rate.append((time.monotonic(), n))
-        return FeedBatch(ticks=out, marks=marks, stats=self.stats)
+        if n:
+            self._ticks += n
+            self._rate.append((time.monotonic(), n))
+        return FeedBatch(ticks=out, marks=marks, stats=self.stats, cut_ms=cut_ms,
+                         clock_ms=clock_ms)  # fmt: skip
 
     def _take(self, sym: str, ticks: np.ndarray, released: dict[str, list[np.ndarray]]) -> None:
         st = self._states[sym]

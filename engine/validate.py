@@ -51,7 +51,8 @@ class DecodedBatch:
 
     ``ticks`` per symbol in arrival order (ids strictly increasing, TICK_DTYPE); ``marks``;
     ``rejects`` reason -> count for this batch; ``controls`` replies to control messages;
-    ``streams`` names of the streams that sent a frame (for the watchdog).
+    ``streams`` names of the streams that sent a frame (for the watchdog); ``event_ms`` the
+    largest exchange event time ``E`` among the decoded payloads (-1 when none).
     """
 
     ticks: dict[str, np.ndarray] = field(default_factory=dict)
@@ -59,6 +60,7 @@ class DecodedBatch:
     rejects: dict[str, int] = field(default_factory=dict)
     controls: list[binance.ControlReply] = field(default_factory=list)
     streams: set[str] = field(default_factory=set)
+    event_ms: int = -1
 
     @property
     def n_ticks(self) -> int:
@@ -115,6 +117,7 @@ class FrameValidator:
         rows: dict[str, list[tuple]] = {}
         rejects = out.rejects
         last = self._last
+        event_ms = -1
         for frame in frames:
             try:
                 env = _COMBINED.decode(frame)
@@ -128,12 +131,13 @@ class FrameValidator:
             d = env.data
             if type(d) is binance.AggTrade:
                 reason = self._accept(d.s, d.a, d.p, d.q, d.T, d.f, d.l, d.m, last, rows)
-                if reason is not None:
-                    rejects[reason] = rejects.get(reason, 0) + 1
             else:
                 reason = self._accept_mark(d, out)
-                if reason is not None:
-                    rejects[reason] = rejects.get(reason, 0) + 1
+            if reason is not None:
+                rejects[reason] = rejects.get(reason, 0) + 1
+            elif event_ms < d.E:
+                event_ms = d.E
+        out.event_ms = event_ms
         for sym, sym_rows in rows.items():
             out.ticks[sym] = np.array(sym_rows, dtype=TICK_DTYPE)
         if rejects:
