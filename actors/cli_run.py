@@ -38,9 +38,15 @@ def one_line(status: dict) -> str:
     open_pos = sum(p["position"] != 0 for p in status["pairs"])
     lat = status["latency_ms"]
     lat_s = "-" if lat["p50"] is None else f"p50 {lat['p50']:.1f} p99 {lat['p99']:.1f} ms"
+    gaps = [g for f in feeds for g in f.get("open_gap_list", [])]
+    gaps_s = ""
+    if gaps:  # trades REST could not refill: never hidden (first three named)
+        named = [f"{g['symbol']} {g['first']}..{g['last']} ({g['why']})" for g in gaps[:3]]
+        gaps_s = f"; open gaps {len(gaps)}: " + ", ".join(named) + (", ..." * (len(gaps) > 3))
     return (
         f"feeds {up}/{len(feeds)} up, {rate:.1f} ticks/s, {ticks} ticks;"
         f" pairs {stepped}/{len(status['pairs'])} stepping, {open_pos} open; latency {lat_s}"
+        + gaps_s
     )
 
 

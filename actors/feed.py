@@ -30,7 +30,7 @@ import numpy as np
 
 from actors.args import as_config, lookup_actor
 from engine.bars import NO_WATERMARK, BarBuilder, BarUpdate
-from engine.feed import FeedBatch, FeedClient
+from engine.feed import FeedBatch, FeedClient, FeedStats
 from engine.schemas import BAR_DTYPE, table_to_bars, table_to_ticks, timeframe_ms
 from engine.store import Store
 
@@ -234,6 +234,28 @@ class FeedCore:
         self.write(self.take_writes())
 
 
+def feed_row(s: FeedStats, late_ticks: int) -> dict:
+    """One ``status()["feeds"]`` row (builtins only) from a client's stats and the late ticks,
+    plus ``open_gaps`` (count), ``open_gap_list`` (``{"symbol", "first", "last", "why"}``,
+    aggregate ids inclusive: trades REST could not refill) and ``watchdog_recoveries``."""
+    return {
+        "symbols": list(s.symbols),
+        "connected": bool(s.connected),
+        "ticks_per_s": float(s.ticks_per_s),
+        "ticks": int(s.ticks),
+        "rejected": {k: int(v) for k, v in s.rejected.items()},
+        "gaps_backfilled": int(s.gaps_backfilled),
+        "late_ticks": int(late_ticks),
+        "reconnects": int(s.reconnects),
+        "open_gaps": int(s.open_gaps),
+        "open_gap_list": [
+            {"symbol": g.symbol, "first": int(g.first), "last": int(g.last), "why": str(g.why)}
+            for g in s.open_gap_list
+        ],
+        "watchdog_recoveries": int(s.watchdog_recoveries),
+    }
+
+
 class FeedActor:
     """Ray actor body: one connection's FeedClient, its FeedCore, publishing to PairActors.
 
@@ -365,21 +387,9 @@ class FeedActor:
     # -- actor methods ------------------------------------------------------------------------
     def stats(self) -> dict:
         """This connection's row of ``status()["feeds"]`` (plus a few extra keys)."""
-        s = self.client.stats
         with self._lock:
             late = self.core.late_ticks
-        return {
-            "symbols": list(s.symbols),
-            "connected": bool(s.connected),
-            "ticks_per_s": float(s.ticks_per_s),
-            "ticks": int(s.ticks),
-            "rejected": {k: int(v) for k, v in s.rejected.items()},
-            "gaps_backfilled": int(s.gaps_backfilled),
-            "late_ticks": int(late),
-            "reconnects": int(s.reconnects),
-            "open_gaps": int(s.open_gaps),
-            "watchdog_recoveries": int(s.watchdog_recoveries),
-        }
+        return feed_row(self.client.stats, late)
 
     def recent_bars(self, symbol: str, timeframe: str, n: int) -> np.ndarray:
         with self._lock:

@@ -4,6 +4,7 @@ leave no hole and no duplicate, publish entries carry every closed bar once."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -120,3 +121,35 @@ def test_pending_gap_holds_the_clock(tmp_path):
     core.advance(float(t["ts"][-1]) + 60_000)
     (e,) = [e for e in core.take_entries() if e["symbol"] == "ETHUSDT"]
     assert len(e["bars"]) == 1 and e["wm"] > t["ts"][-1]
+
+
+@pytest.mark.parametrize("n_gaps", [0, 1, 4])
+def test_status_row_and_run_log_list_open_gaps(n_gaps):
+    from actors.cli_run import one_line
+    from actors.feed import feed_row
+    from actors.hub import build_status
+    from engine.feed import FeedStats, OpenGap
+
+    gaps = tuple(
+        OpenGap("ETHUSDT", 100 + 10 * k, 104 + 10 * k, "HTTP 400: beyond 48 h")
+        for k in range(n_gaps)
+    )
+    stats = FeedStats(
+        symbols=tuple(SYMS), connected=True, ticks=10, ticks_per_s=2.0, rejected={"not_json": 1},
+        gaps_backfilled=1, backfilled_ticks=5, open_gaps=len(gaps), open_gap_list=gaps,
+        reconnects=0, watchdog_recoveries=0, rest_backoffs=0, last_trade_ms={}, last_agg_id={},
+        pending_gaps=(),
+    )  # fmt: skip
+    row = feed_row(stats, late_ticks=3)
+    status = build_status([row], [], np.empty(0))
+    (feed,) = json.loads(json.dumps(status, allow_nan=False))["feeds"]
+    assert feed["open_gaps"] == n_gaps and feed["late_ticks"] == 3
+    assert feed["open_gap_list"] == [
+        {"symbol": "ETHUSDT", "first": g.first, "last": g.last, "why": g.why} for g in gaps
+    ]
+    line = one_line(status)
+    if n_gaps == 0:
+        assert "open gaps" not in line
+    else:
+        assert f"open gaps {n_gaps}: ETHUSDT 100..104 (HTTP 400: beyond 48 h)" in line
+        assert line.count("ETHUSDT ") == min(n_gaps, 3) and line.endswith("...") == (n_gaps > 3)
