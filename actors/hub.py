@@ -200,6 +200,17 @@ class Hub:
 
         return ray.get(self._pair_actor(pair).snapshot.remote(pair), timeout=CALL_TIMEOUT_S)
 
+    def snapshots_since(self, since: dict[str, int | None]) -> dict[str, dict]:
+        """Per pair of ``since``: ``{"full": bool, "cols": ring buffers}``; ``cols`` holds the
+        steps with ts (ms) after ``since[pair]``, or every kept step (``full``) when ``since``
+        is None or older than the oldest kept step. One call for many pairs (the UI bridge)."""
+        import ray
+
+        pairs = list(since)
+        refs = [self._pair_actor(p).snapshot.remote(p) for p in pairs]
+        snaps = ray.get(refs, timeout=CALL_TIMEOUT_S) if refs else []
+        return {p: _since(snap, since[p]) for p, snap in zip(pairs, snaps, strict=True)}
+
     def recent_bars(self, symbol: str, timeframe: str, n: int) -> np.ndarray:
         """The last ``n`` closed bars (BAR_DTYPE) of a symbol and timeframe, from its FeedActor."""
         import ray
@@ -265,6 +276,15 @@ class Hub:
 
     def ping(self) -> float:
         return time.time()
+
+
+def _since(snap: dict[str, np.ndarray], since_ms: int | None) -> dict:
+    """The steps of a pair snapshot after ``since_ms`` (see ``Hub.snapshots_since``)."""
+    ts = snap["ts"]
+    if since_ms is None or (ts.size and ts[0] > since_ms):
+        return {"full": True, "cols": snap}
+    keep = ts > since_ms
+    return {"full": False, "cols": {k: v[keep] for k, v in snap.items()}}
 
 
 def _gather(ray: object, refs: list) -> list:

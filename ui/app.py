@@ -1,9 +1,10 @@
 """The App shell of one session: controls, status, live charts and the tool tabs.
 
-Every 500 ms (a periodic callback of the session) the App reads the bridge's cache; when it has
-changed it picks the frame to show (the live snapshot when the session's settings equal the
-live config, else the engine's pair step recomputed over the recent bars of the chosen
-timeframe, or the uploaded bars) and hands it to the views.
+Every 500 ms (a periodic callback of the session) the App tells the bridge which pair and bars it
+looks at (``watch``, ``want``) and reads the bridge's cache; when it has changed it picks the
+frame to show (the live snapshot when the session's settings equal the live config, else the
+engine's pair step recomputed over the recent bars of the chosen timeframe, or the uploaded
+bars) and hands it to the views.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class App:
         self.frame: PairFrame = services.empty_frame(self.settings.pair, self.settings.timeframe)
         self._seen_seq = -1
         self._dirty = True
+        state.bridge.watch(self.settings.pair)
         self.status = StatusView()
         self.charts = PairCharts()
         strat = cfg.strategy
@@ -176,7 +178,8 @@ class App:
         self._seen_seq = cache.seq
         s = self.settings
         if s.source == "live":
-            self.leg_bars()  # keep the bridge fetching this pair's bars (backtest, recompute)
+            self.state.bridge.watch(s.pair)  # keep the bridge fetching this pair's snapshot
+            self.leg_bars()  # and its legs' bars (backtest, recompute)
         tf_ms = timeframe_ms(self.state.config.analytics.timeframe)
         h = health(cache, time.time(), tf_ms)
         self.status.show(cache, h)

@@ -1,11 +1,14 @@
 """One server-wide bridge: polls the Hub into a cache that every session renders from.
 
-A daemon thread asks the Hub, every ``interval_s`` (0.5 s), for its status, every pair's
-snapshot, the alerts fired since the last poll and the recent bars that sessions asked for
-(``want``), and swaps in a new immutable :class:`Cache`. The symbols' bars for the liquidity
-filter, the heatmap and the screen are refreshed every ``universe_every_s``. Sessions never call
-Ray. When a poll fails the cache keeps the last numbers and says since when it has failed;
-``health`` turns a cache into what the page must say (live, feed down, engine unreachable).
+A daemon thread asks the Hub, every ``interval_s`` (0.5 s), for its status (light rows of
+every pair), the alerts fired since the last poll, the snapshots of the pairs sessions are
+looking at (``watch``; only the steps after the cached ones) and the recent bars that sessions
+asked for (``want``; after the first fetch only the bars since the cached ones), and swaps in a
+new immutable :class:`Cache`, shared by every session. The symbols' bars for the liquidity
+filter, the heatmap and the screen are refreshed every ``universe_every_s``. A pair or bars
+asked for the first time wake the poller at once. Sessions never call Ray. When a poll fails
+the cache keeps the last numbers and says since when it has failed; ``health`` turns a cache
+into what the page must say (live, feed down, engine unreachable).
 """
 
 from __future__ import annotations
@@ -17,14 +20,20 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from actors.pair import RING_STEPS
+from engine.schemas import timeframe_ms
+
 log = logging.getLogger(__name__)
 
 #: bars kept per (symbol, timeframe) requested by a session
 WANTED_BARS = 3_600
 #: bars per symbol for the universe (liquidity, heatmap, screen)
 UNIVERSE_BARS = 900
-#: a requested (symbol, timeframe) is dropped when no session asked for it this long (s)
+#: a requested (symbol, timeframe) or watched pair is dropped when no session asked for it
+#: this long (s)
 WANT_TTL_S = 30.0
+#: bars asked for beyond those elapsed since the last cached bar (late or re-sent bars)
+BARS_MARGIN = 5
 #: seconds without a successful poll before the engine is reported unreachable
 UNREACHABLE_S = 5.0
 #: seconds after a pair's last bar end before its numbers count as stale (plus one bar)
@@ -40,7 +49,7 @@ class Cache:
     error: str | None = None  # last poll error, None when the last poll worked
     failing_since: float | None = None
     status: dict = field(default_factory=dict)
-    snapshots: dict = field(default_factory=dict)  # pair -> dict of arrays
+    snapshots: dict = field(default_factory=dict)  # watched pair -> dict of arrays
     bars: dict = field(default_factory=dict)  # (symbol, tf) -> BAR_DTYPE
     universe: dict = field(default_factory=dict)  # symbol -> BAR_DTYPE (analytics tf)
     alerts: tuple = ()  # every fired alert seen, oldest first
@@ -92,6 +101,46 @@ def health(cache: Cache, now: float, tf_ms: int) -> Health:
     return Health("live", "Live: all feeds connected")
 
 
+def _last_ts(cols: dict | None) -> int | None:
+    """The ts (ms) of the last cached step of a snapshot, None when there is none."""
+    if cols is None or not len(cols["ts"]):
+        return None
+    return int(cols["ts"][-1])
+
+
+def _merge_snapshot(old: dict | None, fresh: dict) -> dict:
+    """The cached snapshot with the steps ``Hub.snapshots_since`` returned appended, at most
+    the PairActor's ``RING_STEPS`` kept (a ``full`` answer replaces it)."""
+    if old is None or fresh["full"]:
+        return fresh["cols"]
+    if not len(fresh["cols"]["ts"]):
+        return old
+    return {k: np.concatenate([old[k], v])[-RING_STEPS:] for k, v in fresh["cols"].items()}
+
+
+def _bars_to_ask(old: np.ndarray | None, timeframe: str) -> int:
+    """How many recent bars to ask for: all ``WANTED_BARS`` without cached ones, else those
+    elapsed since the last cached bar plus ``BARS_MARGIN``."""
+    if old is None or not old.size:
+        return WANTED_BARS
+    elapsed = (time.time() * 1000.0 - float(old["ts"][-1])) / timeframe_ms(timeframe)
+    return int(min(WANTED_BARS, max(0.0, np.ceil(elapsed)) + BARS_MARGIN))
+
+
+def _merge_bars(old: np.ndarray | None, got: np.ndarray, asked: int) -> np.ndarray | None:
+    """The cached bars with the newly fetched ones merged in (a fetched bar replaces a cached
+    one of the same ts). A full fetch (``WANTED_BARS`` asked) replaces the cache. When the
+    fetched bars do not reach back to the cached ones (more closed since than asked for), the
+    cached bars are dropped (None) so that the next poll fetches them all again."""
+    if old is None or asked >= WANTED_BARS or not old.size:
+        return got
+    if got.size < asked:  # the feed holds no more than these
+        return got
+    if got["ts"][0] > old["ts"][-1]:
+        return None
+    return np.concatenate([old[old["ts"] < got["ts"][0]], got])[-WANTED_BARS:]
+
+
 def _iso_to_ms(iso: str | None) -> int | None:
     if not iso:
         return None
@@ -121,8 +170,10 @@ class Bridge:
         self.call_timeout_s = call_timeout_s
         self.cache = Cache()
         self._wanted: dict[tuple[str, str], float] = {}
+        self._watched: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._universe_at = 0.0
         self._alerts_since: int | None = None
@@ -131,7 +182,21 @@ class Bridge:
     def want(self, symbol: str, timeframe: str) -> None:
         """Ask for the recent bars of ``symbol``/``timeframe`` in the next polls."""
         with self._lock:
+            new = (symbol, timeframe) not in self._wanted
             self._wanted[(symbol, timeframe)] = time.monotonic()
+        if new:
+            self._wake.set()
+
+    def watch(self, pair: str) -> None:
+        """Keep the snapshot of ``pair`` (a live pair of the engine) in the cache for the next
+        ``WANT_TTL_S`` seconds; other names are ignored."""
+        if pair not in self.pairs:
+            return
+        with self._lock:
+            new = pair not in self._watched
+            self._watched[pair] = time.monotonic()
+        if new:
+            self._wake.set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="pairstack-bridge", daemon=True)
@@ -139,14 +204,16 @@ class Bridge:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10.0)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
+            self._wake.clear()
             self.poll()
-            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+            self._wake.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     def poll(self) -> None:
         """One poll; failures are recorded in the cache, never raised."""
@@ -155,14 +222,21 @@ class Bridge:
         now = time.monotonic()
         with self._lock:
             self._wanted = {k: t for k, t in self._wanted.items() if now - t < WANT_TTL_S}
+            self._watched = {p: t for p, t in self._watched.items() if now - t < WANT_TTL_S}
             wanted = list(self._wanted)
+            watched = list(self._watched)
         universe = now - self._universe_at >= self.universe_every_s
         old = self.cache
+        since = {p: _last_ts(old.snapshots.get(p)) for p in watched}
+        counts = [_bars_to_ask(old.bars.get(k), k[1]) for k in wanted]
         try:
             refs = [self.hub.status.remote(), self.hub.alerts.remote(self._alerts_since)]
             refs.append(self.hub.rules.remote())
-            refs += [self.hub.snapshot.remote(p) for p in self.pairs]
-            refs += [self.hub.recent_bars.remote(s, tf, WANTED_BARS) for s, tf in wanted]
+            refs.append(self.hub.snapshots_since.remote(since))
+            refs += [
+                self.hub.recent_bars.remote(s, tf, n)
+                for (s, tf), n in zip(wanted, counts, strict=True)
+            ]
             if universe:
                 refs += [
                     self.hub.recent_bars.remote(s, self.timeframe, UNIVERSE_BARS)
@@ -179,11 +253,14 @@ class Bridge:
             )
             log.warning("bridge poll failed: %s", exc)
             return
-        status, fired, rules = out[0], out[1], out[2]
-        k = 3
-        snapshots = dict(zip(self.pairs, out[k : k + len(self.pairs)], strict=True))
-        k += len(self.pairs)
-        bars = dict(zip(wanted, out[k : k + len(wanted)], strict=True))
+        status, fired, rules, fresh = out[0], out[1], out[2], out[3]
+        snapshots = {p: _merge_snapshot(old.snapshots.get(p), fresh[p]) for p in watched}
+        k = 4
+        bars = {
+            key: _merge_bars(old.bars.get(key), got, n)
+            for key, got, n in zip(wanted, out[k : k + len(wanted)], counts, strict=True)
+        }
+        bars = {key: b for key, b in bars.items() if b is not None}
         k += len(wanted)
         uni = old.universe
         if universe:
