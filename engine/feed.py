@@ -408,14 +408,17 @@ class FeedClient:
 
     async def _read(self, conn: ClientConnection, first: asyncio.Event) -> None:
         inbox_limit = self.batch_frames
+        recv, wake = conn.recv, self._wake
         try:
+            frame = await recv(decode=False)
+            self._inbox.append(frame)
+            first.set()
             while True:
-                frame = await conn.recv(decode=False)
-                self._inbox.append(frame)
-                if not first.is_set():
-                    first.set()
-                if len(self._inbox) >= inbox_limit:
-                    self._wake.set()
+                frame = await recv(decode=False)  # the pump swaps the inbox while we wait
+                inbox = self._inbox
+                inbox.append(frame)
+                if len(inbox) >= inbox_limit:
+                    wake.set()
         except websockets.ConnectionClosed as exc:
             log.info("websocket closed: %s", exc)
 

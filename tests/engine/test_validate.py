@@ -182,3 +182,38 @@ def test_rest_rows_strict() -> None:
     assert rejects == {"bad_type": 1, "bad_qty": 1}
     assert parse_rest_agg_trades(b"{")[1] == {"not_json": 1}
     assert parse_rest_agg_trades(b'{"code": -1121}')[1] == {"bad_frame": 1}
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("bad_frame", [False, True])
+def test_bulk_path_equals_per_frame_path(seed, bad_frame):
+    """Whole-column checks give exactly the per-frame path's ticks, marks, rejects and state."""
+    rng = np.random.default_rng(seed)
+    syms = ["BTCUSDT", "ETHUSDT"]
+    frames = []
+    next_id = {"BTCUSDT": 10, "ETHUSDT": 50, "XRPUSDT": 1}
+    for k in range(300):
+        s = ["BTCUSDT", "ETHUSDT", "XRPUSDT"][int(rng.choice(3, p=[0.5, 0.45, 0.05]))]
+        if rng.random() < 0.05:
+            frames.append(json.dumps({"stream": f"{s.lower()}@markPrice@1s", "data": {
+                "e": "markPriceUpdate", "E": 1000 + k, "s": s, "p": "10.5", "r": "-0.0001",
+                "T": 28_800_000}}))  # fmt: skip
+            continue
+        a = next_id[s] - int(rng.integers(1, 4)) if rng.random() < 0.1 or k > 280 else next_id[s]
+        next_id[s] = max(next_id[s], a + 1)
+        p = "0.00" if rng.random() < 0.03 else f"{rng.uniform(1, 100):.2f}"
+        q = "0.000" if rng.random() < 0.03 else f"{rng.uniform(0.001, 5):.3f}"
+        frames.append(json.dumps({"stream": f"{s.lower()}@aggTrade", "data": {
+            "e": "aggTrade", "E": 1000 + k, "s": s, "a": a, "p": p, "q": q, "f": a, "l": a,
+            "T": 990 + k, "m": bool(rng.random() < 0.5)}}))  # fmt: skip
+    if bad_frame:
+        frames.insert(150, '{"stream": "btcusdt@aggTrade", "data": {"e": "aggTrade"}}')
+    bulk, each = FrameValidator(syms, {"BTCUSDT": 12}), FrameValidator(syms, {"BTCUSDT": 12})
+    got, want = bulk.decode_frames(frames), each._decode_each(frames)
+    assert got.ticks.keys() == want.ticks.keys()
+    for s in want.ticks:
+        np.testing.assert_array_equal(got.ticks[s], want.ticks[s])
+    assert got.marks == want.marks and got.rejects == want.rejects and got.rejects
+    assert got.streams == want.streams and got.event_ms == want.event_ms
+    assert bulk.rejected == each.rejected
+    assert [bulk.last_id(s) for s in syms] == [each.last_id(s) for s in syms]
