@@ -150,7 +150,7 @@ def _cadence(browser, server, pairs: list[str], sessions: int, window_s: float) 
         page = ctx.new_page()
         page.goto(server.url)
         page.wait_for_function(READY_JS, timeout=120_000)
-        page.locator(".ps-pair-select select").select_option(pair)
+        page.locator(".ps-pair-select select").select_option(pair, timeout=120_000)
         ctxs.append(ctx)
         pages.append(page)
     for page in pages:
