@@ -115,11 +115,14 @@ class BacktestView(Viewer):
             self.message.object = f"<p class='ps-error'>{html.escape(str(exc))}</p>"
             return
         eq = res.equity
-        self.source.data = {
-            "ts": eq.ts.astype(np.float64),
-            "equity": eq.equity,
-            "drawdown": services.drawdown(eq.equity),
-        }
+        # a button click runs without the document lock: a raw Bokeh model is only changed
+        # inside unlocked(), which holds the document and sends the change itself
+        with pn.io.unlocked():
+            self.source.data = {
+                "ts": eq.ts.astype(np.float64),
+                "equity": eq.equity,
+                "drawdown": services.drawdown(eq.equity),
+            }
         self.stats.object = (
             "<table>"
             + "".join(

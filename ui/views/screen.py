@@ -86,14 +86,15 @@ class ScreenView(Viewer):
             self.message.object = f"<p class='ps-error'>{html.escape(str(exc))}</p>"
             return
         a, b = np.meshgrid(names, names, indexing="ij")
-        self.fig.x_range.factors = list(names)
-        self.fig.y_range.factors = list(names)
-        self.source.data = {
-            "a": a.ravel().tolist(),
-            "b": b.ravel().tolist(),
-            "corr": corr.ravel(),
-            "label": [f"{v:.2f}" for v in corr.ravel()],
-        }
+        with pn.io.unlocked():  # a button click: raw Bokeh models change only in unlocked()
+            self.fig.x_range.factors = list(names)
+            self.fig.y_range.factors = list(names)
+            self.source.data = {
+                "a": a.ravel().tolist(),
+                "b": b.ravel().tolist(),
+                "corr": corr.ravel(),
+                "label": [f"{v:.2f}" for v in corr.ravel()],
+            }
         self.table.value = table
         self.message.object = (
             f"<p class='ps-screen-summary'>{len(names)} liquid symbols, {len(table)} pairs, "
