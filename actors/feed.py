@@ -237,7 +237,9 @@ class FeedCore:
 def feed_row(s: FeedStats, late_ticks: int) -> dict:
     """One ``status()["feeds"]`` row (builtins only) from a client's stats and the late ticks,
     plus ``open_gaps`` (count), ``open_gap_list`` (``{"symbol", "first", "last", "why"}``,
-    aggregate ids inclusive: trades REST could not refill) and ``watchdog_recoveries``."""
+    aggregate ids inclusive: trades REST could not refill), ``watchdog_recoveries``,
+    ``connect_failures`` (failed connection attempts) and ``last_error`` (the latest one's text,
+    "" when none)."""
     return {
         "symbols": list(s.symbols),
         "connected": bool(s.connected),
@@ -253,6 +255,8 @@ def feed_row(s: FeedStats, late_ticks: int) -> dict:
             for g in s.open_gap_list
         ],
         "watchdog_recoveries": int(s.watchdog_recoveries),
+        "connect_failures": int(s.connect_failures),
+        "last_error": str(s.last_error),
     }
 
 

@@ -64,7 +64,11 @@ class OpenGap:
 
 @dataclass(frozen=True)
 class FeedStats:
-    """Counters of one feed connection (a snapshot; ``ticks_per_s`` over the last 5 s)."""
+    """Counters of one feed connection (a snapshot; ``ticks_per_s`` over the last 5 s).
+
+    ``reconnects`` counts connections made after the first one; ``connect_failures`` counts
+    connection attempts that failed (exchange unreachable, refused handshake), ``last_error``
+    is the text of the latest such failure ("" when none failed yet)."""
 
     symbols: tuple[str, ...]
     connected: bool
@@ -81,6 +85,8 @@ class FeedStats:
     last_trade_ms: dict[str, int]
     last_agg_id: dict[str, int]
     pending_gaps: tuple[str, ...]
+    connect_failures: int = 0
+    last_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,8 @@ class FeedClient:
         self._event_ms = -1  # largest exchange event time E read so far
         self._event_at_ms = 0.0  # cut_ms of the batch that carried it
         self._reconnects = 0
+        self._connect_failures = 0
+        self._last_error = ""
         self._watchdog_recoveries = 0
         # runtime (made in run())
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -307,6 +315,8 @@ class FeedClient:
                 s: st.next_id - 1 for s, st in self._states.items() if st.next_id is not None
             },
             pending_gaps=tuple(s for s in self.symbols if self.pending_gap(s)),
+            connect_failures=self._connect_failures,
+            last_error=self._last_error,
         )
 
     # ---------------------------------------------------------------- connections
@@ -327,6 +337,8 @@ class FeedClient:
                 )  # fmt: skip
             except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake,
                     websockets.InvalidURI) as exc:  # fmt: skip
+                self._connect_failures += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"
                 delay = self._backoff(attempt)
                 log.warning("connect %s failed (%r); retrying in %.2f s", self.url, exc, delay)
                 attempt += 1

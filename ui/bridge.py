@@ -13,6 +13,7 @@ into what the page must say (live, feed down, engine unreachable).
 
 from __future__ import annotations
 
+import html
 import logging
 import threading
 import time
@@ -38,6 +39,8 @@ BARS_MARGIN = 5
 UNREACHABLE_S = 5.0
 #: seconds after a pair's last bar end before its numbers count as stale (plus one bar)
 STALE_S = 15.0
+#: characters of a feed's last connection error shown in the banner
+ERROR_CHARS = 160
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def health(cache: Cache, now: float, tf_ms: int) -> Health:
             "feed-down",
             f"Feed down: {len(down)} of {len(feeds)} connection(s) disconnected "
             f"({', '.join(symbols[:8])}{'…' if len(symbols) > 8 else ''}); reconnecting "
-            f"({reconnects} reconnects so far). The numbers shown are NOT live.",
+            f"({reconnects} reconnects so far{_retrying(down)}). The numbers shown are NOT live.",
         )
     last = [_iso_to_ms(p.get("last_bar")) for p in cache.status.get("pairs", [])]
     last = [t for t in last if t is not None]
@@ -99,6 +102,22 @@ def health(cache: Cache, now: float, tf_ms: int) -> Health:
             "the numbers shown are NOT live.",
         )
     return Health("live", "Live: all feeds connected")
+
+
+def _retrying(down: list[dict]) -> str:
+    """The banner's "; retrying: N failed connection attempts, last error: ..." of the
+    disconnected feed rows, "" when none has failed to connect (the error cut to
+    ``ERROR_CHARS``, HTML-escaped)."""
+    failures = sum(int(f.get("connect_failures", 0)) for f in down)
+    if not failures:
+        return ""
+    error = next((str(f["last_error"]) for f in down if f.get("last_error")), "unknown")
+    if len(error) > ERROR_CHARS:
+        error = error[: ERROR_CHARS - 1] + "…"
+    return (
+        f"; retrying: {failures} failed connection attempts, "
+        f"last error: {html.escape(error, quote=False)}"
+    )
 
 
 def _last_ts(cols: dict | None) -> int | None:

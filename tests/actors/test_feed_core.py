@@ -153,3 +153,26 @@ def test_status_row_and_run_log_list_open_gaps(n_gaps):
     else:
         assert f"open gaps {n_gaps}: ETHUSDT 100..104 (HTTP 400: beyond 48 h)" in line
         assert line.count("ETHUSDT ") == min(n_gaps, 3) and line.endswith("...") == (n_gaps > 3)
+
+
+@pytest.mark.parametrize(
+    ("failures", "error"),
+    [(0, ""), (1, "ConnectionRefusedError: [Errno 111] refused"), (7, "TimeoutError: ")],
+)
+def test_status_row_carries_failed_connects(failures, error):
+    from actors.feed import feed_row
+    from actors.hub import build_status
+    from engine.feed import FeedStats
+
+    stats = FeedStats(
+        symbols=tuple(SYMS), connected=False, ticks=0, ticks_per_s=0.0, rejected={},
+        gaps_backfilled=0, backfilled_ticks=0, open_gaps=0, open_gap_list=(), reconnects=2,
+        watchdog_recoveries=0, rest_backoffs=0, last_trade_ms={}, last_agg_id={},
+        pending_gaps=(), connect_failures=failures, last_error=error,
+    )  # fmt: skip
+    row = feed_row(stats, late_ticks=0)
+    assert list(row)[:8] == ["symbols", "connected", "ticks_per_s", "ticks", "rejected",
+                             "gaps_backfilled", "late_ticks", "reconnects"]  # fmt: skip
+    (feed,) = json.loads(json.dumps(build_status([row], [], np.empty(0))))["feeds"]
+    assert feed["connect_failures"] == failures and feed["last_error"] == error
+    assert feed["reconnects"] == 2 and feed["connected"] is False

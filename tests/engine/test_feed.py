@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import numpy as np
 import pytest
@@ -280,3 +281,34 @@ def test_bad_arguments() -> None:
         FeedThread(["BTCUSDT"], url, "http://x", on_batch=print)
     with pytest.raises(ValueError, match="int >= -1"):
         FeedClient(["BTCUSDT"], url, "http://x", resume_from={"BTCUSDT": "7"})
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound once to pick it, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("symbols", [["BTCUSDT"], ["BTCUSDT", "ETHUSDT"]])
+@pytest.mark.parametrize("funding", [False, True])
+def test_unreachable_exchange_counts_failed_connects(symbols: list[str], funding: bool) -> None:
+    port = _closed_port()
+
+    async def run_until_failures(want: int):
+        client = FeedClient(symbols, f"ws://127.0.0.1:{port}/market", f"http://127.0.0.1:{port}",
+                            funding=funding, batch_ms=20, backoff_s=(0.01, 0.05))  # fmt: skip
+        runner = asyncio.create_task(client.run())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15.0
+        while client.stats.connect_failures < want and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        stats = client.stats
+        client.stop()
+        await runner
+        return stats
+
+    s = asyncio.run(run_until_failures(3))
+    assert s.connect_failures >= 3
+    assert not s.connected and s.reconnects == 0 and s.ticks == 0
+    assert "ConnectionRefusedError" in s.last_error and str(port) in s.last_error

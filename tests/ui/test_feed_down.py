@@ -5,6 +5,8 @@ A second server whose feed points at a closed loopback port (as live Binance is 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import Server, demo_config, free_port, open_page, screenshot
 from playwright.sync_api import expect
@@ -32,6 +34,8 @@ def test_feed_down_banner_and_no_live_numbers(browser, down_server):
         expect(banner).to_contain_text("Feed down", timeout=60_000)
         expect(banner).to_contain_text("NOT live")
         expect(banner).to_contain_text("reconnecting")
+        attempts = re.compile(r"retrying: [1-9]\d* failed connection attempts, last error: \w")
+        expect(banner).to_contain_text(attempts, timeout=60_000)
         assert page.locator(".ps-feed-banner.ps-state-live").count() == 0
         expect(page.locator(".ps-kpis .ps-stale")).to_be_visible()
         expect(page.locator(".ps-kpis")).to_contain_text("NOT live")

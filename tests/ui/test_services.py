@@ -19,7 +19,7 @@ from engine.pairstep import PairParams
 from engine.schemas import BAR_DTYPE
 from tests.kit import cointegrated_pair
 from ui import services
-from ui.bridge import STALE_S, Cache, health
+from ui.bridge import ERROR_CHARS, STALE_S, Cache, health
 
 T0 = 1_700_000_000_000
 # statsmodels 0.15 warns unless result_object is given; 0.14 does not know it
@@ -173,4 +173,32 @@ def test_health_never_calls_old_numbers_live(case, state):
         assert "NOT live" in h.message or "Connecting" in h.message
     if case == "down":
         assert "Feed down" in h.message and "reconnecting (3 reconnects" in h.message
+        assert "failed connection attempts" not in h.message
     assert math.isfinite(now)
+
+
+@pytest.mark.parametrize(
+    ("rows", "want"),
+    [
+        ([(False, 4, "ConnectionRefusedError: [Errno 111] <refused>")],
+         "retrying: 4 failed connection attempts, last error: "
+         "ConnectionRefusedError: [Errno 111] &lt;refused&gt;"),
+        ([(False, 2, ""), (False, 5, "TimeoutError: slow")],
+         "retrying: 7 failed connection attempts, last error: TimeoutError: slow"),
+        ([(True, 9, "old"), (False, 1, "OSError: x")],
+         "retrying: 1 failed connection attempts, last error: OSError: x"),
+        ([(False, 3, "E" * (ERROR_CHARS + 50))],
+         f"retrying: 3 failed connection attempts, last error: {'E' * (ERROR_CHARS - 1)}…)"),
+    ],
+)  # fmt: skip
+def test_feed_down_banner_counts_failed_connects(rows, want):
+    now = time.time()
+    feeds = [
+        {"symbols": [f"S{k}"], "connected": c, "reconnects": 0, "connect_failures": n,
+         "last_error": e}
+        for k, (c, n, e) in enumerate(rows)
+    ]  # fmt: skip
+    status = {"feeds": feeds, "pairs": [{"pair": "S0/S1", "last_bar": _iso(now - 1)}]}
+    h = health(Cache(polled_at=now, status=status), now, 1000)
+    assert h.state == "feed-down" and "NOT live" in h.message
+    assert "reconnecting (0 reconnects so far; " + want in h.message
