@@ -63,42 +63,59 @@ def new_kalman_state(init_var: float) -> np.ndarray:
 
 
 @njit(cache=True, inline="always")
-def kalman_step(state: np.ndarray, y: float, x: float, q: float, r: float) -> tuple[float, float]:
-    """Observe (y, x): update ``state`` in place, return (innovation e, its variance S).
+def _as_tuple(state: np.ndarray) -> tuple:
+    """The state array as the tuple ``_update`` works on."""
+    return state[0], state[1], state[2], state[3], state[4], state[5]
 
-    Q = q*I is added to P before every observation but the first. The covariance update is the
-    Joseph form P = (I - K H) P (I - K H)' + r K K', which stays symmetric and positive
-    semi-definite under rounding. Oracle: pykalman ``KalmanFilter.filter`` with observation
-    matrix [[x_t, 1]].
+
+@njit(cache=True, inline="always")
+def _update(kt: tuple, y: float, x: float, q: float, r: float) -> tuple[tuple, float, float]:
+    """The one filter step on the state tuple (beta, alpha, P00, P01, P11, n_seen).
+
+    Returns (new state tuple, innovation e, its variance S). Q = q*I is added to P before
+    every observation but the first. The covariance update is the Joseph form
+    P = (I - K H) P (I - K H)' + r K K' (valid for any gain, so it absorbs the rounding of K),
+    rearranged so each step's chain from P to the next P is short; only the upper triangle is
+    kept, so P stays symmetric. The state travels as a tuple so the batch loop keeps it in
+    registers.
     """
-    p00 = state[2]
-    p01 = state[3]
-    p11 = state[4]
-    if state[5] > 0.0:
+    beta, alpha, p00, p01, p11, n = kt
+    if n > 0.0:
         p00 += q
         p11 += q
-    e = y - (state[0] * x + state[1])
+    e = y - (beta * x + alpha)
     ph0 = p00 * x + p01  # P H'
     ph1 = p01 * x + p11
     s = x * ph0 + ph1 + r
-    k0 = ph0 / s
-    k1 = ph1 / s
-    state[0] += k0 * e
-    state[1] += k1 * e
-    # A = I - K H = [[1 - k0 x, -k0], [-k1 x, 1 - k1]]
-    a00 = 1.0 - k0 * x
-    a01 = -k0
-    a10 = -k1 * x
-    a11 = 1.0 - k1
-    # B = A P
-    b00 = a00 * p00 + a01 * p01
-    b01 = a00 * p01 + a01 * p11
-    b10 = a10 * p00 + a11 * p01
-    b11 = a10 * p01 + a11 * p11
-    state[2] = b00 * a00 + b01 * a01 + r * k0 * k0
-    state[3] = b00 * a10 + b01 * a11 + r * k0 * k1
-    state[4] = b10 * a10 + b11 * a11 + r * k1 * k1
-    state[5] += 1.0
+    inv_s = 1.0 / s
+    k0 = ph0 * inv_s
+    k1 = ph1 * inv_s
+    # Joseph form for any gain K, rearranged to a short dependency chain: with B = P - K (P H')'
+    # and g = P H' - K S (the rounding residual of the gain), (I - K H) P (I - K H)' + r K K'
+    # equals B - g K' exactly.
+    g0 = ph0 - k0 * s
+    g1 = ph1 - k1 * s
+    kt = (
+        beta + k0 * e,
+        alpha + k1 * e,
+        (p00 - k0 * ph0) - g0 * k0,
+        (p01 - k0 * ph1) - g0 * k1,
+        (p11 - k1 * ph1) - g1 * k1,
+        n + 1.0,
+    )
+    return kt, e, s
+
+
+@njit(cache=True, inline="always")
+def kalman_step(state: np.ndarray, y: float, x: float, q: float, r: float) -> tuple[float, float]:
+    """Observe (y, x): update ``state`` in place, return (innovation e, its variance S).
+
+    Loads the state array into the tuple of ``_update`` and stores it back. Oracle: pykalman
+    ``KalmanFilter.filter`` with observation matrix [[x_t, 1]].
+    """
+    kt, e, s = _update(_as_tuple(state), y, x, q, r)
+    for i in range(KALMAN_STATE_SIZE):
+        state[i] = kt[i]
     return e, s
 
 
@@ -106,17 +123,17 @@ def kalman_step(state: np.ndarray, y: float, x: float, q: float, r: float) -> tu
 def _kalman_kernel(
     y: np.ndarray, x: np.ndarray, q: float, r: float, init_var: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Batch filter: loops ``kalman_step``. Oracle: pykalman ``KalmanFilter.filter``."""
+    """Batch filter: loops ``_update``. Oracle: pykalman ``KalmanFilter.filter``."""
     n = y.size
-    state = new_kalman_state(init_var)
+    kt = _as_tuple(new_kalman_state(init_var))
     beta = np.empty(n)
     alpha = np.empty(n)
     innovation = np.empty(n)
     innovation_var = np.empty(n)
     for i in range(n):
-        e, s = kalman_step(state, y[i], x[i], q, r)
-        beta[i] = state[0]
-        alpha[i] = state[1]
+        kt, e, s = _update(kt, y[i], x[i], q, r)
+        beta[i] = kt[0]
+        alpha[i] = kt[1]
         innovation[i] = e
         innovation_var[i] = s
     return beta, alpha, innovation, innovation_var

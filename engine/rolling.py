@@ -42,6 +42,9 @@ ZSTATE_SIZE = 11
 #: times the current M2: the sliding M2 then has a relative error below about 2**10 * 2**-52.
 _DRIFT = 1024.0
 
+#: Recompute exactly at least every ``_EVERY * window`` pushes, so the shift K follows the level.
+_EVERY = 8
+
 # OLS state indices
 _ON = 0
 _OPOS = 1
@@ -72,105 +75,123 @@ def new_window_state(window: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True)
-def _recompute(buf: np.ndarray, st: np.ndarray) -> None:
-    """Exact two-pass mean and M2 of the finite values in a full buffer, about a new shift."""
+def _recompute(buf: np.ndarray) -> tuple[float, float, float, float]:
+    """Exact (K, M, M2, count) of the finite values in a full buffer, about a new shift K.
+
+    Two passes: K is the plain mean, then M and M2 come from the deviations d = v - K in one
+    pass with the corrected two-pass formula M2 = sum d^2 - (sum d)^2 / count.
+    """
     total = 0.0
     count = 0
     for v in buf:
         if not np.isnan(v):
             total += v
             count += 1
-    st[_SINCE] = 0.0
-    st[_ACC] = 0.0
-    st[_C] = count
     if count == 0:
-        st[_K] = np.nan
-        st[_M] = 0.0
-        st[_M2] = 0.0
-        return
+        return np.nan, 0.0, 0.0, 0.0
     k = total / count
     s1 = 0.0
+    s2 = 0.0
     for v in buf:
         if not np.isnan(v):
-            s1 += v - k
+            d = v - k
+            s1 += d
+            s2 += d * d
     m = s1 / count
-    m2 = 0.0
-    for v in buf:
-        if not np.isnan(v):
-            d = (v - k) - m
-            m2 += d * d
-    st[_K] = k
-    st[_M] = m
-    st[_M2] = m2
+    return k, m, s2 - s1 * m, float(count)
+
+
+@njit(cache=True, inline="always")
+def _load(st: np.ndarray) -> tuple:
+    """The z-score state array as a tuple of floats, in the index order above."""
+    return (st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10])
+
+
+@njit(cache=True, inline="always")
+def _store(st: np.ndarray, zs: tuple) -> None:
+    """Write a state tuple from ``_push`` back into the state array."""
+    for i in range(ZSTATE_SIZE):
+        st[i] = zs[i]
+
+
+@njit(cache=True, inline="always")
+def _push(buf: np.ndarray, zs: tuple, value: float) -> tuple:
+    """The one mean/M2 step: push ``value`` into the ring, return the new state tuple.
+
+    Sliding Welford updates of the mean and M2 about the shift K; exact recomputation every
+    ``_EVERY * window`` pushes (to move K back near the mean), or sooner when M2 has shrunk so
+    much that its rounding error could show. The state travels as a tuple so the batch loop
+    keeps it in registers; ``window_push`` loads and stores it from the state array.
+    """
+    n, pos, k, m, m2, since, nans, run, last, c, acc = zs
+    w = buf.size
+    p = int(pos)
+    full = n >= w
+    old = buf[p] if full else np.nan
+    buf[p] = value
+    pos = pos + 1.0 if p + 1 < w else 0.0
+    n += 1.0
+    new_ok = not np.isnan(value)
+    old_ok = not np.isnan(old)
+    if new_ok and np.isnan(k):
+        k = value
+    if new_ok and old_ok:
+        dn = value - k
+        do = old - k
+        m_new = m + (dn - do) / c
+        upd = (dn - do) * ((dn - m_new) + (do - m))
+        m2 += upd
+        acc += abs(upd)
+        m = m_new
+    elif old_ok:
+        c -= 1.0
+        if c == 0.0:
+            m = 0.0
+            m2 = 0.0
+        else:
+            delta = (old - k) - m
+            m_new = m - delta / c
+            upd = delta * ((old - k) - m_new)
+            m2 -= upd
+            acc += abs(upd)
+            m = m_new
+    elif new_ok:
+        c += 1.0
+        delta = (value - k) - m
+        m_new = m + delta / c
+        upd = delta * ((value - k) - m_new)
+        m2 += upd
+        acc += abs(upd)
+        m = m_new
+    if new_ok:
+        run = run + 1.0 if value == last else 1.0
+        if full and not old_ok:
+            nans -= 1.0
+    else:
+        run = 0.0
+        if full == old_ok:
+            nans += 1.0
+    last = value
+    since += 1.0
+    if since >= _EVERY * w or (run < w and acc > _DRIFT * m2):
+        k, m, m2, c = _recompute(buf)
+        since = 0.0
+        acc = 0.0
+    return n, pos, k, m, m2, since, nans, run, last, c, acc
 
 
 @njit(cache=True, inline="always")
 def window_push(buf: np.ndarray, st: np.ndarray, value: float) -> None:
-    """Push one value (NaN allowed: the window then reports NaN until it leaves) into the ring.
-
-    Sliding Welford updates of the mean and M2 about the shift K; exact recomputation every
-    ``window`` pushes, or sooner when M2 has shrunk so much that its rounding error could show.
-    """
-    w = buf.size
-    pos = int(st[_POS])
-    full = st[_N] >= w
-    old = buf[pos] if full else np.nan
-    buf[pos] = value
-    st[_POS] = pos + 1 if pos + 1 < w else 0
-    st[_N] += 1.0
-    new_ok = not np.isnan(value)
-    old_ok = not np.isnan(old)
-    if new_ok and np.isnan(st[_K]):
-        st[_K] = value
-    k = st[_K]
-    m = st[_M]
-    if new_ok and old_ok:
-        dn = value - k
-        do = old - k
-        m_new = m + (dn - do) / st[_C]
-        upd = (dn - do) * ((dn - m_new) + (do - m))
-        st[_M2] += upd
-        st[_ACC] += abs(upd)
-        st[_M] = m_new
-    elif old_ok:
-        st[_C] -= 1.0
-        if st[_C] == 0.0:
-            st[_M] = 0.0
-            st[_M2] = 0.0
-        else:
-            delta = (old - k) - m
-            m_new = m - delta / st[_C]
-            upd = delta * ((old - k) - m_new)
-            st[_M2] -= upd
-            st[_ACC] += abs(upd)
-            st[_M] = m_new
-    elif new_ok:
-        st[_C] += 1.0
-        delta = (value - k) - m
-        m_new = m + delta / st[_C]
-        upd = delta * ((value - k) - m_new)
-        st[_M2] += upd
-        st[_ACC] += abs(upd)
-        st[_M] = m_new
-    if full and not old_ok:
-        st[_NAN] -= 1.0
-    if not new_ok:
-        st[_NAN] += 1.0
-        st[_RUN] = 0.0
-    else:
-        st[_RUN] = st[_RUN] + 1.0 if value == st[_LAST] else 1.0
-    st[_LAST] = value
-    st[_SINCE] += 1.0
-    if st[_SINCE] >= w or (st[_RUN] < w and st[_ACC] > _DRIFT * st[_M2]):
-        _recompute(buf, st)
+    """Push one value (NaN allowed: the window then reports NaN until it leaves) into the ring."""
+    _store(st, _push(buf, _load(st), value))
 
 
 @njit(cache=True, inline="always")
-def _window_var(w: int, st: np.ndarray) -> float:
+def _var(w: int, run: float, m2: float) -> float:
     """Sample variance (ddof=1) of a full NaN-free window; exactly 0 for a constant window."""
-    if st[_RUN] >= w:
+    if run >= w:
         return 0.0
-    return max(st[_M2], 0.0) / (w - 1)
+    return max(m2, 0.0) / (w - 1)
 
 
 @njit(cache=True)
@@ -179,7 +200,20 @@ def window_mean_var(buf: np.ndarray, st: np.ndarray) -> tuple[float, float]:
     w = buf.size
     if st[_N] < w or st[_NAN] > 0:
         return np.nan, np.nan
-    return st[_K] + st[_M], _window_var(w, st)
+    return st[_K] + st[_M], _var(w, st[_RUN], st[_M2])
+
+
+@njit(cache=True, inline="always")
+def _zstep(buf: np.ndarray, zs: tuple, value: float) -> tuple[tuple, float]:
+    """The one z-score step on a state tuple: (new state, z of ``value`` in its window)."""
+    zs = _push(buf, zs, value)
+    w = buf.size
+    if zs[_N] < w or zs[_NAN] > 0:
+        return zs, np.nan
+    var = _var(w, zs[_RUN], zs[_M2])
+    if var == 0.0:
+        return zs, np.nan
+    return zs, ((value - zs[_K]) - zs[_M]) / np.sqrt(var)
 
 
 @njit(cache=True, inline="always")
@@ -189,23 +223,19 @@ def zscore_step(buf: np.ndarray, st: np.ndarray, value: float) -> float:
     Oracle: pandas ``(s - s.rolling(w).mean()) / s.rolling(w).std()``. NaN while the window is
     not full or holds a NaN, and NaN when the window's std is zero (a constant window).
     """
-    window_push(buf, st, value)
-    w = buf.size
-    if st[_N] < w or st[_NAN] > 0:
-        return np.nan
-    var = _window_var(w, st)
-    if var == 0.0:
-        return np.nan
-    return ((value - st[_K]) - st[_M]) / np.sqrt(var)
+    zs, z = _zstep(buf, _load(st), value)
+    _store(st, zs)
+    return z
 
 
 @njit(cache=True)
 def _rolling_zscore_kernel(s: np.ndarray, window: int) -> np.ndarray:
-    """Batch z-score: loops ``zscore_step``. Oracle: pandas rolling mean/std (ddof=1)."""
+    """Batch z-score: loops ``_zstep``. Oracle: pandas rolling mean/std (ddof=1)."""
     buf, st = new_window_state(window)
+    zs = _load(st)
     out = np.empty(s.size)
     for i in range(s.size):
-        out[i] = zscore_step(buf, st, s[i])
+        zs, out[i] = _zstep(buf, zs, s[i])
     return out
 
 
