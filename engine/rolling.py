@@ -8,8 +8,11 @@ results to the batch call (backtest).
 
 Numerics: running sums are kept about a shift K (close to the window mean), so they never hold
 the large offset of the raw values (prices around 1e5 lose nothing); they slide by adding the
-new point and removing the one that leaves, and are recomputed exactly (two-pass, about the new
-window mean) every ``window`` steps, which bounds rounding drift to one window's worth of updates.
+new point and removing the one that leaves. They are recomputed exactly (two-pass, about the new
+window mean) every ``8 * window`` steps (``window`` for the OLS co-moments), which moves K back
+near the level and bounds the number of updates a rounding error can build over, and sooner
+whenever the summed size of the updates since the last recomputation grows large next to the
+current sums (a drift guard).
 
 State layout: a ring buffer (float64 array of length ``window``; ``(2, window)`` for OLS) and a
 small float64 state array (indices below). Both are plain arrays, so a stepper can be copied or
@@ -138,7 +141,8 @@ def _push(buf: np.ndarray, zs: tuple, value: float) -> tuple:
     if new_ok and old_ok:
         dn = value - k
         do = old - k
-        m_new = m + (dn - do) / c
+        # a NaN-free window (c == w, the common case) multiplies by the loop-invariant 1/w
+        m_new = m + ((dn - do) * (1.0 / w) if c == w else (dn - do) / c)
         upd = (dn - do) * ((dn - m_new) + (do - m))
         m2 += upd
         acc += abs(upd)
@@ -208,12 +212,10 @@ def _zstep(buf: np.ndarray, zs: tuple, value: float) -> tuple[tuple, float]:
     """The one z-score step on a state tuple: (new state, z of ``value`` in its window)."""
     zs = _push(buf, zs, value)
     w = buf.size
-    if zs[_N] < w or zs[_NAN] > 0:
+    if zs[_N] < w or zs[_NAN] > 0 or zs[_RUN] >= w or zs[_M2] <= 0.0:
         return zs, np.nan
-    var = _var(w, zs[_RUN], zs[_M2])
-    if var == 0.0:
-        return zs, np.nan
-    return zs, ((value - zs[_K]) - zs[_M]) / np.sqrt(var)
+    # z = d / sqrt(M2 / (w - 1)), with one division: sqrt(w - 1) is fixed for the window
+    return zs, ((value - zs[_K]) - zs[_M]) / np.sqrt(zs[_M2]) * np.sqrt(w - 1.0)
 
 
 @njit(cache=True, inline="always")
