@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 
@@ -95,7 +96,9 @@ async def consume(port: int, on_batch, wait_s: float) -> None:
     await runner
 
 
-async def slow_run(ours: FeedCore, wall: FeedCore, slow_s: float, run_s: float) -> list:
+async def slow_run(
+    ours: FeedCore, wall: FeedCore, slow_s: float, lateness_ms: int, run_s: float
+) -> list:
     batches = []
 
     def on_batch(batch) -> None:
@@ -104,7 +107,11 @@ async def slow_run(ours: FeedCore, wall: FeedCore, slow_s: float, run_s: float) 
         for sym, ticks in batch.ticks.items():
             wall.on_ticks(sym, ticks, batch.cut_ms)
         if batch.ticks:
-            time.sleep(slow_s)  # the slow consumer: the loop is blocked, frames pile up
+            # the slow consumer: the loop is blocked, frames pile up. The block always spans
+            # the next 1s bar boundary plus the lateness, so frames sent meanwhile belong to a
+            # bar that a wall reading taken afterwards closes: the control below is certain
+            now = time.time()
+            time.sleep(max(slow_s, math.floor(now) + 1.0 + lateness_ms / 1000.0 + 0.05 - now))
         wall.advance(time.time() * 1000.0)  # the old way: a wall reading after the work
 
     with ExchangeThread(run_s, 0.002) as exchange:
@@ -118,7 +125,7 @@ def test_slow_consumer_closes_no_bar_early(tmp_path, slow_s, lateness_ms):
     ours = FeedCore(cfg, SYMS, Store(tmp_path / "ours", durable=False))
     wall = FeedCore(core_config(tmp_path / "wall", lateness_ms), SYMS,
                     Store(tmp_path / "wall", durable=False))  # fmt: skip
-    batches = asyncio.run(slow_run(ours, wall, slow_s, run_s=3.0))
+    batches = asyncio.run(slow_run(ours, wall, slow_s, lateness_ms, run_s=3.0))
 
     # the clock never runs ahead of what was received: every later tick is at or after it
     clocks = np.array([b.clock_ms for b in batches])
