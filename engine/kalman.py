@@ -80,13 +80,14 @@ def _update(kt: tuple, y: float, x: float, q: float, r: float) -> tuple[tuple, f
     registers.
     """
     beta, alpha, p00, p01, p11, n = kt
-    if n > 0.0:
-        p00 += q
-        p11 += q
+    qn = q if n > 0.0 else 0.0
     e = y - (beta * x + alpha)
-    ph0 = p00 * x + p01  # P H'
+    # P H' with P + Q: brackets that do not wait for the previous P run alongside the rest
+    ph0 = p00 * x + (qn * x + p01)
+    p00 += qn
+    p11 += qn
     ph1 = p01 * x + p11
-    s = x * ph0 + ph1 + r
+    s = x * ph0 + (ph1 + r)
     inv_s = 1.0 / s
     k0 = ph0 * inv_s
     k1 = ph1 * inv_s
