@@ -5,9 +5,11 @@ observation noise Var(e) = obs_var, initial state mean 0 with covariance init_va
 the state at the first bar (the first observation updates it directly; Q is added before every
 later one). That is pykalman's ``KalmanFilter.filter`` convention, the oracle in the tests.
 
-One numba step, ``kalman_step``, serves the batch kernel (looped inside numba) and the
-incremental ``KalmanHedge``; both give the same numbers bit for bit. The state is a float64
-array ``[beta, alpha, P00, P01, P11, n_seen]``. Units: those of y and x (log or raw prices).
+One numba step, ``_update`` on the state as a tuple, serves the batch kernel (looped inside
+numba, the tuple kept in registers) and, through ``kalman_step`` (its in-place form on the
+state array), the incremental ``KalmanHedge``; both give the same numbers bit for bit. The state
+is a float64 array ``[beta, alpha, P00, P01, P11, n_seen]``. Units: those of y and x (log or
+raw prices).
 """
 
 from __future__ import annotations
