@@ -20,6 +20,16 @@ from tests.kit import cointegrated_pair
 pytestmark = pytest.mark.ui
 
 
+MINUTE_BARS_JS = """() => {
+  for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
+    const s = doc.get_model_by_name('ps-pair-source');
+    if (s && s.data.ts && s.data.ts.length > 0)
+      return Array.from(s.data.ts).every((t) => t % 60000 === 0);
+  }
+  return false;
+}"""
+
+
 def info(page) -> str:
     return page.locator(".ps-chart-info .ps-info").inner_text()
 
@@ -50,8 +60,10 @@ def test_switching_pair_timeframe_and_hedge_changes_the_charts(page):
     # timeframe: 1m bars are labelled by whole minutes
     page.locator(".ps-timeframe button", has_text="1m").click()
     expect(page.locator(".ps-chart-info .ps-info")).to_contain_text("· 1m ·")
+    # the label and the chart data reach the browser as separate document events
+    page.wait_for_function(MINUTE_BARS_JS)
     data = source(page)
-    assert all(int(t) % 60_000 == 0 for t in data["ts"])
+    assert data["ts"] and all(int(t) % 60_000 == 0 for t in data["ts"])
     page.locator(".ps-timeframe button", has_text="1s").click()
     page.locator(".ps-hedge button", has_text="Kalman").click()
     expect(page.locator(".ps-chart-info .ps-info")).to_contain_text("live engine state")
