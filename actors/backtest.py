@@ -44,7 +44,6 @@ from typing import Any
 
 import msgspec
 import numpy as np
-import pyarrow as pa
 
 from actors.pair import parse_pair
 from engine.backtest import BacktestResult, pair_series, trade_series
@@ -52,7 +51,7 @@ from engine.config import StrategyConfig
 from engine.errors import ConfigError, DataError, NumericalError
 from engine.funding import FundingEvents, funding_events
 from engine.pairstep import Aligned, PairParams, PairSeries, align_bars
-from engine.schemas import BAR_DTYPE, TIMEFRAME_MS, table_to_bars
+from engine.schemas import TIMEFRAME_MS, as_bar_records
 from engine.store import Store, to_ms
 
 log = logging.getLogger(__name__)
@@ -69,17 +68,6 @@ _OPTIONAL_KEYS = ("stop", "capital", "max_hold_half_lives")
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def _records(name: str, bars: Any) -> np.ndarray:
-    if isinstance(bars, pa.Table):
-        bars = table_to_bars(bars)
-    if not isinstance(bars, np.ndarray) or bars.dtype != BAR_DTYPE:
-        raise DataError(
-            f"{name}: expected BAR_DTYPE records or an Arrow table with the bar columns, "
-            f"got {type(bars).__name__}"
-        )
-    return bars
 
 
 @dataclass(frozen=True)
@@ -120,7 +108,7 @@ class PairData:
         y, x = parse_pair(pair)
         if timeframe not in TIMEFRAME_MS:
             raise DataError(f"timeframe {timeframe!r}: expected one of {list(TIMEFRAME_MS)}")
-        by, bx = _records(f"{y} bars", bars_y), _records(f"{x} bars", bars_x)
+        by, bx = as_bar_records(f"{y} bars", bars_y), as_bar_records(f"{x} bars", bars_x)
         for symbol, bars in ((y, by), (x, bx)):
             if bars.size == 0:
                 raise DataError(f"no {timeframe} bars for {symbol}")

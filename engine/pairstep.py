@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from numba import njit
 
 from engine.errors import ConfigError, DataError
@@ -33,7 +32,7 @@ from engine.rolling import (
     ols_step,
     zscore_step,
 )
-from engine.schemas import BAR_DTYPE, table_to_bars
+from engine.schemas import as_bar_records
 
 PRICES = ("log", "raw")
 HEDGES = ("kalman", "rolling_ols", "static_ols")
@@ -121,13 +120,7 @@ class Aligned:
 
 
 def _bars(name: str, bars: Any) -> np.ndarray:
-    if isinstance(bars, pa.Table):
-        bars = table_to_bars(bars)
-    if not isinstance(bars, np.ndarray) or bars.dtype != BAR_DTYPE:
-        raise DataError(
-            f"{name} must be BAR_DTYPE records or an Arrow table with BAR_SCHEMA, "
-            f"got {type(bars).__name__}"
-        )
+    bars = as_bar_records(name, bars)
     ts = bars["ts"]
     if ts.size > 1 and not (np.diff(ts) > 0).all():
         raise DataError(f"{name}: bar times must be strictly increasing")

@@ -116,6 +116,18 @@ def table_to_ticks(table: pa.Table) -> np.ndarray:
     return _from_table(table, TICK_DTYPE)
 
 
+def as_bar_records(name: str, bars: object) -> np.ndarray:
+    """BAR_DTYPE records from records or an Arrow table with the bar columns; DataError else."""
+    if isinstance(bars, pa.Table):
+        bars = table_to_bars(bars)
+    if not isinstance(bars, np.ndarray) or bars.dtype != BAR_DTYPE:
+        raise DataError(
+            f"{name}: expected BAR_DTYPE records or an Arrow table with the bar columns, "
+            f"got {type(bars).__name__}"
+        )
+    return bars
+
+
 def table_to_bars(table: pa.Table) -> np.ndarray:
     """Arrow table with the bar columns -> BAR_DTYPE records (extra columns ignored)."""
     return _from_table(table, BAR_DTYPE)
