@@ -1,4 +1,6 @@
-"""Bars: ``build_bars`` vs pandas ``resample`` on the same trades; ``BarBuilder`` throughput.
+"""Bars: ``build_bars`` vs pandas ``resample`` on the same trades; ``BarBuilder`` throughput
+and its cost per call (``add`` of 500, 5 and 1 ticks; ``advance`` on every clock reading vs
+only when ``now >= next_close_ms``), which is what a feed with many symbols pays per batch.
 
 Trades: a BTCUSDT-like stream (about 20 aggregate trades per second, Poisson arrivals, equal
 times allowed, prices on a 0.10 tick). Both sides start from the same NumPy arrays and end with
@@ -96,4 +98,53 @@ def run(quick: bool) -> list[dict]:
             "ticks_per_s": m / incremental_s,
         }
     )
+    rows.extend(_per_call(ticks[:m]))
+    return rows
+
+
+def _per_call(ticks: np.ndarray) -> list[dict]:
+    """Microseconds per ``add`` for batches of 500, 5 and 1 ticks (1s and 1m bars) and per
+    clock reading (one every 20 ms) with and without the ``next_close_ms`` check."""
+    rows = []
+    for timeframe in ("1s", "1m"):
+        for size in (500, 5, 1):
+            chunks = [ticks[j : j + size] for j in range(0, min(ticks.size, 2_000 * size), size)]
+
+            def adds(chunks: list[np.ndarray] = chunks, timeframe: str = timeframe) -> None:
+                builder = BarBuilder(timeframe, 250)
+                for chunk in chunks:
+                    builder.add(chunk)
+
+            seconds = best_of(adds, 5)[0]
+            rows.append(
+                {
+                    "case": f"BarBuilder.add, {size} ticks per call, {timeframe} bars",
+                    "calls": len(chunks),
+                    "ours_s": seconds,
+                    "us_per_call": seconds / len(chunks) * 1e6,
+                }
+            )
+    clock = list(range(int(ticks["ts"][0]), int(ticks["ts"][0]) + 20 * 20_000, 20))
+    builder = BarBuilder("1m", 250)
+    builder.add(ticks[:1])
+
+    def every() -> None:
+        for now in clock:
+            builder.advance(now)
+
+    def skipping() -> None:
+        for now in clock:
+            if now >= builder.next_close_ms:
+                builder.advance(now)
+
+    for label, fn in (("every reading", every), ("when now >= next_close_ms", skipping)):
+        seconds = best_of(fn, 5)[0]
+        rows.append(
+            {
+                "case": f"BarBuilder.advance, 1m bars, clock every 20 ms, {label}",
+                "calls": len(clock),
+                "ours_s": seconds,
+                "us_per_call": seconds / len(clock) * 1e6,
+            }
+        )
     return rows

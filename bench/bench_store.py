@@ -2,7 +2,10 @@
 
 Cases: ticks written in batches of 1,000 (buffered, one flush), in batches of 1,000 with a
 flush every 100 batches (many part files, then compaction), as one batch, a full re-write of
-the same ticks (every row a duplicate: the overlap path), and reads; 1s bars likewise. The
+the same ticks (every row a duplicate: the overlap path), and reads; 1s bars likewise; and the
+feed's writer: 4 symbols' ticks in batches of 500 with the 1s/1m/5m bars they close (one
+write per batch and timeframe with bars, as ``actors.feed.FeedCore`` queues them), one flush,
+durable (fsync) as in the feed; its peer writes the same ticks, one file per symbol. The
 peer writes (reads) the same rows as one file with ``pq.write_table`` (``pq.read_table``) and
 does no partitioning, no de-duplication and no atomic rename. The store runs with
 ``durable=False`` (no fsync, like the peer) except in the case that says fsync.
@@ -20,7 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from bench.timing import best_s
-from engine.bars import build_bars
+from engine.bars import BarBuilder, build_bars
 from engine.schemas import ticks_to_table
 from engine.store import Store
 
@@ -35,6 +38,28 @@ def _best(fn: Callable[[int], object], repeat: int) -> float:
     """Best wall time of `repeat` calls fn(0), fn(1), ... (each call may use its own paths)."""
     calls = iter(range(repeat))
     return best_s(lambda: fn(next(calls)), repeat)
+
+
+def _feed_writes(n: int) -> tuple[list[tuple[str, tuple]], list[np.ndarray]]:
+    """The store writes a feed of 4 symbols queues for `n` ticks in all (batches of 500 per
+    symbol, bars of 1s/1m/5m), and each symbol's ticks."""
+    from tests.kit import random_ticks
+
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"]
+    per = n // len(symbols)
+    ticks = [random_ticks(per, start_ms=1_717_200_000_000, mean_gap_ms=1.5, seed=k,
+                          first_id=1 + k * per) for k in range(len(symbols))]
+    builders = {(s, tf): BarBuilder(tf, 250) for s in symbols for tf in ("1s", "1m", "5m")}
+    writes: list[tuple[str, tuple]] = []
+    for i in range(0, per, 500):
+        for s, t in zip(symbols, ticks, strict=True):
+            batch = t[i:i + 500]
+            writes.append(("write_ticks", (s, batch)))
+            for tf in ("1s", "1m", "5m"):
+                closed = builders[(s, tf)].add(batch).closed
+                if len(closed):
+                    writes.append(("write_bars", (tf, s, closed)))
+    return writes, ticks
 
 
 def _row(case: str, rows: int, ours_s: float, peer: str, peer_s: float) -> dict:
@@ -79,6 +104,20 @@ def run(quick: bool) -> list[dict]:
     def compact(r: int) -> None:
         Store(work / f"frag{r}", durable=False).compact()
 
+    feed, feed_ticks = _feed_writes(n)
+    nf = sum(len(t) for t in feed_ticks)
+
+    def feed_writer(r: int) -> None:
+        store = Store(work / f"feed{r}")
+        for method, args in feed:
+            getattr(store, method)(*args)
+        store.flush()
+
+    def feed_peer(r: int) -> None:
+        for k, t in enumerate(feed_ticks):
+            path = work / f"feedpeer{r}-{k}.parquet"
+            pq.write_table(ticks_to_table(t), path)
+
     try:
         peer_w = _best(lambda r: pq.write_table(table, work / f"peer{r}.parquet"), repeat)
         peer_r = _best(lambda r: pq.read_table(work / "peer0.parquet"), repeat)
@@ -101,6 +140,11 @@ def run(quick: bool) -> list[dict]:
             _row("read ticks", n,
                  _best(lambda r: Store(work / "one").read_ticks("BTCUSDT"), repeat), r_, peer_r),
         ]
+        ours = _best(feed_writer, repeat)
+        rows.append({**_row(f"feed writer: 4 symbols, {len(feed)} writes (500-tick batches + "
+                            "bars), one flush, fsync", nf, ours, "pq.write_table per symbol",
+                            _best(feed_peer, repeat)),
+                     "us_per_tick": ours / nf * 1e6, "us_per_write": ours / len(feed) * 1e6})
         rows.append(_row("write 1s bars, one batch", nb, _best(write_bars, 1), w, peer_bw))
         rows.append(_row("upsert same 1s bars (all identical)", nb, _best(write_bars, repeat),
                          w, peer_bw))

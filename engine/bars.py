@@ -148,6 +148,25 @@ def _scan(ts, price, qty):
 
 
 @njit(cache=True)
+def _fold_ticks(ticks, tf, watermark, has_open, f, i, late):
+    """``_scan`` then ``_fold`` of TICK_DTYPE records (keys: ``agg_id``), in one call.
+
+    Nothing is folded when a price or quantity is bad (not finite and > 0): then ``f``, ``i``
+    and ``late`` are untouched and ``k = n_late = 0``. Returns ``(bad_price, bad_qty, k,
+    n_late, watermark, has_open)``: the first bad rows (-1 where none), then what ``_fold``
+    returns. Oracle: ``_scan`` and ``_fold`` on the record fields.
+    """
+    ts, price, qty = ticks.ts, ticks.price, ticks.qty
+    _, bad_price, bad_qty = _scan(ts, price, qty)
+    if bad_price >= 0 or bad_qty >= 0:
+        return bad_price, bad_qty, 0, 0, watermark, has_open
+    k, n_late, watermark, has_open = _fold(
+        ts, ticks.agg_id, price, qty, tf, watermark, has_open, f, i, late
+    )
+    return bad_price, bad_qty, k, n_late, watermark, has_open
+
+
+@njit(cache=True)
 def _write_records(f, i, out):
     """Bar state rows -> BAR_DTYPE records in ``out``. Oracle: field-by-field NumPy copy."""
     for k in range(f.shape[0]):
@@ -337,6 +356,29 @@ class _RecentBars:
 
 _EMPTY_BARS = np.empty(0, dtype=BAR_DTYPE)
 _EMPTY_BARS.flags.writeable = False
+#: rows of a builder's work arrays at first; they grow to the largest batch, up to _SCRATCH_MAX
+_SCRATCH_MIN = 64
+_SCRATCH_MAX = 1 << 12
+_kernels_loaded = False
+
+
+def _load_kernels() -> None:
+    """Load (or compile) every kernel ``BarBuilder`` calls, with the types it calls them with,
+    so the first batch of trades is not delayed by it (about 0.4 s in a fresh process)."""
+    global _kernels_loaded
+    if _kernels_loaded:
+        return
+    f = np.zeros((2, _NF), dtype=np.float64)
+    i = np.zeros((2, _NI), dtype=np.int64)
+    late = np.empty(1, dtype=np.int64)
+    ticks = np.zeros(2, dtype=TICK_DTYPE)
+    ticks["price"] = ticks["qty"] = 1.0
+    _fold_ticks(ticks[:1], 1000, NO_WATERMARK, False, f, i, late)
+    _fold_ticks(ticks[::-1], 1000, NO_WATERMARK, False, f, i, late)  # a strided batch
+    one, zero = np.ones(1), np.zeros(1, dtype=np.int64)
+    _fold(zero, zero, one, one, 1000, NO_WATERMARK, True, f, i, late[:0])  # late trades
+    _records(f[:1], i[:1])
+    _kernels_loaded = True
 
 
 class BarBuilder:
@@ -349,6 +391,17 @@ class BarBuilder:
     before the watermark is late: it is counted and its bar, corrected exactly from the last
     ``keep`` closed bars, is returned in ``corrected``. A late trade older than every kept bar
     cannot be corrected: it is logged and counted in ``uncorrected``.
+
+    ``next_close_ms`` (ms) is the smallest ``now_ms`` at which ``advance`` does anything (closes
+    the open bar or moves the watermark): ``(watermark // tf + 1) * tf + lateness_ms``, the
+    first clock reading whose ``now_ms - lateness_ms`` reaches the end of the watermark's
+    interval. While a bar is open the watermark is that bar's open time, so this is also when
+    the clock closes it. Any ``now_ms`` below it leaves the builder unchanged, so a caller with
+    many builders may skip those calls. Before any trade or clock reading it lies far in the
+    past (below every real time), so the first clock reading always counts.
+
+    The first builder made in a process loads the numba kernels (about 0.4 s; compiling them
+    when the cache is cold takes seconds), so the first batch of trades is not delayed by it.
     """
 
     def __init__(self, timeframe: str, lateness_ms: int, keep: int = 4096):
@@ -362,16 +415,23 @@ class BarBuilder:
             raise DataError(f"keep must be a positive integer number of bars, got {keep!r}")
         self.lateness_ms = int(lateness_ms)
         self.keep = int(keep)
+        _load_kernels()
         self.reset()
 
     def reset(self) -> None:
         """Forget every trade, bar and clock reading."""
-        self._f = np.empty((1, _NF), dtype=np.float64)
-        self._i = np.empty((1, _NI), dtype=np.int64)
+        # work arrays of add(): row 0 holds the open bar between calls
+        self._f = np.empty((_SCRATCH_MIN, _NF), dtype=np.float64)
+        self._i = np.empty((_SCRATCH_MIN, _NI), dtype=np.int64)
+        self._late = np.empty(_SCRATCH_MIN, dtype=np.int64)
         self._has_open = False
-        self._watermark = NO_WATERMARK
+        self._set_watermark(NO_WATERMARK)
         self._recent = _RecentBars(self.keep)
         self.uncorrected = 0
+
+    def _set_watermark(self, watermark: int) -> None:
+        self._watermark = watermark
+        self._next_close = (watermark // self.tf_ms + 1) * self.tf_ms + self.lateness_ms
 
     @property
     def watermark(self) -> int:
@@ -379,70 +439,94 @@ class BarBuilder:
         return self._watermark
 
     @property
+    def next_close_ms(self) -> int:
+        """Smallest ``now_ms`` (ms) at which ``advance`` closes the open bar or moves the
+        watermark: ``(watermark // tf + 1) * tf + lateness_ms`` (see the class docstring)."""
+        return self._next_close
+
+    @property
     def open_bar(self) -> np.void | None:
         """The bar still being built (a BAR_DTYPE record), or None."""
-        return _records(self._f, self._i)[0] if self._has_open else None
+        return _records(self._f[:1], self._i[:1])[0] if self._has_open else None
+
+    def _work(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Work arrays for a batch of ``n`` ticks (``n + 1`` rows), row 0 the open bar: this
+        builder's own, grown up to ``_SCRATCH_MAX`` rows, or for a larger batch, new ones."""
+        rows = 1 << n.bit_length()  # > n
+        f = np.empty((rows, _NF), dtype=np.float64)
+        i = np.empty((rows, _NI), dtype=np.int64)
+        late = np.empty(rows, dtype=np.int64)
+        f[0], i[0] = self._f[0], self._i[0]
+        if rows <= _SCRATCH_MAX:
+            self._f, self._i, self._late = f, i, late
+        return f, i, late
 
     def add(self, ticks: np.ndarray) -> BarUpdate:
         """Fold a batch of this symbol's ticks (TICK_DTYPE, arrival order) into bars."""
-        if not isinstance(ticks, np.ndarray) or ticks.dtype != TICK_DTYPE or ticks.ndim != 1:
-            raise DataError(
-                "ticks must be a one-dimensional TICK_DTYPE array, got "
-                f"{getattr(ticks, 'dtype', type(ticks).__name__)!r}"
-            )
+        if (
+            type(ticks) is not np.ndarray
+            or ticks.ndim != 1
+            or (ticks.dtype is not TICK_DTYPE and ticks.dtype != TICK_DTYPE)
+        ):
+            if not isinstance(ticks, np.ndarray) or ticks.dtype != TICK_DTYPE or ticks.ndim != 1:
+                raise DataError(
+                    "ticks must be a one-dimensional TICK_DTYPE array, got "
+                    f"{getattr(ticks, 'dtype', type(ticks).__name__)!r}"
+                )
+            ticks = np.asarray(ticks)  # a subclass (np.recarray, np.memmap): a plain view
         n = ticks.shape[0]
         if n == 0:
-            return BarUpdate(_EMPTY_BARS, _EMPTY_BARS, 0)
-        ts = np.ascontiguousarray(ticks["ts"])
-        keys = np.ascontiguousarray(ticks["agg_id"])
-        price = np.ascontiguousarray(ticks["price"])
-        qty = np.ascontiguousarray(ticks["qty"])
-        _check(ts, price, qty, sorted_=False)
-        f = np.empty((n + 1, _NF), dtype=np.float64)
-        i = np.empty((n + 1, _NI), dtype=np.int64)
-        f[0] = self._f[0]
-        i[0] = self._i[0]
-        late = np.empty(n, dtype=np.int64)
-        k, n_late, watermark, has_open = _fold(
-            ts, keys, price, qty, self.tf_ms, self._watermark, self._has_open, f, i, late
+            return _NO_UPDATE
+        f, i, late = self._f, self._i, self._late
+        if n >= f.shape[0]:
+            f, i, late = self._work(n)
+        bad_price, bad_qty, k, n_late, watermark, has_open = _fold_ticks(
+            ticks, self.tf_ms, self._watermark, self._has_open, f, i, late
         )
-        self._watermark = int(watermark)
-        self._has_open = bool(has_open)
-        if has_open:
-            self._f[0] = f[k]
-            self._i[0] = i[k]
-        self._recent.append(f[:k], i[:k])
+        if bad_price >= 0:
+            raise DataError(
+                f"price[{bad_price}] = {float(ticks['price'][bad_price])}: prices must be finite "
+                "and > 0"
+            )
+        if bad_qty >= 0:
+            raise DataError(
+                f"qty[{bad_qty}] = {float(ticks['qty'][bad_qty])}: quantities must be finite "
+                "and > 0"
+            )
+        if watermark != self._watermark:
+            self._set_watermark(watermark)
+        self._has_open = has_open
+        if k:
+            self._recent.append(f[:k], i[:k])
         if not n_late:
-            closed = _records(f[:k], i[:k]) if k else _EMPTY_BARS
-            return BarUpdate(closed, _EMPTY_BARS, 0)
+            closed = _records(f[:k], i[:k]) if k else None  # before row 0 is overwritten
+        else:
+            closed_ts = i[:k, _I_TS].copy()
+        if has_open and (k or f is not self._f):
+            self._f[0], self._i[0] = f[k], i[k]  # the open bar back to row 0
+        if not n_late:
+            return _NO_UPDATE if closed is None else BarUpdate(closed, _EMPTY_BARS, 0)
         self._recent.make_room(n_late, keep_old=max(self.keep, k))
-        touched = self._fold_late(ts, keys, price, qty, late[:n_late])
-        closed_ts = i[:k, _I_TS]
+        touched = self._fold_late(ticks, late[:n_late])
         closed = self._recent.records(closed_ts) if k else _EMPTY_BARS
         corrected_ts = np.setdiff1d(touched, closed_ts)
         corrected = self._recent.records(corrected_ts) if corrected_ts.size else _EMPTY_BARS
         return BarUpdate(closed, corrected, int(n_late))
 
-    def _fold_late(
-        self,
-        ts: np.ndarray,
-        keys: np.ndarray,
-        price: np.ndarray,
-        qty: np.ndarray,
-        late: np.ndarray,
-    ) -> np.ndarray:
+    def _fold_late(self, ticks: np.ndarray, late: np.ndarray) -> np.ndarray:
         """Fold late ticks into the kept bars; return the open times of the bars changed."""
         touched = set()
         for j in late.tolist():
-            t = int(ts[j])
-            if self._recent.add_late(self.tf_ms, t, int(keys[j]), float(price[j]), float(qty[j])):
+            t, key = int(ticks["ts"][j]), int(ticks["agg_id"][j])
+            p, q = float(ticks["price"][j]), float(ticks["qty"][j])
+            if self._recent.add_late(self.tf_ms, t, key, p, q):
                 touched.add((t // self.tf_ms) * self.tf_ms)
             else:
                 self.uncorrected += 1
                 log.warning(
                     "late trade agg_id=%d at %d ms is older than the %d kept %s bars: "
                     "its bar cannot be corrected here; rebuild it from the stored ticks",
-                    int(keys[j]),
+                    key,
                     t,
                     self.keep,
                     self.timeframe,
@@ -451,13 +535,21 @@ class BarBuilder:
 
     def advance(self, now_ms: int) -> BarUpdate:
         """Clock reading (ms): close the open bar once ``now_ms >= bar_end + lateness_ms``."""
-        if isinstance(now_ms, bool) or not isinstance(now_ms, (int, np.integer)):
-            raise DataError(f"now_ms must be an integer number of ms, got {now_ms!r}")
-        cutoff = int(now_ms) - self.lateness_ms
-        closed = _EMPTY_BARS
+        if type(now_ms) is not int:
+            if isinstance(now_ms, bool) or not isinstance(now_ms, (int, np.integer)):
+                raise DataError(f"now_ms must be an integer number of ms, got {now_ms!r}")
+            now_ms = int(now_ms)
+        if now_ms < self._next_close:
+            return _NO_UPDATE
+        cutoff = now_ms - self.lateness_ms
+        closed = None
         if self._has_open and cutoff >= int(self._i[0, _I_TS]) + self.tf_ms:
-            self._recent.append(self._f, self._i)
-            closed = _records(self._f, self._i)
+            self._recent.append(self._f[:1], self._i[:1])
+            closed = _records(self._f[:1], self._i[:1])
             self._has_open = False
-        self._watermark = max(self._watermark, (cutoff // self.tf_ms) * self.tf_ms)
-        return BarUpdate(closed, _EMPTY_BARS, 0)
+        self._set_watermark(max(self._watermark, (cutoff // self.tf_ms) * self.tf_ms))
+        return _NO_UPDATE if closed is None else BarUpdate(closed, _EMPTY_BARS, 0)
+
+
+#: the update of a call that changed nothing (shared: its arrays are read-only)
+_NO_UPDATE = BarUpdate(_EMPTY_BARS, _EMPTY_BARS, 0)

@@ -8,9 +8,13 @@ Layout under the store's root (partition columns live in directory names, never 
 
 Dates are UTC days of ``ts``. Writes are buffered in memory and written by ``flush()`` (or
 ``maybe_flush()``, which flushes once the flush interval has passed); each flush writes at most
-one new part file per partition. Every file is written under a dotted temporary name
-(``.<part>.parquet.tmp``, which pyarrow, DuckDB and polars skip) and then renamed, so readers
-never see half a file.
+one new part file per partition. A write call refuses bad input (DataError) and copies records
+(after a dtype, shape and finite check); everything else waits for the flush, which converts
+the rows buffered for a partition to Arrow once, drops repeated keys and splits them by day, so
+the many small writes of a live feed stay cheap. Every file is written under a dotted temporary
+name (``.<part>.parquet.tmp``, which pyarrow, DuckDB and polars skip), fsynced when ``durable``,
+and then renamed, so readers never see half a file. Files have no dictionary encoding and
+delta-encoded 64-bit integer and time columns (faster to write, smaller for growing ids/times).
 
 Uniqueness: a tick key (agg_id) is stored once and the first copy wins (a trade never changes);
 a bar or funding key (ts) is stored once and the latest write wins (a late tick corrects a bar),
@@ -58,8 +62,6 @@ from engine.schemas import (
     TICK_SCHEMA,
     TIMEFRAME_MS,
     TS_TYPE,
-    bars_to_table,
-    ticks_to_table,
 )
 
 log = logging.getLogger(__name__)
@@ -102,10 +104,11 @@ class _Kind:
     key: str
     replace: bool  # True: latest write wins (upsert); False: first stored copy wins
     optional: tuple[str, ...] = ()  # columns that may be missing or null (read back as null)
+    dtype: np.dtype | None = None  # records accepted for it (fields = the schema's columns)
 
 
-_TICKS = _Kind(TICK_SCHEMA, "agg_id", replace=False)
-_BARS = _Kind(BAR_SCHEMA, "ts", replace=True)
+_TICKS = _Kind(TICK_SCHEMA, "agg_id", replace=False, dtype=TICK_DTYPE)
+_BARS = _Kind(BAR_SCHEMA, "ts", replace=True, dtype=BAR_DTYPE)
 _FUNDING = _Kind(FUNDING_STORED_SCHEMA, "ts", replace=True, optional=("next_funding_time",))
 
 
@@ -160,14 +163,60 @@ def _check_timeframe(timeframe: str) -> str:
     return timeframe
 
 
-def _coerce(data: object, kind: _Kind, dtype: np.dtype | None, what: str) -> pa.Table:
-    """Records or a table-like -> a table with exactly kind.schema; DataError when impossible."""
+def _float_block(dtype: np.dtype) -> tuple[int, int]:
+    """(byte offset, count) of the float64 fields of a record dtype: they must be adjacent."""
+    offsets = [dtype.fields[name][1] for name in dtype.names
+               if dtype.fields[name][0] == np.float64]
+    if offsets != list(range(offsets[0], offsets[0] + 8 * len(offsets), 8)):
+        raise AssertionError(f"float fields of {dtype} are not adjacent")
+    return offsets[0], len(offsets)
+
+
+_FLOATS = {TICK_DTYPE: _float_block(TICK_DTYPE), BAR_DTYPE: _float_block(BAR_DTYPE)}
+
+
+def _check_array(data: np.ndarray, dtype: np.dtype, what: str, symbol: str) -> None:
+    """DataError unless `data` is one-dimensional records of `dtype` (`what`, `symbol`: for the
+    message, which is only made for an error)."""
+    if data.dtype is not dtype and data.dtype != dtype:
+        raise DataError(f"{what} {symbol}: expected records of dtype {dtype}, got an array of "
+                        f"dtype {data.dtype}")
+    if data.ndim != 1:
+        raise DataError(f"{what} {symbol}: expected one-dimensional records, got shape "
+                        f"{data.shape}")
+
+
+def _refuse_nonfinite(records: np.ndarray, what: str, symbol: str) -> None:
+    """DataError naming the first column (schema order) with a NaN or infinity, and its row."""
+    for name in records.dtype.names:
+        values = records[name]
+        if values.dtype == np.float64 and not np.isfinite(values).all():
+            bad = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise DataError(f"{what} {symbol}: column {name!r} row {bad} is {values[bad]}")
+
+
+def _records_table(parts: list[np.ndarray], schema: pa.Schema) -> pa.Table:
+    """Record arrays (one after the other) whose fields are the schema's columns (64-bit
+    numbers and bools) -> one table, each column gathered once and handed to Arrow as bytes
+    (``pa.array`` would import pandas on its first call)."""
+    n = sum(len(part) for part in parts)
+    columns = []
+    for field in schema:
+        if len(parts) == 1:
+            values = np.ascontiguousarray(parts[0][field.name])
+        else:
+            values = np.concatenate([part[field.name] for part in parts])
+        if values.dtype == np.bool_:
+            values = np.packbits(values, bitorder="little")
+        columns.append(pa.Array.from_buffers(field.type, n, [None, pa.py_buffer(values)]))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _coerce(data: object, kind: _Kind, what: str) -> pa.Table:
+    """A table-like (not records) -> a table with exactly kind.schema; DataError when impossible."""
     if isinstance(data, np.ndarray):
-        if dtype is None or data.dtype != dtype:
-            expected = "an Arrow table" if dtype is None else f"records of dtype {dtype}"
-            raise DataError(f"{what}: expected {expected}, got an array of dtype {data.dtype}")
-        data = ticks_to_table(data) if dtype == TICK_DTYPE else bars_to_table(data)
-    elif not isinstance(data, pa.Table):
+        raise DataError(f"{what}: expected an Arrow table, got an array of dtype {data.dtype}")
+    if not isinstance(data, pa.Table):
         try:
             data = pa.table(data)
         except (TypeError, ValueError, pa.ArrowException) as exc:
@@ -201,11 +250,27 @@ def _coerce(data: object, kind: _Kind, dtype: np.dtype | None, what: str) -> pa.
     return pa.Table.from_arrays(columns, schema=kind.schema)
 
 
+def _int64s(column: pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit integer or time column without nulls as int64, read from the Arrow buffers
+    (``to_numpy`` imports pandas on its first call: 0.2 s holding the GIL)."""
+    parts = [np.frombuffer(c.buffers()[1], np.int64, len(c), 8 * c.offset)
+             for c in column.chunks if len(c)]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def _arrow(values: np.ndarray) -> pa.Array:
+    """Int64 indices or a bool mask as an Arrow array, from the NumPy bytes (no pandas)."""
+    if values.dtype == np.bool_:
+        data = np.packbits(values, bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(data)])
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
 def _keys(table: pa.Table, kind: _Kind) -> np.ndarray:
-    col = table.column(kind.key)
-    if kind.key == "ts":
-        col = col.cast(pa.int64())
-    return col.to_numpy()
+    return _int64s(table.column(kind.key))
 
 
 def _unique_keys(table: pa.Table, kind: _Kind) -> pa.Table:
@@ -221,7 +286,7 @@ def _unique_keys(table: pa.Table, kind: _Kind) -> pa.Table:
     sorted_keys = keys[order]
     keep = np.ones(len(order), dtype=bool)
     keep[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    return table.take(order[keep])
+    return table.take(_arrow(order[keep]))
 
 
 def _date_name(day: int) -> str:
@@ -247,11 +312,25 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    """One Parquet file: no dictionaries, 64-bit integer and time columns delta-encoded.
+
+    For ticks that writes about 3x faster than pyarrow's defaults and makes files about 3x
+    smaller (ids and times grow in small steps); min/max statistics are kept (the file index).
+    """
+    delta = {
+        f.name: "DELTA_BINARY_PACKED"
+        for f in table.schema
+        if pa.types.is_int64(f.type) or pa.types.is_timestamp(f.type)
+    }
+    pq.write_table(table, path, use_dictionary=False, column_encoding=delta)
+
+
 def _write_atomic(table: pa.Table, final: Path, durable: bool) -> None:
     """Write under a dotted temporary name in the same directory, then rename over `final`."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp")
-    pq.write_table(table, tmp)
+    _write_parquet(table, tmp)
     if durable:
         _fsync(tmp)
     os.replace(tmp, final)
@@ -277,6 +356,56 @@ def _exchange_dirs(a: Path, b: Path) -> bool:
     raise StoreError(f"cannot swap {a} and {b}: {os.strerror(err)}")
 
 
+class _Buffer:
+    """What was written to one symbol directory since its last flush, in write order: tables
+    and checked copies of records; ``rows`` counts them all."""
+
+    __slots__ = ("items", "kind", "label", "rows")
+
+    def __init__(self, kind: _Kind, label: str) -> None:
+        self.kind = kind
+        self.label = label
+        self.items: list[np.ndarray | pa.Table] = []
+        self.rows = 0
+
+    def add_records(self, data: np.ndarray, what: str, symbol: str) -> np.ndarray:
+        """Add a copy of records (of ``kind.dtype``, one-dimensional) and return it; DataError
+        (nothing added) when a float is NaN or infinite."""
+        dtype = self.kind.dtype
+        n = data.shape[0]
+        copy = np.empty(n, dtype=dtype)
+        if data.flags.c_contiguous:  # byte for byte: a structured copy goes field by field
+            copy.view(np.uint8)[:] = data.view(np.uint8)
+        else:
+            copy[:] = data
+        offset, count = _FLOATS[dtype]
+        floats = np.ndarray((n, count), np.float64, copy, offset, (dtype.itemsize, 8))
+        if not np.isfinite(floats).all():
+            _refuse_nonfinite(copy, what, symbol)
+        self.items.append(copy)
+        self.rows += n
+        return copy
+
+    def add_table(self, table: pa.Table) -> None:
+        self.items.append(table)
+        self.rows += table.num_rows
+
+    def table(self) -> pa.Table:
+        """Everything buffered as one table (each run of records converted to Arrow once)."""
+        tables: list[pa.Table] = []
+        run: list[np.ndarray] = []
+        for item in [*self.items, None]:
+            if isinstance(item, np.ndarray):
+                run.append(item)
+                continue
+            if run:
+                tables.append(_records_table(run, self.kind.schema))
+                run = []
+            if item is not None:
+                tables.append(item)
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
 class Store:
     """Hive-partitioned Parquet store of ticks, bars and funding under `path`."""
 
@@ -290,7 +419,9 @@ class Store:
             raise StoreError(f"store path {self.path} exists and is not a directory")
         self.flush_interval_ms = flush_interval_ms
         self.durable = durable
-        self._buffers: dict[Path, tuple[_Kind, str, list[pa.Table]]] = {}
+        self._buffers: dict[Path, _Buffer] = {}
+        self._tick_dirs: dict[str, Path] = {}  # checked symbol -> its directory
+        self._bar_dirs: dict[tuple[str, str], Path] = {}  # checked (timeframe, symbol) -> dir
         self._files: dict[Path, list[_FileInfo]] = {}
         self._last_id: dict[str, int | None] = {}
         self._last_flush = time.monotonic()
@@ -308,33 +439,72 @@ class Store:
 
     # ----------------------------------------------------------------------------- writes
     def write_ticks(self, symbol: str, ticks: np.ndarray | pa.Table) -> None:
-        """Buffer ticks (TICK_DTYPE records or a table with the tick columns) of one symbol."""
-        table = _coerce(ticks, _TICKS, TICK_DTYPE, f"ticks of {symbol}")
-        self._buffer(self._ticks_dir(symbol), _TICKS, "ticks", table)
-        if table.num_rows:
+        """Buffer ticks (TICK_DTYPE records or a table with the tick columns) of one symbol.
+
+        Bad input is refused here (DataError). Records are checked and copied; their conversion
+        to Arrow and the de-duplication wait for the flush.
+        """
+        if isinstance(ticks, np.ndarray):
+            _check_array(ticks, TICK_DTYPE, "ticks of", symbol)
+            table = None
+            n = ticks.shape[0]
+        else:
+            table = _coerce(ticks, _TICKS, f"ticks of {symbol}")
+            n = table.num_rows
+        directory = self._tick_dirs.get(symbol) if type(symbol) is str else None
+        if directory is None:
+            directory = self._tick_dirs[symbol] = self._ticks_dir(symbol)
+        if not n:
+            return
+        last = self.last_agg_id(symbol)  # before buffering: from the files' statistics
+        buffer = self._buffers.get(directory) or _Buffer(_TICKS, "ticks")
+        if table is None:
+            top = int(buffer.add_records(ticks, "ticks of", symbol)["agg_id"].max())
+        else:
             top = int(pc.max(table.column("agg_id")).as_py())
-            last = self.last_agg_id(symbol)
-            self._last_id[symbol] = top if last is None else max(last, top)
+            buffer.add_table(table)
+        self._buffers[directory] = buffer
+        self._last_id[symbol] = top if last is None or top > last else last
 
     def write_bars(self, timeframe: str, symbol: str, bars: np.ndarray | pa.Table) -> None:
-        """Buffer bars (BAR_DTYPE records or a table); a stored bar with the same ts is replaced."""
-        table = _coerce(bars, _BARS, BAR_DTYPE, f"{timeframe} bars of {symbol}")
-        self._buffer(self._bars_dir(timeframe, symbol), _BARS, f"bars/{timeframe}", table)
+        """Buffer bars (BAR_DTYPE records or a table); a stored bar with the same ts is replaced.
+
+        Bad input is refused here (DataError); as for ticks, the rest waits for the flush.
+        """
+        if isinstance(bars, np.ndarray):
+            _check_array(bars, BAR_DTYPE, f"{timeframe} bars of", symbol)
+            table = None
+            n = bars.shape[0]
+        else:
+            table = _coerce(bars, _BARS, f"{timeframe} bars of {symbol}")
+            n = table.num_rows
+        key = (timeframe, symbol)
+        directory = self._bar_dirs.get(key) if type(timeframe) is type(symbol) is str else None
+        if directory is None:
+            directory = self._bar_dirs[key] = self._bars_dir(timeframe, symbol)
+        if not n:
+            return
+        buffer = self._buffers.get(directory) or _Buffer(_BARS, f"bars/{timeframe}")
+        if table is None:
+            buffer.add_records(bars, f"{timeframe} bars of", symbol)
+        else:
+            buffer.add_table(table)
+        self._buffers[directory] = buffer
 
     def write_funding(self, symbol: str, funding: pa.Table | object) -> None:
         """Buffer funding rows (ts, mark_price, funding_rate and optionally next_funding_time,
         ms or timestamp, null where unknown); same ts replaces the stored row."""
-        table = _coerce(funding, _FUNDING, None, f"funding of {symbol}")
-        self._buffer(self._funding_dir(symbol), _FUNDING, "funding", table)
-
-    def _buffer(self, directory: Path, kind: _Kind, label: str, table: pa.Table) -> None:
+        table = _coerce(funding, _FUNDING, f"funding of {symbol}")
+        directory = self._funding_dir(symbol)
         if table.num_rows:
-            self._buffers.setdefault(directory, (kind, label, []))[2].append(table)
+            buffer = self._buffers.get(directory) or _Buffer(_FUNDING, "funding")
+            buffer.add_table(table)
+            self._buffers[directory] = buffer
 
     @property
     def buffered_rows(self) -> int:
         """Rows written but not yet flushed to files."""
-        return sum(t.num_rows for _, _, tables in self._buffers.values() for t in tables)
+        return sum(buffer.rows for buffer in self._buffers.values())
 
     def maybe_flush(self, now: float | None = None) -> dict[str, WriteCounts] | None:
         """Flush when `flush_interval_ms` has passed since the last flush (`now`: monotonic s)."""
@@ -353,15 +523,17 @@ class Store:
         return counts
 
     def _flush_dir(self, directory: Path) -> tuple[str, WriteCounts]:
-        kind, label, tables = self._buffers.pop(directory)
-        table = _unique_keys(pa.concat_tables(tables), kind)
-        dropped = sum(t.num_rows for t in tables) - table.num_rows
-        days = table.column("ts").cast(pa.int64()).to_numpy() // DAY_MS
+        buffer = self._buffers.pop(directory)
+        kind = buffer.kind
+        table = _unique_keys(buffer.table(), kind)
+        dropped = buffer.rows - table.num_rows
+        days = _int64s(table.column("ts")) // DAY_MS
         counts = WriteCounts(duplicates=dropped if not kind.replace else 0)
-        for day in np.unique(days):
-            part = table.filter(pa.array(days == day))
+        one_day = days[0] == days[-1] and (days == days[0]).all()
+        for day in days[:1] if one_day else np.unique(days):
+            part = table if one_day else table.filter(_arrow(days == day))
             counts = counts + self._merge(directory / _date_name(day), kind, part)
-        return label, counts
+        return buffer.label, counts
 
     def _merge(self, part_dir: Path, kind: _Kind, new: pa.Table) -> WriteCounts:
         """Merge rows unique by key (sorted) into one partition."""
@@ -620,7 +792,7 @@ class Store:
         name = _new_part_name()
         staging = self.path / _STAGING / f"{self._staging_prefix(sym_dir)}{uuid.uuid4().hex}"
         staging.mkdir(parents=True)
-        pq.write_table(table, staging / name)
+        _write_parquet(table, staging / name)
         if self.durable:
             _fsync(staging / name)
         if _exchange_dirs(staging, part_dir):

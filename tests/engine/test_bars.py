@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
@@ -366,6 +367,138 @@ def test_late_trade_beyond_kept_bars_is_counted_not_guessed(caplog) -> None:
     assert update.late == 2 and builder.uncorrected == 1
     np.testing.assert_array_equal(update.corrected, _bar(7_000, 17, 100, 17, 100, 2, 117, 2))
     assert "cannot be corrected" in caplog.text
+
+
+def _delayed(ticks: np.ndarray, seed: int, share: float = 0.05) -> np.ndarray:
+    """Ticks in arrival order when a share of them comes 1-400 positions late (REST refills)."""
+    rng = np.random.default_rng(seed)
+    delay = np.where(rng.random(ticks.size) < share, rng.integers(1, 400, ticks.size), 0)
+    return ticks[np.argsort(np.arange(ticks.size) + delay, kind="stable")]
+
+
+@pytest.mark.parametrize("timeframe", TIMEFRAMES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batch_sizes_views_and_work_array_growth(timeframe: str, seed: int) -> None:
+    """Batches of 1 tick up to more than the work arrays hold (4096 rows), as strided views and
+    np.recarray, with late trades: closed + corrections == offline bars, one builder vs one
+    whole-stream add."""
+    rng = np.random.default_rng(seed)
+    tf = TIMEFRAME_MS[timeframe]
+    ticks = random_ticks(20_000, mean_gap_ms=tf / 20, seed=seed)
+    arrival = _delayed(ticks, seed)
+    builder = BarBuilder(timeframe, 250)
+    updates, j = [], 0
+    while j < arrival.size:
+        size = int(rng.choice([1, 2, 5, 63, 64, 65, 500, 4095, 4096, 6000]))
+        batch = arrival[j : j + size]
+        j += batch.size
+        form = rng.integers(3)
+        if form == 1:  # a strided view of the same records
+            batch = np.repeat(batch, 2)[::2]
+            assert not batch.flags.c_contiguous or batch.size < 2
+        elif form == 2:
+            batch = batch.view(np.recarray)
+        updates.append(builder.add(batch))
+        updates.append(builder.advance(int(arrival["ts"][:j].max())))
+    updates.append(builder.advance(2**62))
+    assert sum(u.late for u in updates) > 0 and builder.uncorrected == 0
+    expected = build_bar_records(ticks["ts"], ticks["price"], ticks["qty"], timeframe)
+    assert_bars_equal(_collect(updates), expected)
+    whole = BarBuilder(timeframe, 250)
+    assert_bars_equal(_collect([whole.add(arrival), whole.advance(2**62)]), expected)
+
+
+def test_a_batch_larger_than_the_work_arrays_inside_the_open_bar() -> None:
+    """10,000 trades within one second, in batches of 1, 5999 and 4000: one bar, as offline."""
+    ticks = random_ticks(10_000, mean_gap_ms=0.05, seed=5)
+    assert ticks["ts"][-1] // 1000 == ticks["ts"][0] // 1000
+    builder = BarBuilder("1s", 0)
+    updates = [builder.add(ticks[:1]), builder.add(ticks[1:6000]), builder.add(ticks[6000:])]
+    assert all(u.closed.size == 0 for u in updates)
+    updates.append(builder.advance(2**62))
+    expected = build_bar_records(ticks["ts"], ticks["price"], ticks["qty"], "1s")
+    assert expected.size == 1
+    assert_bars_equal(_collect(updates), expected)
+
+
+def _snapshot(builder: BarBuilder) -> tuple:
+    bar = builder.open_bar
+    return builder.watermark, None if bar is None else bar.tolist(), builder.next_close_ms
+
+
+@pytest.mark.parametrize("timeframe", TIMEFRAMES)
+@pytest.mark.parametrize("lateness_ms", [0, 250, 3_000])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_next_close_ms_is_the_first_clock_reading_that_does_anything(
+    timeframe: str, lateness_ms: int, seed: int
+) -> None:
+    """In every state met (fresh, open bar, after clock closes, after late trades, after
+    reset): advance(next_close_ms - 1) changes nothing; advance(next_close_ms) moves the
+    watermark and closes the open bar if there is one."""
+    rng = np.random.default_rng(seed)
+    tf = TIMEFRAME_MS[timeframe]
+    arrival = _delayed(random_ticks(600, mean_gap_ms=tf / 4, seed=seed), seed, share=0.1)
+    builder = BarBuilder(timeframe, lateness_ms)
+    j, checked = 0, 0
+    while j < arrival.size:
+        state = _snapshot(builder)
+        nxt = builder.next_close_ms
+        assert nxt == (builder.watermark // tf + 1) * tf + lateness_ms  # the documented formula
+        if builder.open_bar is not None:  # = the documented close: bar end + lateness
+            assert nxt == builder.open_bar["ts"] + tf + lateness_ms
+        below = copy.deepcopy(builder)
+        update = below.advance(nxt - 1)
+        assert update.closed.size == 0 and _snapshot(below) == state
+        at = copy.deepcopy(builder)
+        update = at.advance(nxt)
+        assert at.watermark > builder.watermark
+        if builder.open_bar is None:
+            assert update.closed.size == 0
+        else:
+            assert update.closed["ts"].tolist() == [builder.open_bar["ts"]]
+            assert at.open_bar is None
+        checked += 1
+        if rng.random() < 0.4:  # a clock reading somewhere around the next close
+            builder.advance(int(nxt + rng.integers(-2 * tf, 2 * tf)))
+        else:
+            batch = arrival[j : j + int(rng.integers(1, 8))]
+            j += batch.size
+            builder.add(batch)
+        if rng.random() < 0.01:
+            builder.reset()
+    assert checked > arrival.size // 4
+
+
+@pytest.mark.parametrize("timeframe", TIMEFRAMES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_skipping_clock_readings_below_next_close_ms_changes_nothing(
+    timeframe: str, seed: int
+) -> None:
+    """A caller that calls advance only when now >= next_close_ms gets the same bars and
+    watermarks as one that calls it on every clock reading (late trades included)."""
+    rng = np.random.default_rng(seed)
+    tf = TIMEFRAME_MS[timeframe]
+    arrival = _delayed(random_ticks(3000, mean_gap_ms=tf / 6, seed=seed), seed)
+    every, skipping = BarBuilder(timeframe, 250), BarBuilder(timeframe, 250)
+    got_every, got_skipping, j, skipped = [], [], 0, 0
+    while j < arrival.size:
+        batch = arrival[j : j + int(rng.integers(1, 20))]
+        j += batch.size
+        got_every.append(every.add(batch))
+        got_skipping.append(skipping.add(batch))
+        for _ in range(int(rng.integers(0, 4))):
+            now = int(arrival["ts"][:j].max() + rng.integers(-tf, 2 * tf))
+            got_every.append(every.advance(now))
+            if now >= skipping.next_close_ms:
+                got_skipping.append(skipping.advance(now))
+            else:
+                skipped += 1
+            assert skipping.watermark == every.watermark
+    assert skipped > 0
+    for name in ("closed", "corrected"):
+        a = np.concatenate([getattr(u, name) for u in got_every])
+        b = np.concatenate([getattr(u, name) for u in got_skipping])
+        np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 @pytest.mark.parametrize(

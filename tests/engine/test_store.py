@@ -6,6 +6,8 @@ Oracles: pandas (drop_duplicates, filters) and plain-Python loops over the writt
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,7 +21,15 @@ import pytest
 
 from engine import store as store_mod
 from engine.errors import DataError, StoreError
-from engine.schemas import BAR_DTYPE, BAR_SCHEMA, TICK_SCHEMA, table_to_bars, table_to_ticks
+from engine.schemas import (
+    BAR_DTYPE,
+    BAR_SCHEMA,
+    TICK_SCHEMA,
+    bars_to_table,
+    table_to_bars,
+    table_to_ticks,
+    ticks_to_table,
+)
 from engine.store import DAY_MS, FUNDING_STORED_SCHEMA, Store, WriteCounts, to_ms
 from tests.kit import random_ticks
 
@@ -418,6 +428,175 @@ def test_maybe_flush_waits_for_the_interval(tmp_path):
     assert st.buffered_rows == 10 and not (tmp_path / "ticks").exists()
     assert st.maybe_flush(now=101.0) == {"ticks": WriteCounts(added=10)}
     assert st.buffered_rows == 0
+
+
+# ----------------------------------------------------------------------------- small writes
+
+
+def _small_writes(rows: np.ndarray, rng: np.random.Generator, to_table) -> list:
+    """`rows` cut into hundreds of writes of 1-30 rows, a third reaching back over rows already
+    written (repeats), some as strided views and some as Arrow tables, in write order."""
+    writes, at = [], 0
+    while at < len(rows):
+        lo = max(0, at - int(rng.integers(0, 40))) if rng.random() < 0.33 else at
+        hi = min(len(rows), at + int(rng.integers(1, 31)))
+        chunk = rows[lo:hi]
+        form = rng.random()
+        if form < 0.15:
+            chunk = np.repeat(chunk, 2)[::2]  # same rows, not contiguous
+        elif form < 0.2:
+            chunk = to_table(chunk)
+        writes.append(chunk)
+        at = hi
+    return writes
+
+
+def _one_file_per_day(root: Path) -> dict[str, pa.Table]:
+    out = {}
+    for day_dir in sorted(root.iterdir()):
+        (path,) = list(day_dir.iterdir())
+        out[day_dir.name] = pq.read_table(path).replace_schema_metadata(None)
+    return out
+
+
+def _by_day(records: np.ndarray, to_table) -> dict[str, pa.Table]:
+    days = records["ts"] // DAY_MS
+    return {f"date={np.datetime64(int(d), 'D')}": to_table(records[days == d])
+            for d in np.unique(days)}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_many_small_writes_flush_to_the_files_one_write_of_the_kept_rows_makes(tmp_path, seed):
+    """Hundreds of small writes of ticks and bars (repeats across writes, views, tables), one
+    flush: each day partition holds one file whose table equals the oracle's rows converted
+    by engine.schemas (first copy of a tick, last copy of a bar; sorted by key), and the same
+    rows written as one batch to another store make equal files."""
+    rng = np.random.default_rng(seed)
+    ticks = _ticks(3000, seed=seed)  # about two days
+    bars = _bars(800, seed=seed)
+    tick_writes = _small_writes(ticks, rng, ticks_to_table)
+    bar_writes = _small_writes(bars, rng, bars_to_table)
+    for k in range(0, len(bar_writes), 5):  # some writes carry corrected values of a bar
+        if isinstance(bar_writes[k], np.ndarray):
+            bar_writes[k] = bar_writes[k].copy()
+            bar_writes[k]["close"] += 1.0
+    st = Store(tmp_path / "small")
+    for chunk in tick_writes:
+        st.write_ticks("BTCUSDT", chunk)
+    for chunk in bar_writes:
+        st.write_bars("1m", "BTCUSDT", chunk)
+    total_ticks = sum(len(c) for c in tick_writes)
+    assert st.buffered_rows == total_ticks + sum(len(c) for c in bar_writes)
+
+    def records(chunk, convert):
+        return convert(chunk) if isinstance(chunk, pa.Table) else chunk
+
+    written_ticks = pd.concat([_frame(records(c, table_to_ticks)) for c in tick_writes])
+    kept_ticks = written_ticks.drop_duplicates("agg_id", keep="first").sort_values("agg_id")
+    kept_bars = (pd.concat([_frame(records(c, table_to_bars)) for c in bar_writes])
+                 .drop_duplicates("ts", keep="last").sort_values("ts"))
+    oracle_ticks = np.empty(len(kept_ticks), dtype=ticks.dtype)
+    oracle_bars = np.empty(len(kept_bars), dtype=BAR_DTYPE)
+    for name in ticks.dtype.names:
+        oracle_ticks[name] = kept_ticks[name].to_numpy()
+    for name in BAR_DTYPE.names:
+        oracle_bars[name] = kept_bars[name].to_numpy()
+    np.testing.assert_array_equal(oracle_ticks, ticks)  # every tick was written at least once
+
+    counts = st.flush()
+    assert counts["ticks"] == WriteCounts(added=len(ticks),
+                                          duplicates=total_ticks - len(ticks))
+    assert counts["bars/1m"].added == len(oracle_bars)
+    assert not np.array_equal(oracle_bars["close"], bars["close"])  # corrections were kept
+    assert st.buffered_rows == 0
+    small_ticks = _one_file_per_day(tmp_path / "small" / "ticks" / "symbol=BTCUSDT")
+    small_bars = _one_file_per_day(tmp_path / "small" / "bars" / "timeframe=1m" /
+                                   "symbol=BTCUSDT")
+    expected_ticks = _by_day(oracle_ticks, ticks_to_table)
+    expected_bars = _by_day(oracle_bars, bars_to_table)
+    assert len(expected_ticks) >= 2 and small_ticks.keys() == expected_ticks.keys()
+    assert small_bars.keys() == expected_bars.keys()
+    for day, table in expected_ticks.items():
+        assert small_ticks[day].equals(table), day
+    for day, table in expected_bars.items():
+        assert small_bars[day].equals(table), day
+    one = Store(tmp_path / "one")
+    one.write_ticks("BTCUSDT", oracle_ticks)
+    one.write_bars("1m", "BTCUSDT", oracle_bars)
+    one.flush()
+    assert _one_file_per_day(tmp_path / "one" / "ticks" / "symbol=BTCUSDT") == small_ticks
+    assert _one_file_per_day(tmp_path / "one" / "bars" / "timeframe=1m" /
+                             "symbol=BTCUSDT") == small_bars
+
+
+def test_bad_batch_is_refused_when_written_and_leaves_no_trace(tmp_path):
+    ticks = _ticks(100, gap_ms=1000.0)
+    st = Store(tmp_path)
+    st.write_ticks("BTCUSDT", ticks[:40])
+    bad = ticks[40:60].copy()
+    bad["qty"][7] = np.inf
+    bad["qty"][9] = np.nan
+    with pytest.raises(DataError, match=r"ticks of BTCUSDT: column 'qty' row 7 is inf"):
+        st.write_ticks("BTCUSDT", bad)
+    bad = ticks[40:60].copy()
+    bad["price"][6] = -np.inf
+    with pytest.raises(DataError, match=r"column 'price' row 3 is -inf"):
+        st.write_ticks("BTCUSDT", bad[::2])  # a strided view: its row 3 is row 6
+    with pytest.raises(DataError, match="one-dimensional"):
+        st.write_ticks("BTCUSDT", ticks[40:60].reshape(4, 5))
+    assert st.buffered_rows == 40 and st.last_agg_id("BTCUSDT") == ticks["agg_id"][39]
+    bars = _bars(5)
+    bars["low"][0] = np.nan
+    with pytest.raises(DataError, match=r"1m bars of ETHUSDT: column 'low' row 0 is nan"):
+        st.write_bars("1m", "ETHUSDT", bars)
+    assert st.symbols("1m") == [] and st.buffered_rows == 40
+    st.write_ticks("BTCUSDT", ticks[40:])
+    assert st.flush() == {"ticks": WriteCounts(added=100)}
+    np.testing.assert_array_equal(table_to_ticks(st.read_ticks("BTCUSDT")), ticks)
+    assert [p.parts[-4] for p in _files(tmp_path)] == ["ticks"]
+
+
+def test_written_records_are_copied(tmp_path):
+    """The caller may reuse its array right after a write: the store keeps what was written."""
+    ticks = _ticks(50, gap_ms=1000.0)
+    bars = _bars(20)
+    expected_ticks, expected_bars = ticks.copy(), bars.copy()
+    st = Store(tmp_path)
+    st.write_ticks("BTCUSDT", ticks)
+    st.write_bars("1s", "BTCUSDT", bars)
+    ticks["price"] = 1.0
+    bars["close"] = np.nan
+    st.flush()
+    np.testing.assert_array_equal(table_to_ticks(st.read_ticks("BTCUSDT")), expected_ticks)
+    np.testing.assert_array_equal(table_to_bars(st.read_bars("1s", "BTCUSDT")), expected_bars)
+
+
+def test_writing_records_and_flushing_do_not_import_pandas(tmp_path):
+    """pyarrow's NumPy conversions import pandas on first use (0.2 s holding the GIL, in the
+    feed's writer thread): record writes, flushes and append-only merges must not need it."""
+    code = f"""
+import sys
+import numpy as np
+from engine.schemas import BAR_DTYPE, TICK_DTYPE
+from engine.store import Store
+st = Store({str(tmp_path)!r})
+for k in range(3):
+    ticks = np.zeros(500, dtype=TICK_DTYPE)
+    ticks["ts"] = 1_717_200_000_000 + np.arange(500) * 400 + k * 200_000
+    ticks["agg_id"] = np.arange(500) + 500 * k
+    ticks["price"] = ticks["qty"] = 1.0
+    ticks["buyer_maker"] = np.arange(500) % 3 == 0
+    st.write_ticks("BTCUSDT", ticks)
+    st.write_ticks("BTCUSDT", ticks[:10])  # repeats
+    bars = np.zeros(3, dtype=BAR_DTYPE)
+    bars["ts"] = 1_717_200_000_000 + (np.arange(3) + 3 * k) * 60_000
+    st.write_bars("1m", "BTCUSDT", bars)
+    st.flush()
+assert "pandas" not in sys.modules, "pandas was imported"
+assert st.read_ticks("BTCUSDT").num_rows == 1500
+"""
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)
 
 
 # ----------------------------------------------------------------------------- bad input
