@@ -1,9 +1,14 @@
 """Websocket frames -> validated ticks per symbol, or rejects counted by reason.
 
-Fast path: one msgspec typed decode per frame (combined envelope, strict types, decimal
-patterns); anything it refuses goes to a plain-Python classifier that names the reason. Reasons
-(exactly one per rejected frame): ``not_json``, ``bad_frame``, ``missing_field``, ``bad_type``,
-``bad_price``, ``bad_qty``, ``unknown_symbol``, ``duplicate``. Checks run in that order.
+Column path (the usual batch): the frames joined by NUL bytes go through one numba pass
+(``engine.aggparse``) that turns combined aggTrade envelopes into columns; msgspec's strict typed
+decode takes the few frames that pass does not vouch for (markPrice frames, escapes, nested extra
+keys, ...); the price/qty/symbol/duplicate rules then run over whole columns. A frame the strict
+decode refuses sends the batch to the per-frame path: the strict decode per frame and a
+plain-Python classifier that names the reason. Both paths give the same result for every input.
+Reasons (exactly one per rejected frame): ``not_json``, ``bad_frame``, ``missing_field``,
+``bad_type``, ``bad_price``, ``bad_qty``, ``unknown_symbol``, ``duplicate``. Checks run in that
+order.
 
 A rejected frame does not advance the symbol's last-seen aggregate id (DESIGN.md), so the
 trade it carried shows up as a gap and is refilled from REST by the feed.
@@ -13,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +27,7 @@ import msgspec
 import numpy as np
 import orjson
 
-from engine import binance
+from engine import aggparse, binance
 from engine.errors import DataError
 from engine.schemas import TICK_DTYPE
 
@@ -78,36 +82,15 @@ _REST_ROWS = msgspec.json.Decoder(list[binance.RestAggTrade])
 _CONTROL = msgspec.json.Decoder(binance.ControlReply)
 
 
-class _LooseTrade(msgspec.Struct, tag_field="e", tag="aggTrade"):
-    """``binance.AggTrade``'s keys and JSON types without the decimal patterns and id ranges
-    (the bulk path checks those over whole columns)."""
-
-    E: int
-    s: str
-    a: int
-    p: str
-    q: str
-    f: int
-    l: int  # noqa: E741 (Binance's key)
-    T: int
-    m: bool
-
-
-class _LooseFrame(msgspec.Struct):
-    stream: str
-    data: _LooseTrade | binance.MarkPriceUpdate
-
-
-_LOOSE = msgspec.json.Decoder(_LooseFrame)
-#: newline-separated decimals, each matching ``binance.DECIMAL_PATTERN``
-_DECIMALS = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?(?:\n[0-9]{1,20}(?:\.[0-9]{1,20})?)*")
-
-
 class FrameValidator:
     """Stateful frame validator for a set of symbols (uppercase).
 
     ``last_ids`` seeds the last-seen aggregate id per symbol (ids at or below it are
     duplicates). ``last_id(symbol)`` is the highest accepted id (-1 before the first).
+
+    The first validator made in a process loads the numba kernel of the column path (about
+    0.3 s; compiling it when the cache is cold takes seconds), so the first batch of frames is
+    not delayed by it.
     """
 
     def __init__(self, symbols: Iterable[str], last_ids: Mapping[str, int] | None = None,
@@ -119,6 +102,11 @@ class FrameValidator:
         if bad:
             raise DataError(f"symbols must be uppercase alphanumeric like 'BTCUSDT', got {bad}")
         self._last: dict[str, int] = dict.fromkeys(syms, -1)
+        self._symbols = syms
+        self._index = {s: k for k, s in enumerate(syms)}
+        self._symbol_table = aggparse.name_table(syms)
+        self._stream_table = aggparse.name_table([binance.agg_trade_stream(s) for s in syms])
+        aggparse.load_kernel()
         for sym, last in (last_ids or {}).items():
             if sym not in self._last:
                 raise DataError(f"last_ids names {sym!r}, not one of the symbols {syms}")
@@ -140,77 +128,76 @@ class FrameValidator:
     def decode_frames(self, frames: list[bytes | str]) -> DecodedBatch:
         """Decode and validate frames (combined envelopes or raw payloads, text or bytes).
 
-        Bulk path for the usual batch (combined aggTrade and markPrice envelopes, all well
-        formed): one loose decode per frame, then the decimal patterns, id ranges and the
-        price/qty/symbol/duplicate rules over whole columns. Any frame the bulk path cannot
-        vouch for sends the whole batch through the per-frame path, which names every reason.
+        Column path for the usual batch (combined aggTrade and markPrice envelopes, all well
+        formed): one numba pass over the frames joined by NUL bytes (``engine.aggparse``) gives
+        the aggTrade columns; the few frames it does not vouch for (markPrice frames, escapes,
+        nested extra keys, ...) get msgspec's strict decode; then the price/qty/symbol/duplicate
+        rules run over whole columns. A frame the strict decode refuses (or a refused mark)
+        sends the whole batch through the per-frame path, which names every reason.
         """
-        out = self._decode_bulk(frames)
+        out = self._decode_columns(frames)
         return out if out is not None else self._decode_each(frames)
 
-    def _decode_bulk(self, frames: list[bytes | str]) -> DecodedBatch | None:
-        try:
-            envs = [_LOOSE.decode(f) for f in frames]
-        except msgspec.MsgspecError:
+    def _decode_columns(self, frames: list[bytes | str]) -> DecodedBatch | None:
+        joined = _join(frames)
+        if joined is None:
+            return None
+        tables = self._symbol_table, self._stream_table
+        cols = aggparse.parse_agg_trades(joined, len(frames), *tables)
+        if cols is None:  # a frame holds a NUL byte: not JSON
             return None
         out = DecodedBatch()
-        out.streams.update([e.stream for e in envs])
-        trades = [e.data for e in envs if type(e.data) is _LooseTrade]
-        if len(trades) != len(envs):  # markPrice frames: few, through the strict decoder
-            for frame, env in zip(frames, envs, strict=True):
-                if type(env.data) is not _LooseTrade:
-                    try:
-                        mark = _COMBINED.decode(frame).data
-                    except msgspec.MsgspecError:
-                        return None
-                    reason = self._accept_mark(mark, out)
-                    if reason is not None:
-                        return None
-                    out.event_ms = max(out.event_ms, mark.E)
-        if not trades:
-            return out
-        ps, qs = [d.p for d in trades], [d.q for d in trades]
-        if not (_DECIMALS.fullmatch("\n".join(ps)) and _DECIMALS.fullmatch("\n".join(qs))):
-            return None
-        try:
-            ints = np.array([(d.T, d.a, d.f, d.l, d.E) for d in trades], dtype=np.int64)
-        except OverflowError:
-            return None
-        if (ints < 0).any():
-            return None
-        price = np.array([float(x) for x in ps])
-        qty = np.array([float(x) for x in qs])
-        index = {s: k for k, s in enumerate(self._last)}
-        code = np.array([index.get(d.s, -1) for d in trades], dtype=np.int64)
-        ts, aid = ints[:, 0], ints[:, 1]
-        bad_price = ~(price > 0.0)
-        bad_qty = ~bad_price & ~(qty > 0.0)
+        names = self._stream_table.names
+        out.streams.update([names[k] for k in np.flatnonzero(cols.stream_seen).tolist()])
+        trade = cols.vouched
+        if not trade.all():  # few: markPrice frames, escapes, unusual extra keys
+            for i in np.flatnonzero(~trade).tolist():
+                try:
+                    env = _COMBINED.decode(frames[i])
+                except msgspec.MsgspecError:
+                    return None
+                out.streams.add(env.stream)
+                d = env.data
+                if type(d) is binance.AggTrade:
+                    cols.ticks[i] = (d.T, d.a, float(d.p), float(d.q), d.f, d.l, d.m)
+                    cols.event_ms[i], cols.symbol[i] = d.E, self._index.get(d.s, -1)
+                    trade[i] = True
+                elif self._accept_mark(d, out) is not None:
+                    return None
+                else:
+                    out.event_ms = max(out.event_ms, d.E)
+            if not trade.all():
+                rows = np.flatnonzero(trade)
+                cols.ticks, cols.event_ms = cols.ticks.take(rows), cols.event_ms[rows]
+                cols.symbol = cols.symbol[rows]
+        if len(cols.ticks):
+            self._accept_columns(cols, out)
+        return out
+
+    def _accept_columns(self, cols: aggparse.AggColumns, out: DecodedBatch) -> None:
+        """The price/qty/symbol/duplicate rules over the columns of a batch's aggTrades."""
+        ticks, code, syms = cols.ticks, cols.symbol, self._symbols
+        aid = ticks["agg_id"]
+        bad_price = ~(ticks["price"] > 0.0)
+        bad_qty = ~bad_price & ~(ticks["qty"] > 0.0)
         unknown = ~bad_price & ~bad_qty & (code < 0)
         ok = ~(bad_price | bad_qty | unknown)
-        accepted = np.zeros(len(trades), dtype=bool)
-        syms = list(self._last)
-        for k in np.unique(code[ok]).tolist():
+        accepted = np.zeros(len(code), dtype=bool)
+        for k in np.flatnonzero(np.bincount(code[ok], minlength=len(syms))).tolist():
             rows = np.flatnonzero(ok & (code == k))
             ids = aid[rows]
-            before = np.maximum.accumulate(np.r_[self._last[syms[k]], ids])[:-1]
-            keep = ids > before
-            accepted[rows[keep]] = True
-            self._last[syms[k]] = int(before[-1] if before[-1] > ids[-1] else ids[-1])
-            sel = rows[keep]
-            if not len(sel):
-                continue
-            t = np.empty(len(sel), dtype=TICK_DTYPE)
-            t["ts"], t["agg_id"], t["price"], t["qty"] = ts[sel], aid[sel], price[sel], qty[sel]
-            t["first_id"], t["last_id"] = ints[sel, 2], ints[sel, 3]
-            t["buyer_maker"] = [trades[i].m for i in sel.tolist()]
-            out.ticks[syms[k]] = t
+            before = np.maximum.accumulate(np.concatenate(([self._last[syms[k]]], ids[:-1])))
+            self._last[syms[k]] = max(int(before[-1]), int(ids[-1]))
+            sel = rows[ids > before]
+            if len(sel):
+                accepted[sel] = True
+                out.ticks[syms[k]] = ticks.take(sel)
         if accepted.any():
-            out.event_ms = max(out.event_ms, int(ints[accepted, 4].max()))
+            out.event_ms = max(out.event_ms, int(cols.event_ms[accepted].max()))
         counts = {"bad_price": int(bad_price.sum()), "bad_qty": int(bad_qty.sum()),
                   "unknown_symbol": int(unknown.sum()),
                   "duplicate": int((ok & ~accepted).sum())}  # fmt: skip
         self._count_rejects({r: n for r, n in counts.items() if n}, out)
-        return out
 
     def _count_rejects(self, rejects: dict[str, int], out: DecodedBatch) -> None:
         out.rejects.update(rejects)
@@ -337,6 +324,18 @@ class FrameValidator:
         self._logged_at = now
         self._logged_counts = dict(self.rejected)
         log.warning("rejected frames since last report: %s (totals %s)", delta, self.rejected)
+
+
+def _join(frames: list[bytes | str]) -> bytes | None:
+    """The frames joined by NUL bytes (text as UTF-8); None when some frame is neither
+    bytes-like nor encodable text."""
+    try:
+        return b"\0".join(frames)
+    except TypeError:
+        try:
+            return b"\0".join([f.encode() if isinstance(f, str) else f for f in frames])
+        except (TypeError, UnicodeEncodeError):
+            return None
 
 
 _DECIMAL_REASON = {"p": "bad_price", "q": "bad_qty"}
