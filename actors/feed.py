@@ -10,7 +10,8 @@ store's last aggregate id (REST backfill closes the hole), and the first publish
 recent stored bars so a PairActor that missed some gets them (it drops what it already has).
 
 ``FeedActor`` runs a ``FeedClient`` on an asyncio loop in its own thread, feeds the core in a
-worker thread that sends each PairActor one ``on_bars`` call per batch, with at most
+worker thread that sends each PairActor one ``on_bars`` call per batch (its entries packed into
+one ``actors.packets.BarPacket``), with at most
 ``MAX_IN_FLIGHT`` calls outstanding per PairActor (bounded with ``ray.wait``), and writes the
 store from a third thread, flushed once a second, so file I/O never delays bars or publishing.
 """
@@ -28,6 +29,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from actors import packets
 from actors.args import as_config, lookup_actor
 from engine.bars import NO_WATERMARK, BarBuilder, BarUpdate
 from engine.feed import FeedBatch, FeedClient, FeedStats
@@ -44,8 +46,10 @@ RESUME_REPEAT_MS = 15 * 60_000
 MAX_IN_FLIGHT = 4
 #: seconds the worker waits for a batch before looking at its stop flag
 CLOCK_S = 0.02
-#: the FeedClient cuts a batch (empty when nothing came: the clock moves on) this often (ms)
-BATCH_MS = 20.0
+#: how the FeedActor's client cuts batches: as soon as frames arrive (at most one batch per
+#: ``cut_gap_ms``), when the clock reaches the next bar close of the analytics timeframe
+#: (``FeedCore.next_close_ms``), and every ``batch_ms`` when nothing comes (ms)
+CLIENT_BATCHING = {"batch_ms": 100.0, "cut_gap_ms": 1.0}
 
 
 def now_ms() -> float:
@@ -62,6 +66,7 @@ class FeedCore:
         self.tf = config.analytics.timeframe
         self.timeframes = list(dict.fromkeys([self.tf, *config.timeframes]))
         lateness = int(config.feed.lateness_ms)
+        self.lateness_ms = lateness
         self.builders = {
             (s, tf): BarBuilder(tf, lateness) for s in self.symbols for tf in self.timeframes
         }
@@ -142,14 +147,23 @@ class FeedCore:
     ) -> None:
         """Clock reading: closes bars whose end + lateness has passed ``clock_ms``, except for
         the symbols in ``hold`` (a hole is being refilled: their bars must not close on the
-        clock). ``wall_ms`` (default ``clock_ms``) is when the clock reading was true: the
-        moment the bars it closes became final, recorded for the latency."""
+        clock). ``wall_ms`` (default ``clock_ms``) is when the clock reading was true: an
+        interval ending at e became final when the clock passed e + lateness, at wall time
+        ``wall_ms - (clock_ms - e - lateness_ms)`` (recorded for the latency)."""
         held = set(hold)
         wall = clock_ms if wall_ms is None else wall_ms
+        now = int(clock_ms)
         for (symbol, tf), builder in self.builders.items():
-            if symbol not in held:
-                upd = builder.advance(int(clock_ms))
-                self._apply(symbol, tf, upd, wall, count_late=False)
+            if now >= builder.next_close_ms and symbol not in held:
+                upd = builder.advance(now)
+                self._apply(symbol, tf, upd, wall, count_late=False, clock_ms=clock_ms)
+
+    def next_close_ms(self, hold: Iterable[str] = ()) -> float:
+        """The earliest clock (ms) at which ``advance`` closes a bar or moves a watermark of
+        the analytics timeframe, symbols in ``hold`` left out (inf when none)."""
+        held = set(hold)
+        times = [self.builders[(s, self.tf)].next_close_ms for s in self.symbols if s not in held]
+        return float(min(times, default=np.inf))
 
     def on_batches(self, batches: list[FeedBatch], hold: Iterable[str] = ()) -> None:
         """The FeedClient's batches, oldest first: their ticks and funding rows, then one clock
@@ -166,7 +180,14 @@ class FeedCore:
             self.advance(last.clock_ms, hold=held, wall_ms=last.cut_ms)
 
     def _apply(
-        self, symbol: str, tf: str, upd: BarUpdate, wall_ms: float, *, count_late: bool
+        self,
+        symbol: str,
+        tf: str,
+        upd: BarUpdate,
+        wall_ms: float,
+        *,
+        count_late: bool,
+        clock_ms: float | None = None,
     ) -> None:
         if len(upd.closed):
             self._writes.append((self.store.write_bars, (tf, symbol, upd.closed)))
@@ -182,6 +203,8 @@ class FeedCore:
             wm = self.builders[(symbol, tf)].watermark
             if wm > self._wm.get(symbol, NO_WATERMARK):
                 self._wm[symbol] = wm
+                if clock_ms is not None:  # the clock passed wm + lateness this long ago
+                    wall_ms -= max(0.0, clock_ms - (wm + self.lateness_ms))
                 self._advances[symbol].append((wm, wall_ms))
 
     def take_entries(self) -> list[dict]:
@@ -298,8 +321,9 @@ class FeedActor:
             reconnect_after_s=config.feed.reconnect_after_h * 3600.0,
             resume_from=resume,
             on_batch=self._inbox.put,
-            batch_ms=BATCH_MS,
+            **CLIENT_BATCHING,
         )
+        self._asked_close = np.inf  # the clock time last asked of the client (cut_at_clock)
         # after a restart, hold the clock until the backfill has caught up (or watchdog_s)
         until = time.monotonic() + config.feed.watchdog_s
         self._catch_up = dict.fromkeys(resume, until)
@@ -344,11 +368,19 @@ class FeedActor:
         for batch in got:
             for sym in batch.ticks:
                 self._catch_up.pop(sym, None)
+        held = self._held(time.monotonic())
+        last = got[-1]
         with self._lock:
-            self.core.on_batches(got, hold=self._held(time.monotonic()))
+            self.core.on_batches(got, hold=held)
             entries = self.core.take_entries()
+            due = self.core.next_close_ms([*last.stats.pending_gaps, *held])
         if entries:
             self._publish(entries)
+        # the next bar close: cut a batch when the clock gets there (not at the next periodic
+        # cut); asked once per close, never for a time the clock has passed (a held symbol)
+        if last.clock_ms < due < np.inf and due != self._asked_close:
+            self._asked_close = due
+            self.client.cut_at_clock(due)
 
     def _flush_loop(self) -> None:
         """Store writes in their own thread, so file I/O never delays bars and publishing."""
@@ -384,7 +416,7 @@ class FeedActor:
                     continue
                 self._targets[k] = (handle, syms)
             pending = self._in_flight[k]
-            pending.append(handle.on_bars.remote(mine))
+            pending.append(handle.on_bars.remote(packets.pack(mine)))
             if len(pending) > MAX_IN_FLIGHT:
                 _, pending[:] = ray.wait(pending, num_returns=len(pending) - MAX_IN_FLIGHT)
 

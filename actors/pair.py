@@ -1,6 +1,7 @@
 """PairActor: hosts many pairs; steps each on aligned bars once both legs' watermarks pass.
 
-Data in: batches from FeedActors, one call per batch, ``on_bars(entries)`` where each entry is
+Data in: batches from FeedActors, one call per batch, ``on_bars(packet)`` (an
+``actors.packets.BarPacket``) holding entries, each
 ``{"symbol", "wm" (ms), "bars" (BAR_DTYPE, closed bars of the analytics timeframe),
 "advances" (list of (watermark ms, wall ms when it became known))}``. Per symbol the actor keeps
 the bars not yet stepped by every pair and the watermark; a pair steps interval [ts, ts+tf)
@@ -9,10 +10,11 @@ which a leg traded, from the first time both traded, last close carried forward)
 the shared ``PairStepper`` (configured hedge), a second one with the rolling OLS hedge (for
 comparison), the strategy (paper position) and the alert rules, and appends to ring buffers.
 
-Latency (DESIGN.md "CLI"): for the interval ending at e, a leg's bar became final at
-min(e + lateness_ms, wall time of the first watermark >= e), the pair's at the later of its legs;
-the sample is the wall time after the batch's steps (when a snapshot can next read the state)
-minus that. Bars replayed at start-up (warm-up from the store) give no samples.
+Latency (DESIGN.md "CLI"): for the interval ending at e, a leg's bar became final at the wall
+time of the first watermark advance >= e (the feed records it: when the frame of the later trade
+was received, or when the feed's clock passed e + lateness_ms), the pair's at the later of its
+legs; the sample is the wall time after the batch's steps (when a snapshot can next read the
+state) minus that. Bars replayed at start-up (warm-up from the store) give no samples.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from actors import packets
 from actors.alerts import AlertBook, AlertRule
 from actors.args import as_config, lookup_actor
 from engine.bars import NO_WATERMARK
@@ -143,13 +146,11 @@ class _Leg:
             self.close = np.concatenate([self.close, fresh["close"].astype(np.float64)])
             self.last_ts = int(self.ts[-1])
 
-    def final_wall(self, end_ms: int, lateness_ms: int) -> float:
+    def final_wall(self, end_ms: int) -> float:
         """Wall time (ms) at which the interval ending at ``end_ms`` became final; NaN when it
         was not seen live."""
         i = bisect.bisect_left(self.adv_wm, end_ms)
-        if i == len(self.adv_wm):
-            return math.nan
-        return min(float(end_ms + lateness_ms), self.adv_wall[i])
+        return math.nan if i == len(self.adv_wm) else self.adv_wall[i]
 
     def trim(self, keep_from: int, wm_floor: int) -> None:
         """Drop bars older than ``keep_from`` (ms) and advances no unstepped interval needs."""
@@ -178,7 +179,6 @@ class PairBook:
         analytics = config.analytics
         self.tf = analytics.timeframe
         self.tf_ms = timeframe_ms(self.tf)
-        self.lateness_ms = int(config.feed.lateness_ms)
         if len(set(pairs)) != len(pairs):
             twice = next(p for p in pairs if pairs.count(p) > 1)
             raise ConfigError(f"pair {twice!r} listed twice")
@@ -306,7 +306,7 @@ class PairBook:
             syms = np.union1d(self.iy[rows], self.ix[rows])
             fw = np.full(len(self.legs), np.nan)
             for k in syms.tolist():
-                fw[k] = self.legs[k].final_wall(end, self.lateness_ms)
+                fw[k] = self.legs[k].final_wall(end)
             # NaN (not seen live) on either leg gives no sample
             lat = np.maximum(fw[self.iy[rows]], fw[self.ix[rows]])
             finals.extend(lat[~np.isnan(lat)].tolist())
@@ -534,9 +534,9 @@ class PairActor:
             self._ckpt_thread.join()
         return True
 
-    def on_bars(self, entries: list[dict]) -> None:
+    def on_bars(self, packet: packets.BarPacket) -> None:
         """One batch from a FeedActor (see the module docstring)."""
-        events, finals = self.book.feed(entries)
+        events, finals = self.book.feed(packets.unpack(packet))
         now = time.time() * 1000.0
         self.book.latency.add(now, (now - f for f in finals))
         self._send_alerts(events, now)

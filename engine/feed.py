@@ -11,17 +11,24 @@ history, or refused) are recorded as open gaps, counted in the stats, never hidd
 
 Output is batches (``FeedBatch``) every ``batch_ms`` (or ``batch_frames`` frames), empty ones
 too, handed to ``on_batch`` (a function or coroutine function) or, without it, read with
-``async for batch in client``. ``FeedThread`` runs a client in its own thread and event loop
-for synchronous owners such as Ray actors: ``start()``, then ``drain()`` now and then, ``stop()``.
+``async for batch in client``. With ``cut_gap_ms`` a batch is instead cut as soon as frames
+have arrived (what was read by then, at least ``cut_gap_ms`` after the previous cut), and
+``batch_ms`` is only the longest wait when nothing comes; ``cut_at_clock(ms)`` asks for a cut
+as soon as the feed's clock reaches a time (a bar's end + lateness), so bars close on the clock
+without waiting for the next periodic cut. ``FeedThread`` runs a client in its own thread and
+event loop for synchronous owners such as Ray actors: ``start()``, then ``drain()`` now and
+then, ``stop()``.
 
 Times are Unix milliseconds unless named ``_s``.
 
 The feed's clock (``FeedBatch.clock_ms``) is a clock of what has been received, not a later wall
 reading: a batch is cut at wall time ``cut_ms`` and holds every frame read before the cut, and
 its clock is ``cut_ms`` bounded by the exchange's own clock, the largest event time ``E`` read
-so far plus the wall time since the batch that carried it. Frames still unread (socket buffer,
-a reader that fell behind) were sent later than every frame read, so their event time is at
-least that bound: bars closed on this clock are not reopened by trades already on their way.
+so far, plus the wall time since the batch that carried it only when the client waited for this
+cut (its loop polled the socket meanwhile: nothing had arrived unread); it never goes back.
+Frames still unread (socket buffer, a consumer that fell behind) were sent later than every
+frame read, so their event time is at least that bound: bars closed on this clock are not
+reopened by trades already on their way.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import collections
 import contextlib
 import inspect
 import logging
+import math
 import random
 import threading
 import time
@@ -141,6 +149,7 @@ class FeedClient:
         on_batch: Callable[[FeedBatch], Any] | None = None,
         batch_ms: float = 50.0,
         batch_frames: int = 2000,
+        cut_gap_ms: float | None = None,
         backoff_s: tuple[float, float] = (0.2, 30.0),
         control_interval_s: float = 0.15,
         rest: binance.RestClient | None = None,
@@ -158,6 +167,8 @@ class FeedClient:
         if batch_ms <= 0 or batch_frames < 1:
             raise FeedError(f"batch_ms must be > 0 and batch_frames >= 1, got {batch_ms}, "
                             f"{batch_frames}")  # fmt: skip
+        if cut_gap_ms is not None and not 0 <= cut_gap_ms <= batch_ms:
+            raise FeedError(f"cut_gap_ms must be in [0, batch_ms={batch_ms}], got {cut_gap_ms}")
         if not 0 < backoff_s[0] <= backoff_s[1]:
             raise FeedError(f"backoff_s must be (first, max) with 0 < first <= max: {backoff_s}")
         if control_interval_s < 1.0 / binance.WS_MAX_MESSAGES_PER_S:
@@ -176,6 +187,9 @@ class FeedClient:
         self.reconnect_after_s = float(reconnect_after_s)
         self.batch_s = batch_ms / 1000.0
         self.batch_frames = batch_frames
+        self.cut_gap_s = None if cut_gap_ms is None else cut_gap_ms / 1000.0
+        self._cut_clock = math.inf  # cut once the clock reaches this (ms; see cut_at_clock)
+        self._last_cut = 0.0  # monotonic s of the last cut
         self.backoff_s = backoff_s
         self.control_interval_s = control_interval_s
         self._on_batch = on_batch
@@ -193,6 +207,7 @@ class FeedClient:
         self._open_gaps: list[OpenGap] = []
         self._event_ms = -1  # largest exchange event time E read so far
         self._event_at_ms = 0.0  # cut_ms of the batch that carried it
+        self._clock_ms = -math.inf  # the last batch's clock (it never goes back)
         self._reconnects = 0
         self._connect_failures = 0
         self._last_error = ""
@@ -268,6 +283,26 @@ class FeedClient:
             event.set()
         elif not loop.is_closed():
             loop.call_soon_threadsafe(event.set)
+
+    def cut_at_clock(self, clock_ms: float) -> None:
+        """Cut a batch as soon as the feed's clock (``FeedBatch.clock_ms``) reaches ``clock_ms``
+        (the earliest of the times asked for wins until it is reached). Safe from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._ask_cut(clock_ms)
+        else:
+            loop.call_soon_threadsafe(self._ask_cut, clock_ms)
+
+    def _ask_cut(self, clock_ms: float) -> None:
+        if clock_ms < self._cut_clock:
+            self._cut_clock = float(clock_ms)
+            self._wake.set()  # the pump recomputes its wait
 
     def __aiter__(self) -> AsyncIterator[FeedBatch]:
         return self._iterate()
@@ -419,17 +454,20 @@ class FeedClient:
         return "switch"
 
     async def _read(self, conn: ClientConnection, first: asyncio.Event) -> None:
-        inbox_limit = self.batch_frames
+        # eager (cut_gap_s set): wake the pump on the first frame of a batch, which it cuts once
+        # the frames read by then are in; else only when the inbox is full
+        inbox_limit = 1 if self.cut_gap_s is not None else self.batch_frames
         recv, wake = conn.recv, self._wake
         try:
             frame = await recv(decode=False)
             self._inbox.append(frame)
+            wake.set()
             first.set()
             while True:
                 frame = await recv(decode=False)  # the pump swaps the inbox while we wait
                 inbox = self._inbox
                 inbox.append(frame)
-                if len(inbox) >= inbox_limit:
+                if len(inbox) == inbox_limit:
                     wake.set()
         except websockets.ConnectionClosed as exc:
             log.info("websocket closed: %s", exc)
@@ -438,10 +476,11 @@ class FeedClient:
 
     async def _pump(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.batch_s)
-            self._wake.clear()
-            batch = self._process()
+            waited = await self._until_cut()
+            self._last_cut = time.monotonic()
+            batch = self._process(waited)
+            if batch.clock_ms >= self._cut_clock:
+                self._cut_clock = math.inf
             if self._on_batch is not None:
                 result = self._on_batch(batch)
                 if inspect.isawaitable(result):
@@ -449,7 +488,41 @@ class FeedClient:
             else:
                 await self._queue.put(batch)
 
-    def _process(self) -> FeedBatch:
+    async def _until_cut(self) -> bool:
+        """Wait until the next batch is due: ``batch_s`` after the last cut; at once when a
+        backfill finished or (periodic mode) the inbox filled up; ``cut_gap_s`` after the last
+        cut when frames wait (eager mode); when the clock reaches ``_cut_clock``. True when it
+        waited (the loop polled the socket meanwhile: the reader is caught up)."""
+        wake = self._wake
+        waited = False
+        while True:
+            now = time.monotonic()
+            due = min(self._last_cut + self.batch_s, self._clock_due(now))
+            woken = wake.is_set()
+            wake.clear()
+            if self._backfilled or (woken and self._inbox and self.cut_gap_s is None):
+                due = now
+            elif self._inbox and self.cut_gap_s is not None:
+                due = min(due, self._last_cut + self.cut_gap_s)
+            if due <= now:
+                return waited
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), due - now)
+            waited = True
+
+    def _clock_due(self, now: float) -> float:
+        """Monotonic s at which the clock reaches ``_cut_clock`` (inf when none is asked): the
+        clock is min(wall, E + wall - at), so the wall time is max(c, c - E + at)."""
+        c = self._cut_clock
+        if c == math.inf:
+            return math.inf
+        wall = c if self._event_ms < 0 else max(c, c - self._event_ms + self._event_at_ms)
+        return now + (wall - time.time() * 1000.0) / 1000.0
+
+    def _process(self, waited: bool) -> FeedBatch:
+        """Cut a batch now. ``waited``: the pump waited for this cut, the loop polling the
+        socket meanwhile, so the reader had taken everything that had arrived (see the clock
+        in the module docstring)."""
         cut_ms = time.time() * 1000.0
         frames, self._inbox = self._inbox, []
         released: dict[str, list[np.ndarray]] = {}
@@ -475,7 +548,9 @@ class FeedClient:
             self._take_backfill(sym, first, last, ticks, why, released)
         clock_ms = cut_ms
         if self._event_ms >= 0:
-            clock_ms = min(cut_ms, self._event_ms + (cut_ms - self._event_at_ms))
+            ahead = cut_ms - self._event_at_ms if waited else 0.0
+            clock_ms = min(cut_ms, self._event_ms + ahead)
+        clock_ms = self._clock_ms = max(clock_ms, self._clock_ms)
         out: dict[str, np.ndarray] = {}
         n = 0
         for sym, parts in released.items():

@@ -176,3 +176,30 @@ def test_status_row_carries_failed_connects(failures, error):
     (feed,) = json.loads(json.dumps(build_status([row], [], np.empty(0))))["feeds"]
     assert feed["connect_failures"] == failures and feed["last_error"] == error
     assert feed["reconnects"] == 2 and feed["connected"] is False
+
+
+def test_clock_close_records_when_the_clock_passed_end_plus_lateness(tmp_path):
+    """A bar closed on the clock became final when the feed's clock passed its end + lateness:
+    the wall time of that moment (not of the later reading) goes with the watermark advance,
+    and ``next_close_ms`` names the clock time at which that happens."""
+    from engine.schemas import TICK_DTYPE
+
+    cfg = make_config(tmp_path, lateness_ms=250, timeframes=("1s",))
+    core = FeedCore(cfg, SYMS, Store(tmp_path, durable=False))
+    t0 = 1_700_000_000_000
+    for k, s in enumerate(SYMS):
+        tick = np.zeros(1, dtype=TICK_DTYPE)
+        tick["ts"], tick["agg_id"], tick["price"], tick["qty"] = t0 + 100 + k, 7, 10.0, 1.0
+        core.on_ticks(s, tick, wall_ms=t0 + 150.0)
+    core.take_entries()
+    assert core.next_close_ms() == t0 + 1000 + 250
+    assert core.next_close_ms(hold=SYMS) == np.inf
+    core.advance(t0 + 1249.0, wall_ms=t0 + 1300.0)
+    assert core.take_entries() == []  # not yet: the clock is 1 ms short
+    # the clock reading (a lagging exchange clock) is 20 ms behind the wall at the cut
+    core.advance(t0 + 1400.0, hold=["BTCUSDT"], wall_ms=t0 + 1420.0)
+    (e,) = core.take_entries()
+    assert e["symbol"] == "ETHUSDT" and e["wm"] == t0 + 1000 and len(e["bars"]) == 1
+    assert e["advances"] == [(t0 + 1000, t0 + 1420.0 - (1400.0 - 1250.0))]
+    assert core.next_close_ms(hold=["BTCUSDT"]) == t0 + 2000 + 250
+    assert core.next_close_ms() == t0 + 1000 + 250  # the held symbol still waits

@@ -87,9 +87,10 @@ class ExchangeThread:
         self._thread.join(10.0)
 
 
-async def consume(port: int, on_batch, wait_s: float) -> None:
+async def consume(port: int, on_batch, wait_s: float, **batching) -> None:
+    batching = batching or {"batch_ms": 20}
     client = FeedClient(SYMS, f"ws://127.0.0.1:{port}/market", "http://127.0.0.1:1",
-                        funding=False, batch_ms=20, on_batch=on_batch)  # fmt: skip
+                        funding=False, on_batch=on_batch, **batching)  # fmt: skip
     runner = asyncio.create_task(client.run())
     await asyncio.sleep(wait_s)
     client.stop()
@@ -97,7 +98,7 @@ async def consume(port: int, on_batch, wait_s: float) -> None:
 
 
 async def slow_run(
-    ours: FeedCore, wall: FeedCore, slow_s: float, lateness_ms: int, run_s: float
+    ours: FeedCore, wall: FeedCore, slow_s: float, lateness_ms: int, run_s: float, **batching
 ) -> list:
     batches = []
 
@@ -115,17 +116,23 @@ async def slow_run(
         wall.advance(time.time() * 1000.0)  # the old way: a wall reading after the work
 
     with ExchangeThread(run_s, 0.002) as exchange:
-        await consume(exchange.port, on_batch, run_s + 1.5)
+        await consume(exchange.port, on_batch, run_s + 1.5, **batching)
     return batches
 
 
-@pytest.mark.parametrize(("slow_s", "lateness_ms"), [(0.3, 50), (0.6, 250), (0.45, 0)])
-def test_slow_consumer_closes_no_bar_early(tmp_path, slow_s, lateness_ms):
+EAGER = {"batch_ms": 100, "cut_gap_ms": 1}  # what a FeedActor uses (actors.feed)
+
+
+@pytest.mark.parametrize(
+    ("slow_s", "lateness_ms", "batching"),
+    [(0.3, 50, {}), (0.6, 250, {}), (0.45, 0, {}), (0.3, 50, EAGER), (0.45, 0, EAGER)],
+)
+def test_slow_consumer_closes_no_bar_early(tmp_path, slow_s, lateness_ms, batching):
     cfg = core_config(tmp_path / "ours", lateness_ms)
     ours = FeedCore(cfg, SYMS, Store(tmp_path / "ours", durable=False))
     wall = FeedCore(core_config(tmp_path / "wall", lateness_ms), SYMS,
                     Store(tmp_path / "wall", durable=False))  # fmt: skip
-    batches = asyncio.run(slow_run(ours, wall, slow_s, lateness_ms, run_s=3.0))
+    batches = asyncio.run(slow_run(ours, wall, slow_s, lateness_ms, run_s=3.0, **batching))
 
     # the clock never runs ahead of what was received: every later tick is at or after it
     clocks = np.array([b.clock_ms for b in batches])
@@ -170,3 +177,46 @@ def test_quiet_market_clock_moves_on_empty_batches(tmp_path):
     for s in SYMS:
         closed = core.recent_bars(s, "1s", 100)
         assert closed["ts"][-1] + 1000 > last_tick  # the last bar closed on the clock
+
+
+def test_eager_batches_are_cut_as_frames_arrive():
+    """With ``cut_gap_ms`` a trade reaches the consumer within milliseconds of its sending,
+    not at the next periodic cut (``batch_ms`` = 300 here)."""
+    delays = []
+
+    def on_batch(batch):
+        for t in batch.ticks.values():  # T = E = wall ms at sending (same machine)
+            delays.extend((batch.cut_ms - t["ts"]).tolist())
+
+    with ExchangeThread(1.0, 0.05) as exchange:
+        asyncio.run(consume(exchange.port, on_batch, 1.5, batch_ms=300, cut_gap_ms=1))
+    assert len(delays) > 20
+    assert np.median(delays) < 20  # periodic cuts every 300 ms would give ~150
+
+
+def test_cut_at_clock_cuts_when_the_clock_gets_there():
+    """A quiet feed with a long idle period still cuts a batch as soon as its clock reaches a
+    time asked for with ``cut_at_clock``, once per time asked."""
+    got: list = []
+    targets: list[float] = []
+
+    async def run(port: int) -> None:
+        client = FeedClient(SYMS, f"ws://127.0.0.1:{port}/market", "http://127.0.0.1:1",
+                            funding=False, batch_ms=1000, cut_gap_ms=1,
+                            on_batch=got.append)  # fmt: skip
+        runner = asyncio.create_task(client.run())
+        await asyncio.sleep(0.8)  # trades for 0.3 s, then silence
+        for _ in range(3):
+            targets.append(time.time() * 1000.0 + 120.0)
+            client.cut_at_clock(targets[-1])
+            await asyncio.sleep(0.3)
+        client.stop()
+        await runner
+
+    with ExchangeThread(0.3, 0.01) as exchange:
+        asyncio.run(run(exchange.port))
+    for target in targets:
+        first = next(b for b in got if b.clock_ms >= target)
+        assert first.cut_ms - target < 30  # the idle cut would come up to 1 s later
+    quiet = [b for b in got if b.cut_ms > targets[0] - 100]
+    assert len(quiet) <= len(targets) + 2  # one cut per time asked (and the idle ticks)
