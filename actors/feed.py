@@ -56,6 +56,36 @@ def now_ms() -> float:
     return time.time() * 1000.0
 
 
+class BarTail:
+    """The last ``keep`` bars (BAR_DTYPE) of a series, appended in amortized O(1): a buffer of
+    twice that, compacted when full (not a copy of everything kept on every close)."""
+
+    def __init__(self, keep: int = RECENT_BARS):
+        self.keep = keep
+        self._buf = np.empty(2 * keep, dtype=BAR_DTYPE)
+        self._n = 0
+
+    def extend(self, bars: np.ndarray) -> None:
+        k = len(bars)
+        if k >= self.keep:
+            self._buf[: self.keep] = bars[-self.keep :]
+            self._n = self.keep
+            return
+        if self._n + k > len(self._buf):
+            kept = self.keep - k
+            self._buf[:kept] = self._buf[self._n - kept : self._n]
+            self._n = kept
+        self._buf[self._n : self._n + k] = bars
+        self._n += k
+
+    def last(self, n: int | None = None) -> np.ndarray:
+        """A copy of the last ``n`` bars kept (all of them when None), oldest first."""
+        view = self._buf[max(0, self._n - self.keep) : self._n]
+        if n is not None:
+            view = view[max(0, len(view) - n) :] if n > 0 else view[:0]
+        return view.copy()
+
+
 class FeedCore:
     """Bars, store writes and publish entries for the symbols of one connection."""
 
@@ -70,7 +100,7 @@ class FeedCore:
         self.builders = {
             (s, tf): BarBuilder(tf, lateness) for s in self.symbols for tf in self.timeframes
         }
-        self.recent = {key: np.empty(0, dtype=BAR_DTYPE) for key in self.builders}
+        self.recent = {key: BarTail(RECENT_BARS) for key in self.builders}
         self._pending: dict[str, list[np.ndarray]] = {s: [] for s in self.symbols}
         self._advances: dict[str, list[tuple[int, float]]] = {s: [] for s in self.symbols}
         self._wm: dict[str, int] = {}
@@ -91,7 +121,7 @@ class FeedCore:
             bars = table_to_bars(self.store.read_bars(tf, symbol))
             starts[tf] = int(bars["ts"][-1]) + timeframe_ms(tf) if len(bars) else None
             keep = bars[-RECENT_BARS:]
-            self.recent[(symbol, tf)] = keep
+            self.recent[(symbol, tf)].extend(keep)
             if tf == self.tf and len(keep):
                 self._pending[symbol].append(keep[keep["ts"] >= keep["ts"][-1] - RESUME_REPEAT_MS])
         known = [v for v in starts.values() if v is not None]
@@ -191,8 +221,7 @@ class FeedCore:
     ) -> None:
         if len(upd.closed):
             self._writes.append((self.store.write_bars, (tf, symbol, upd.closed)))
-            recent = np.concatenate([self.recent[(symbol, tf)], upd.closed])
-            self.recent[(symbol, tf)] = recent[-RECENT_BARS:]
+            self.recent[(symbol, tf)].extend(upd.closed)
             if tf == self.tf:
                 self._pending[symbol].append(upd.closed)
         if len(upd.corrected):
@@ -223,12 +252,10 @@ class FeedCore:
         return out
 
     def recent_bars(self, symbol: str, timeframe: str, n: int) -> np.ndarray:
-        """The last ``n`` closed bars of a symbol and timeframe (BAR_DTYPE)."""
+        """The last ``n`` closed bars of a symbol and timeframe (BAR_DTYPE, a copy)."""
         if (symbol, timeframe) not in self.recent:
             raise KeyError(f"no bars of {symbol} {timeframe} in this feed")
-        return (
-            self.recent[(symbol, timeframe)][-n:] if n > 0 else self.recent[(symbol, timeframe)][:0]
-        )
+        return self.recent[(symbol, timeframe)].last(n)
 
     def recent_for(self, symbols: Iterable[str], timeframe: str) -> list[dict]:
         """Entries with the recent bars and current watermark of the given symbols (warm-up)."""
@@ -236,8 +263,8 @@ class FeedCore:
         for s in symbols:
             if (s, timeframe) in self.recent:
                 wm = self.builders[(s, timeframe)].watermark
-                bars = self.recent[(s, timeframe)]
-                out.append({"symbol": s, "wm": wm, "bars": bars.copy(), "advances": []})
+                bars = self.recent[(s, timeframe)].last()
+                out.append({"symbol": s, "wm": wm, "bars": bars, "advances": []})
         return out
 
     def take_writes(self) -> list[tuple]:
@@ -429,7 +456,7 @@ class FeedActor:
 
     def recent_bars(self, symbol: str, timeframe: str, n: int) -> np.ndarray:
         with self._lock:
-            return self.core.recent_bars(symbol, timeframe, n).copy()
+            return self.core.recent_bars(symbol, timeframe, n)
 
     def recent_for(self, symbols: list[str], timeframe: str) -> list[dict]:
         with self._lock:

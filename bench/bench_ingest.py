@@ -13,7 +13,8 @@ Receivers, each on one connection, in the same run:
 - ``naive``: ``json.loads``, per-message checks, per-message Python bar dicts (1s/1m/5m), one
   Parquet file written per closed bar, ticks written once a second.
 - ``ours``: the whole live pipeline: ``engine.feed.FeedClient`` (parse, strict validation, gap
-  check) and the FeedActor's core (``actors.feed.FeedCore``: ``BarBuilder`` 1s/1m/5m per
+  check; batches cut as the FeedActor cuts them, ``actors.feed.CLIENT_BATCHING``) and the
+  FeedActor's core (``actors.feed.FeedCore``: ``BarBuilder`` 1s/1m/5m per
   symbol, Store writes batched and flushed once a second in a worker thread, as FeedActor does).
 
 Every receiver first takes ``warm`` frames (connection set-up, first batches, JIT caches), then
@@ -43,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from websockets.asyncio.client import connect
 
-from actors.feed import FeedCore
+from actors.feed import CLIENT_BATCHING, FeedCore
 from engine.config import parse_config
 from engine.feed import FeedClient
 from engine.store import Store
@@ -241,7 +242,8 @@ async def _ours(port: int, symbols: list[str], warm: int, n: int,
             done.set()
 
     base = f"ws://127.0.0.1:{port}/n{total}/market"
-    client = FeedClient(symbols, base, "http://127.0.0.1:1", funding=False, on_batch=on_batch)
+    client = FeedClient(symbols, base, "http://127.0.0.1:1", funding=False, on_batch=on_batch,
+                        **CLIENT_BATCHING)  # fmt: skip
     runner = asyncio.create_task(client.run())
     await done.wait()
     client.stop()

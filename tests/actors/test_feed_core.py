@@ -203,3 +203,23 @@ def test_clock_close_records_when_the_clock_passed_end_plus_lateness(tmp_path):
     assert e["advances"] == [(t0 + 1000, t0 + 1420.0 - (1400.0 - 1250.0))]
     assert core.next_close_ms(hold=["BTCUSDT"]) == t0 + 2000 + 250
     assert core.next_close_ms() == t0 + 1000 + 250  # the held symbol still waits
+
+
+def test_bar_tail_keeps_the_last_bars_like_a_concatenation():
+    from actors.feed import BarTail
+
+    rng = np.random.default_rng(3)
+    tail, naive = BarTail(keep=50), np.empty(0, dtype=BAR_DTYPE)
+    for step in range(400):
+        k = int(rng.choice([0, 1, 2, 7, 49, 50, 51, 130])) if step % 37 else 0
+        bars = np.zeros(k, dtype=BAR_DTYPE)
+        bars["ts"] = np.arange(len(naive), len(naive) + k)
+        bars["close"] = rng.normal(size=k)
+        tail.extend(bars)
+        naive = np.concatenate([naive, bars])
+        np.testing.assert_array_equal(tail.last(), naive[-50:])
+        n = int(rng.integers(0, 60))
+        np.testing.assert_array_equal(tail.last(n), naive[-50:][-n:] if n else naive[:0])
+    got = tail.last(5)
+    got["close"] = 0.0  # a copy: the tail is untouched
+    assert not np.array_equal(tail.last(5), got)
