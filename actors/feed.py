@@ -244,7 +244,10 @@ class FeedCore:
             pending = self._pending[s]
             if not pending and wm <= self._published_wm.get(s, NO_WATERMARK):
                 continue
-            bars = np.concatenate(pending) if pending else np.empty(0, dtype=BAR_DTYPE)
+            if len(pending) == 1:  # the usual case: no np.concatenate (slow on records)
+                bars = pending[0]
+            else:
+                bars = np.concatenate(pending) if pending else np.empty(0, dtype=BAR_DTYPE)
             out.append({"symbol": s, "wm": wm, "bars": bars, "advances": self._advances[s]})
             self._pending[s] = []
             self._advances[s] = []

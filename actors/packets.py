@@ -34,13 +34,18 @@ class BarPacket:
 
 def pack(entries: list[dict]) -> BarPacket:
     """Publish entries -> one packet (the entries' arrays are copied)."""
-    bars = [e["bars"] for e in entries]
+    bar_ends = np.cumsum([len(e["bars"]) for e in entries], dtype=np.int64)
+    bars = np.empty(int(bar_ends[-1]) if len(entries) else 0, dtype=BAR_DTYPE)
+    start = 0
+    for e, end in zip(entries, bar_ends.tolist(), strict=True):  # not np.concatenate: it
+        bars[start:end] = e["bars"]  # promotes the record dtype field by field, per array
+        start = end
     advances = [a for e in entries for a in e["advances"]]
     return BarPacket(
         symbols=tuple(e["symbol"] for e in entries),
         wm=np.array([e["wm"] for e in entries], dtype=np.int64),
-        bar_ends=np.cumsum([len(b) for b in bars], dtype=np.int64),
-        bars=np.concatenate(bars) if bars else np.empty(0, dtype=BAR_DTYPE),
+        bar_ends=bar_ends,
+        bars=bars,
         adv_ends=np.cumsum([len(e["advances"]) for e in entries], dtype=np.int64),
         adv_wm=np.array([a[0] for a in advances], dtype=np.int64),
         adv_wall=np.array([a[1] for a in advances], dtype=np.float64),
