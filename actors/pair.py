@@ -4,7 +4,9 @@ Data in: batches from FeedActors, one call per batch, ``on_bars(packet)`` (an
 ``actors.packets.BarPacket``) holding entries, each
 ``{"symbol", "wm" (ms), "bars" (BAR_DTYPE, closed bars of the analytics timeframe),
 "advances" (list of (watermark ms, wall ms when it became known))}``. Per symbol the actor keeps
-the bars not yet stepped by every pair and the watermark; a pair steps interval [ts, ts+tf)
+the bars not yet stepped by every pair and the watermark (``_Legs``: one row per symbol of 2-D
+arrays, filled and searched by small numba kernels; ``PairBook.feed`` reads a packet without
+unpacking it); a pair steps interval [ts, ts+tf)
 once both legs' watermarks are at or past ts+tf (DESIGN.md alignment: union of intervals in
 which a leg traded, from the first time both traded, last close carried forward). Each step runs
 the shared ``PairStepper`` (configured hedge), a second one with the rolling OLS hedge (for
@@ -22,7 +24,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
-import math
 import os
 import pickle
 import threading
@@ -31,6 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 from actors import packets
 from actors.alerts import AlertBook, AlertRule
@@ -93,9 +95,9 @@ class Ring:
         """One step for each row in ``rows`` (all when None); values are scalars or arrays
         indexed like ``rows``."""
         idx = np.arange(len(self.count)) if rows is None else rows
-        slot = self.count[idx] % self.capacity
+        flat = idx * self.capacity + self.count[idx] % self.capacity  # into the raveled rows
         for k, col in self.cols.items():
-            col[idx, slot] = values[k]
+            col.reshape(-1)[flat] = values[k]  # a view: the columns are C-contiguous
         self.count[idx] += 1
 
     def arrays(self, row: int = 0) -> dict[str, np.ndarray]:
@@ -128,38 +130,213 @@ class LatencyWindow:
         return np.asarray(self._lat[start:], dtype=np.float64)
 
 
-class _Leg:
-    """Bars of one symbol not yet stepped by every pair using it, and its watermark advances."""
+# -- leg storage: one row per symbol ----------------------------------------------------------
+@njit(cache=True)
+def _append_rows(row_t, row_v, n, last, sym, t, v):
+    """Append ``(t[i], v[i])`` to row ``sym[i]``, in order, when ``t[i] > last[sym[i]]`` (then
+    ``last`` takes it): items not newer than every item seen by their row are dropped. The
+    caller made room for every item. Oracle: per-row Python lists appended the same way."""
+    for i in range(sym.shape[0]):
+        k = sym[i]
+        if t[i] > last[k]:
+            j = n[k]
+            row_t[k, j] = t[i]
+            row_v[k, j] = v[i]
+            n[k] = j + 1
+            last[k] = t[i]
 
-    def __init__(self) -> None:
-        self.ts = np.empty(0, dtype=np.int64)
-        self.close = np.empty(0, dtype=np.float64)
-        self.last_ts = NO_WATERMARK  # open time of the newest bar ever added
-        self.adv_wm: list[int] = []  # watermark advances seen live ...
-        self.adv_wall: list[float] = []  # ... and the wall time each became known (ms)
 
-    def add(self, bars: np.ndarray) -> None:
-        """Append the bars newer than every bar seen (repeats and corrections are dropped)."""
-        fresh = bars[bars["ts"] > self.last_ts]
-        if len(fresh):
-            self.ts = np.concatenate([self.ts, fresh["ts"].astype(np.int64)])
-            self.close = np.concatenate([self.close, fresh["close"].astype(np.float64)])
-            self.last_ts = int(self.ts[-1])
+@njit(cache=True)
+def _below(row_t, k, n, value, right):
+    """How many of ``row_t[k, :n]`` (ascending) are below ``value`` (at or below it when
+    ``right``): ``np.searchsorted(row, value, side)``."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if row_t[k, mid] < value or (right and row_t[k, mid] == value):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
-    def final_wall(self, end_ms: int) -> float:
-        """Wall time (ms) at which the interval ending at ``end_ms`` became final; NaN when it
-        was not seen live."""
-        i = bisect.bisect_left(self.adv_wm, end_ms)
-        return math.nan if i == len(self.adv_wm) else self.adv_wall[i]
 
-    def trim(self, keep_from: int, wm_floor: int) -> None:
-        """Drop bars older than ``keep_from`` (ms) and advances no unstepped interval needs."""
-        drop = int(np.searchsorted(self.ts, keep_from))
-        if drop:
-            self.ts, self.close = self.ts[drop:], self.close[drop:]
-        cut = max(bisect.bisect_left(self.adv_wm, wm_floor), len(self.adv_wm) - ADVANCES_KEPT)
-        if cut:
-            del self.adv_wm[:cut], self.adv_wall[:cut]
+@njit(cache=True)
+def _rank(row_t, n, bound):
+    """Per row k: how many of ``row_t[k, :n[k]]`` (ascending) are below ``bound[k]``."""
+    out = np.empty(n.shape[0], dtype=np.int64)
+    for k in range(n.shape[0]):
+        out[k] = _below(row_t, k, n[k], bound[k], False)
+    return out
+
+
+@njit(cache=True)
+def _drop_front(row_t, row_v, n, drop):
+    """Remove the first ``drop[k]`` items of each row k (the rest move to the front)."""
+    for k in range(n.shape[0]):
+        d = drop[k]
+        if d > 0:
+            m = n[k] - d
+            for i in range(m):
+                row_t[k, i] = row_t[k, i + d]
+                row_v[k, i] = row_v[k, i + d]
+            n[k] = m
+
+
+@njit(cache=True)
+def _times_between(row_t, n, lo, hi):
+    """Sorted distinct values in [lo, hi] over all rows ``row_t[k, :n[k]]`` (ascending rows);
+    oracle: ``np.unique`` of the rows' values in [lo, hi] concatenated."""
+    starts = np.empty(n.shape[0], dtype=np.int64)
+    total = 0
+    for k in range(n.shape[0]):
+        starts[k] = _below(row_t, k, n[k], lo, False)
+        total += _below(row_t, k, n[k], hi, True) - starts[k]
+    out = np.empty(total, dtype=np.int64)
+    j = 0
+    for k in range(n.shape[0]):
+        i = starts[k]
+        while i < n[k] and row_t[k, i] <= hi:
+            out[j] = row_t[k, i]
+            j += 1
+            i += 1
+    return np.unique(out)
+
+
+@njit(cache=True)
+def _closes_at(row_t, row_v, n, times):
+    """``out[j, k]``: value of row k at time ``times[j]`` (sorted, distinct), NaN where the row
+    has none. Oracle: a dict {time: value} per row."""
+    out = np.full((times.shape[0], n.shape[0]), np.nan)
+    if times.shape[0] == 0:
+        return out
+    first, last = times[0], times[-1]
+    for k in range(n.shape[0]):
+        i = _below(row_t, k, n[k], first, False)
+        j = 0
+        while i < n[k] and row_t[k, i] <= last:
+            t = row_t[k, i]
+            while times[j] < t:
+                j += 1
+            if times[j] == t:
+                out[j, k] = row_v[k, i]
+            i += 1
+    return out
+
+
+@njit(cache=True)
+def _pick(col, iy, ix, next_t, limit, t, last_y, last_x, mask):
+    """Pairs stepping at bar time ``t``: ``mask[i]`` when t is in [next_t[i], limit[i]], a leg
+    has a bar at t (``col[leg]`` not NaN: ``last_y``/``last_x`` take it) and both legs have a
+    close by now. Returns whether any pair steps. Oracle: the NumPy masks of the docstring."""
+    some = False
+    for i in range(mask.shape[0]):
+        m = False
+        if next_t[i] <= t and t <= limit[i]:
+            cy, cx = col[iy[i]], col[ix[i]]
+            has_y, has_x = not np.isnan(cy), not np.isnan(cx)
+            if has_y:
+                last_y[i] = cy
+            if has_x:
+                last_x[i] = cx
+            m = (has_y or has_x) and not np.isnan(last_y[i]) and not np.isnan(last_x[i])
+        mask[i] = m
+        some |= m
+    return some
+
+
+#: initial capacity (items per row) of the leg arrays; they double when full
+_LEG_CAPACITY = 64
+
+
+def _grown(a: np.ndarray, capacity: int) -> np.ndarray:
+    out = np.zeros((a.shape[0], capacity), dtype=a.dtype)
+    keep = min(capacity, a.shape[1])
+    out[:, :keep] = a[:, :keep]
+    return out
+
+
+class _Legs:
+    """Per symbol (one row each): the bars not yet stepped by every pair using it (open time ms,
+    close) and its watermark advances seen live (watermark ms, wall ms when it became known).
+
+    Rows of 2-D arrays with per-row lengths (``n``, ``adv_n``), grown by doubling and shrunk
+    when trimmed well below capacity. ``last_ts``: open time of the newest bar a row ever took.
+    """
+
+    def __init__(self, n_sym: int, capacity: int | None = None):
+        capacity = _LEG_CAPACITY if capacity is None else capacity
+        self.ts = np.zeros((n_sym, capacity), dtype=np.int64)
+        self.close = np.zeros((n_sym, capacity), dtype=np.float64)
+        self.n = np.zeros(n_sym, dtype=np.int64)
+        self.last_ts = np.full(n_sym, NO_WATERMARK, dtype=np.int64)
+        self.adv_wm = np.zeros((n_sym, capacity), dtype=np.int64)
+        self.adv_wall = np.zeros((n_sym, capacity), dtype=np.float64)
+        self.adv_n = np.zeros(n_sym, dtype=np.int64)
+
+    def add_bars(self, sym: np.ndarray, ts: np.ndarray, close: np.ndarray) -> None:
+        """Bars (row ``sym[i]``, open time ``ts[i]`` ms, ``close[i]``) in arrival order: each is
+        kept when newer than every bar its row took (repeats and corrections are dropped)."""
+        if len(sym):
+            need = int((self.n + np.bincount(sym, minlength=len(self.n))).max())
+            if need > self.ts.shape[1]:
+                cap = max(need, 2 * self.ts.shape[1])
+                self.ts, self.close = _grown(self.ts, cap), _grown(self.close, cap)
+            _append_rows(self.ts, self.close, self.n, self.last_ts, sym, ts, close)
+
+    def add_advances(self, sym: np.ndarray, wm: np.ndarray, wall: np.ndarray) -> None:
+        """Watermark advances (row ``sym[i]``, watermark ``wm[i]`` ms, wall ``wall[i]`` ms) in
+        arrival order: each is kept when above the row's last kept one."""
+        if len(sym):
+            k = np.arange(len(self.adv_n))
+            last = np.where(self.adv_n > 0, self.adv_wm[k, self.adv_n - 1], NO_WATERMARK)
+            need = int((self.adv_n + np.bincount(sym, minlength=len(k))).max())
+            if need > self.adv_wm.shape[1]:
+                cap = max(need, 2 * self.adv_wm.shape[1])
+                self.adv_wm, self.adv_wall = _grown(self.adv_wm, cap), _grown(self.adv_wall, cap)
+            _append_rows(self.adv_wm, self.adv_wall, self.adv_n, last, sym, wm, wall)
+
+    def times(self, lo: int, hi: int) -> np.ndarray:
+        """Sorted distinct open times (ms) of the kept bars in [lo, hi]."""
+        return _times_between(self.ts, self.n, np.int64(lo), np.int64(hi))
+
+    def closes(self, times: np.ndarray) -> np.ndarray:
+        """(len(times), symbols) closes of the bars at ``times`` (sorted, distinct), NaN where a
+        symbol has no bar."""
+        return _closes_at(self.ts, self.close, self.n, times)
+
+    def final_walls(self, end_ms: int) -> np.ndarray:
+        """Per symbol: wall time (ms) at which the interval ending at ``end_ms`` became final
+        (the first advance to a watermark >= end_ms); NaN when it was not seen live."""
+        i = _rank(self.adv_wm, self.adv_n, np.full(len(self.adv_n), end_ms, dtype=np.int64))
+        seen = i < self.adv_n
+        out = np.full(len(i), np.nan)
+        out[seen] = self.adv_wall[np.flatnonzero(seen), i[seen]]
+        return out
+
+    def needs_trim(self) -> bool:
+        return bool(self.n.max(initial=0) >= TRIM_AT or self.adv_n.max(initial=0) >= TRIM_AT)
+
+    def trim(self, keep_from: np.ndarray, wm_floor: np.ndarray) -> None:
+        """Per symbol: drop bars older than ``keep_from`` (ms), advances below ``wm_floor`` (ms)
+        and all but the last ADVANCES_KEPT ones."""
+        _drop_front(self.ts, self.close, self.n, _rank(self.ts, self.n, keep_from))
+        cut = np.maximum(_rank(self.adv_wm, self.adv_n, wm_floor), self.adv_n - ADVANCES_KEPT)
+        _drop_front(self.adv_wm, self.adv_wall, self.adv_n, cut)
+        # give memory back after a long replay (capacity far above what is held)
+        for a, b, n in (("ts", "close", self.n), ("adv_wm", "adv_wall", self.adv_n)):
+            cap = getattr(self, a).shape[1]
+            if cap > _LEG_CAPACITY and cap > 8 * int(n.max(initial=0)):
+                new = max(_LEG_CAPACITY, 2 * int(n.max(initial=0)))
+                setattr(self, a, _grown(getattr(self, a), new))
+                setattr(self, b, _grown(getattr(self, b), new))
+
+    def bars(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of symbol k's kept bars: open times (ms), closes."""
+        return self.ts[k, : self.n[k]].copy(), self.close[k, : self.n[k]].copy()
+
+    def advances(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of symbol k's kept advances: watermarks (ms), wall times (ms)."""
+        return self.adv_wm[k, : self.adv_n[k]].copy(), self.adv_wall[k, : self.adv_n[k]].copy()
 
 
 #: per-pair state arrays of a PairBook saved in a checkpoint (besides steppers and rings)
@@ -190,7 +367,7 @@ class PairBook:
         self.iy = np.array([sym_index[y] for y, _ in legs], dtype=np.intp)
         self.ix = np.array([sym_index[x] for _, x in legs], dtype=np.intp)
         self._sym_index = sym_index
-        self.legs = [_Leg() for _ in self.symbols]
+        self.legs = _Legs(len(self.symbols))
         self.wm = np.full(len(self.symbols), NO_WATERMARK, dtype=np.int64)
         n = len(self.names)
         params = PairParams.from_config(analytics)
@@ -210,39 +387,32 @@ class PairBook:
         self.position = np.zeros(n, dtype=np.int8)
         self.ring = Ring(RING_STEPS, n)
         self.alerts = AlertBook()
-        self._ruled: tuple[object, np.ndarray] | None = None  # (rules seen, pairs with rules)
+        self._ruled: tuple[object, np.ndarray] | None = None  # (rules seen, rows with rules)
         self.latency = LatencyWindow()
 
     @property
     def pairs(self) -> list[str]:
         return self.names
 
-    def feed(self, entries: Iterable[dict], *, live: bool = True) -> tuple[list[dict], list[float]]:
+    def feed(
+        self, entries: Iterable[dict] | packets.BarPacket, *, live: bool = True
+    ) -> tuple[list[dict], list[float]]:
         """Take one batch of bars and watermarks, step every pair that can step.
 
-        Returns the alert events fired and the final times (wall ms) of the intervals stepped
-        live, for the caller to turn into latency samples once the state is readable.
+        ``entries``: a ``BarPacket`` or its entries (``packets.unpack``). Returns the alert
+        events fired and the final times (wall ms) of the intervals stepped live, for the
+        caller to turn into latency samples once the state is readable.
         """
-        for e in entries:
-            k = self._sym_index.get(e["symbol"])
-            if k is None:
-                continue
-            bars = e["bars"]
-            if bars.dtype != BAR_DTYPE:
-                raise ConfigError(f"bars of {e['symbol']}: expected BAR_DTYPE, got {bars.dtype}")
-            leg = self.legs[k]
-            leg.add(bars)
-            self.wm[k] = max(self.wm[k], int(e["wm"]))
-            if live:
-                for wm, wall in e["advances"]:
-                    if not leg.adv_wm or wm > leg.adv_wm[-1]:
-                        leg.adv_wm.append(int(wm))
-                        leg.adv_wall.append(float(wall))
+        if isinstance(entries, packets.BarPacket):
+            self._take_packet(entries, live)
+        else:
+            self._take_entries(entries, live)
         events: list[dict] = []
         finals: list[float] = []
         wm = np.minimum(self.wm[self.iy], self.wm[self.ix])
-        limit = np.where(wm == NO_WATERMARK, NO_WATERMARK, wm - self.tf_ms)
-        can = (self.next_t <= limit) & (wm != NO_WATERMARK)
+        known = wm != NO_WATERMARK
+        limit = np.where(known, wm - self.tf_ms, NO_WATERMARK)
+        can = (self.next_t <= limit) & known
         if can.any():
             self._advance(self.next_t[can].min(), limit[can].max(), limit, events,
                           finals if live else None)  # fmt: skip
@@ -250,31 +420,78 @@ class PairBook:
             self._trim()
         return events, finals
 
+    def _take_entries(self, entries: Iterable[dict], live: bool) -> None:
+        """Entries -> leg bars, watermarks and (live) advances, in arrival order."""
+        ks: list[int] = []
+        wms: list[int] = []
+        bar_k: list[int] = []
+        bars: list[np.ndarray] = []
+        adv_k: list[int] = []
+        advances: list[tuple[int, float]] = []
+        for e in entries:
+            k = self._sym_index.get(e["symbol"])
+            if k is None:
+                continue
+            b = e["bars"]
+            if b.dtype != BAR_DTYPE:
+                raise ConfigError(f"bars of {e['symbol']}: expected BAR_DTYPE, got {b.dtype}")
+            ks.append(k)
+            wms.append(int(e["wm"]))
+            if len(b):
+                bar_k.append(k)
+                bars.append(b)
+            if live and e["advances"]:
+                adv_k.extend([k] * len(e["advances"]))
+                advances.extend(e["advances"])
+        if bars:
+            n = [len(b) for b in bars]
+            self.legs.add_bars(
+                np.repeat(np.asarray(bar_k, dtype=np.intp), n),
+                np.concatenate([b["ts"] for b in bars]).astype(np.int64, copy=False),
+                np.concatenate([b["close"] for b in bars]).astype(np.float64, copy=False),
+            )
+        if ks:
+            np.maximum.at(self.wm, np.asarray(ks, dtype=np.intp), np.asarray(wms, np.int64))
+        if advances:
+            self.legs.add_advances(
+                np.asarray(adv_k, dtype=np.intp),
+                np.array([int(wm) for wm, _ in advances], dtype=np.int64),
+                np.array([float(wall) for _, wall in advances], dtype=np.float64),
+            )
+
+    def _take_packet(self, packet: packets.BarPacket, live: bool) -> None:
+        """``_take_entries`` for a packet, without unpacking it (symbols unknown here are
+        skipped)."""
+        if packet.bars.dtype != BAR_DTYPE:
+            raise ConfigError(f"packet bars: expected BAR_DTYPE, got {packet.bars.dtype}")
+        k = np.array([self._sym_index.get(s, -1) for s in packet.symbols], dtype=np.intp)
+        ok = k >= 0
+        if len(packet.bars):
+            bar_k = np.repeat(k, np.diff(packet.bar_ends, prepend=0))
+            sel = bar_k >= 0
+            self.legs.add_bars(
+                bar_k[sel],
+                packet.bars["ts"][sel].astype(np.int64, copy=False),
+                packet.bars["close"][sel].astype(np.float64, copy=False),
+            )
+        np.maximum.at(self.wm, k[ok], packet.wm[ok])
+        if live and len(packet.adv_wm):
+            adv_k = np.repeat(k, np.diff(packet.adv_ends, prepend=0))
+            sel = adv_k >= 0
+            self.legs.add_advances(adv_k[sel], packet.adv_wm[sel], packet.adv_wall[sel])
+
     def _advance(
         self, lo: int, hi: int, limit: np.ndarray, events: list[dict], finals: list[float] | None
     ) -> None:
         """Step every pair over the bar times in [lo, hi] within its [next_t, limit]."""
-        legs = [
-            (k, leg) for k, leg in enumerate(self.legs) if len(leg.ts) and leg.ts[-1] >= lo
-        ]
-        parts = [leg.ts[(leg.ts >= lo) & (leg.ts <= hi)] for _, leg in legs]
-        times = np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+        times = self.legs.times(lo, hi)
+        mask = np.zeros(len(self.names), dtype=bool)
         for c0 in range(0, len(times), TIMES_PER_CHUNK):
             chunk = times[c0 : c0 + TIMES_PER_CHUNK]
-            closes = np.full((len(self.legs), len(chunk)), np.nan)
-            for k, leg in legs:
-                a, b = np.searchsorted(leg.ts, (chunk[0], chunk[-1] + 1))
-                closes[k, np.searchsorted(chunk, leg.ts[a:b])] = leg.close[a:b]
+            closes = self.legs.closes(chunk)
             for j, t in enumerate(chunk.tolist()):
-                col = closes[:, j]
-                window = (self.next_t <= t) & (t <= limit)
-                cy, cx = col[self.iy], col[self.ix]
-                hy = window & ~np.isnan(cy)
-                hx = window & ~np.isnan(cx)
-                self.last_y[hy] = cy[hy]
-                self.last_x[hx] = cx[hx]
-                mask = (hy | hx) & ~np.isnan(self.last_y) & ~np.isnan(self.last_x)
-                if mask.any():
+                if _pick(closes[j], self.iy, self.ix, self.next_t, limit, t, self.last_y,
+                         self.last_x, mask):  # fmt: skip
                     self._step(t, mask, events, finals)
 
     def _step(self, t: int, mask: np.ndarray, events: list[dict], finals: list[float] | None):
@@ -284,9 +501,9 @@ class PairBook:
             self.last_y, self.last_x, mask).beta  # fmt: skip
         pos = self.strategy.step_many(self.strategy_state, pt.z, pt.spread, mask)
         rows = np.flatnonzero(mask)
-        self.position[rows] = pos[rows]
-        self.beta[rows] = pt.beta[rows]
-        self.z[rows] = pt.z[rows]
+        np.copyto(self.position, pos, where=mask)
+        np.copyto(self.beta, pt.beta, where=mask)
+        np.copyto(self.z, pt.z, where=mask)
         self.last_ts[rows] = t
         self.ring.append(
             rows,
@@ -299,36 +516,39 @@ class PairBook:
             z=pt.z[rows],
             position=pos[rows],
         )
-        for i in np.flatnonzero(mask & self._with_rules()).tolist():
-            events.extend(ev.to_dict() for ev in self.alerts.check(self.names[i], t, pt.z[i]))
+        ruled = self._with_rules()
+        if len(ruled):
+            for i in ruled[mask[ruled]].tolist():
+                events.extend(ev.to_dict() for ev in self.alerts.check(self.names[i], t, pt.z[i]))
         if finals is not None:
-            end = t + self.tf_ms
-            syms = np.union1d(self.iy[rows], self.ix[rows])
-            fw = np.full(len(self.legs), np.nan)
-            for k in syms.tolist():
-                fw[k] = self.legs[k].final_wall(end)
+            fw = self.legs.final_walls(t + self.tf_ms)
             # NaN (not seen live) on either leg gives no sample
             lat = np.maximum(fw[self.iy[rows]], fw[self.ix[rows]])
             finals.extend(lat[~np.isnan(lat)].tolist())
 
     def _with_rules(self) -> np.ndarray:
-        """Boolean mask of the pairs some alert rule watches (recomputed when rules change)."""
+        """Indices of the pairs some alert rule watches (recomputed when rules change)."""
         if self._ruled is None or self._ruled[0] is not self.alerts.rules:
             watched = {r.pair for r in self.alerts.rules.values()}
-            mask = np.array([name in watched for name in self.names], dtype=bool)
-            self._ruled = (self.alerts.rules, mask)
+            rows = np.array([i for i, name in enumerate(self.names) if name in watched],
+                            dtype=np.intp)  # fmt: skip
+            self._ruled = (self.alerts.rules, rows)
         return self._ruled[1]
 
-    def _trim(self) -> None:
-        if all(len(leg.ts) < TRIM_AT and len(leg.adv_wm) < TRIM_AT for leg in self.legs):
-            return
-        n_sym = len(self.legs)
-        keep = np.full(n_sym, np.iinfo(np.int64).max, dtype=np.int64)
+    def _keep_from(self) -> np.ndarray:
+        """Per symbol, the open time (ms) of the oldest interval some pair using it has not
+        consumed (NO_WATERMARK: from the start)."""
+        keep = np.full(len(self.symbols), np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(keep, self.iy, self.next_t)
         np.minimum.at(keep, self.ix, self.next_t)
-        for k, leg in enumerate(self.legs):
-            # unstepped intervals start at or after ``keep``: older advances are not needed
-            leg.trim(int(keep[k]), int(keep[k]) + self.tf_ms if keep[k] > NO_WATERMARK else 0)
+        return keep
+
+    def _trim(self) -> None:
+        if not self.legs.needs_trim():
+            return
+        keep = self._keep_from()
+        # unstepped intervals start at or after ``keep``: older advances are not needed
+        self.legs.trim(keep, np.where(keep > NO_WATERMARK, keep + self.tf_ms, 0))
 
     def snapshot(self, pair: str) -> dict[str, np.ndarray]:
         if pair not in self.index:
@@ -384,10 +604,7 @@ class PairBook:
     def resume_from(self) -> dict[str, int]:
         """Per symbol, the open time (ms) of the oldest interval some pair has not consumed
         (NO_WATERMARK: from the start)."""
-        keep = np.full(len(self.legs), np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(keep, self.iy, self.next_t)
-        np.minimum.at(keep, self.ix, self.next_t)
-        return dict(zip(self.symbols, keep.tolist(), strict=True))
+        return dict(zip(self.symbols, self._keep_from().tolist(), strict=True))
 
 
 def config_fingerprint(config: object, pairs: list[str]) -> str:
@@ -536,7 +753,7 @@ class PairActor:
 
     def on_bars(self, packet: packets.BarPacket) -> None:
         """One batch from a FeedActor (see the module docstring)."""
-        events, finals = self.book.feed(packets.unpack(packet))
+        events, finals = self.book.feed(packet)
         now = time.time() * 1000.0
         self.book.latency.add(now, (now - f for f in finals))
         self._send_alerts(events, now)

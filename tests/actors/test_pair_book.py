@@ -1,15 +1,19 @@
 """PairBook without Ray: live stepping on watermarks equals the batch pair step + strategy over
-the same bars (align_bars, run_pair, Strategy.run), with warm-up, repeats and alerts."""
+the same bars (align_bars, run_pair, Strategy.run), with warm-up, repeats and alerts; packets
+step like their entries; the leg storage equals per-symbol Python lists."""
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 
 import numpy as np
 import pytest
 
+from actors import packets
+from actors import pair as pair_mod
 from actors.alerts import AlertBook, AlertRule
-from actors.pair import PairBook, Ring, parse_pair
+from actors.pair import PairBook, Ring, _Legs, parse_pair
 from engine.bars import build_bar_records
 from engine.config import parse_config
 from engine.errors import ConfigError
@@ -61,8 +65,9 @@ def batch_oracle(cfg, bars_y, bars_x):
     return al, series, ols, pos
 
 
-def deliver(book: PairBook, bars: dict, cuts, lag: dict, live=True):
-    """At each wall time c, symbol s is final up to wm = c - lag[s] (ms)."""
+def deliver(book: PairBook, bars: dict, cuts, lag: dict, live=True, packed=False, extra=()):
+    """At each wall time c, symbol s is final up to wm = c - lag[s] (ms); with ``packed`` each
+    batch goes as one BarPacket; ``extra`` entries are added to every batch."""
     finals = []
     for c in cuts:
         entries = []
@@ -70,7 +75,8 @@ def deliver(book: PairBook, bars: dict, cuts, lag: dict, live=True):
             wm = int(c - lag[s])
             done = b[b["ts"] + 1000 <= wm]
             entries.append({"symbol": s, "wm": wm, "bars": done, "advances": [(wm, float(c))]})
-        finals.extend(book.feed(entries, live=live)[1])
+        entries.extend(extra)
+        finals.extend(book.feed(packets.pack(entries) if packed else entries, live=live)[1])
     return finals
 
 
@@ -197,3 +203,165 @@ def test_bad_inputs():
         book.feed([{"symbol": "ETHUSDT", "wm": 0, "bars": np.zeros(2), "advances": []}])
     with pytest.raises(KeyError, match="unknown pair"):
         book.snapshot("XRPUSDT/BTCUSDT")
+
+
+def assert_books_equal(a: PairBook, b: PairBook):
+    for pair in a.names:
+        sa, sb = a.snapshot(pair), b.snapshot(pair)
+        for key in sa:
+            np.testing.assert_array_equal(sa[key], sb[key], err_msg=f"{pair} {key}")
+    np.testing.assert_equal(a.rows(), b.rows())
+
+
+@pytest.mark.parametrize("seed", [1, 6])
+def test_packets_step_like_their_entries(seed):
+    cfg = make_config()
+    bars = legs(seed)
+    t0 = min(int(b["ts"][0]) for b in bars.values())
+    t1 = max(int(b["ts"][-1]) for b in bars.values()) + 2000
+    cuts = np.arange(t0, t1 + 5000, 410)
+    lag = {"ETHUSDT": 300, "BTCUSDT": 0, "SOLUSDT": 1700}
+    # a symbol no pair here uses is skipped, with its bars and advances
+    stray = bars["SOLUSDT"][:3].copy()
+    other = {"symbol": "XRPUSDT", "wm": int(t1), "bars": stray, "advances": [(int(t1), 5.0)]}
+    books, finals = [], []
+    for packed in (False, True):
+        book = PairBook(cfg, PAIRS)
+        k = len(cuts) // 3
+        deliver(book, bars, cuts[k : k + 1], lag, live=False, packed=packed, extra=[other])
+        finals.append(deliver(book, bars, cuts[k - 4 :], lag, packed=packed, extra=[other]))
+        books.append(book)
+    assert_books_equal(*books)
+    assert finals[0] == finals[1] and len(finals[0]) > 100
+    y, x = parse_pair(PAIRS[1])
+    al, series, _, pos = batch_oracle(cfg, bars[y], bars[x])
+    snap = books[1].snapshot(PAIRS[1])
+    np.testing.assert_array_equal(snap["ts"], al.ts)
+    np.testing.assert_allclose(snap["z"], series.z, rtol=1e-12, equal_nan=True)
+    np.testing.assert_array_equal(snap["position"], pos)
+    with pytest.raises(ConfigError, match="BAR_DTYPE"):
+        bad = packets.pack([{"symbol": "ETHUSDT", "wm": 0, "bars": stray, "advances": []}])
+        books[0].feed(dataclasses.replace(bad, bars=np.zeros(3)))
+
+
+def test_small_chunks_trims_and_capacity_equal_batch(monkeypatch):
+    """Chunk boundaries, frequent trims, growth and shrinking of the leg rows change nothing."""
+    monkeypatch.setattr(pair_mod, "TIMES_PER_CHUNK", 7)
+    monkeypatch.setattr(pair_mod, "TRIM_AT", 5)
+    monkeypatch.setattr(pair_mod, "_LEG_CAPACITY", 2)
+    cfg = make_config()
+    bars = legs(3)
+    t0 = min(int(b["ts"][0]) for b in bars.values())
+    t1 = max(int(b["ts"][-1]) for b in bars.values()) + 2000
+    cuts = np.arange(t0, t1 + 5000, 530)
+    lag = {"ETHUSDT": 0, "BTCUSDT": 900, "SOLUSDT": 2500}
+    book = PairBook(cfg, PAIRS)
+    k = len(cuts) // 2
+    # replay: the rows grow to hold every bar, many chunks are stepped in one call, then the
+    # rows are trimmed and shrunk
+    deliver(book, bars, cuts[k : k + 1], lag, live=False)
+    assert book.legs.ts.shape[1] <= 8 and book.legs.n.max() <= 2
+    deliver(book, bars, cuts[k - 3 :], lag)
+    for pair in PAIRS:
+        y, x = parse_pair(pair)
+        al, series, ols, pos = batch_oracle(cfg, bars[y], bars[x])
+        snap = book.snapshot(pair)
+        np.testing.assert_array_equal(snap["ts"], al.ts)
+        np.testing.assert_array_equal(snap["close_x"], al.close_x)
+        np.testing.assert_allclose(snap["beta_ols"], ols.beta, rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(snap["z"], series.z, rtol=1e-12, equal_nan=True)
+        np.testing.assert_array_equal(snap["position"], pos)
+
+
+class ListLegs:
+    """Oracle for ``_Legs``: per symbol Python lists, one item at a time."""
+
+    def __init__(self, n_sym):
+        self.ts = [[] for _ in range(n_sym)]
+        self.close = [[] for _ in range(n_sym)]
+        self.newest = [None] * n_sym
+        self.adv = [[] for _ in range(n_sym)]
+        self.wall = [[] for _ in range(n_sym)]
+
+    def add_bars(self, sym, ts, close):
+        for k, t, c in zip(sym.tolist(), ts.tolist(), close.tolist(), strict=True):
+            if self.newest[k] is None or t > self.newest[k]:
+                self.ts[k].append(t)
+                self.close[k].append(c)
+                self.newest[k] = t
+
+    def add_advances(self, sym, wm, wall):
+        for k, w, a in zip(sym.tolist(), wm.tolist(), wall.tolist(), strict=True):
+            if not self.adv[k] or w > self.adv[k][-1]:
+                self.adv[k].append(w)
+                self.wall[k].append(a)
+
+    def trim(self, keep_from, wm_floor, kept):
+        for k in range(len(self.ts)):
+            d = bisect.bisect_left(self.ts[k], keep_from[k])
+            del self.ts[k][:d], self.close[k][:d]
+            cut = max(bisect.bisect_left(self.adv[k], wm_floor[k]), len(self.adv[k]) - kept)
+            if cut > 0:
+                del self.adv[k][:cut], self.wall[k][:cut]
+
+    def final_wall(self, k, end):
+        i = bisect.bisect_left(self.adv[k], end)
+        return np.nan if i == len(self.adv[k]) else self.wall[k][i]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_leg_storage_equals_python_lists(monkeypatch, seed):
+    monkeypatch.setattr(pair_mod, "_LEG_CAPACITY", 4)
+    monkeypatch.setattr(pair_mod, "ADVANCES_KEPT", 9)
+    rng = np.random.default_rng(seed)
+    n_sym = 5
+    legs_, ref = _Legs(n_sym), ListLegs(n_sym)
+    clock = np.zeros(n_sym, dtype=np.int64)
+    for step in range(150):
+        # a call: per symbol a few entries, each mostly new bars (sorted), sometimes repeats
+        # or corrections of older bars, symbols interleaved as several feeds send them
+        sym, ts = [], []
+        for _ in range(rng.integers(0, 9)):
+            k = int(rng.integers(n_sym))
+            m = int(rng.integers(0, 6))
+            start = clock[k] - 1000 * int(rng.integers(0, 4))  # may overlap what was sent
+            t = start + 1000 * np.cumsum(rng.integers(1, 3, m))
+            clock[k] = max(clock[k], t[-1] if m else clock[k])
+            sym.extend([k] * m)
+            ts.extend(t.tolist())
+        sym_a, ts_a = np.array(sym, dtype=np.intp), np.array(ts, dtype=np.int64)
+        close = rng.normal(size=len(sym))
+        legs_.add_bars(sym_a, ts_a, close)
+        ref.add_bars(sym_a, ts_a, close)
+        adv_k = rng.integers(0, n_sym, 6).astype(np.intp)
+        adv_wm = (clock[adv_k] + 500 * rng.integers(-4, 4, 6)).astype(np.int64)
+        adv_wall = rng.normal(size=6) + step
+        legs_.add_advances(adv_k, adv_wm, adv_wall)
+        ref.add_advances(adv_k, adv_wm, adv_wall)
+        lo, hi = sorted(int(v) for v in rng.integers(-2000, clock.max() + 2000, 2))
+        in_range = [t for row in ref.ts for t in row if lo <= t <= hi]
+        times = legs_.times(lo, hi)
+        np.testing.assert_array_equal(times, np.unique(np.array(in_range, dtype=np.int64)))
+        want = np.full((len(times), n_sym), np.nan)
+        for k in range(n_sym):
+            at = dict(zip(ref.ts[k], ref.close[k], strict=True))
+            for j, t in enumerate(times.tolist()):
+                want[j, k] = at.get(t, np.nan)
+        np.testing.assert_array_equal(legs_.closes(times), want)
+        end = 1000 * int(rng.integers(0, clock.max() // 1000 + 3))  # often an advance's
+        np.testing.assert_array_equal(
+            legs_.final_walls(end), [ref.final_wall(k, end) for k in range(n_sym)]
+        )
+        if step % 7 == 6:
+            keep = (clock - 1000 * rng.integers(0, 12, n_sym)).astype(np.int64)  # often a bar's
+            floor = (keep + 500 * rng.integers(-6, 6, n_sym)).astype(np.int64)
+            legs_.trim(keep, floor)
+            ref.trim(keep, floor, 9)
+        for k in range(n_sym):
+            ts_k, close_k = legs_.bars(k)
+            np.testing.assert_array_equal(ts_k, ref.ts[k])
+            np.testing.assert_array_equal(close_k, ref.close[k])
+            wm_k, wall_k = legs_.advances(k)
+            np.testing.assert_array_equal(wm_k, ref.adv[k])
+            np.testing.assert_array_equal(wall_k, ref.wall[k])
+    assert legs_.ts.shape[1] > 4  # grew
