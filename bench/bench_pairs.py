@@ -4,8 +4,11 @@ Cases: 10/100/1,000 pairs over 10/30/100 symbols (quick: 10 pairs over 10 symbol
 Each case starts the engine on the in-cluster simulator (5 trades/s per symbol), lets it run,
 reads the Hub's status, stops it, then replays the stored bars to count missed steps.
 
-The engine runs with ``ray.pairs_per_actor`` = PAIRS_PER_ACTOR (500: two PairActors for 1,000
-pairs on this 2-core machine). Figures (no peer: nothing else does this job on this machine):
+The engine runs with ``ray.pairs_per_actor`` = PAIRS_PER_ACTOR and
+``feed.symbols_per_connection`` = SYMBOLS_PER_CONNECTION (1,000 and 100: one PairActor and one
+FeedActor on this 2-core machine, the simulator and Ray's own processes beside them; with two
+of each, four busy processes share 2 cores at every bar close and wait for each other: p99 about
+20 ms instead of about 10). Figures (no peer: nothing else does this job on this machine):
 latency p50/p99/max (ms, the DESIGN.md definition, samples of the measured window after
 warm-up), pair steps per second, CPU of the engine's actor processes (% of one core, from
 /proc), their resident memory (MB), late ticks, and missed steps (aligned bars in the store, up
@@ -29,9 +32,10 @@ WARM_S = 8.0
 RUN_S_FULL = 40.0
 RUN_S_QUICK = 12.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-#: 2 cores: few PairActors, each stepping hundreds of pairs per call (the config default, 25,
-#: is for many cores); 1,000 pairs -> 2 PairActors
-PAIRS_PER_ACTOR = 500
+#: 2 cores: one PairActor stepping all pairs per call, one FeedActor for all symbols (the
+#: config defaults, 25 pairs per actor and 50 symbols per connection, are for many cores)
+PAIRS_PER_ACTOR = 1_000
+SYMBOLS_PER_CONNECTION = 100
 
 
 def _symbols(n: int) -> list[str]:
@@ -63,7 +67,12 @@ def _config(n_pairs: int, n_symbols: int, store: str):
     symbols = _symbols(n_symbols)
     return parse_config(
         {
-            "feed": {"source": "simulator", "lateness_ms": 250, "funding": False},
+            "feed": {
+                "source": "simulator",
+                "lateness_ms": 250,
+                "funding": False,
+                "symbols_per_connection": SYMBOLS_PER_CONNECTION,
+            },
             "symbols": symbols,
             "timeframes": ["1s"],
             "pairs": [{"y": y, "x": x} for y, x in _pairs(symbols, n_pairs)],
@@ -145,6 +154,7 @@ def _case(n_pairs: int, n_symbols: int, run_s: float) -> dict:
         "late_ticks": sum(f["late_ticks"] for f in status["feeds"]),
         "missed_steps": missed,
         "pairs_per_actor": PAIRS_PER_ACTOR,
+        "symbols_per_connection": SYMBOLS_PER_CONNECTION,
     }
 
 

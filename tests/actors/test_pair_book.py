@@ -10,10 +10,12 @@ import dataclasses
 import numpy as np
 import pytest
 
+from actors import legs as legs_mod
 from actors import packets
 from actors import pair as pair_mod
 from actors.alerts import AlertBook, AlertRule
-from actors.pair import PairBook, Ring, _Legs, parse_pair
+from actors.legs import Legs
+from actors.pair import PairBook, Ring, parse_pair
 from engine.bars import build_bar_records
 from engine.config import parse_config
 from engine.errors import ConfigError
@@ -247,8 +249,8 @@ def test_packets_step_like_their_entries(seed):
 def test_small_chunks_trims_and_capacity_equal_batch(monkeypatch):
     """Chunk boundaries, frequent trims, growth and shrinking of the leg rows change nothing."""
     monkeypatch.setattr(pair_mod, "TIMES_PER_CHUNK", 7)
-    monkeypatch.setattr(pair_mod, "TRIM_AT", 5)
-    monkeypatch.setattr(pair_mod, "_LEG_CAPACITY", 2)
+    monkeypatch.setattr(legs_mod, "TRIM_AT", 5)
+    monkeypatch.setattr(legs_mod, "_LEG_CAPACITY", 2)
     cfg = make_config()
     bars = legs(3)
     t0 = min(int(b["ts"][0]) for b in bars.values())
@@ -274,7 +276,7 @@ def test_small_chunks_trims_and_capacity_equal_batch(monkeypatch):
 
 
 class ListLegs:
-    """Oracle for ``_Legs``: per symbol Python lists, one item at a time."""
+    """Oracle for ``Legs``: per symbol Python lists, one item at a time."""
 
     def __init__(self, n_sym):
         self.ts = [[] for _ in range(n_sym)]
@@ -311,11 +313,11 @@ class ListLegs:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_leg_storage_equals_python_lists(monkeypatch, seed):
-    monkeypatch.setattr(pair_mod, "_LEG_CAPACITY", 4)
-    monkeypatch.setattr(pair_mod, "ADVANCES_KEPT", 9)
+    monkeypatch.setattr(legs_mod, "_LEG_CAPACITY", 4)
+    monkeypatch.setattr(legs_mod, "ADVANCES_KEPT", 9)
     rng = np.random.default_rng(seed)
     n_sym = 5
-    legs_, ref = _Legs(n_sym), ListLegs(n_sym)
+    legs_, ref = Legs(n_sym), ListLegs(n_sym)
     clock = np.zeros(n_sym, dtype=np.int64)
     for step in range(150):
         # a call: per symbol a few entries, each mostly new bars (sorted), sometimes repeats
