@@ -48,7 +48,7 @@ test: $(STAMP) chromium
 
 bench: export OPENBLAS_NUM_THREADS = 1
 bench: export OMP_NUM_THREADS = 1
-bench: $(STAMP)
+bench: $(STAMP) chromium
 	$(PY) -m bench
 
 clean:

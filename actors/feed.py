@@ -360,6 +360,7 @@ class FeedActor:
         self._targets = [(h, set(syms) & set(self.symbols)) for h, syms in targets]
         self._in_flight: list[list] = [[] for _ in self._targets]
         self._stopping = threading.Event()
+        self._closed = threading.Event()  # a bar close was published (the flusher's cue)
         self._client_thread = threading.Thread(target=self._run_client, daemon=True)
         self._worker = threading.Thread(target=self._work, daemon=True)
         self._flush_s = flush_interval_ms / 1000.0
@@ -409,16 +410,27 @@ class FeedActor:
         # the next bar close: cut a batch when the clock gets there (not at the next periodic
         # cut); asked once per close, never for a time the clock has passed (a held symbol)
         if last.clock_ms < due < np.inf and due != self._asked_close:
+            if self._asked_close < due:  # the close asked for last time has been published
+                self._closed.set()
             self._asked_close = due
             self.client.cut_at_clock(due)
 
     def _flush_loop(self) -> None:
-        """Store writes in their own thread, so file I/O never delays bars and publishing."""
+        """Store writes in their own thread, so file I/O never delays bars and publishing; at
+        most ``flush_s`` apart, and right after a bar close when one comes at least half of
+        that after the last flush: the files are written while the next close is far."""
         try:
-            while not self._stopping.wait(self._flush_s):
+            last = time.monotonic()
+            while not self._stopping.is_set():
+                left = last + self._flush_s - time.monotonic()
+                if left > 0 and self._closed.wait(left):
+                    self._closed.clear()
+                    if time.monotonic() - last < self._flush_s / 2:
+                        continue
                 with self._lock:
                     writes = self.core.take_writes()
                 self.core.write(writes)
+                last = time.monotonic()
         except Exception:
             log.exception("store writer of %s died; the actor restarts", self.symbols)
             os._exit(1)
@@ -470,6 +482,7 @@ class FeedActor:
         self.client.stop()
         self._client_thread.join(10.0)
         self._stopping.set()
+        self._closed.set()
         self._worker.join(10.0)
         self._flusher.join(60.0)
         with self._lock:

@@ -505,7 +505,13 @@ class FeedClient:
             elif self._inbox and self.cut_gap_s is not None:
                 due = min(due, self._last_cut + self.cut_gap_s)
             if due <= now:
-                return waited
+                if waited or self._inbox or self._backfilled:
+                    return waited
+                # a timed cut (clock or idle tick) and the loop has not polled the socket since
+                # the last one: poll first, briefly, or longer after a slow consumer (frames
+                # may be on their way), so the clock can run on without passing unread frames
+                slow = now - self._last_cut >= self.batch_s
+                due = now + (min(self.batch_s, 0.02) if slow else 0.0002)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(wake.wait(), due - now)
             waited = True
