@@ -272,21 +272,17 @@ class FeedClient:
     def stop(self) -> None:
         """Ask ``run()`` to finish (safe to call from any thread, before or during run)."""
         self._stop_requested = True
-        loop, event = self._loop, self._stop
-        if loop is None or event is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            event.set()
-        elif not loop.is_closed():
-            loop.call_soon_threadsafe(event.set)
+        if self._stop is not None:
+            self._in_loop(self._stop.set)
 
     def cut_at_clock(self, clock_ms: float) -> None:
         """Cut a batch as soon as the feed's clock (``FeedBatch.clock_ms``) reaches ``clock_ms``
         (the earliest of the times asked for wins until it is reached). Safe from any thread."""
+        self._in_loop(self._ask_cut, clock_ms)
+
+    def _in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` in the client's event loop: now when called from it, else soon
+        (from another thread); nothing when the loop has not started or is closed."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -295,9 +291,9 @@ class FeedClient:
         except RuntimeError:
             running = None
         if running is loop:
-            self._ask_cut(clock_ms)
+            fn(*args)
         else:
-            loop.call_soon_threadsafe(self._ask_cut, clock_ms)
+            loop.call_soon_threadsafe(fn, *args)
 
     def _ask_cut(self, clock_ms: float) -> None:
         if clock_ms < self._cut_clock:
