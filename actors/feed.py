@@ -9,20 +9,19 @@ refed with the stored ticks after each timeframe's last stored bar, the feed res
 store's last aggregate id (REST backfill closes the hole), and the first publish repeats the
 recent stored bars so a PairActor that missed some gets them (it drops what it already has).
 
-``FeedActor`` runs a ``FeedClient`` on an asyncio loop in its own thread, feeds the core in a
-worker thread that sends each PairActor one ``on_bars`` call per batch (its entries packed into
-one ``actors.packets.BarPacket``), with at most
-``MAX_IN_FLIGHT`` calls outstanding per PairActor (bounded with ``ray.wait``), and writes the
-store from a third thread, flushed once a second, so file I/O never delays bars or publishing.
+``FeedActor`` runs a ``FeedClient`` on an asyncio loop in its own thread and feeds the core in
+that loop as each batch is cut (no hand-off to another thread), sending each PairActor one
+``on_bars`` call per batch (its entries packed into one ``actors.packets.BarPacket``), with at
+most ``MAX_IN_FLIGHT`` calls outstanding per PairActor (bounded with ``ray.wait``); it writes
+the store from a second thread, right after bar closes and at least once a second, so file I/O
+never delays bars or publishing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Iterable
@@ -44,8 +43,6 @@ RECENT_BARS = 3_600
 RESUME_REPEAT_MS = 15 * 60_000
 #: outstanding on_bars calls per PairActor before the feed waits
 MAX_IN_FLIGHT = 4
-#: seconds the worker waits for a batch before looking at its stop flag
-CLOCK_S = 0.02
 #: how the FeedActor's client cuts batches: as soon as frames arrive (at most one batch per
 #: ``cut_gap_ms``), when the clock reaches the next bar close of the analytics timeframe
 #: (``FeedCore.next_close_ms``), and every ``batch_ms`` when nothing comes (ms)
@@ -319,9 +316,9 @@ class FeedActor:
     ``config`` may be the Config or its ``to_dict()``. ``targets`` lists ``(pair actor, symbols
     it needs)``, the actor as a handle or as its name in ``namespace`` (looked up at the first
     publish, so a restart does not depend on handles passed by the driver). Everything runs in
-    threads of the actor: the client's event loop, a worker that takes the client's batches as
-    they are cut, advances the clock and publishes, and the store writer; actor methods only
-    read (under a lock).
+    two threads of the actor: the client's event loop, which also takes each batch as it is
+    cut, advances the clock and publishes, and the store writer; actor methods only read
+    (under a lock).
     """
 
     def __init__(
@@ -341,7 +338,6 @@ class FeedActor:
         self._lock = threading.Lock()
         self.core = FeedCore(config, self.symbols, Store(config.store.path))
         resume = {s: i for s, i in self.core.last_ids.items() if i is not None}
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.client = FeedClient(
             self.symbols,
             ws_url,
@@ -350,7 +346,7 @@ class FeedActor:
             watchdog_s=config.feed.watchdog_s,
             reconnect_after_s=config.feed.reconnect_after_h * 3600.0,
             resume_from=resume,
-            on_batch=self._inbox.put,
+            on_batch=self._on_batch,
             **CLIENT_BATCHING,
         )
         self._asked_close = np.inf  # the clock time last asked of the client (cut_at_clock)
@@ -362,11 +358,9 @@ class FeedActor:
         self._stopping = threading.Event()
         self._closed = threading.Event()  # a bar close was published (the flusher's cue)
         self._client_thread = threading.Thread(target=self._run_client, daemon=True)
-        self._worker = threading.Thread(target=self._work, daemon=True)
         self._flush_s = flush_interval_ms / 1000.0
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True)
         self._client_thread.start()
-        self._worker.start()
         self._flusher.start()
 
     def _run_client(self) -> None:
@@ -376,40 +370,29 @@ class FeedActor:
             log.exception("feed client of %s died; the actor restarts", self.symbols)
             os._exit(1)
 
-    def _work(self) -> None:
+    def _on_batch(self, batch: FeedBatch) -> None:
+        """Each batch, in the client's event loop as it is cut."""
         try:
-            while not self._stopping.is_set():
-                self._cycle(timeout=CLOCK_S)
-            self._cycle(timeout=0.0)
+            self._cycle(batch)
         except Exception:
             log.exception("feed worker of %s died; the actor restarts", self.symbols)
             os._exit(1)
 
-    def _cycle(self, timeout: float) -> None:
-        got = []
-        with contextlib.suppress(queue.Empty):
-            got.append(self._inbox.get(timeout=timeout) if timeout else self._inbox.get_nowait())
-        with contextlib.suppress(queue.Empty):
-            while True:
-                got.append(self._inbox.get_nowait())
-        if not got:
-            return
-        # the clock is the last batch's: what the client had received when it cut it (a
-        # worker or client that fell behind never closes bars on a later wall reading)
-        for batch in got:
-            for sym in batch.ticks:
-                self._catch_up.pop(sym, None)
+    def _cycle(self, batch: FeedBatch) -> None:
+        # the clock is the batch's: what the client had received when it cut it (a client
+        # that fell behind never closes bars on a later wall reading)
+        for sym in batch.ticks:
+            self._catch_up.pop(sym, None)
         held = self._held(time.monotonic())
-        last = got[-1]
         with self._lock:
-            self.core.on_batches(got, hold=held)
+            self.core.on_batches([batch], hold=held)
             entries = self.core.take_entries()
-            due = self.core.next_close_ms([*last.stats.pending_gaps, *held])
+            due = self.core.next_close_ms([*batch.stats.pending_gaps, *held])
         if entries:
             self._publish(entries)
         # the next bar close: cut a batch when the clock gets there (not at the next periodic
         # cut); asked once per close, never for a time the clock has passed (a held symbol)
-        if last.clock_ms < due < np.inf and due != self._asked_close:
+        if batch.clock_ms < due < np.inf and due != self._asked_close:
             if self._asked_close < due:  # the close asked for last time has been published
                 self._closed.set()
             self._asked_close = due
@@ -478,12 +461,12 @@ class FeedActor:
             return self.core.recent_for(symbols, timeframe)
 
     def stop(self) -> dict:
-        """Stop the client and the worker, publish the last bars, flush the store."""
+        """Stop the client (its last batches are published as they are cut), flush the
+        store."""
         self.client.stop()
         self._client_thread.join(10.0)
         self._stopping.set()
         self._closed.set()
-        self._worker.join(10.0)
         self._flusher.join(60.0)
         with self._lock:
             writes = self.core.take_writes()
