@@ -176,29 +176,29 @@ def _uint(p, i, end):
 
 
 @njit(cache=True, inline="always")
-def _decimal(p, i, end):
-    """``(index after the closing quote, value, exact)`` of a decimal string (``[0-9]{1,20}``,
-    optionally ``.`` and ``[0-9]{1,20}``) whose text starts at ``i``; ``(-1, 0.0, False)`` when
-    it is not one. ``exact`` False: the value needs ``float(text)`` (more digits than the exact
-    fast path takes)."""
-    m = 0
-    exact = True
-    j = i
+def _mantissa(p, j, end, m, exact):
+    """Fold the digits from ``j`` into the integer mantissa ``m`` while it stays exact;
+    ``(index after them, m, exact)``."""
     while j < end and 48 <= p[j] <= 57:
         if exact:
             m = m * 10 + (p[j] - 48)
             exact = m < _EXACT
         j += 1
+    return j, m, exact
+
+
+@njit(cache=True, inline="always")
+def _decimal(p, i, end):
+    """``(index after the closing quote, value, exact)`` of a decimal string (``[0-9]{1,20}``,
+    optionally ``.`` and ``[0-9]{1,20}``) whose text starts at ``i``; ``(-1, 0.0, False)`` when
+    it is not one. ``exact`` False: the value needs ``float(text)`` (more digits than the exact
+    fast path takes)."""
+    j, m, exact = _mantissa(p, i, end, 0, True)
     n_int = j - i
     k = 0
     if j < end and p[j] == _DOT:
-        j += 1
-        s = j
-        while j < end and 48 <= p[j] <= 57:
-            if exact:
-                m = m * 10 + (p[j] - 48)
-                exact = m < _EXACT
-            j += 1
+        s = j + 1
+        j, m, exact = _mantissa(p, s, end, m, exact)
         k = j - s
         if k == 0 or k > 20:
             return -1, 0.0, False
