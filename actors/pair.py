@@ -212,10 +212,15 @@ class PairBook:
         events fired and the final times (wall ms) of the intervals stepped live, for the
         caller to turn into latency samples once the state is readable.
         """
-        if isinstance(entries, packets.BarPacket):
-            self._take_packet(entries, live)
-        else:
-            self._take_entries(entries, live)
+        if not isinstance(entries, packets.BarPacket):
+            entries = list(entries)
+            for e in entries:
+                if e["bars"].dtype != BAR_DTYPE:
+                    raise ConfigError(
+                        f"bars of {e['symbol']}: expected BAR_DTYPE, got {e['bars'].dtype}"
+                    )
+            entries = packets.pack(entries)
+        self._take_packet(entries, live)
         events: list[dict] = []
         finals: list[float] = []
         wm = np.minimum(self.wm[self.iy], self.wm[self.ix])
@@ -229,48 +234,9 @@ class PairBook:
             self._trim()
         return events, finals
 
-    def _take_entries(self, entries: Iterable[dict], live: bool) -> None:
-        """Entries -> leg bars, watermarks and (live) advances, in arrival order."""
-        ks: list[int] = []
-        wms: list[int] = []
-        bar_k: list[int] = []
-        bars: list[np.ndarray] = []
-        adv_k: list[int] = []
-        advances: list[tuple[int, float]] = []
-        for e in entries:
-            k = self._sym_index.get(e["symbol"])
-            if k is None:
-                continue
-            b = e["bars"]
-            if b.dtype != BAR_DTYPE:
-                raise ConfigError(f"bars of {e['symbol']}: expected BAR_DTYPE, got {b.dtype}")
-            ks.append(k)
-            wms.append(int(e["wm"]))
-            if len(b):
-                bar_k.append(k)
-                bars.append(b)
-            if live and e["advances"]:
-                adv_k.extend([k] * len(e["advances"]))
-                advances.extend(e["advances"])
-        if bars:
-            n = [len(b) for b in bars]
-            self.legs.add_bars(
-                np.repeat(np.asarray(bar_k, dtype=np.intp), n),
-                np.concatenate([b["ts"] for b in bars]).astype(np.int64, copy=False),
-                np.concatenate([b["close"] for b in bars]).astype(np.float64, copy=False),
-            )
-        if ks:
-            np.maximum.at(self.wm, np.asarray(ks, dtype=np.intp), np.asarray(wms, np.int64))
-        if advances:
-            self.legs.add_advances(
-                np.asarray(adv_k, dtype=np.intp),
-                np.array([int(wm) for wm, _ in advances], dtype=np.int64),
-                np.array([float(wall) for _, wall in advances], dtype=np.float64),
-            )
-
     def _take_packet(self, packet: packets.BarPacket, live: bool) -> None:
-        """``_take_entries`` for a packet, without unpacking it (symbols unknown here are
-        skipped)."""
+        """A packet's bars, watermarks and (live) advances into the legs, in arrival order
+        (symbols unknown here are skipped)."""
         if packet.bars.dtype != BAR_DTYPE:
             raise ConfigError(f"packet bars: expected BAR_DTYPE, got {packet.bars.dtype}")
         k = np.array([self._sym_index.get(s, -1) for s in packet.symbols], dtype=np.intp)
