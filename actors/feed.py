@@ -11,7 +11,7 @@ recent stored bars so a PairActor that missed some gets them (it drops what it a
 
 ``FeedActor`` runs a ``FeedClient`` on an asyncio loop in its own thread and feeds the core in
 that loop as each batch is cut (no hand-off to another thread), sending each PairActor one
-``on_bars`` call per batch (its entries packed into one ``actors.packets.BarPacket``), with at
+``on_bars`` call per batch (its entries packed into one ``engine.packets.BarPacket``), with at
 most ``MAX_IN_FLIGHT`` calls outstanding per PairActor (bounded with ``ray.wait``); it writes
 the store from a second thread, right after bar closes and at least once a second, so file I/O
 never delays bars or publishing.
@@ -28,17 +28,15 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from actors import packets
 from actors.args import as_config, lookup_actor
-from engine.bars import NO_WATERMARK, BarBuilder, BarUpdate
+from engine import packets
+from engine.bars import NO_WATERMARK, RECENT_BARS, BarBuilder, BarUpdate
 from engine.feed import FeedBatch, FeedClient, FeedStats
 from engine.schemas import BAR_DTYPE, table_to_bars, table_to_ticks, timeframe_ms
 from engine.store import Store
 
 log = logging.getLogger(__name__)
 
-#: closed bars kept in memory per (symbol, timeframe)
-RECENT_BARS = 3_600
 #: how far back (ms) the first publish after a (re)start repeats stored bars
 RESUME_REPEAT_MS = 15 * 60_000
 #: outstanding on_bars calls per PairActor before the feed waits

@@ -1,7 +1,7 @@
 """PairActor: hosts many pairs; steps each on aligned bars once both legs' watermarks pass.
 
 Data in: batches from FeedActors, one call per batch, ``on_bars(packet)`` (an
-``actors.packets.BarPacket``) holding entries, each
+``engine.packets.BarPacket``) holding entries, each
 ``{"symbol", "wm" (ms), "bars" (BAR_DTYPE, closed bars of the analytics timeframe),
 "advances" (list of (watermark ms, wall ms when it became known))}``. Per symbol the actor keeps
 the bars not yet stepped by every pair and the watermark (``Legs``: one row per symbol of 2-D
@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from actors import packets
 from actors.alerts import AlertBook, AlertRule
 from actors.args import as_config, lookup_actor
 from actors.legs import Legs
-from engine.bars import NO_WATERMARK
+from engine import packets
+from engine.bars import NO_WATERMARK, RECENT_BARS
 from engine.errors import ConfigError
 from engine.pairstep import PairBank, PairParams
 from engine.schemas import BAR_DTYPE, table_to_bars, timeframe_ms
@@ -46,8 +46,6 @@ from strategies import make_strategy
 
 log = logging.getLogger(__name__)
 
-#: steps kept per pair in the ring buffers
-RING_STEPS = 3_600
 #: latency samples older than this are dropped (ms)
 LATENCY_WINDOW_MS = 60_000
 #: on a restart, alerts of bars this recent (ms) are sent to the Hub again (it dedupes)
@@ -83,7 +81,7 @@ class Ring:
     """Fixed-capacity ring buffers of the RING_FIELDS columns for ``rows`` pairs (2-D: one row
     per pair, ``capacity`` steps each)."""
 
-    def __init__(self, capacity: int = RING_STEPS, rows: int = 1):
+    def __init__(self, capacity: int = RECENT_BARS, rows: int = 1):
         self.capacity = capacity
         self.cols = {k: np.zeros((rows, capacity), dtype=dt) for k, dt in RING_FIELDS.items()}
         self.count = np.zeros(rows, dtype=np.int64)
@@ -194,7 +192,7 @@ class PairBook:
         self.beta = np.full(n, np.nan)
         self.z = np.full(n, np.nan)
         self.position = np.zeros(n, dtype=np.int8)
-        self.ring = Ring(RING_STEPS, n)
+        self.ring = Ring(RECENT_BARS, n)
         self.alerts = AlertBook()
         self._ruled: tuple[object, np.ndarray] | None = None  # (rules seen, rows with rules)
         self.latency = LatencyWindow()

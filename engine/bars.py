@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 #: Watermark of a builder that has seen neither a trade nor a clock (ms): before every bar.
 NO_WATERMARK: int = int(np.iinfo(np.int64).min)
 
+#: Recent bars (or pair steps) kept in memory per series, live: the feed's recent bars, the
+#: pair actors' ring buffers and the dashboard's charts all hold this many.
+RECENT_BARS: int = 3_600
+
 _F_OPEN, _F_HIGH, _F_LOW, _F_CLOSE, _F_VOLUME, _F_QUOTE = range(6)
 _I_TS, _I_TRADES, _I_OPEN_TS, _I_OPEN_KEY, _I_CLOSE_TS, _I_CLOSE_KEY = range(6)
 _NF = _NI = 6

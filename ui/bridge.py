@@ -21,13 +21,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from actors.pair import RING_STEPS
+from engine.bars import RECENT_BARS
 from engine.schemas import timeframe_ms
 
 log = logging.getLogger(__name__)
 
 #: bars kept per (symbol, timeframe) requested by a session
-WANTED_BARS = 3_600
+WANTED_BARS = RECENT_BARS
 #: bars per symbol for the universe (liquidity, heatmap, screen)
 UNIVERSE_BARS = 900
 #: a requested (symbol, timeframe) or watched pair is dropped when no session asked for it
@@ -129,12 +129,12 @@ def _last_ts(cols: dict | None) -> int | None:
 
 def _merge_snapshot(old: dict | None, fresh: dict) -> dict:
     """The cached snapshot with the steps ``Hub.snapshots_since`` returned appended, at most
-    the PairActor's ``RING_STEPS`` kept (a ``full`` answer replaces it)."""
+    the PairActor's ``RECENT_BARS`` kept (a ``full`` answer replaces it)."""
     if old is None or fresh["full"]:
         return fresh["cols"]
     if not len(fresh["cols"]["ts"]):
         return old
-    return {k: np.concatenate([old[k], v])[-RING_STEPS:] for k, v in fresh["cols"].items()}
+    return {k: np.concatenate([old[k], v])[-RECENT_BARS:] for k, v in fresh["cols"].items()}
 
 
 def _bars_to_ask(old: np.ndarray | None, timeframe: str) -> int:

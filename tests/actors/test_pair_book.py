@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from actors import legs as legs_mod
-from actors import packets
 from actors import pair as pair_mod
 from actors.alerts import AlertBook, AlertRule
 from actors.legs import Legs
 from actors.pair import PairBook, Ring, parse_pair
+from engine import packets
 from engine.bars import build_bar_records
 from engine.config import parse_config
 from engine.errors import ConfigError

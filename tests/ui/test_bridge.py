@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from actors.hub import _since
-from actors.pair import RING_STEPS
+from engine.bars import RECENT_BARS
 from engine.schemas import BAR_DTYPE
 from ui import bridge as bridge_mod
 from ui.bridge import WANTED_BARS, Bridge, _merge_bars, _merge_snapshot
@@ -28,8 +28,8 @@ def _history(n: int) -> dict[str, np.ndarray]:
 
 
 def _ring(hist: dict, upto: int) -> dict:
-    """What the PairActor returns after ``upto`` steps: the last RING_STEPS of them."""
-    lo = max(0, upto - RING_STEPS)
+    """What the PairActor returns after ``upto`` steps: the last RECENT_BARS of them."""
+    lo = max(0, upto - RECENT_BARS)
     return {k: v[lo:upto] for k, v in hist.items()}
 
 
@@ -50,7 +50,7 @@ def test_snapshot_since_merges_to_the_ring(cuts):
 def test_snapshot_since_is_full_when_the_ring_moved_past_the_cache():
     hist = _history(5_000)
     got = _since(_ring(hist, 4_900), int(hist["ts"][10]))
-    assert got["full"] and len(got["cols"]["ts"]) == RING_STEPS
+    assert got["full"] and len(got["cols"]["ts"]) == RECENT_BARS
     got = _since(_ring(hist, 200), int(hist["ts"][150]))
     assert not got["full"]
     np.testing.assert_array_equal(got["cols"]["ts"], hist["ts"][151:200])

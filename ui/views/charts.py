@@ -12,11 +12,12 @@ from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, LinearAxis, R
 from bokeh.plotting import figure
 from panel.viewable import Viewer
 
+from engine.bars import RECENT_BARS
 from ui.services import COLUMNS, PairFrame
 from ui.views.widgets import time_figure
 
-#: points kept in the charts (the ring buffers hold 3600 steps)
-MAX_POINTS = 3_600
+#: points kept in the charts (as many as the pair actors' ring buffers hold)
+MAX_POINTS = RECENT_BARS
 
 
 def _source_data(frame: PairFrame, band: float) -> dict[str, np.ndarray]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors.packets import BarPacket, pack, unpack
 from engine.bars import build_bar_records
+from engine.packets import BarPacket, pack, unpack
 from tests.kit import random_ticks
 
 
