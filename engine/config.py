@@ -22,6 +22,7 @@ checks (``msgspec.Meta``) run when a mapping is converted. Configs are picklable
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -145,6 +146,8 @@ class StrategyConfig(_Struct, kw_only=True):
     """Signal thresholds (z units), sizing (USDT) and costs (bps); ``capital`` defaults to notional.
 
     ``max_hold_half_lives``: a time stop after this many spread half-lives (None: off).
+    The one place where entry/exit/stop (and ``max_hold_half_lives``) are checked: the strategies
+    (``strategies.make_strategy``) take a StrategyConfig and trust its thresholds.
     """
 
     name: Annotated[str, msgspec.Meta(min_length=1)] = "zscore"
@@ -158,10 +161,19 @@ class StrategyConfig(_Struct, kw_only=True):
     max_hold_half_lives: PositiveFloat | None = None
 
     def __post_init__(self) -> None:
-        if self.exit >= self.entry:
+        # Python-built structs skip the msgspec.Meta range checks, so the thresholds are
+        # checked here in full (finite too: a stop of +inf is written null)
+        if not (math.isfinite(self.entry) and self.entry > 0):
+            raise _invalid("entry", f"expected a positive finite number, got {self.entry}")
+        if not (math.isfinite(self.exit) and self.exit < self.entry):
             raise _invalid("exit", f"expected < entry ({self.entry}), got {self.exit}")
-        if self.stop is not None and self.stop <= self.entry:
+        if self.stop is not None and not (math.isfinite(self.stop) and self.stop > self.entry):
             raise _invalid("stop", f"expected > entry ({self.entry}) or null, got {self.stop}")
+        hold = self.max_hold_half_lives
+        if hold is not None and not (math.isfinite(hold) and hold > 0):
+            raise _invalid(
+                "max_hold_half_lives", f"expected a positive finite number or null, got {hold}"
+            )
         if self.capital is None:
             msgspec.structs.force_setattr(self, "capital", self.notional)
 
