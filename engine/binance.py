@@ -15,17 +15,15 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Annotated
+from typing import Annotated
 
 import httpx
 import msgspec
 import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from engine.errors import DataError, FeedError, PairstackError
-from engine.schemas import BAR_DTYPE, TICK_DTYPE
+from engine.schemas import TICK_DTYPE
 
 log = logging.getLogger(__name__)
 
@@ -440,7 +438,8 @@ def _api_error(resp: httpx.Response, path: str) -> BinanceError:
 
 
 # --------------------------------------------------------------------------------------------
-# Public data files (data.binance.vision): CSV layouts and small parsing helpers
+# Public data files (data.binance.vision): CSV layouts and file names (``engine.importer``
+# decodes the files)
 
 #: Columns of ``<SYM>-aggTrades-<date>.csv``.
 AGG_TRADES_CSV_COLUMNS: tuple[str, ...] = (
@@ -469,93 +468,4 @@ def parse_public_file_name(name: str) -> tuple[str, str, str]:
             f"{name!r} is not a Binance public-data file name "
             "(expected SYMBOL-aggTrades-DATE or SYMBOL-INTERVAL-DATE)"
         )
-    return match["symbol"], match["kind"], match["date"].rstrip("-")
-
-
-def csv_has_header(first_line: str | bytes, columns: Sequence[str]) -> bool:
-    """True when the first line is the header row (files after ~Aug 2022), False for data."""
-    if isinstance(first_line, bytes):
-        first_line = first_line.decode("utf-8", "replace")
-    cells = [c.strip().lower() for c in first_line.strip().split(",")]
-    if cells and cells[0] == columns[0]:
-        return True
-    if cells and cells[0].lstrip("-").isdigit():
-        return False
-    raise DataError(
-        f"first line {first_line[:80]!r} is neither the header ({columns[0]},...) nor data"
-    )
-
-
-def times_to_ms(values: np.ndarray) -> tuple[np.ndarray, bool]:
-    """int64 times -> (ms, True when they were microseconds). ``>= 1e15`` means microseconds."""
-    values = np.asarray(values, dtype=np.int64)
-    micro = bool(values.size) and bool(values.max() >= MICROSECONDS_FROM)
-    return (values // 1000 if micro else values), micro
-
-
-def _read_csv(source: str | Path | IO[bytes], columns: Sequence[str], types: dict) -> pa.Table:
-    if isinstance(source, (str, Path)):
-        with open(source, "rb") as fh:
-            data = fh.read()
-    else:
-        data = source.read()
-    if not data.strip():
-        return pa.table({c: pa.array([], type=types.get(c, pa.float64())) for c in columns})
-    header = csv_has_header(data.split(b"\n", 1)[0], columns)
-    try:
-        return pacsv.read_csv(
-            pa.py_buffer(data),
-            read_options=pacsv.ReadOptions(
-                column_names=list(columns), skip_rows=1 if header else 0
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types=types, strings_can_be_null=False, quoted_strings_can_be_null=False
-            ),
-        )
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"malformed public-data CSV: {exc}") from exc
-
-
-def read_agg_trades_csv(source: str | Path | IO[bytes]) -> tuple[np.ndarray, bool]:
-    """An aggTrades CSV (with or without header) -> (TICK_DTYPE sorted as in the file, micro).
-
-    ``micro`` is True when ``transact_time`` was in microseconds (then converted to ms).
-    Booleans are accepted in any case (``true``/``True``/``TRUE``).
-    """
-    types = {
-        "agg_trade_id": pa.int64(), "price": pa.float64(), "quantity": pa.float64(),
-        "first_trade_id": pa.int64(), "last_trade_id": pa.int64(),
-        "transact_time": pa.int64(), "is_buyer_maker": pa.string(),
-    }  # fmt: skip
-    table = _read_csv(source, AGG_TRADES_CSV_COLUMNS, types)
-    maker = np.char.lower(table.column("is_buyer_maker").to_numpy(zero_copy_only=False).astype(str))
-    bad = ~np.isin(maker, ["true", "false"])
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"is_buyer_maker must be true/false, row {row} has {maker[row]!r}")
-    ts, micro = times_to_ms(table.column("transact_time").to_numpy())
-    out = np.empty(table.num_rows, dtype=TICK_DTYPE)
-    out["ts"] = ts
-    out["agg_id"] = table.column("agg_trade_id").to_numpy()
-    out["price"] = table.column("price").to_numpy()
-    out["qty"] = table.column("quantity").to_numpy()
-    out["first_id"] = table.column("first_trade_id").to_numpy()
-    out["last_id"] = table.column("last_trade_id").to_numpy()
-    out["buyer_maker"] = maker == "true"
-    return out, micro
-
-
-def read_klines_csv(source: str | Path | IO[bytes]) -> tuple[np.ndarray, bool]:
-    """A klines CSV (with or without header) -> (BAR_DTYPE by open time, micro)."""
-    floats = ("open", "high", "low", "close", "volume", "quote_volume",
-              "taker_buy_volume", "taker_buy_quote_volume", "ignore")  # fmt: skip
-    types = {c: pa.float64() for c in floats}
-    types.update(open_time=pa.int64(), close_time=pa.int64(), count=pa.int64())
-    table = _read_csv(source, KLINES_CSV_COLUMNS, types)
-    ts, micro = times_to_ms(table.column("open_time").to_numpy())
-    out = np.empty(table.num_rows, dtype=BAR_DTYPE)
-    out["ts"] = ts
-    for name in ("open", "high", "low", "close", "volume", "quote_volume"):
-        out[name] = table.column(name).to_numpy()
-    out["trades"] = table.column("count").to_numpy()
-    return out, micro
+    return check_symbol(match["symbol"]), match["kind"], match["date"].rstrip("-")
