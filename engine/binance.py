@@ -200,8 +200,16 @@ MARK_PRICE_FIELDS: dict[str, str] = {
 }  # fmt: skip
 
 
+#: Why a frame is rejected, one reason per frame, checked in this order (the status JSON's
+#: ``rejected`` keys; the simulator injects each of them).
+REJECT_REASONS: tuple[str, ...] = (
+    "not_json", "bad_frame", "missing_field", "bad_type",
+    "bad_price", "bad_qty", "unknown_symbol", "duplicate",
+)  # fmt: skip
+
+
 class Reject(Exception):
-    """A payload fails a strict check; ``reason`` is one of ``engine.validate.REJECT_REASONS``."""
+    """A payload fails a strict check; ``reason`` is one of ``REJECT_REASONS``."""
 
     def __init__(self, reason: str):
         super().__init__(reason)

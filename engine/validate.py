@@ -34,13 +34,6 @@ from engine.schemas import TICK_DTYPE
 
 log = logging.getLogger(__name__)
 
-#: Why a frame is rejected, one reason per frame, checked in this order (the status JSON's
-#: ``rejected`` keys; the simulator injects each of them).
-REJECT_REASONS: tuple[str, ...] = (
-    "not_json", "bad_frame", "missing_field", "bad_type",
-    "bad_price", "bad_qty", "unknown_symbol", "duplicate",
-)  # fmt: skip
-
 
 class MarkUpdate(NamedTuple):
     """One markPrice update: ``ts`` event time (ms), raw ``mark``, ``funding_rate`` (fraction
@@ -109,7 +102,7 @@ class FrameValidator:
             if not isinstance(last, (int, np.integer)) or isinstance(last, bool) or last < -1:
                 raise DataError(f"last id of {sym} must be an int >= -1, got {last!r}")
             self._last[sym] = int(last)
-        self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
+        self.rejected: dict[str, int] = dict.fromkeys(binance.REJECT_REASONS, 0)
         self._log_every_s = log_every_s
         self._logged_at = -math.inf
         self._logged_counts = dict(self.rejected)

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from engine.binance import parse_rest_agg_trades
+from engine.binance import REJECT_REASONS, parse_rest_agg_trades
 from engine.errors import DataError
 from engine.schemas import TICK_DTYPE
-from engine.validate import REJECT_REASONS, DecodedBatch, FrameValidator
+from engine.validate import DecodedBatch, FrameValidator
 from tests.engine.test_aggparse import fuzz_frames, parse
 from tests.kit import random_ticks
 
