@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: outstanding on_bars calls per PairActor before the feed waits
 MAX_IN_FLIGHT = 4
+#: seconds between two compactions of the store's part files (FeedCore.compact)
+COMPACT_EVERY_S = 60.0
 
 
 class FeedActor:
@@ -129,7 +131,7 @@ class FeedActor:
         most ``flush_s`` apart, and right after a bar close when one comes at least half of
         that after the last flush: the files are written while the next close is far."""
         try:
-            last = time.monotonic()
+            last = compacted = time.monotonic()
             while not self._stopping.is_set():
                 left = last + self._flush_s - time.monotonic()
                 if left > 0 and self._closed.wait(left):
@@ -140,6 +142,9 @@ class FeedActor:
                     writes = self.core.take_writes()
                 self.core.write(writes)
                 last = time.monotonic()
+                if last - compacted >= COMPACT_EVERY_S:
+                    self.core.compact()
+                    compacted = time.monotonic()
         except Exception:
             log.exception("store writer of %s died; the actor restarts", self.symbols)
             os._exit(1)

@@ -258,6 +258,12 @@ class FeedCore:
         """Write and flush everything queued so far."""
         self.write(self.take_writes())
 
+    def compact(self, now_ms: float | None = None) -> int:
+        """Merge this core's part files in the store (``Store.compact_closed``: a day once over
+        into one file per partition, today's by size tiers); call it where ``write`` runs, this
+        core being its symbols' one writer. Partitions changed."""
+        return self.store.compact_closed(self.symbols, None if now_ms is None else int(now_ms))
+
 
 def feed_row(s: FeedStats, late_ticks: int) -> dict:
     """One ``status()["feeds"]`` row (builtins only) from a client's stats and the late ticks,

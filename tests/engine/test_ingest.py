@@ -206,3 +206,31 @@ def test_clock_close_records_when_the_clock_passed_end_plus_lateness(tmp_path):
     assert e["advances"] == [(t0 + 1000, t0 + 1420.0 - (1400.0 - 1250.0))]
     assert core.next_close_ms(hold=["BTCUSDT"]) == t0 + 2000 + 250
     assert core.next_close_ms() == t0 + 1000 + 250  # the held symbol still waits
+
+
+def test_compact_keeps_files_few_and_rows_whole(tmp_path):
+    """A feed that flushes every batch (one part file per partition each time) and compacts
+    now and then: today's partitions stay small; once the day is over, one file each."""
+    cfg = make_config(tmp_path)
+    ticks = stream(4, n=3000)
+    t0 = min(int(t["ts"][0]) for t in ticks.values())
+    t1 = max(int(t["ts"][-1]) for t in ticks.values()) + 1
+    core = make_core(cfg, Store(tmp_path, durable=False))
+    cuts = np.unique(np.r_[np.arange(t0, t1, 500), t1])
+    for k, (lo, hi) in enumerate(itertools.pairwise(cuts)):
+        play(core, ticks, np.array([lo, hi]), {})
+        core.flush()
+        if k % 50 == 49:
+            core.compact(now_ms=t0)  # all of it is "today"
+    parts = [d for d in tmp_path.glob("**/date=*") if d.is_dir()]
+    assert max(len(list(d.iterdir())) for d in parts) < 16 + 50
+    core.compact(now_ms=t1 + 2 * 86_400_000)  # every day closed
+    assert all(len(list(d.iterdir())) == 1 for d in parts)
+    store = Store(tmp_path)
+    for s, t in ticks.items():
+        np.testing.assert_array_equal(table_to_ticks(store.read_ticks(s)), t)
+        for tf in cfg.timeframes:
+            offline = build_bar_records(t["ts"], t["price"], t["qty"], tf)
+            stored = table_to_bars(store.read_bars(tf, s))  # bars still open are not stored
+            assert len(offline) - 2 <= len(stored) <= len(offline)
+            np.testing.assert_array_equal(stored, offline[: len(stored)])
