@@ -65,6 +65,7 @@ BAD_MAXLAG = 6
 _T_STOP = 1.6448536269514722  # statsmodels' 5% one-sided normal quantile for "t-stat"
 _SQRTEPS = math.sqrt(np.finfo(np.float64).eps)
 _LOG_2PI = math.log(2.0 * math.pi)
+_NEAR_EXACT = 1e-4  # below this share of sum(d^2) the final ssr is taken from the residuals
 
 # --------------------------------------------------------------------------- MacKinnon tables
 # MacKinnon (1994) p-value surfaces and MacKinnon (2010) critical values: published
@@ -545,6 +546,33 @@ def _cholesky(a):
 
 
 @njit(cache=True)
+def _explicit_ssr(x, dr, lo, hi, ntrend, xshift, mid, half, low):
+    """Residual sum of squares of the final fit from its residuals (rows ``lo..hi``).
+
+    For near-exact fits, where ``ssr`` from the factor would cancel: the coefficients come from
+    the factor ``low`` (columns ``[trend, d lags 1..b, level, d]``), the residuals from the data.
+    """
+    kk = low.shape[0]
+    k = kk - 1
+    m = dr.size - 1
+    coef = np.empty(k)
+    for i in range(k - 1, -1, -1):  # back substitution, L^T coef = L[y, :k]
+        acc = low[k, i]
+        for j in range(i + 1, k):
+            acc -= low[j, i] * coef[j]
+        coef[i] = acc / low[i, i]
+    ssr = 0.0
+    for s in range(lo, hi + 1):
+        r = dr[m - s] - coef[k - 1] * (x[s] - xshift)
+        for t in range(ntrend):
+            r -= coef[t] * _trend_term(s, t, mid, half)
+        for i in range(1, k - ntrend):
+            r -= coef[ntrend + i - 1] * dr[m - s + i]
+        ssr += r * r
+    return ssr
+
+
+@njit(cache=True)
 def adf_kernel(x, maxlag, ntrend, method):
     """ADF statistic of ``x``: ``(stat, used_lag, nobs, status)``.
 
@@ -641,8 +669,10 @@ def adf_kernel(x, maxlag, ntrend, method):
     dof = nobs - (kk - 1)
     if dof == 0:
         return 0.0, best, nobs, OK
-    sigma = math.sqrt(low[kk - 1, kk - 1] * low[kk - 1, kk - 1] / dof)
-    return low[kk - 1, kk - 2] / sigma, best, nobs, OK
+    ssr = low[kk - 1, kk - 1] * low[kk - 1, kk - 1]
+    if ssr < _NEAR_EXACT * fin[kk - 1, kk - 1]:
+        ssr = _explicit_ssr(x, dr, best, m, ntrend, xshift, mid, half, low)
+    return low[kk - 1, kk - 2] / math.sqrt(ssr / dof), best, nobs, OK
 
 
 @njit(cache=True)
