@@ -50,7 +50,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Fewest observations ``adf`` and ``coint`` accept (statsmodels runs on fewer, meaninglessly).
-ADF_MIN_OBS = 10
+ADF_MIN_OBS = unitroot.MIN_OBS
 
 _LEVELS = ("1%", "5%", "10%")
 

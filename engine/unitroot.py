@@ -47,12 +47,15 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from engine.errors import DataError
+from engine.errors import DataError, NumericalError
 
 #: ``regression``/``trend`` names in kernel order; the index is the number of trend terms.
 TRENDS = ("n", "c", "ct", "ctt")
 #: ``autolag`` names in kernel order (``None`` -> 0: exactly ``maxlag`` lags).
 AUTOLAGS = (None, "aic", "bic", "t-stat")
+
+#: Fewest points the wrappers accept (statsmodels runs on fewer, meaninglessly).
+MIN_OBS = 10
 
 OK = 0
 Y_CONSTANT = 1
@@ -825,12 +828,15 @@ def coint_pairs(
     ``pairs``: (m, 2) integer row indices into ``cols``. Same figures as statsmodels ``coint``
     with the same arguments, one kernel call for all pairs (chunk ``pairs`` to spread a large
     screen over processes). Pairs that cannot be tested have NaN figures and a ``status``
-    (:func:`failure` gives its message). DataError for bad shapes, indices or values.
+    (:func:`failure` gives its message). DataError for bad shapes, indices or values,
+    NumericalError for fewer than :data:`MIN_OBS` bars.
     """
     ntrend, lag, method = kernel_args("coint_pairs", trend, maxlag, autolag)
     arr = np.ascontiguousarray(cols, dtype=np.float64)
     if arr.ndim != 2:
         raise DataError(f"coint_pairs: cols must be 2-D (symbols, bars), got shape {arr.shape}")
+    if arr.shape[1] < MIN_OBS:
+        raise NumericalError(f"coint_pairs: needs at least {MIN_OBS} bars, got {arr.shape[1]}")
     if not np.isfinite(arr).all():
         raise DataError("coint_pairs: cols hold NaN/inf values; forward-fill or drop them first")
     idx = np.ascontiguousarray(pairs, dtype=np.int64)

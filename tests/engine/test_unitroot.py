@@ -18,7 +18,7 @@ from statsmodels.tsa import adfvalues, stattools
 from statsmodels.tsa.tsatools import add_trend
 
 from engine import stats, unitroot
-from engine.errors import DataError
+from engine.errors import DataError, NumericalError
 
 STAT_RTOL = 1e-8
 P_ATOL = 1e-6
@@ -272,11 +272,12 @@ def test_coint_pairs_reports_untestable_pairs_by_status() -> None:
         (np.ones(10), [[0, 0]], "2-D"),
         (np.ones((2, 10)), [[0, 2]], "indices"),
         (np.ones((2, 10)), [0, 1], "(m, 2)"),
-        (np.array([[1.0, np.nan], [1.0, 2.0]]), [[0, 1]], "NaN"),
+        (np.array([[1.0, np.nan] * 5, [1.0, 2.0] * 5]), [[0, 1]], "NaN"),
+        (np.ones((2, 9)), [[0, 1]], "at least 10 bars"),
     ],
 )
 def test_coint_pairs_refuses_bad_input(cols: np.ndarray, pairs: list, text: str) -> None:
-    with pytest.raises(DataError) as info:
+    with pytest.raises((DataError, NumericalError)) as info:
         unitroot.coint_pairs(cols, np.array(pairs))
     assert text in str(info.value)
 
