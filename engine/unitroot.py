@@ -603,7 +603,7 @@ def adf_kernel(x, maxlag, ntrend, method):
     dr = np.empty(n - 1)
     for s in range(n - 1):
         dr[m - s] = (x[s + 1] - x[s]) - dshift
-    mid = 0.5 * (m + 0)
+    mid = 0.5 * m
     half = max(0.5 * m, 1.0)
     full = _cross(x, dr, lo, m, maxlag, ntrend, xshift, mid, half)
     yc = ntrend + maxlag + 1
@@ -624,7 +624,9 @@ def adf_kernel(x, maxlag, ntrend, method):
                 dof = nobs - k
                 tv = 0.0  # statsmodels: a saturated fit has infinite standard errors
                 if dof > 0:
-                    tv = abs(low[yc, k - 1]) / math.sqrt(ssr[b] / dof)
+                    tv = (
+                        math.inf if ssr[b] <= 0.0 else abs(low[yc, k - 1]) / math.sqrt(ssr[b] / dof)
+                    )
                 if tv >= _T_STOP:
                     best = b
                     break
@@ -675,6 +677,8 @@ def adf_kernel(x, maxlag, ntrend, method):
     ssr = low[kk - 1, kk - 1] * low[kk - 1, kk - 1]
     if ssr < _NEAR_EXACT * fin[kk - 1, kk - 1]:
         ssr = _explicit_ssr(x, dr, best, m, ntrend, xshift, mid, half, low)
+    if ssr <= 0.0:  # an exact fit: the t-value is infinite
+        return np.nan, best, nobs, SINGULAR
     return low[kk - 1, kk - 2] / math.sqrt(ssr / dof), best, nobs, OK
 
 
@@ -805,8 +809,8 @@ def failure(status: int, what: str, n: int, ntrend: int, maxlag: int) -> str:
         "the test is undefined",
         X_CONSTANT: f"{what}: x is constant, the test is undefined",
         COLLINEAR: f"{what}: y and x are (almost) perfectly collinear, the test is undefined",
-        SINGULAR: f"{what}: the lagged regressors are (almost) linearly dependent (n={n}); "
-        "give fewer lags (maxlag) or more points",
+        SINGULAR: f"{what}: the level and lagged differences fit exactly or are (almost) "
+        f"linearly dependent (a deterministic series?, n={n}); the test is undefined",
         TOO_SHORT: f"{what}: too few points ({n}) for the deterministic terms of trend "
         f"{TRENDS[ntrend]!r}; give more points",
         BAD_MAXLAG: f"{what}: maxlag must be at most n//2 - 1 - (trend terms) = {limit} "

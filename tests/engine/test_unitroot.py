@@ -317,3 +317,27 @@ def test_coint_of_short_offset_pairs_matches_adfuller_of_exact_residuals(n: int)
         expected_p = adfvalues.mackinnonp(stat, regression="c", N=2)
         np.testing.assert_allclose(got.pvalue, expected_p, rtol=0, atol=P_ATOL)
         assert unitroot.coint_kernel(y, x, 1, -1, 1)[2] == lag
+
+
+def exact_recurrence(n: int) -> np.ndarray:
+    x = np.zeros(n)
+    x[1] = 2.0
+    for i in range(2, n):
+        x[i] = 0.5 * x[i - 1] + 0.3 * x[i - 2] + 1.0
+    return x
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: stats.adf(exact_recurrence(200)),
+        lambda: stats.adf(exact_recurrence(200), autolag="t-stat"),
+        lambda: stats.adf(np.arange(100.0)),
+        lambda: stats.coint(np.arange(100.0) ** 2, np.arange(100.0)),
+    ],
+    ids=["recurrence", "recurrence-tstat", "line", "coint-parabola"],
+)
+def test_deterministic_series_are_refused(call: Callable[[], object]) -> None:
+    with pytest.raises(NumericalError) as info:
+        call()
+    assert "deterministic series" in str(info.value)
