@@ -2,12 +2,17 @@
 
 Cases: ``ols_hedge`` vs statsmodels ``OLS``, ``half_life`` vs statsmodels ``OLS`` of the AR(1)
 regression, ``hurst`` vs the common ``np.std`` + ``np.polyfit`` recipe, ``log_return_corr`` vs
-pandas ``DataFrame.corr()`` of log returns, and ``screen_pairs`` vs a loop of statsmodels
-``coint`` (both orders) + OLS + pandas correlation. ``adf``/``coint`` themselves are statsmodels.
+pandas ``DataFrame.corr()`` of log returns, ``screen_pairs`` vs a loop of statsmodels
+``coint`` (both orders) + OLS + pandas correlation, and one ``coint`` of 8,640 bars (30 days of
+5m bars) vs statsmodels ``coint`` (numba kernels of ``engine.unitroot`` vs statsmodels' OLS per
+candidate lag). A last row gives the pairs per second of ``engine.unitroot.coint_pairs`` over
+100 symbols x 8,640 bars, both orders, on one core (no peer). Run with OPENBLAS_NUM_THREADS=1
+(``make bench`` exports it) so statsmodels' BLAS uses one thread too; each row records it.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from itertools import combinations
 
@@ -17,7 +22,7 @@ import statsmodels.api as sm
 from statsmodels.tsa import stattools
 
 from bench.timing import best_s
-from engine import stats
+from engine import stats, unitroot
 
 
 def _prices(n: int, k: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -70,6 +75,7 @@ def run(quick: bool) -> list[dict]:
     spread = y - x
     wide = _prices(n // 10, 20 if quick else 50)
     screen = _prices(2_000 if quick else 5_000, 4 if quick else 6)
+    month_y, month_x = (np.log(v) for v in _prices(8_640, 2, seed=1).values())
     cases: list[tuple[str, Callable[[], object], str, Callable[[], object], int]] = [
         (
             "ols_hedge",
@@ -106,12 +112,20 @@ def run(quick: bool) -> list[dict]:
             lambda: _peer_screen(screen),
             len(next(iter(screen.values()))),
         ),
+        (
+            "coint (30 days of 5m bars)",
+            lambda: stats.coint(month_y, month_x),
+            "statsmodels coint",
+            lambda: stattools.coint(month_y, month_x),
+            month_y.size,
+        ),
     ]
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
     rows = []
     for case, ours, peer, theirs, size in cases:
         ours()  # warm caches before timing either side
         theirs()
-        ours_s = best_s(ours, 1 if case == "screen_pairs" else repeat)
+        ours_s = best_s(ours, 50 if case.startswith("coint") else repeat)
         peer_s = best_s(theirs, 1 if case == "screen_pairs" else repeat)
         rows.append(
             {
@@ -121,6 +135,26 @@ def run(quick: bool) -> list[dict]:
                 "peer": peer,
                 "peer_s": peer_s,
                 "ratio": peer_s / ours_s,
+                "blas_threads": threads,
             }
         )
+    rows.append(_screen_rate(20 if quick else 100, 8_640))
     return rows
+
+
+def _screen_rate(k: int, n: int) -> dict:
+    """Pairs per second of ``unitroot.coint_pairs`` over k symbols x n bars, both orders."""
+    cols = np.log(np.array(list(_prices(n, k, seed=2).values())))
+    upper = np.argwhere(np.triu(np.ones((k, k), dtype=bool), k=1))
+    both = np.concatenate([upper, upper[:, ::-1]])
+    unitroot.coint_pairs(cols, both[:2])  # compile / load the kernels first
+    ours_s = best_s(lambda: unitroot.coint_pairs(cols, both), 1)
+    return {
+        "case": f"coint_pairs {k} symbols x {n} bars, both orders (one core)",
+        "n": n,
+        "pairs": int(upper.shape[0]),
+        "tests": int(both.shape[0]),
+        "ours_s": ours_s,
+        "pairs_per_s": upper.shape[0] / ours_s,
+        "tests_per_s": both.shape[0] / ours_s,
+    }

@@ -8,28 +8,26 @@ constant series, a singular fit).
 
 - ``ols_hedge(y, x)``: least squares ``y = beta*x + alpha``.
 - ``rolling_ols``, ``rolling_zscore``: re-exported from :mod:`engine.rolling`.
-- ``adf(s)``, ``coint(y, x)``: statsmodels' ``adfuller`` / Engle-Granger ``coint`` with their
-  defaults, as a :class:`TestResult`.
+- ``adf(s)``, ``coint(y, x)``: statsmodels' ``adfuller`` / Engle-Granger ``coint`` figures with
+  their defaults, as a :class:`TestResult`, computed by the numba kernels of
+  :mod:`engine.unitroot` (statsmodels is not imported; it is the oracle in the tests).
 - ``half_life(s)``: bars for a deviation of the AR(1) fit to halve; ``inf`` when not reverting.
 - ``hurst(s, max_lag)``: Hurst exponent from the variance of lagged differences.
 - ``log_return_corr(closes)``: correlation matrix of log returns.
-- ``screen_pairs(closes)``: one :class:`ScreenRow` per pair of symbols, sorted by p-value.
+- ``screen_pairs(closes)``: one :class:`ScreenRow` per pair of symbols, sorted by p-value
+  (both orders tested in one :func:`engine.unitroot.coint_pairs` call).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import combinations
 
 import numpy as np
-from statsmodels.tools.sm_exceptions import CollinearityWarning
-from statsmodels.tsa import stattools
 
+from engine import unitroot
 from engine.arrays import finite_1d
 from engine.errors import DataError, NumericalError
 from engine.rolling import rolling_ols, rolling_zscore
@@ -52,14 +50,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Fewest observations ``adf`` and ``coint`` accept (statsmodels runs on fewer, meaninglessly).
-ADF_MIN_OBS = 10
+ADF_MIN_OBS = unitroot.MIN_OBS
 
-# statsmodels 0.15 warns unless ``result_object`` is given; 0.14 does not know the argument.
-_ADF_EXTRA = (
-    {"result_object": False}
-    if "result_object" in inspect.signature(stattools.adfuller).parameters
-    else {}
-)
+_LEVELS = ("1%", "5%", "10%")
 
 
 @dataclass(frozen=True)
@@ -149,30 +142,27 @@ def ols_hedge(y: object, x: object) -> tuple[float, float]:
 def adf(
     s: object, *, maxlag: int | None = None, regression: str = "c", autolag: str | None = "AIC"
 ) -> TestResult:
-    """Augmented Dickey-Fuller test of ``s``: statsmodels ``adfuller`` with the same defaults.
+    """Augmented Dickey-Fuller test of ``s``: statsmodels ``adfuller`` figures, same defaults.
 
-    The keyword arguments are passed on unchanged (``autolag=None`` uses exactly ``maxlag``
-    lags). NumericalError for fewer than :data:`ADF_MIN_OBS` points, a constant series or a
-    lag choice statsmodels refuses.
+    Computed by :mod:`engine.unitroot` (numba; statsmodels is the oracle in the tests).
+    ``regression``: "c" (default), "n", "ct" or "ctt"; ``autolag``: "AIC" (default), "BIC",
+    "t-stat" or None (exactly ``maxlag`` lags); ``maxlag`` None: ``12*(n/100)^(1/4)`` capped.
+    NumericalError for fewer than :data:`ADF_MIN_OBS` points, a constant series or a ``maxlag``
+    too large for ``n``; DataError for a bad argument.
     """
     arr = _series(s, "adf", ADF_MIN_OBS)
-    if arr.max() == arr.min():
-        raise NumericalError("adf: the series is constant, the test is undefined")
-    try:
-        out = stattools.adfuller(
-            arr, maxlag=maxlag, regression=regression, autolag=autolag, **_ADF_EXTRA
-        )
-    except (ValueError, np.linalg.LinAlgError) as exc:
-        raise NumericalError(f"adf: {exc} (n={arr.size}, maxlag={maxlag})") from None
-    stat, pvalue, lags, nobs, crit = out[:5]
+    ntrend, lag, method = unitroot.kernel_args("adf", regression, maxlag, autolag)
+    stat, used, nobs, status = unitroot.adf_kernel(arr, lag, ntrend, method)
+    if status != unitroot.OK:
+        raise NumericalError(unitroot.failure(status, "adf", arr.size, ntrend, lag))
     if not math.isfinite(stat):
         raise NumericalError(f"adf: the test statistic is {stat} (n={arr.size})")
     return TestResult(
         stat=float(stat),
-        pvalue=float(pvalue),
-        crit={k: float(v) for k, v in crit.items()},
+        pvalue=float(unitroot.mackinnon_p(stat, ntrend, 1)),
+        crit=dict(zip(_LEVELS, unitroot.mackinnon_crit(ntrend, 1, nobs), strict=True)),
         nobs=int(nobs),
-        lags=int(lags),
+        lags=int(used),
     )
 
 
@@ -184,32 +174,22 @@ def coint(
     maxlag: int | None = None,
     autolag: str | None = "aic",
 ) -> TestResult:
-    """Engle-Granger cointegration test of ``y`` on ``x``: statsmodels ``coint`` with its defaults.
+    """Engle-Granger cointegration test of ``y`` on ``x``: statsmodels ``coint`` figures.
 
-    The null hypothesis is no cointegration. NumericalError for fewer than :data:`ADF_MIN_OBS`
+    Computed by :mod:`engine.unitroot` (numba; statsmodels is the oracle in the tests). The
+    null hypothesis is no cointegration. NumericalError for fewer than :data:`ADF_MIN_OBS`
     points, a constant input or (almost) perfectly collinear inputs (statsmodels would report
-    ``-inf``).
+    ``-inf``); DataError for a bad argument.
     """
     ya, xa = _pair(y, x, ADF_MIN_OBS)
-    for name, arr in (("y", ya), ("x", xa)):
-        if arr.max() == arr.min():
-            raise NumericalError(f"coint: {name} is constant, the test is undefined")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", CollinearityWarning)
-            stat, pvalue, crit = stattools.coint(
-                ya, xa, trend=trend, maxlag=maxlag, autolag=autolag
-            )[:3]
-    except CollinearityWarning:
-        raise NumericalError(
-            "coint: y and x are (almost) perfectly collinear, the test is undefined"
-        ) from None
-    except (ValueError, np.linalg.LinAlgError) as exc:
-        raise NumericalError(f"coint: {exc} (n={ya.size}, maxlag={maxlag})") from None
+    ntrend, lag, method = unitroot.kernel_args("coint", trend, maxlag, autolag)
+    stat, pvalue, _, status = unitroot.coint_kernel(ya, xa, ntrend, lag, method)
+    if status != unitroot.OK:
+        raise NumericalError(unitroot.failure(status, "coint", ya.size, 0, lag))
     return TestResult(
         stat=float(stat),
         pvalue=float(pvalue),
-        crit={k: float(v) for k, v in zip(("1%", "5%", "10%"), crit, strict=True)},
+        crit=dict(zip(_LEVELS, unitroot.mackinnon_crit(ntrend, 2, ya.size - 1), strict=True)),
         nobs=int(ya.size),
         lags=None,
     )
@@ -306,15 +286,11 @@ def log_return_corr(
     return names, np.clip(corr, -1.0, 1.0)
 
 
-def _screen_one(y: str, x: str, py: np.ndarray, px: np.ndarray, corr: float) -> ScreenRow:
-    """The screen row of one pair, ``y`` regressed on ``x``."""
-    nobs = py.size
-    try:
-        test = coint(py, px)
-    except NumericalError as exc:
-        test, note = TestResult(stat=math.nan, pvalue=math.nan), str(exc)
-    else:
-        note = ""
+def _screen_row(
+    y: str, x: str, py: np.ndarray, px: np.ndarray, corr: float, test: tuple[float, float, str]
+) -> ScreenRow:
+    """The screen row of one pair, ``y`` regressed on ``x``, given its ``(stat, pvalue, note)``."""
+    stat, pvalue, note = test
     try:
         beta, alpha = ols_hedge(py, px)
         hl = half_life(py - beta * px - alpha)
@@ -325,12 +301,12 @@ def _screen_one(y: str, x: str, py: np.ndarray, px: np.ndarray, corr: float) -> 
         y=y,
         x=x,
         corr=float(corr),
-        stat=test.stat,
-        pvalue=test.pvalue,
+        stat=float(stat),
+        pvalue=float(pvalue),
         beta=beta,
         alpha=alpha,
         half_life=hl,
-        nobs=nobs,
+        nobs=py.size,
         note=note,
     )
 
@@ -360,10 +336,19 @@ def screen_pairs(
         )
     _, corr = log_return_corr(mat, names)
     series = np.log(mat) if price == "log" else mat
+    upper = np.argwhere(np.triu(np.ones((len(names), len(names)), dtype=bool), k=1))
+    both = np.concatenate([upper, upper[:, ::-1]])  # every pair, then every pair reversed
+    cols = np.ascontiguousarray(series.T)
+    nobs = cols.shape[1]
+    batch = unitroot.coint_pairs(cols, both)
+    npairs = upper.shape[0]
     rows = []
-    for i, j in combinations(range(len(names)), 2):
-        forward = _screen_one(names[i], names[j], series[:, i], series[:, j], corr[i, j])
-        backward = _screen_one(names[j], names[i], series[:, j], series[:, i], corr[i, j])
-        rows.append(backward if backward.pvalue < forward.pvalue else forward)
+    for k, (i, j) in enumerate(upper):
+        order = k + npairs if batch.pvalue[k + npairs] < batch.pvalue[k] else k
+        y, x = both[order]
+        status = int(batch.status[order])
+        note = "" if status == unitroot.OK else unitroot.failure(status, "coint", nobs, 0, -1)
+        test = (batch.stat[order], batch.pvalue[order], note)
+        rows.append(_screen_row(names[y], names[x], cols[y], cols[x], corr[i, j], test))
     log.debug("screened %d pairs of %d symbols over %d bars", len(rows), len(names), mat.shape[0])
     return sorted(rows, key=lambda r: (math.isnan(r.pvalue), r.pvalue, r.pair))
