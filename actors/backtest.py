@@ -50,7 +50,8 @@ from engine.backtest import BacktestResult, pair_series, trade_series
 from engine.config import StrategyConfig
 from engine.errors import ConfigError, DataError, NumericalError
 from engine.funding import FundingEvents, funding_events
-from engine.pairstep import Aligned, PairParams, PairSeries, align_bars
+from engine.align import Aligned, align_bars
+from engine.pairstep import PairParams, PairSeries
 from engine.schemas import TIMEFRAME_MS, as_bar_records
 from engine.store import Store, to_ms
 

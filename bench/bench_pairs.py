@@ -86,7 +86,7 @@ def _config(n_pairs: int, n_symbols: int, store: str):
 def _missed_steps(cfg, handle) -> int:
     import ray
 
-    from engine.pairstep import align_bars
+    from engine.align import align_bars
     from engine.schemas import table_to_bars
     from engine.store import Store
 

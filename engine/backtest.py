@@ -402,7 +402,7 @@ def simulate(
 
 def pair_series(aligned: Any, params: Any) -> Any:
     """The pair step (hedge, spread, z) over aligned bars: ``engine.pairstep.run_pair`` on the
-    aligned closes. ``aligned`` is an ``engine.pairstep.Aligned``, ``params`` a ``PairParams``."""
+    aligned closes. ``aligned`` is an ``engine.align.Aligned``, ``params`` a ``PairParams``."""
     from engine.pairstep import run_pair
 
     return run_pair(aligned.close_y, aligned.close_x, params)
@@ -460,7 +460,7 @@ def backtest(
     funding_rate, next_funding_time) or None, turned into settlements by
     ``engine.funding.funding_events``.
     """
-    from engine.pairstep import align_bars
+    from engine.align import align_bars
 
     aligned = align_bars(bars_y, bars_x)
     series = pair_series(aligned, params)

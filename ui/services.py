@@ -23,7 +23,8 @@ import pandas as pd
 
 from engine.backtest import BacktestResult, backtest
 from engine.errors import DataError, NumericalError
-from engine.pairstep import PairParams, align_bars, run_pair
+from engine.align import align_bars
+from engine.pairstep import PairParams, run_pair
 from engine.stats import adf, coint, half_life, log_return_corr, screen_pairs
 from strategies import make_strategy
 

@@ -31,7 +31,8 @@ from engine.backtest import Costs, backtest, simulate
 from engine.config import StrategyConfig
 from engine.errors import ConfigError, DataError, NumericalError
 from engine.funding import funding_events
-from engine.pairstep import PairParams, PairStepper, align_bars
+from engine.align import align_bars
+from engine.pairstep import PairParams, PairStepper
 from engine.schemas import BAR_DTYPE, BAR_SCHEMA
 from engine.store import Store
 from strategies import make_strategy

@@ -19,7 +19,8 @@ from engine import packets
 from engine.bars import build_bar_records
 from engine.config import parse_config
 from engine.errors import ConfigError
-from engine.pairstep import PairParams, align_bars, run_pair
+from engine.align import align_bars
+from engine.pairstep import PairParams, run_pair
 from strategies import make_strategy
 from tests.kit import random_ticks
 
