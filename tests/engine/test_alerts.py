@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from actors.alerts import AlertBook, AlertRule, rules_from_config
+from engine.alerts import AlertBook, AlertRule, rules_from_config
 from engine.errors import ConfigError
 
 PAIR = "ETHUSDT/BTCUSDT"
