@@ -45,12 +45,12 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from actors.pair import parse_pair
+from engine.align import Aligned, align_bars
 from engine.backtest import BacktestResult, pair_series, trade_series
 from engine.config import StrategyConfig
 from engine.errors import ConfigError, DataError, NumericalError
 from engine.funding import FundingEvents, funding_events
-from engine.align import Aligned, align_bars
+from engine.pairbook import parse_pair
 from engine.pairstep import PairParams, PairSeries
 from engine.schemas import TIMEFRAME_MS, as_bar_records
 from engine.store import Store, to_ms

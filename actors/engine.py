@@ -22,9 +22,10 @@ import numpy as np
 
 from actors.feed import FeedActor
 from actors.hub import HUB_NAME, NAMESPACE, Hub
-from actors.pair import PairActor, parse_pair
+from actors.pair import PairActor
 from actors.ray_init import init_ray
 from engine.errors import ConfigError
+from engine.pairbook import parse_pair
 
 log = logging.getLogger(__name__)
 

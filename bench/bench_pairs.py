@@ -108,7 +108,7 @@ def _case(n_pairs: int, n_symbols: int, run_s: float) -> dict:
     import ray
 
     from actors.engine import start_engine
-    from actors.hub import latency_summary
+    from engine.status import latency_summary
 
     with tempfile.TemporaryDirectory(prefix="bench-pairs-") as tmp:
         cfg = _config(n_pairs, n_symbols, tmp)

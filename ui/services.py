@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from engine.align import align_bars
 from engine.backtest import BacktestResult, backtest
 from engine.errors import DataError, NumericalError
-from engine.align import align_bars
 from engine.pairstep import PairParams, run_pair
 from engine.stats import adf, coint, half_life, log_return_corr, screen_pairs
 from strategies import make_strategy

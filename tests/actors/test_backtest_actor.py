@@ -27,11 +27,11 @@ from actors.backtest import (
     run_backtest,
     sweep,
 )
+from engine.align import align_bars
 from engine.backtest import Costs, backtest, simulate
 from engine.config import StrategyConfig
 from engine.errors import ConfigError, DataError, NumericalError
 from engine.funding import funding_events
-from engine.align import align_bars
 from engine.pairstep import PairParams, PairStepper
 from engine.schemas import BAR_DTYPE, BAR_SCHEMA
 from engine.store import Store

@@ -10,16 +10,16 @@ import dataclasses
 import numpy as np
 import pytest
 
-from actors import legs as legs_mod
-from actors import pair as pair_mod
-from actors.alerts import AlertBook, AlertRule
-from actors.legs import Legs
-from actors.pair import PairBook, Ring, parse_pair
+from engine import legs as legs_mod
 from engine import packets
+from engine import pairbook as pairbook_mod
+from engine.alerts import AlertBook, AlertRule
+from engine.align import align_bars
 from engine.bars import build_bar_records
 from engine.config import parse_config
 from engine.errors import ConfigError
-from engine.align import align_bars
+from engine.legs import Legs
+from engine.pairbook import PairBook, Ring, parse_pair
 from engine.pairstep import PairParams, run_pair
 from strategies import make_strategy
 from tests.kit import random_ticks
@@ -45,6 +45,11 @@ def make_config(hedge="kalman", zscore="rolling", price="log"):
             "strategy": {"entry": 1.0, "exit": 0.0, "stop": 3.0},
         }
     )
+
+
+def new_book(cfg, pairs: list[str]) -> PairBook:
+    """A PairBook as the PairActor builds it: analytics section, strategy object, pairs."""
+    return PairBook(cfg.analytics, make_strategy(cfg.strategy), pairs)
 
 
 def legs(seed: int) -> dict[str, np.ndarray]:
@@ -101,7 +106,7 @@ def test_live_equals_batch(seed, hedge, zscore, price, warm_up_until):
     t1 = max(int(b["ts"][-1]) for b in bars.values()) + 2000
     cuts = np.arange(t0, t1 + 5000, 370)
     lag = {"ETHUSDT": 0, "BTCUSDT": 900, "SOLUSDT": 2500}
-    book = PairBook(cfg, PAIRS)
+    book = new_book(cfg, PAIRS)
     if warm_up_until is not None:
         # a restarted actor: stored bars replayed first, then the feed repeats some of them
         k = int(len(cuts) * warm_up_until)
@@ -128,7 +133,7 @@ def test_live_equals_batch(seed, hedge, zscore, price, warm_up_until):
 
 def test_steps_wait_for_both_watermarks_and_latency_is_the_later_leg():
     cfg = make_config()
-    book = PairBook(cfg, PAIRS[:1])
+    book = new_book(cfg, PAIRS[:1])
     bar = np.zeros(
         1, dtype=build_bar_records(np.array([0]), np.array([1.0]), np.array([1.0]), "1s").dtype
     )
@@ -160,7 +165,7 @@ def test_steps_wait_for_both_watermarks_and_latency_is_the_later_leg():
 def test_alerts_fire_like_an_alert_book_over_batch_z():
     cfg = make_config()
     bars = legs(2)
-    book = PairBook(cfg, PAIRS)
+    book = new_book(cfg, PAIRS)
     rules = [AlertRule(PAIRS[0], "above", 1.5), AlertRule(PAIRS[0], "abs_above", 1.0, rearm=0.2)]
     book.alerts.set_rules(rules)
     t0 = min(int(b["ts"][0]) for b in bars.values())
@@ -200,8 +205,8 @@ def test_bad_pair_names(name):
 def test_bad_inputs():
     cfg = make_config()
     with pytest.raises(ConfigError, match="listed twice"):
-        PairBook(cfg, [PAIRS[0], PAIRS[0]])
-    book = PairBook(cfg, PAIRS)
+        new_book(cfg, [PAIRS[0], PAIRS[0]])
+    book = new_book(cfg, PAIRS)
     with pytest.raises(ConfigError, match="BAR_DTYPE"):
         book.feed([{"symbol": "ETHUSDT", "wm": 0, "bars": np.zeros(2), "advances": []}])
     with pytest.raises(KeyError, match="unknown pair"):
@@ -229,7 +234,7 @@ def test_packets_step_like_their_entries(seed):
     other = {"symbol": "XRPUSDT", "wm": int(t1), "bars": stray, "advances": [(int(t1), 5.0)]}
     books, finals = [], []
     for packed in (False, True):
-        book = PairBook(cfg, PAIRS)
+        book = new_book(cfg, PAIRS)
         k = len(cuts) // 3
         deliver(book, bars, cuts[k : k + 1], lag, live=False, packed=packed, extra=[other])
         finals.append(deliver(book, bars, cuts[k - 4 :], lag, packed=packed, extra=[other]))
@@ -249,7 +254,7 @@ def test_packets_step_like_their_entries(seed):
 
 def test_small_chunks_trims_and_capacity_equal_batch(monkeypatch):
     """Chunk boundaries, frequent trims, growth and shrinking of the leg rows change nothing."""
-    monkeypatch.setattr(pair_mod, "TIMES_PER_CHUNK", 7)
+    monkeypatch.setattr(pairbook_mod, "TIMES_PER_CHUNK", 7)
     monkeypatch.setattr(legs_mod, "TRIM_AT", 5)
     monkeypatch.setattr(legs_mod, "_LEG_CAPACITY", 2)
     cfg = make_config()
@@ -258,7 +263,7 @@ def test_small_chunks_trims_and_capacity_equal_batch(monkeypatch):
     t1 = max(int(b["ts"][-1]) for b in bars.values()) + 2000
     cuts = np.arange(t0, t1 + 5000, 530)
     lag = {"ETHUSDT": 0, "BTCUSDT": 900, "SOLUSDT": 2500}
-    book = PairBook(cfg, PAIRS)
+    book = new_book(cfg, PAIRS)
     k = len(cuts) // 2
     # replay: the rows grow to hold every bar, many chunks are stepped in one call, then the
     # rows are trimmed and shrunk
