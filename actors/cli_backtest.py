@@ -1,7 +1,7 @@
 """``pairstack backtest``: the strategy over stored bars, or a parameter sweep over Ray.
 
 Single run: ``--store DIR --pair Y/X [--timeframe TF] [--start ISO] [--end ISO] [--config FILE]
-[--json OUT]`` runs ``engine.backtest.backtest`` in-process, prints a stats table and, with
+[--json OUT]`` runs ``engine.backtest.run`` in-process, prints a stats table and, with
 ``--json``, writes ``{"stats", "trades", "equity": {"ts", "equity"}}`` (DESIGN.md "CLI").
 Without ``--config`` the DESIGN.md defaults of ``analytics`` and ``strategy`` apply; the
 timeframe defaults to ``analytics.timeframe``.
@@ -10,7 +10,8 @@ Sweep: ``--sweep KEY=V1,V2,...`` (repeatable; the grid is the cartesian product)
 over ``--actors N`` BacktestActors (Ray: ``ray.address`` of the config, ``RAY_ADDRESS``, or a
 local cluster), shows a progress bar, prints one row per set and with ``--out FILE`` writes the
 whole table (``.csv`` or ``.parquet``). ``--train-frac F`` reports in-sample (``is_*``) and
-out-of-sample (``oos_*``) stats of a walk-forward split (see ``actors.backtest``).
+out-of-sample (``oos_*``) stats of a walk-forward split (see ``actors.backtest``); the sweep
+grammar is ``engine.sweep``'s.
 Bad input exits 2 with the reason (the dispatcher prints PairstackError).
 """
 
@@ -98,9 +99,14 @@ def stats_table(stats: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from actors.backtest import PairData, parse_sweep, run_backtest, sweep
+    from actors.backtest import sweep
+    from engine.backtest import Costs, run
+    from engine.backtest_data import PairData
     from engine.config import AnalyticsConfig, StrategyConfig, load_config
+    from engine.pairbook import parse_pair
     from engine.pairstep import PairParams
+    from engine.sweep import parse_sweep
+    from strategies import make_strategy
 
     _check_args(args)
     grid = parse_sweep(args.sweep) if args.sweep else None
@@ -109,10 +115,10 @@ def main(args: argparse.Namespace) -> int:
     strategy = config.strategy if config is not None else StrategyConfig()
     params = PairParams.from_config(analytics)
     timeframe = args.timeframe or analytics.timeframe
-    data = PairData.from_store(args.store, args.pair, timeframe, args.start, args.end)
+    data = PairData.from_store(args.store, *parse_pair(args.pair), timeframe, args.start, args.end)
 
     if grid is None:
-        result = run_backtest(data, params, strategy)
+        result = run(data, params, make_strategy(strategy), Costs.from_config(strategy))
         print(f"{data.pair} {timeframe}: {data.n} bars")
         print(stats_table(result.stats))
         if args.json:

@@ -86,7 +86,7 @@ class SimulatorActor:
     def __init__(self, config: object):
         from engine.simulator import Simulator
 
-        self.sim = Simulator.from_config(config.simulator, config.symbols)
+        self.sim = Simulator(config.simulator, config.symbols)
         self.sim.start_in_thread()
 
     def urls(self) -> tuple[str, str]:

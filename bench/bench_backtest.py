@@ -174,8 +174,9 @@ def _sweep_bars(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_sweep(quick: bool) -> list[dict]:
-    """Sweep wall time with 1 and 2 BacktestActors beside ``engine.backtest.backtest`` called
-    once per set in-process (the peer re-aligns and re-steps the pair every time).
+    """Sweep wall time with 1 and 2 BacktestActors beside ``engine.backtest.run`` called once
+    per set in-process on freshly loaded data (the peer re-aligns and re-steps the pair every
+    time).
 
     Ray is started before anything is timed. Per actor count: ``setup_s`` is the one-off cost
     (data put in the object store, actors started, data fetched, kernels loaded: ``SweepPool``
@@ -187,9 +188,17 @@ def run_sweep(quick: bool) -> list[dict]:
     """
     import ray
 
-    from actors.backtest import BacktestActor, PairData, SweepPool, assign_chunks, plan_sweep
-    from engine.backtest import backtest
+    from actors.backtest import BacktestActor, SweepPool
+    from engine.backtest import Costs
+    from engine.backtest import run as run_backtest
+    from engine.backtest_data import PairData
     from engine.config import StrategyConfig
+    from engine.sweep import assign_chunks, plan_sweep
+    from strategies import make_strategy
+
+    def backtest(p, s):  # the peer: data aligned again, pair stepped again, for every set
+        fresh = PairData.from_tables(by, bx, y="YUSDT", x="XUSDT", timeframe="1m")
+        return run_backtest(fresh, p, make_strategy(s), Costs.from_config(s))
 
     n = 30 * 1440 if quick else 525_600
     if quick:
@@ -201,16 +210,16 @@ def run_sweep(quick: bool) -> list[dict]:
                           4.25, 4.5, 4.75, 5.0, 5.25, 5.5, 5.75, 6.0, 6.25, 6.5, 6.75, 7.0],
                 "exit": [0.0, 0.2, 0.4, 0.6, 0.8]}
     by, bx = _sweep_bars(n)
-    data = PairData.from_tables(by, bx, pair="YUSDT/XUSDT", timeframe="1m")
+    data = PairData.from_tables(by, bx, y="YUSDT", x="XUSDT", timeframe="1m")
     _, sets = plan_sweep(data, grid, strategy=StrategyConfig(stop=None))
     owns_ray = not ray.is_initialized()
     if owns_ray:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        backtest(by, bx, *sets[0], timeframe="1m")  # compile (or load the cache) untimed
+        backtest(*sets[0])  # compile (or load the cache) untimed
         peer_sets = sets if quick else sets[:100]
         started = time.perf_counter()
-        want = [backtest(by, bx, p, s, timeframe="1m").stats for p, s in peer_sets]
+        want = [backtest(p, s).stats for p, s in peer_sets]
         peer_s = (time.perf_counter() - started) * len(sets) / len(peer_sets)
         local = BacktestActor(data)
         order = [j for chunk in assign_chunks(sets, 1)[0] for j in chunk]

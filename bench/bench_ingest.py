@@ -13,8 +13,8 @@ Receivers, each on one connection, in the same run:
 - ``naive``: ``json.loads``, per-message checks, per-message Python bar dicts (1s/1m/5m), one
   Parquet file written per closed bar, ticks written once a second.
 - ``ours``: the whole live pipeline: ``engine.feed.FeedClient`` (parse, strict validation, gap
-  check; batches cut as the FeedActor cuts them, ``actors.feed.CLIENT_BATCHING``) and the
-  FeedActor's core (``actors.feed.FeedCore``: ``BarBuilder`` 1s/1m/5m per
+  check; batches cut as the FeedActor cuts them, ``engine.ingest.CLIENT_BATCHING``) and the
+  FeedActor's core (``engine.ingest.FeedCore``: ``BarBuilder`` 1s/1m/5m per
   symbol, Store writes batched and flushed once a second in a worker thread, as FeedActor does).
 
 Every receiver first takes ``warm`` frames (connection set-up, first batches, JIT caches), then
@@ -44,9 +44,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from websockets.asyncio.client import connect
 
-from actors.feed import CLIENT_BATCHING, FeedCore
 from engine.config import parse_config
 from engine.feed import FeedClient
+from engine.ingest import CLIENT_BATCHING, FeedCore
 from engine.store import Store
 from tests.kit import random_ticks
 
@@ -223,7 +223,9 @@ def _config(symbols: list[str], store: Path):
 async def _ours(port: int, symbols: list[str], warm: int, n: int,
                 out: Path) -> tuple[int, float, float]:  # fmt: skip
     """FeedClient + FeedCore (bars 1s/1m/5m, store writes flushed once a second in a thread)."""
-    core = FeedCore(_config(symbols, out), symbols, Store(out))
+    cfg = _config(symbols, out)
+    core = FeedCore(symbols, Store(out), feed=cfg.feed, timeframe=cfg.analytics.timeframe,
+                    timeframes=cfg.timeframes)  # fmt: skip
     total = warm + n
     marks: list[tuple[float, int]] = []
     writer: asyncio.Task | None = None

@@ -19,7 +19,8 @@ import time
 
 from websockets.asyncio.client import connect
 
-from engine.simulator import Market, Simulator, SimulatorSettings
+from engine.config import SimulatorConfig
+from engine.simulator import Market, Simulator
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
 T0 = 1_700_000_000_000
@@ -76,7 +77,7 @@ def _generate_rows(quick: bool) -> list[dict]:
 
 async def _fanout(symbols: int, rate: float, clients: int, seconds: float) -> dict:
     names = tuple(f"S{i:03d}USDT" for i in range(symbols))
-    settings = SimulatorSettings(symbols=names, seed=2, rate=rate)
+    settings = SimulatorConfig(seed=2, rate=rate)
     streams = "/".join(f"{s.lower()}@aggTrade" for s in names)
     counts = [0] * clients
 
@@ -89,7 +90,7 @@ async def _fanout(symbols: int, rate: float, clients: int, seconds: float) -> di
                     continue
                 counts[i] += 1
 
-    async with Simulator(settings) as sim:
+    async with Simulator(settings, names) as sim:
         stop = asyncio.Event()
         url = f"{sim.url_ws}/stream?streams={streams}"
         tasks = [asyncio.create_task(client(i, url, stop)) for i in range(clients)]

@@ -4,7 +4,7 @@ Cases: ticks written in batches of 1,000 (buffered, one flush), in batches of 1,
 flush every 100 batches (many part files, then compaction), as one batch, a full re-write of
 the same ticks (every row a duplicate: the overlap path), and reads; 1s bars likewise; and the
 feed's writer: 4 symbols' ticks in batches of 500 with the 1s/1m/5m bars they close (one
-write per batch and timeframe with bars, as ``actors.feed.FeedCore`` queues them), one flush,
+write per batch and timeframe with bars, as ``engine.ingest.FeedCore`` queues them), one flush,
 durable (fsync) as in the feed; its peer writes the same ticks, one file per symbol. The
 peer writes (reads) the same rows as one file with ``pq.write_table`` (``pq.read_table``) and
 does no partitioning, no de-duplication and no atomic rename. The store runs with

@@ -1,10 +1,10 @@
 """Frame validation: ``FrameValidator.decode_frames`` on batches of 2000 combined aggTrade
 frames (4 symbols interleaved, compact JSON as Binance sends it), in us per frame.
 
-Peers on the same batches: the per-frame strict path (``_decode_each``: one msgspec typed
-decode per frame, the reference the column path must equal) and ``orjson.loads`` per frame
-(parsing alone, nothing validated, no columns). Cases: aggTrades only, and with 1% markPrice
-frames mixed in (those go through msgspec). Outputs are checked equal to the per-frame path.
+Peers on the same batches: msgspec's strict typed decode per frame (``binance.CombinedFrame``,
+the fallback of the column pass; decoding alone, no rules, no columns) and ``orjson.loads`` per
+frame (parsing alone, nothing validated, no columns). Cases: aggTrades only, and with 1%
+markPrice frames mixed in (those go through msgspec). Every aggTrade is checked accepted.
 Times are the best of several runs over all batches (the machine is shared), each run with a
 fresh validator.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -64,10 +65,15 @@ def _frames(n: int, marks: float, seed: int = 3) -> list[bytes]:
     return out  # fmt: skip
 
 
-def _decode_all(frames: list[bytes], each: bool) -> list:
+def _decode_all(frames: list[bytes]) -> list:
     v = FrameValidator(SYMBOLS)
-    decode = v._decode_each if each else v.decode_frames
-    return [decode(frames[i : i + BATCH]) for i in range(0, len(frames), BATCH)]
+    return [v.decode_frames(frames[i : i + BATCH]) for i in range(0, len(frames), BATCH)]
+
+
+def _msgspec_all(frames: list[bytes]) -> int:
+    decode = msgspec.json.Decoder(binance.CombinedFrame).decode
+    batches = range(0, len(frames), BATCH)
+    return sum(len([decode(f) for f in frames[i : i + BATCH]]) for i in batches)
 
 
 def _orjson_all(frames: list[bytes]) -> int:
@@ -75,12 +81,9 @@ def _orjson_all(frames: list[bytes]) -> int:
     return sum(len([loads(f) for f in frames[i : i + BATCH]]) for i in range(0, len(frames), BATCH))
 
 
-def _check_same(ours: list, peer: list) -> None:
-    for a, b in zip(ours, peer, strict=True):
-        assert a.ticks.keys() == b.ticks.keys()
-        assert all(a.ticks[s].tobytes() == b.ticks[s].tobytes() for s in a.ticks)
-        assert (a.marks, a.rejects, a.streams, a.event_ms) == (b.marks, b.rejects, b.streams,
-                                                               b.event_ms)  # fmt: skip
+def _check_all_accepted(ours: list, frames: list[bytes]) -> None:
+    trades = sum(b'"aggTrade"' in f for f in frames)
+    assert sum(b.n_ticks for b in ours) == trades and not any(b.rejects for b in ours)
 
 
 def run(quick: bool) -> list[dict]:
@@ -90,11 +93,11 @@ def run(quick: bool) -> list[dict]:
     rows = []
     for case, marks in (("aggTrade", 0.0), ("aggTrade + 1% markPrice", 0.01)):
         frames = _frames(n, marks)
-        ours_s, ours = best_of(lambda f=frames: _decode_all(f, each=False), repeat)
-        each_s, each = best_of(lambda f=frames: _decode_all(f, each=True), repeat)
-        _check_same(ours, each)
+        ours_s, ours = best_of(lambda f=frames: _decode_all(f), repeat)
+        _check_all_accepted(ours, frames)
+        each_s = best_of(lambda f=frames: _msgspec_all(f), repeat)[0]
         orjson_s = best_of(lambda f=frames: _orjson_all(f), repeat)[0]
-        for peer, peer_s in (("per-frame msgspec path", each_s), ("orjson.loads", orjson_s)):
+        for peer, peer_s in (("msgspec decode per frame", each_s), ("orjson.loads", orjson_s)):
             rows.append({"case": case, "frames": n, "batch": BATCH,
                          "ours_us_per_frame": ours_s / n * 1e6, "ours_s": ours_s, "peer": peer,
                          "peer_s": peer_s, "peer_us_per_frame": peer_s / n * 1e6,

@@ -1,4 +1,9 @@
-"""The two-leg backtest: target positions -> fills, equity, trades, stats.
+"""The two-leg backtest: one entry, ``run(data, params, strategy, costs)``.
+
+``run`` is what the CLI, the sweeps (``actors.backtest``), walk-forward and the dashboard all
+call: the pair step (``engine.pairstep.run_pair``) over a ``PairData``'s aligned bars, the
+strategy object the caller built (engine/ never imports strategies/) on its z and spread, then
+the private simulation step: target positions -> fills, equity, trades, funding, stats.
 
 Semantics are DESIGN.md's "Pair and backtest semantics": the target decided at the close of bar
 t fills at the open of bar t+1 (the aligned ``open_*`` arrays already carry a leg's last close
@@ -21,15 +26,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 from numba import njit
 
+from engine.backtest_data import PairData, check_bars
 from engine.backtest_stats import compute_stats
 from engine.errors import ConfigError, DataError
-from engine.funding import FundingEvents, funding_events
+from engine.funding import FundingEvents
+from engine.pairstep import PairParams, PairSeries, run_pair
 from engine.schemas import TIMEFRAME_MS, TS_TYPE
 
 #: trades table: one row per round trip; exit columns are null while the trade is open
@@ -251,7 +258,7 @@ def _ms(values: Any) -> np.ndarray:
     return np.ascontiguousarray(arr.astype(np.int64))
 
 
-def funding_per_bar(ts: np.ndarray, funding: Any) -> tuple[np.ndarray, int, int]:
+def _funding_per_bar(ts: np.ndarray, funding: Any) -> tuple[np.ndarray, int, int]:
     """Per-bar funding rate of one leg: each settlement at T with ts[0] < T <= ts[-1] (the bar
     clock has passed it) lands on the last bar that opened before T; None -> zeros.
 
@@ -292,7 +299,7 @@ def _bar_ms(ts: np.ndarray, timeframe: str | None) -> int:
     return int(np.min(np.diff(ts)))
 
 
-def simulate(
+def _simulate(
     ts: Any,
     open_y: Any,
     close_y: Any,
@@ -305,7 +312,8 @@ def simulate(
     funding: tuple[Any, Any] | None = None,
     timeframe: str | None = None,
 ) -> BacktestResult:
-    """Simulate the pair from target positions decided at each close (DESIGN.md semantics).
+    """The simulation step of ``run``: the pair from target positions decided at each close
+    (DESIGN.md semantics).
 
     ``ts`` bar open times (ms, strictly increasing); prices raw USDT (aligned, last close carried
     into the open of a leg without a bar); ``target`` -1/0/+1 per bar; ``beta`` hedge ratio per
@@ -346,8 +354,8 @@ def simulate(
     bad = opens[~np.isfinite(beta_arr[opens])]
     if bad.size:
         raise DataError(f"beta is not finite at decision bar {bad[0]} where a position opens")
-    rates_y, n_y, assumed_y = funding_per_bar(ts_arr, None if funding is None else funding[0])
-    rates_x, n_x, assumed_x = funding_per_bar(ts_arr, None if funding is None else funding[1])
+    rates_y, n_y, assumed_y = _funding_per_bar(ts_arr, None if funding is None else funding[0])
+    rates_x, n_x, assumed_x = _funding_per_bar(ts_arr, None if funding is None else funding[1])
     equity, position, bars, sides, vals, fees, funding_paid = simulate_kernel(
         prices["open_y"],
         prices["close_y"],
@@ -400,73 +408,61 @@ def simulate(
     return BacktestResult(stats=stats, trades=trades, equity=EquityCurve(ts_arr, equity, position))
 
 
-def pair_series(aligned: Any, params: Any) -> Any:
-    """The pair step (hedge, spread, z) over aligned bars: ``engine.pairstep.run_pair`` on the
-    aligned closes. ``aligned`` is an ``engine.align.Aligned``, ``params`` a ``PairParams``."""
-    from engine.pairstep import run_pair
+class PositionRule(Protocol):
+    """What ``run`` needs of a strategy (``strategies.base.Strategy`` is one): ``reset`` to flat
+    with nothing blocked, ``run`` over many bars' z and spread -> int8 targets (-1/0/+1)."""
 
-    return run_pair(aligned.close_y, aligned.close_x, params)
+    def reset(self) -> None: ...
+
+    def run(self, z: np.ndarray, spread: np.ndarray | None = None) -> np.ndarray: ...
 
 
-def trade_series(
-    aligned: Any,
-    series: Any,
-    price_mode: str,
-    strategy_config: Any,
-    funding: tuple[Any, Any] | None = None,
-    timeframe: str | None = None,
+def run(
+    data: PairData,
+    params: PairParams,
+    strategy: PositionRule,
+    costs: Costs,
+    *,
+    series: PairSeries | None = None,
     lo: int = 0,
     hi: int | None = None,
 ) -> BacktestResult:
-    """Trade aligned bars [lo, hi) on a pair series: a fresh strategy (flat, nothing blocked)
-    runs over the part's z and spread, then ``simulate`` with fresh capital and no position.
+    """The backtest, the one entry: the pair step over ``data``'s aligned bars, ``strategy`` on
+    its z and spread, fills, equity, funding and stats (DESIGN.md semantics).
 
-    ``series`` is the ``PairSeries`` of all aligned bars (its state enters the part warmed up);
-    ``funding`` (events_y, events_x) as ``simulate`` takes them.
+    ``data``: the pair's bars aligned once and each leg's funding settlements (``PairData``:
+    stored funding is charged wherever it is stored); ``params``: the pair step
+    (``PairParams``); ``strategy``: built by the caller (``strategies.make_strategy``), reset
+    here so it starts flat; ``costs``: sizing and costs (``Costs.from_config``).
+    ``lo``/``hi`` trade only aligned bars [lo, hi) (a walk-forward part): the pair step still
+    runs over all bars (its state enters the part warmed up, no look-ahead), the strategy starts
+    flat at ``lo`` and the simulation with fresh capital and no position. ``series``: the pair
+    step of ``params`` over all of ``data``'s bars when the caller keeps it (a sweep reuses one
+    for many strategies); computed here by default.
+    NumericalError when the bars are too few for the z-score to warm up (``check_bars``).
     """
-    # strategies import engine, so the strategy registry is imported here, not at module level
-    from strategies import make_strategy
-
+    check_bars(data.n, params)
+    a = data.aligned
+    if series is None:
+        series = run_pair(a.close_y, a.close_x, params)
+    elif series.z.shape[0] != data.n:
+        raise DataError(
+            f"series has {series.z.shape[0]} bars, data {data.n}: pass the pair step of all of "
+            "data's aligned bars (or none)"
+        )
     part = slice(lo, hi)
-    target = make_strategy(strategy_config).run(series.z[part], series.spread[part])
-    return simulate(
-        aligned.ts[part],
-        aligned.open_y[part],
-        aligned.close_y[part],
-        aligned.open_x[part],
-        aligned.close_x[part],
+    strategy.reset()
+    target = strategy.run(series.z[part], series.spread[part])
+    return _simulate(
+        a.ts[part],
+        a.open_y[part],
+        a.close_y[part],
+        a.open_x[part],
+        a.close_x[part],
         target,
         series.beta[part],
-        Costs.from_config(strategy_config),
-        price_mode,
-        funding=funding,
-        timeframe=timeframe,
-    )
-
-
-def backtest(
-    bars_y: Any,
-    bars_x: Any,
-    params: Any,
-    strategy_config: Any,
-    funding: tuple[Any, Any] | None = None,
-    timeframe: str | None = None,
-) -> BacktestResult:
-    """Align the two legs' bars, run the pair step and the strategy, simulate:
-    ``align_bars`` -> ``pair_series`` -> ``trade_series``.
-
-    ``params`` is an ``engine.pairstep.PairParams``, ``strategy_config`` a StrategyConfig;
-    ``funding`` (rows_y, rows_x): each leg's stored funding rows (``Store.read_funding``: ts,
-    funding_rate, next_funding_time) or None, turned into settlements by
-    ``engine.funding.funding_events``.
-    """
-    from engine.align import align_bars
-
-    aligned = align_bars(bars_y, bars_x)
-    series = pair_series(aligned, params)
-    events = None
-    if funding is not None:
-        events = tuple(None if rows is None else funding_events(rows) for rows in funding)
-    return trade_series(
-        aligned, series, params.price, strategy_config, funding=events, timeframe=timeframe
+        costs,
+        params.price,
+        funding=data.funding,
+        timeframe=data.timeframe,
     )

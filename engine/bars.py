@@ -357,6 +357,11 @@ class _RecentBars:
         pos = self.positions(bar_ts)
         return _records(self.f[pos], self.i[pos])
 
+    def last(self, n: int) -> np.ndarray:
+        """The newest ``n`` kept bars (at most ``keep``) as BAR_DTYPE records, oldest first."""
+        n = min(max(n, 0), self.keep, self.n)
+        return _records(self.f[self.n - n : self.n], self.i[self.n - n : self.n])
+
 
 _EMPTY_BARS = np.empty(0, dtype=BAR_DTYPE)
 _EMPTY_BARS.flags.writeable = False
@@ -404,11 +409,15 @@ class BarBuilder:
     many builders may skip those calls. Before any trade or clock reading it lies far in the
     past (below every real time), so the first clock reading always counts.
 
+    The kept closed bars are also the series' recent bars (``recent``): at least ``keep``
+    (``RECENT_BARS`` by default) of them, late corrections included; ``seed`` puts bars known
+    from elsewhere (the store, after a restart) in front of them.
+
     The first builder made in a process loads the numba kernels (about 0.4 s; compiling them
     when the cache is cold takes seconds), so the first batch of trades is not delayed by it.
     """
 
-    def __init__(self, timeframe: str, lateness_ms: int, keep: int = 4096):
+    def __init__(self, timeframe: str, lateness_ms: int, keep: int = RECENT_BARS):
         self.timeframe = timeframe
         self.tf_ms = _timeframe(timeframe)
         if isinstance(lateness_ms, bool) or not isinstance(lateness_ms, (int, np.integer)):
@@ -452,6 +461,36 @@ class BarBuilder:
     def open_bar(self) -> np.void | None:
         """The bar still being built (a BAR_DTYPE record), or None."""
         return _records(self._f[:1], self._i[:1])[0] if self._has_open else None
+
+    def recent(self, n: int | None = None) -> np.ndarray:
+        """The newest ``n`` closed bars (at most ``keep``; all kept when None), oldest first:
+        BAR_DTYPE, a copy, with every late correction applied."""
+        return self._recent.last(self.keep if n is None else n)
+
+    def seed(self, bars: np.ndarray) -> None:
+        """Closed bars known from elsewhere (BAR_DTYPE, ascending ``ts``; the store's, after a
+        restart), before any trade or clock reading: kept as recent bars and for late
+        corrections, and the watermark moves past the newest. A late trade corrects a seeded
+        bar's high, low, volume and trades; its open and close stay (their trade order is
+        not known)."""
+        if self._has_open or self._recent.n or self._watermark != NO_WATERMARK:
+            raise DataError("seed needs a fresh builder: it already has trades or a clock")
+        bars = np.asarray(bars)
+        if bars.dtype != BAR_DTYPE or bars.ndim != 1:
+            raise DataError(f"bars must be a one-dimensional BAR_DTYPE array, got {bars.dtype!r}")
+        if len(bars) == 0:
+            return
+        ts = bars["ts"].astype(np.int64)
+        if (np.diff(ts) <= 0).any() or (ts % self.tf_ms).any():
+            raise DataError(f"seeded bars must have ascending {self.timeframe} open times")
+        f = np.column_stack([bars[c] for c in
+                             ("open", "high", "low", "close", "volume", "quote_volume")])
+        i = np.empty((len(bars), _NI), dtype=np.int64)
+        i[:, _I_TS], i[:, _I_TRADES] = ts, bars["trades"]
+        i[:, _I_OPEN_TS], i[:, _I_OPEN_KEY] = ts, np.iinfo(np.int64).min  # no trade goes first
+        i[:, _I_CLOSE_TS], i[:, _I_CLOSE_KEY] = ts + self.tf_ms - 1, np.iinfo(np.int64).max
+        self._recent.append(np.ascontiguousarray(f, dtype=np.float64), i)
+        self._set_watermark(int(ts[-1]) + self.tf_ms)
 
     def _work(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Work arrays for a batch of ``n`` ticks (``n + 1`` rows), row 0 the open bar: this

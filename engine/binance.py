@@ -1,8 +1,9 @@
 """Everything Binance-specific: URLs, stream names, payload structs, REST client, public data.
 
 Nothing outside this module (and ``engine.validate``/``engine.feed``, which speak the wire
-protocol) should know a Binance URL, a payload key or a CSV column. ../shared/BINANCE.md is the
-source of the facts used here.
+protocol) should know a Binance URL, a payload key or a CSV column. It imports nothing else of
+the feed: ``engine.validate`` builds on its payload structs, field kinds and ``check_fields``.
+``check_symbol`` is the one symbol check (config, simulator, validator, stream names, REST).
 
 Units: times are Unix milliseconds, prices and quantities raw (not log) floats once parsed.
 """
@@ -12,18 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Annotated
+from typing import Annotated
 
 import httpx
 import msgspec
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
+import orjson
 
-from engine.errors import DataError, FeedError
-from engine.schemas import BAR_DTYPE, TICK_DTYPE
+from engine.errors import DataError, FeedError, PairstackError
+from engine.schemas import TICK_DTYPE
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,31 @@ WS_MAX_STREAMS = 1024
 WS_MAX_LIFETIME_S = 24 * 3600
 
 
+#: An exchange symbol: uppercase letters and digits, 2 to 30 of them (``BTCUSDT``,
+#: ``1000PEPEUSDT``); the config's ``Symbol`` type uses the same pattern.
+SYMBOL_PATTERN = "^[A-Z0-9]{2,30}$"
+_SYMBOL_RE = re.compile(SYMBOL_PATTERN)
+
+
+def check_symbol(symbol: object, error: type[PairstackError] = DataError) -> str:
+    """``symbol`` when it is an exchange symbol (``SYMBOL_PATTERN``), else ``error`` (the
+    caller's kind: ConfigError for settings, FeedError for the wire, DataError for data)."""
+    if not isinstance(symbol, str) or not _SYMBOL_RE.match(symbol):
+        raise error(
+            f"bad symbol {symbol!r}: expected uppercase alphanumeric (2 to 30 letters and "
+            "digits) such as 'BTCUSDT'"
+        )
+    return symbol
+
+
 def agg_trade_stream(symbol: str) -> str:
     """Stream name of a symbol's aggregate trades: ``BTCUSDT`` -> ``btcusdt@aggTrade``."""
-    return f"{_check_symbol(symbol).lower()}@aggTrade"
+    return f"{check_symbol(symbol, FeedError).lower()}@aggTrade"
 
 
 def mark_price_stream(symbol: str) -> str:
     """Stream name of a symbol's 1-second mark price: ``btcusdt@markPrice@1s``."""
-    return f"{_check_symbol(symbol).lower()}@markPrice@1s"
+    return f"{check_symbol(symbol, FeedError).lower()}@markPrice@1s"
 
 
 def combined_stream_url(ws_base: str, streams: Sequence[str]) -> str:
@@ -90,12 +107,6 @@ def control_message(method: str, params: Sequence[str] | None, msg_id: int | str
     if params is not None:
         body["params"] = list(params)
     return msgspec.json.encode(body)
-
-
-def _check_symbol(symbol: str) -> str:
-    if not isinstance(symbol, str) or not symbol.isalnum():
-        raise FeedError(f"symbol must be an alphanumeric string like 'BTCUSDT', got {symbol!r}")
-    return symbol
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,6 +200,100 @@ MARK_PRICE_FIELDS: dict[str, str] = {
 }  # fmt: skip
 
 
+#: Why a frame is rejected, one reason per frame, checked in this order (the status JSON's
+#: ``rejected`` keys; the simulator injects each of them).
+REJECT_REASONS: tuple[str, ...] = (
+    "not_json", "bad_frame", "missing_field", "bad_type",
+    "bad_price", "bad_qty", "unknown_symbol", "duplicate",
+)  # fmt: skip
+
+
+class Reject(Exception):
+    """A payload fails a strict check; ``reason`` is one of ``REJECT_REASONS``."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+_DECIMAL_REASON = {"p": "bad_price", "q": "bad_qty"}
+
+
+def check_fields(payload: dict, fields: Mapping[str, str]) -> None:
+    """Raise Reject(missing_field | bad_type | bad_price | bad_qty) for the first problem."""
+    for key in fields:
+        if key not in payload:
+            raise Reject("missing_field")
+    for key, kind in fields.items():
+        value = payload[key]
+        if kind == "int":
+            ok = type(value) is int and 0 <= value < 2**63
+        elif kind == "bool":
+            ok = type(value) is bool
+        else:
+            ok = type(value) is str
+        if not ok:
+            raise Reject("bad_type")
+    for key, kind in fields.items():
+        if kind == "decimal" and not DECIMAL_RE.match(payload[key]):
+            raise Reject(_DECIMAL_REASON.get(key, "bad_price"))
+        if kind == "signed" and not SIGNED_DECIMAL_RE.match(payload[key]):
+            raise Reject("bad_type")
+
+
+
+_REST_ROWS = msgspec.json.Decoder(list[RestAggTrade])
+
+
+def parse_rest_agg_trades(body: bytes | str) -> tuple[np.ndarray, dict[str, int]]:
+    """Body of ``GET /fapi/v1/aggTrades`` -> (valid rows as TICK_DTYPE in id order, rejects).
+
+    Same strict rules as the stream (reasons ``missing_field``, ``bad_type``, ``bad_price``,
+    ``bad_qty``; a body that is not a JSON array is ``not_json``/``bad_frame``).
+    """
+    try:
+        trades = _REST_ROWS.decode(body)
+        rows = [(t.T, t.a, float(t.p), float(t.q), t.f, t.l, t.m) for t in trades]
+        rejects: dict[str, int] = {}
+    except msgspec.MsgspecError:
+        rows, rejects = _slow_rest_rows(body)
+    ticks = np.array(rows, dtype=TICK_DTYPE)
+    keep = (ticks["price"] > 0) & (ticks["qty"] > 0)
+    if not keep.all():
+        n_price = int((~(ticks["price"] > 0)).sum())
+        if n_price:
+            rejects["bad_price"] = rejects.get("bad_price", 0) + n_price
+        n_qty = int(((ticks["price"] > 0) & ~(ticks["qty"] > 0)).sum())
+        if n_qty:
+            rejects["bad_qty"] = rejects.get("bad_qty", 0) + n_qty
+        ticks = ticks[keep]
+    if ticks.size > 1 and not (np.diff(ticks["agg_id"]) > 0).all():
+        ticks = ticks[np.argsort(ticks["agg_id"], kind="stable")]
+        ticks = ticks[np.concatenate(([True], np.diff(ticks["agg_id"]) > 0))]
+    return ticks, rejects
+
+
+def _slow_rest_rows(body: bytes | str) -> tuple[list[tuple], dict[str, int]]:
+    try:
+        items = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return [], {"not_json": 1}
+    if not isinstance(items, list):
+        return [], {"bad_frame": 1}
+    rows, rejects = [], {}
+    for item in items:
+        try:
+            if not isinstance(item, dict):
+                raise Reject("bad_frame")
+            check_fields(item, REST_AGG_TRADE_FIELDS)
+        except Reject as rej:
+            rejects[rej.reason] = rejects.get(rej.reason, 0) + 1
+            continue
+        rows.append((item["T"], item["a"], float(item["p"]), float(item["q"]),
+                     item["f"], item["l"], item["m"]))  # fmt: skip
+    return rows, rejects
+
+
 # --------------------------------------------------------------------------------------------
 # REST client
 
@@ -272,7 +377,7 @@ class RestClient:
             raise FeedError(f"limit must be in 1..{AGG_TRADES_MAX_LIMIT}, got {limit}")
         if from_id < 0:
             raise FeedError(f"from_id must be >= 0, got {from_id}")
-        params = {"symbol": _check_symbol(symbol), "fromId": from_id, "limit": limit}
+        params = {"symbol": check_symbol(symbol, FeedError), "fromId": from_id, "limit": limit}
         return await self.get(AGG_TRADES_PATH, params)
 
     async def agg_trades(self, symbol: str, from_id: int, limit: int = 1000) -> np.ndarray:
@@ -281,8 +386,6 @@ class RestClient:
         Rows are checked as strictly as the stream; malformed rows are dropped and logged
         (their ids are then missing, which the caller sees).
         """
-        from engine.validate import parse_rest_agg_trades
-
         ticks, rejects = parse_rest_agg_trades(await self.agg_trades_raw(symbol, from_id, limit))
         if rejects:
             log.warning("aggTrades %s from %d: dropped malformed rows %s", symbol, from_id, rejects)
@@ -316,13 +419,13 @@ class RestClient:
     async def ticker_24hr(self, symbol: str) -> dict:
         """``GET /fapi/v1/ticker/24hr?symbol=`` decoded (``quoteVolume``, ``lastPrice``, ...)."""
         return msgspec.json.decode(
-            await self.get(TICKER_24HR_PATH, {"symbol": _check_symbol(symbol)})
+            await self.get(TICKER_24HR_PATH, {"symbol": check_symbol(symbol, FeedError)})
         )
 
     async def premium_index(self, symbol: str) -> dict:
         """``GET /fapi/v1/premiumIndex?symbol=`` (``markPrice``, ``lastFundingRate``, ...)."""
         return msgspec.json.decode(
-            await self.get(PREMIUM_INDEX_PATH, {"symbol": _check_symbol(symbol)})
+            await self.get(PREMIUM_INDEX_PATH, {"symbol": check_symbol(symbol, FeedError)})
         )
 
 
@@ -343,7 +446,8 @@ def _api_error(resp: httpx.Response, path: str) -> BinanceError:
 
 
 # --------------------------------------------------------------------------------------------
-# Public data files (data.binance.vision): CSV layouts and small parsing helpers
+# Public data files (data.binance.vision): CSV layouts and file names (``engine.importer``
+# decodes the files)
 
 #: Columns of ``<SYM>-aggTrades-<date>.csv``.
 AGG_TRADES_CSV_COLUMNS: tuple[str, ...] = (
@@ -372,93 +476,4 @@ def parse_public_file_name(name: str) -> tuple[str, str, str]:
             f"{name!r} is not a Binance public-data file name "
             "(expected SYMBOL-aggTrades-DATE or SYMBOL-INTERVAL-DATE)"
         )
-    return match["symbol"], match["kind"], match["date"].rstrip("-")
-
-
-def csv_has_header(first_line: str | bytes, columns: Sequence[str]) -> bool:
-    """True when the first line is the header row (files after ~Aug 2022), False for data."""
-    if isinstance(first_line, bytes):
-        first_line = first_line.decode("utf-8", "replace")
-    cells = [c.strip().lower() for c in first_line.strip().split(",")]
-    if cells and cells[0] == columns[0]:
-        return True
-    if cells and cells[0].lstrip("-").isdigit():
-        return False
-    raise DataError(
-        f"first line {first_line[:80]!r} is neither the header ({columns[0]},...) nor data"
-    )
-
-
-def times_to_ms(values: np.ndarray) -> tuple[np.ndarray, bool]:
-    """int64 times -> (ms, True when they were microseconds). ``>= 1e15`` means microseconds."""
-    values = np.asarray(values, dtype=np.int64)
-    micro = bool(values.size) and bool(values.max() >= MICROSECONDS_FROM)
-    return (values // 1000 if micro else values), micro
-
-
-def _read_csv(source: str | Path | IO[bytes], columns: Sequence[str], types: dict) -> pa.Table:
-    if isinstance(source, (str, Path)):
-        with open(source, "rb") as fh:
-            data = fh.read()
-    else:
-        data = source.read()
-    if not data.strip():
-        return pa.table({c: pa.array([], type=types.get(c, pa.float64())) for c in columns})
-    header = csv_has_header(data.split(b"\n", 1)[0], columns)
-    try:
-        return pacsv.read_csv(
-            pa.py_buffer(data),
-            read_options=pacsv.ReadOptions(
-                column_names=list(columns), skip_rows=1 if header else 0
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types=types, strings_can_be_null=False, quoted_strings_can_be_null=False
-            ),
-        )
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"malformed public-data CSV: {exc}") from exc
-
-
-def read_agg_trades_csv(source: str | Path | IO[bytes]) -> tuple[np.ndarray, bool]:
-    """An aggTrades CSV (with or without header) -> (TICK_DTYPE sorted as in the file, micro).
-
-    ``micro`` is True when ``transact_time`` was in microseconds (then converted to ms).
-    Booleans are accepted in any case (``true``/``True``/``TRUE``).
-    """
-    types = {
-        "agg_trade_id": pa.int64(), "price": pa.float64(), "quantity": pa.float64(),
-        "first_trade_id": pa.int64(), "last_trade_id": pa.int64(),
-        "transact_time": pa.int64(), "is_buyer_maker": pa.string(),
-    }  # fmt: skip
-    table = _read_csv(source, AGG_TRADES_CSV_COLUMNS, types)
-    maker = np.char.lower(table.column("is_buyer_maker").to_numpy(zero_copy_only=False).astype(str))
-    bad = ~np.isin(maker, ["true", "false"])
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"is_buyer_maker must be true/false, row {row} has {maker[row]!r}")
-    ts, micro = times_to_ms(table.column("transact_time").to_numpy())
-    out = np.empty(table.num_rows, dtype=TICK_DTYPE)
-    out["ts"] = ts
-    out["agg_id"] = table.column("agg_trade_id").to_numpy()
-    out["price"] = table.column("price").to_numpy()
-    out["qty"] = table.column("quantity").to_numpy()
-    out["first_id"] = table.column("first_trade_id").to_numpy()
-    out["last_id"] = table.column("last_trade_id").to_numpy()
-    out["buyer_maker"] = maker == "true"
-    return out, micro
-
-
-def read_klines_csv(source: str | Path | IO[bytes]) -> tuple[np.ndarray, bool]:
-    """A klines CSV (with or without header) -> (BAR_DTYPE by open time, micro)."""
-    floats = ("open", "high", "low", "close", "volume", "quote_volume",
-              "taker_buy_volume", "taker_buy_quote_volume", "ignore")  # fmt: skip
-    types = {c: pa.float64() for c in floats}
-    types.update(open_time=pa.int64(), close_time=pa.int64(), count=pa.int64())
-    table = _read_csv(source, KLINES_CSV_COLUMNS, types)
-    ts, micro = times_to_ms(table.column("open_time").to_numpy())
-    out = np.empty(table.num_rows, dtype=BAR_DTYPE)
-    out["ts"] = ts
-    for name in ("open", "high", "low", "close", "volume", "quote_volume"):
-        out[name] = table.column(name).to_numpy()
-    out["trades"] = table.column("count").to_numpy()
-    return out, micro
+    return check_symbol(match["symbol"]), match["kind"], match["date"].rstrip("-")

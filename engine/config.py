@@ -22,6 +22,7 @@ checks (``msgspec.Meta``) run when a mapping is converted. Configs are picklable
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +32,7 @@ import msgspec
 import yaml
 
 from engine.alerts import AlertRule
+from engine.binance import REJECT_REASONS, SYMBOL_PATTERN
 from engine.errors import ConfigError
 
 __all__ = [
@@ -48,13 +50,12 @@ __all__ = [
     "StrategyConfig",
     "load_config",
     "parse_config",
+    "parse_simulator",
 ]
 
 #: Binance USD-M routed websocket base (2026) and REST base, the defaults for source binance.
 BINANCE_WS_URL = "wss://fstream.binance.com/market"
 BINANCE_REST_URL = "https://fapi.binance.com"
-
-SYMBOL_PATTERN = "^[A-Z0-9]{2,30}$"
 
 Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN)]
 Timeframe = Literal["1s", "1m", "5m"]
@@ -62,6 +63,8 @@ PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 Bps = Annotated[float, msgspec.Meta(ge=0, lt=10_000)]
 Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+RejectReason = Literal[REJECT_REASONS]
 
 
 class _Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -145,6 +148,8 @@ class StrategyConfig(_Struct, kw_only=True):
     """Signal thresholds (z units), sizing (USDT) and costs (bps); ``capital`` defaults to notional.
 
     ``max_hold_half_lives``: a time stop after this many spread half-lives (None: off).
+    The one place where entry/exit/stop (and ``max_hold_half_lives``) are checked: the strategies
+    (``strategies.make_strategy``) take a StrategyConfig and trust its thresholds.
     """
 
     name: Annotated[str, msgspec.Meta(min_length=1)] = "zscore"
@@ -158,10 +163,19 @@ class StrategyConfig(_Struct, kw_only=True):
     max_hold_half_lives: PositiveFloat | None = None
 
     def __post_init__(self) -> None:
-        if self.exit >= self.entry:
+        # Python-built structs skip the msgspec.Meta range checks, so the thresholds are
+        # checked here in full (finite too: a stop of +inf is written null)
+        if not (math.isfinite(self.entry) and self.entry > 0):
+            raise _invalid("entry", f"expected a positive finite number, got {self.entry}")
+        if not (math.isfinite(self.exit) and self.exit < self.entry):
             raise _invalid("exit", f"expected < entry ({self.entry}), got {self.exit}")
-        if self.stop is not None and self.stop <= self.entry:
+        if self.stop is not None and not (math.isfinite(self.stop) and self.stop > self.entry):
             raise _invalid("stop", f"expected > entry ({self.entry}) or null, got {self.stop}")
+        hold = self.max_hold_half_lives
+        if hold is not None and not (math.isfinite(hold) and hold > 0):
+            raise _invalid(
+                "max_hold_half_lives", f"expected a positive finite number or null, got {hold}"
+            )
         if self.capital is None:
             msgspec.structs.force_setattr(self, "capital", self.notional)
 
@@ -182,15 +196,34 @@ class RayConfig(_Struct, kw_only=True):
 class FaultsConfig(_Struct, kw_only=True):
     """Simulator fault switches, all off by default (rates are fractions of trades, 0..1).
 
-    ``slow_consumer``: pause sending to each connection now and then (True: 1 s, or seconds).
+    - ``disconnect_every_s``: the server closes every websocket after this many seconds.
+    - ``drop_rate``: trades not sent on the stream (still in history and REST).
+    - ``corrupt_rate``: trades sent as a frame a strict client rejects, the kind cycling
+      through ``corrupt_kinds`` (reject reasons). ``duplicate`` re-sends an earlier valid frame
+      besides the real trade; every other kind replaces the real trade's frame.
+    - ``duplicate_rate``: trades followed by a re-send of an earlier valid frame.
+    - ``silent_symbol``: its streams go quiet ``silent_after_s`` seconds after they were
+      subscribed, until the client subscribes again (``silent_until: resubscribe``) or only
+      until it reconnects (``reconnect``: wedged on the exchange side; the clock runs from the
+      first subscription on the connection).
+    - ``slow_consumer``: every ``slow_every_s`` the server stops sending to each connection for
+      this many seconds (True: 1 s), then sends the backlog in a burst.
+    - ``rest_429_every``: every N-th REST request is answered 429 with ``Retry-After:
+      retry_after_s``.
     """
 
     disconnect_every_s: PositiveFloat | None = None
     drop_rate: Probability = 0.0
     corrupt_rate: Probability = 0.0
+    corrupt_kinds: Annotated[tuple[RejectReason, ...], msgspec.Meta(min_length=1)] = REJECT_REASONS
     duplicate_rate: Probability = 0.0
     silent_symbol: Symbol | None = None
+    silent_after_s: PositiveFloat = 10.0
+    silent_until: Literal["resubscribe", "reconnect"] = "resubscribe"
     slow_consumer: bool | NonNegativeFloat = False
+    slow_every_s: PositiveFloat = 5.0
+    rest_429_every: Annotated[int, msgspec.Meta(ge=0)] = 0
+    retry_after_s: Annotated[int, msgspec.Meta(ge=0)] = 1
 
     def __post_init__(self) -> None:
         total = self.drop_rate + self.corrupt_rate
@@ -198,25 +231,54 @@ class FaultsConfig(_Struct, kw_only=True):
             raise _invalid("corrupt_rate", f"drop_rate + corrupt_rate must be <= 1, got {total}")
 
     @property
+    def slow_consumer_s(self) -> float:
+        """Seconds of each slow-consumer pause (0: off)."""
+        if isinstance(self.slow_consumer, bool):
+            return 1.0 if self.slow_consumer else 0.0
+        return float(self.slow_consumer)
+
+    @property
     def enabled(self) -> bool:
         """Whether any fault is switched on."""
-        return self != FaultsConfig()
+        return bool(
+            self.disconnect_every_s is not None
+            or self.drop_rate > 0
+            or self.corrupt_rate > 0
+            or self.duplicate_rate > 0
+            or self.silent_symbol is not None
+            or self.slow_consumer_s > 0
+            or self.rest_429_every > 0
+        )
 
 
 class SimulatorConfig(_Struct, kw_only=True):
-    """The local exchange simulator (used when ``feed.source`` is ``simulator``).
+    """The local exchange simulator (used when ``feed.source`` is ``simulator``, and by
+    ``pairstack sim``); ``engine.simulator.Simulator(config, symbols)`` takes it as it is.
 
-    ``rate``: trades/s per symbol; ``port`` 0 picks a free port; ``groups``: cointegrated groups
-    of symbols, each symbol in exactly one group, the first of a group its leader (None: the
-    simulator forms its own from ``symbols``).
+    ``rate``: mean aggregate trades/s per symbol; ``port`` 0 picks a free port; ``groups``:
+    cointegrated groups of symbols, each symbol in exactly one group, the first of a group its
+    leader (None: the simulator forms its own from the symbols); ``history_s``: seconds of
+    trades generated before the server starts (served by REST). Binance's limits as served:
+    server ping every ``ping_interval_s``, a client silent ``pong_timeout_s`` is dropped,
+    connections live ``max_lifetime_s``, at most ``max_streams`` streams and
+    ``max_incoming_per_s`` messages/s per connection, ``rest_weight_limit`` request weight per
+    minute (None: off) before 429s. ``step_ms``: the market clock's step.
     """
 
     seed: Annotated[int, msgspec.Meta(ge=0)] = 7
-    rate: PositiveFloat = 5.0
+    rate: NonNegativeFloat = 5.0
     host: Annotated[str, msgspec.Meta(min_length=1)] = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     groups: tuple[Annotated[tuple[Symbol, ...], msgspec.Meta(min_length=1)], ...] | None = None
     faults: FaultsConfig = msgspec.field(default_factory=FaultsConfig)
+    history_s: NonNegativeFloat = 0.0
+    ping_interval_s: PositiveFloat = 180.0
+    pong_timeout_s: PositiveFloat = 600.0
+    max_lifetime_s: PositiveFloat = 86_400.0
+    step_ms: PositiveInt = 100
+    max_streams: PositiveInt = 1024
+    max_incoming_per_s: PositiveInt = 10
+    rest_weight_limit: PositiveInt | None = None
 
 
 def _duplicate(items: tuple, what: str) -> str | None:
@@ -358,9 +420,9 @@ def _lookup(mapping: Any, path: str) -> tuple[bool, Any]:
     return True, value
 
 
-def _literal_values(path: str) -> tuple | None:
-    """The allowed values of the Literal field at ``path``, if it is one."""
-    info: Any = msgspec.inspect.type_info(Config)
+def _literal_values(root: type, path: str) -> tuple | None:
+    """The allowed values of the Literal field at ``path`` of ``root``, if it is one."""
+    info: Any = msgspec.inspect.type_info(root)
     for name, index in _TOKEN.findall("." + path if path and path[0] != "[" else path):
         while isinstance(info, msgspec.inspect.UnionType):
             info = next(t for t in info.types if not isinstance(t, msgspec.inspect.NoneType))
@@ -373,7 +435,7 @@ def _literal_values(path: str) -> tuple | None:
     return info.values if isinstance(info, msgspec.inspect.LiteralType) else None
 
 
-def _describe(exc: msgspec.ValidationError, mapping: Mapping) -> tuple[str, str]:
+def _describe(exc: msgspec.ValidationError, mapping: Mapping, root: type) -> tuple[str, str]:
     """``(key path, reason)`` from msgspec's message (``... - at `$.pairs[1].x```)."""
     text, path = str(exc), ""
     keys = _KEY_IN.match(text)
@@ -390,7 +452,7 @@ def _describe(exc: msgspec.ValidationError, mapping: Mapping) -> tuple[str, str]
     if relative:  # raised by a __post_init__: "key: reason"
         return _join(path, relative["key"]), relative["reason"]
     if text.startswith("Invalid enum value"):
-        allowed = _literal_values(path)
+        allowed = _literal_values(root, path)
         if allowed is not None:
             text = "Expected one of " + ", ".join(repr(v) for v in allowed)
     elif f"'{SYMBOL_PATTERN}'" in text:
@@ -403,16 +465,27 @@ def _describe(exc: msgspec.ValidationError, mapping: Mapping) -> tuple[str, str]
     return path, text[0].lower() + text[1:]
 
 
-def parse_config(mapping: object, source: str = "<config>") -> Config:
-    """Validate a mapping (e.g. from YAML) into a :class:`Config`; ConfigError names ``source``."""
+def _convert(mapping: object, root: type, source: str) -> Any:
+    """``mapping`` validated into ``root``; ConfigError names ``source``, the key path, why."""
     if not isinstance(mapping, Mapping):
         got = "nothing (empty document)" if mapping is None else type(mapping).__name__
         raise ConfigError(f"{source}: expected a mapping at the top level, got {got}")
     try:
-        return msgspec.convert(mapping, Config)
+        return msgspec.convert(mapping, root)
     except msgspec.ValidationError as exc:
-        key, reason = _describe(exc, mapping)
+        key, reason = _describe(exc, mapping, root)
         raise ConfigError(f"{source}: {key}: {reason}" if key else f"{source}: {reason}") from None
+
+
+def parse_config(mapping: object, source: str = "<config>") -> Config:
+    """Validate a mapping (e.g. from YAML) into a :class:`Config`; ConfigError names ``source``."""
+    return _convert(mapping, Config, source)
+
+
+def parse_simulator(mapping: object, source: str = "simulator") -> SimulatorConfig:
+    """Validate a mapping (the ``simulator`` section's keys, e.g. from ``pairstack sim``'s
+    options) into a :class:`SimulatorConfig`; ConfigError names ``source`` and the key."""
+    return _convert(mapping, SimulatorConfig, source)
 
 
 def load_config(path: str | Path) -> Config:

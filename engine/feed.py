@@ -53,7 +53,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from engine import binance
 from engine.errors import FeedError
 from engine.schemas import TICK_DTYPE
-from engine.validate import REJECT_REASONS, FrameValidator, MarkUpdate
+from engine.validate import FrameValidator, MarkUpdate
 
 log = logging.getLogger(__name__)
 
@@ -744,4 +744,4 @@ class FeedThread:
             raise FeedError(f"feed thread failed: {self._error!r}") from self._error
 
 
-__all__ = ["REJECT_REASONS", "FeedBatch", "FeedClient", "FeedStats", "FeedThread", "OpenGap"]
+__all__ = ["FeedBatch", "FeedClient", "FeedStats", "FeedThread", "OpenGap"]

@@ -16,7 +16,7 @@ markPrice payload carries ``T``, the next funding time, and symbols settle every
 A settlement time that no stored row announced (a feed outage longer than the funding
 interval) is not known, so it is not paid. Whether a settlement falls inside a backtest (the
 bar clock has passed it) and what mark it uses (the leg's close then) is
-``engine.backtest.simulate``'s business. Times in ms.
+``engine.backtest``'s business. Times in ms.
 """
 
 from __future__ import annotations

@@ -24,11 +24,14 @@ partition's largest key (the common case) are appended without reading anything;
 the range are checked against the files whose min/max statistics cover them. A correction is
 applied by rewriting the one file that holds the key (write + rename: atomic).
 
-``compact()`` merges a partition's part files into one. Where the OS can swap two directories
-atomically (Linux ``renameat2(RENAME_EXCHANGE)``) the merged partition is built aside and
-swapped in, so readers see either the old files or the new one, never both; elsewhere the merged
-file is renamed in and the old parts removed after it (a reader may briefly see both; this
-store's own reads drop duplicate keys anyway).
+``compact_closed()`` keeps a live store to a few files per partition (the writer calls it
+between flushes): a day once over is merged into one file, today's files are merged by size
+tiers as they accumulate. ``compact()`` merges each partition into one file. Either way the new
+partition is built aside (merged files written, the others hard-linked) and, where the OS can
+swap two directories atomically (Linux ``renameat2(RENAME_EXCHANGE)``), swapped in: readers see
+the old files or the new ones, never both. Elsewhere the merged files are renamed in and the
+old parts removed after them (a reader may briefly see both; this store's reads drop
+duplicate keys anyway).
 
 One writer per symbol (the engine guarantees it); readers may run at any time. A reader that
 lists a partition just before a compaction swaps it may find a listed file gone: this store's
@@ -40,14 +43,16 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import math
 import os
 import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +86,9 @@ DAY_MS = 86_400_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9_]*$")
 _STAGING = ".staging"
-_READ_RETRIES = 5
+_READ_RETRIES = 20
+#: files of one size tier that ``compact_closed`` merges into one (today's partitions)
+COMPACT_FANOUT = 16
 
 
 @dataclass(frozen=True)
@@ -346,6 +353,19 @@ def _exchange_dirs(a: Path, b: Path) -> bool:
     raise StoreError(f"cannot swap {a} and {b}: {os.strerror(err)}")
 
 
+def all_parts(infos: list[_FileInfo]) -> list[list[str]]:
+    """Every part file of a partition, as one group to merge."""
+    return [[f.name for f in infos]]
+
+
+def _full_tiers(infos: list[_FileInfo], fanout: int) -> list[list[str]]:
+    """Groups of ``fanout`` or more files of one size tier (rows in [fanout^k, fanout^(k+1)))."""
+    tiers: dict[int, list[str]] = {}
+    for f in infos:
+        tiers.setdefault(int(math.log(max(f.rows, 1), fanout)), []).append(f.name)
+    return [names for names in tiers.values() if len(names) >= fanout]
+
+
 class _Buffer:
     """What was written to one symbol directory since its last flush, in write order: tables
     and checked copies of records; ``rows`` counts them all."""
@@ -415,6 +435,7 @@ class Store:
         self._files: dict[Path, list[_FileInfo]] = {}
         self._last_id: dict[str, int | None] = {}
         self._last_flush = time.monotonic()
+        self._closed_days: dict[Path, set[int]] = {}  # partitions compact_closed left whole
 
     # ----------------------------------------------------------------------------- paths
     def _ticks_dir(self, symbol: str) -> Path:
@@ -656,20 +677,13 @@ class Store:
             self._flush_dir(root)
         start_ms = to_ms(start, "start")
         end_ms = to_ms(end, "end")
-        for attempt in range(_READ_RETRIES):
-            try:
-                tables = [
-                    self._read_file(part_dir / name, kind)
-                    for day, part_dir in self._date_dirs(root)
-                    if (end_ms is None or day * DAY_MS < end_ms)
-                    and (start_ms is None or (day + 1) * DAY_MS > start_ms)
-                    for name in self._part_names(part_dir)
-                ]
-                break
-            except FileNotFoundError:  # a compaction swapped the partition while listing
-                if attempt == _READ_RETRIES - 1:
-                    raise StoreError(f"{root} kept changing while being read") from None
-                time.sleep(0.01)
+        tables = [
+            t
+            for day, part_dir in self._date_dirs(root)
+            if (end_ms is None or day * DAY_MS < end_ms)
+            and (start_ms is None or (day + 1) * DAY_MS > start_ms)
+            for t in self._read_partition(part_dir, kind)
+        ]
         table = pa.concat_tables(tables) if tables else kind.schema.empty_table()
         if start_ms is not None or end_ms is not None:
             ts = table.column("ts").cast(pa.int64())
@@ -682,6 +696,16 @@ class Store:
             table = table.filter(mask)
         # files are listed in write order (names sort by time): for upsert kinds the later wins
         return _unique_keys(table, kind)
+
+    def _read_partition(self, part_dir: Path, kind: _Kind) -> list[pa.Table]:
+        """The part files of one partition, listed again when a compaction swapped it while
+        they were read."""
+        for attempt in range(_READ_RETRIES):
+            try:
+                return [self._read_file(part_dir / n, kind) for n in self._part_names(part_dir)]
+            except FileNotFoundError:
+                time.sleep(0.001 * attempt)
+        raise StoreError(f"{part_dir} kept changing while being read")
 
     def read_ticks(self, symbol: str, start: object = None, end: object = None) -> pa.Table:
         """Ticks with start <= ts < end (ms, datetime or ISO), sorted by agg_id."""
@@ -732,30 +756,60 @@ class Store:
         return [(int(ids[i]) + 1, int(ids[i + 1]) - 1) for i in at]
 
     # ----------------------------------------------------------------------------- compaction
-    def _symbol_dirs(self) -> Iterable[tuple[Path, _Kind]]:
+    def _symbol_dirs(self, symbol: str | None = None) -> Iterable[tuple[Path, _Kind]]:
+        """Every symbol directory (of one symbol when given) with its kind."""
+        name = None if symbol is None else f"symbol={_check_symbol(symbol)}"
+
+        def keep(d: Path) -> bool:
+            return _visible(d.name) and (name is None or d.name == name)
+
         for sub, kind in (("ticks", _TICKS), ("funding", _FUNDING)):
             root = self.path / sub
             if root.is_dir():
-                yield from ((d, kind) for d in sorted(root.iterdir()) if _visible(d.name))
+                yield from ((d, kind) for d in sorted(root.iterdir()) if keep(d))
         bars = self.path / "bars"
         if bars.is_dir():
             for tf_dir in sorted(bars.iterdir()):
                 if _visible(tf_dir.name):
-                    yield from ((d, _BARS) for d in sorted(tf_dir.iterdir()) if _visible(d.name))
+                    yield from ((d, _BARS) for d in sorted(tf_dir.iterdir()) if keep(d))
 
     def compact(self, symbol: str | None = None) -> int:
         """Merge each partition's part files into one (all symbols, or one); partitions merged."""
         self.flush()
-        if symbol is not None:
-            _check_symbol(symbol)
         merged = 0
-        for sym_dir, kind in self._symbol_dirs():
-            if symbol is not None and sym_dir.name != f"symbol={symbol}":
-                continue
+        for sym_dir, kind in self._symbol_dirs(symbol):
             self._clean_staging(sym_dir)
             for _, part_dir in self._date_dirs(sym_dir):
-                merged += self._compact_partition(sym_dir, part_dir, kind)
+                merged += self._compact_partition(sym_dir, part_dir, kind, all_parts)
         return merged
+
+    def compact_closed(
+        self, symbols: Iterable[str] | None = None, now_ms: int | None = None,
+        fanout: int = COMPACT_FANOUT,
+    ) -> int:
+        """Keep partitions to a few files while a writer appends one per flush (call it from the
+        writer, between flushes): a day before today (UTC of ``now_ms``, default now) is merged
+        into one file; today's partition merges every ``fanout`` files of one size tier (rows in
+        [fanout^k, fanout^(k+1))) into one, so it holds at most about ``fanout`` files per tier
+        and each row is rewritten about log_fanout(rows) times. Partitions changed."""
+        if fanout < 2:
+            raise DataError(f"fanout must be >= 2, got {fanout}")
+        self.flush()
+        today = (int(time.time() * 1000) if now_ms is None else int(now_ms)) // DAY_MS
+        wanted = None if symbols is None else {f"symbol={_check_symbol(s)}" for s in symbols}
+        changed = 0
+        for sym_dir, kind in self._symbol_dirs():
+            if wanted is not None and sym_dir.name not in wanted:
+                continue
+            done = self._closed_days.setdefault(sym_dir, set())
+            for day, part_dir in self._date_dirs(sym_dir):
+                if day in done:
+                    continue
+                pick = all_parts if day < today else partial(_full_tiers, fanout=fanout)
+                changed += self._compact_partition(sym_dir, part_dir, kind, pick)
+                if day < today:
+                    done.add(day)
+        return changed
 
     def _staging_prefix(self, sym_dir: Path) -> str:
         return "-".join(sym_dir.relative_to(self.path).parts) + "-"
@@ -769,29 +823,43 @@ class Store:
                 if leftover.name.startswith(prefix):
                     shutil.rmtree(leftover, ignore_errors=True)
 
-    def _compact_partition(self, sym_dir: Path, part_dir: Path, kind: _Kind) -> int:
+    def _compact_partition(
+        self, sym_dir: Path, part_dir: Path, kind: _Kind,
+        pick: Callable[[list[_FileInfo]], list[list[str]]],
+    ) -> int:
+        """Merge the groups of part files ``pick`` chooses (each group into one file); 1 when
+        the partition changed. The new partition is built aside (merged files written, the
+        other files hard-linked) and swapped in atomically, so a reader sees the old files or
+        the new ones, never both."""
         for stale in os.listdir(part_dir):  # temp files of an interrupted write: never read
             if stale.startswith(".") and stale.endswith(".tmp"):
                 (part_dir / stale).unlink(missing_ok=True)
-        names = self._part_names(part_dir)
-        if len(names) <= 1:
+        infos = self._file_infos(part_dir)
+        groups = [g for g in pick(infos) if len(g) > 1]
+        if not groups:
             return 0
-        tables = [self._read_file(part_dir / n, kind) for n in names]
-        table = pa.concat_tables(tables) if tables else kind.schema.empty_table()
-        table = _unique_keys(table, kind)
-        name = _new_part_name()
         staging = self.path / _STAGING / f"{self._staging_prefix(sym_dir)}{uuid.uuid4().hex}"
         staging.mkdir(parents=True)
-        _write_parquet(table, staging / name)
-        if self.durable:
-            fsync_path(staging / name)
+        merged_away = {n for g in groups for n in g}
+        written = []
+        for group in groups:
+            table = pa.concat_tables([self._read_file(part_dir / n, kind) for n in group])
+            name = _new_part_name()
+            _write_parquet(_unique_keys(table, kind), staging / name)
+            if self.durable:
+                fsync_path(staging / name)
+            written.append(name)
+        kept = [f.name for f in infos if f.name not in merged_away]
+        for name in kept:
+            os.link(part_dir / name, staging / name)
         if _exchange_dirs(staging, part_dir):
             shutil.rmtree(staging)
         else:
             log.info("no atomic directory swap here: compacting %s by rename + delete", part_dir)
-            os.replace(staging / name, part_dir / name)
-            staging.rmdir()
-            for old in names:
+            for name in written:
+                os.replace(staging / name, part_dir / name)
+            shutil.rmtree(staging)
+            for old in merged_away:
                 (part_dir / old).unlink()
         self._files.pop(part_dir, None)
         return 1

@@ -1,11 +1,12 @@
 """Websocket frames -> validated ticks per symbol, or rejects counted by reason.
 
-Column path (the usual batch): the frames joined by NUL bytes go through one numba pass
+One decoder for every batch: the frames joined by NUL bytes go through one numba pass
 (``engine.aggparse``) that turns combined aggTrade envelopes into columns; msgspec's strict typed
 decode takes the few frames that pass does not vouch for (markPrice frames, escapes, nested extra
-keys, ...); the price/qty/symbol/duplicate rules then run over whole columns. A frame the strict
-decode refuses sends the batch to the per-frame path: the strict decode per frame and a
-plain-Python classifier that names the reason. Both paths give the same result for every input.
+keys, ...), and a plain-Python classifier names the reason of a frame msgspec refuses (or
+accepts a raw payload); the price/qty/symbol/duplicate rules then run over whole columns in
+arrival order. Payload facts (structs, field kinds, ``check_fields``, the REST rows' parse) live
+in ``engine.binance``; this module imports it, never the other way.
 Reasons (exactly one per rejected frame): ``not_json``, ``bad_frame``, ``missing_field``,
 ``bad_type``, ``bad_price``, ``bad_qty``, ``unknown_symbol``, ``duplicate``. Checks run in that
 order.
@@ -32,11 +33,6 @@ from engine.errors import DataError
 from engine.schemas import TICK_DTYPE
 
 log = logging.getLogger(__name__)
-
-REJECT_REASONS: tuple[str, ...] = (
-    "not_json", "bad_frame", "missing_field", "bad_type",
-    "bad_price", "bad_qty", "unknown_symbol", "duplicate",
-)  # fmt: skip
 
 
 class MarkUpdate(NamedTuple):
@@ -72,13 +68,7 @@ class DecodedBatch:
         return sum(len(a) for a in self.ticks.values())
 
 
-class _Reject(Exception):
-    def __init__(self, reason: str):
-        self.reason = reason
-
-
 _COMBINED = msgspec.json.Decoder(binance.CombinedFrame)
-_REST_ROWS = msgspec.json.Decoder(list[binance.RestAggTrade])
 _CONTROL = msgspec.json.Decoder(binance.ControlReply)
 
 
@@ -98,9 +88,8 @@ class FrameValidator:
         syms = list(symbols)
         if not syms:
             raise DataError("FrameValidator needs at least one symbol")
-        bad = [s for s in syms if not isinstance(s, str) or s.upper() != s or not s.isalnum()]
-        if bad:
-            raise DataError(f"symbols must be uppercase alphanumeric like 'BTCUSDT', got {bad}")
+        for sym in syms:
+            binance.check_symbol(sym, DataError)
         self._last: dict[str, int] = dict.fromkeys(syms, -1)
         self._symbols = syms
         self._index = {s: k for k, s in enumerate(syms)}
@@ -113,7 +102,7 @@ class FrameValidator:
             if not isinstance(last, (int, np.integer)) or isinstance(last, bool) or last < -1:
                 raise DataError(f"last id of {sym} must be an int >= -1, got {last!r}")
             self._last[sym] = int(last)
-        self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
+        self.rejected: dict[str, int] = dict.fromkeys(binance.REJECT_REASONS, 0)
         self._log_every_s = log_every_s
         self._logged_at = -math.inf
         self._logged_counts = dict(self.rejected)
@@ -128,53 +117,70 @@ class FrameValidator:
     def decode_frames(self, frames: list[bytes | str]) -> DecodedBatch:
         """Decode and validate frames (combined envelopes or raw payloads, text or bytes).
 
-        Column path for the usual batch (combined aggTrade and markPrice envelopes, all well
-        formed): one numba pass over the frames joined by NUL bytes (``engine.aggparse``) gives
-        the aggTrade columns; the few frames it does not vouch for (markPrice frames, escapes,
-        nested extra keys, ...) get msgspec's strict decode; then the price/qty/symbol/duplicate
-        rules run over whole columns. A frame the strict decode refuses (or a refused mark)
-        sends the whole batch through the per-frame path, which names every reason.
+        One numba pass over the frames joined by NUL bytes (``engine.aggparse``) gives the
+        aggTrade columns; the few frames it does not vouch for (markPrice frames, escapes,
+        nested extra keys, ...) get msgspec's strict decode, and those that refuses a
+        plain-Python classifier that names the reason (or accepts a raw payload); their trades
+        take their rows in the columns, so the price/qty/symbol/duplicate rules run over whole
+        columns in arrival order.
         """
-        out = self._decode_columns(frames)
-        return out if out is not None else self._decode_each(frames)
-
-    def _decode_columns(self, frames: list[bytes | str]) -> DecodedBatch | None:
+        n = len(frames)
         joined = _join(frames)
-        if joined is None:
-            return None
         tables = self._symbol_table, self._stream_table
-        cols = aggparse.parse_agg_trades(joined, len(frames), *tables)
-        if cols is None:  # a frame holds a NUL byte: not JSON
-            return None
+        cols = None if joined is None else aggparse.parse_agg_trades(joined, n, *tables)
+        if cols is None:  # a frame holds a NUL byte (not JSON) or is not text: none vouched
+            cols = aggparse.AggColumns(
+                np.zeros(n, dtype=TICK_DTYPE), np.full(n, -1, dtype=np.int64),
+                np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool),
+                np.zeros(len(self._stream_table.names), dtype=np.int64),
+            )  # fmt: skip
         out = DecodedBatch()
         names = self._stream_table.names
         out.streams.update([names[k] for k in np.flatnonzero(cols.stream_seen).tolist()])
         trade = cols.vouched
-        if not trade.all():  # few: markPrice frames, escapes, unusual extra keys
+        rejects: dict[str, int] = {}
+        if not trade.all():  # few: markPrice frames, escapes, unusual extra keys, bad frames
             for i in np.flatnonzero(~trade).tolist():
                 try:
-                    env = _COMBINED.decode(frames[i])
-                except msgspec.MsgspecError:
-                    return None
-                out.streams.add(env.stream)
-                d = env.data
-                if type(d) is binance.AggTrade:
-                    cols.ticks[i] = (d.T, d.a, float(d.p), float(d.q), d.f, d.l, d.m)
-                    cols.event_ms[i], cols.symbol[i] = d.E, self._index.get(d.s, -1)
+                    row = self._refused(frames[i], out)
+                except binance.Reject as rej:
+                    rejects[rej.reason] = rejects.get(rej.reason, 0) + 1
+                    continue
+                if row is not None:
+                    tick, event_ms, sym = row
+                    cols.ticks[i], cols.event_ms[i] = tick, event_ms
+                    cols.symbol[i] = self._index.get(sym, -1)
                     trade[i] = True
-                elif self._accept_mark(d, out) is not None:
-                    return None
-                else:
-                    out.event_ms = max(out.event_ms, d.E)
             if not trade.all():
                 rows = np.flatnonzero(trade)
                 cols.ticks, cols.event_ms = cols.ticks.take(rows), cols.event_ms[rows]
                 cols.symbol = cols.symbol[rows]
         if len(cols.ticks):
-            self._accept_columns(cols, out)
+            self._accept_columns(cols, out, rejects)
+        else:
+            self._count_rejects(rejects, out)
         return out
 
-    def _accept_columns(self, cols: aggparse.AggColumns, out: DecodedBatch) -> None:
+    def _refused(self, frame: bytes | str, out: DecodedBatch) -> tuple | None:
+        """A frame the column pass left: ``(tick row, event ms, symbol)`` of its aggTrade, or
+        None when it was a mark (appended to ``out``) or a control reply; Reject otherwise."""
+        try:
+            env = _COMBINED.decode(frame)
+        except msgspec.MsgspecError:
+            return self._classify(frame, out)
+        out.streams.add(env.stream)
+        d = env.data
+        if type(d) is binance.AggTrade:
+            return (d.T, d.a, float(d.p), float(d.q), d.f, d.l, d.m), d.E, d.s
+        reason = self._accept_mark(d, out)
+        if reason is not None:
+            raise binance.Reject(reason)
+        out.event_ms = max(out.event_ms, d.E)
+        return None
+
+    def _accept_columns(
+        self, cols: aggparse.AggColumns, out: DecodedBatch, rejects: dict[str, int]
+    ) -> None:
         """The price/qty/symbol/duplicate rules over the columns of a batch's aggTrades."""
         ticks, code, syms = cols.ticks, cols.symbol, self._symbols
         aid = ticks["agg_id"]
@@ -197,7 +203,10 @@ class FrameValidator:
         counts = {"bad_price": int(bad_price.sum()), "bad_qty": int(bad_qty.sum()),
                   "unknown_symbol": int(unknown.sum()),
                   "duplicate": int((ok & ~accepted).sum())}  # fmt: skip
-        self._count_rejects({r: n for r, n in counts.items() if n}, out)
+        for reason, count in counts.items():
+            if count:
+                rejects[reason] = rejects.get(reason, 0) + count
+        self._count_rejects(rejects, out)
 
     def _count_rejects(self, rejects: dict[str, int], out: DecodedBatch) -> None:
         out.rejects.update(rejects)
@@ -205,61 +214,6 @@ class FrameValidator:
             for reason, n in rejects.items():
                 self.rejected[reason] += n
             self._log_rejects()
-
-    def _decode_each(self, frames: list[bytes | str]) -> DecodedBatch:
-        """The per-frame path: strict typed decode, a classifier for what it refuses."""
-        out = DecodedBatch()
-        rows: dict[str, list[tuple]] = {}
-        rejects = out.rejects
-        last = self._last
-        event_ms = -1
-        for frame in frames:
-            try:
-                env = _COMBINED.decode(frame)
-            except msgspec.MsgspecError:
-                try:
-                    self._slow(frame, out, rows)
-                except _Reject as rej:
-                    rejects[rej.reason] = rejects.get(rej.reason, 0) + 1
-                continue
-            out.streams.add(env.stream)
-            d = env.data
-            if type(d) is binance.AggTrade:
-                reason = self._accept(d.s, d.a, d.p, d.q, d.T, d.f, d.l, d.m, last, rows)
-            else:
-                reason = self._accept_mark(d, out)
-            if reason is not None:
-                rejects[reason] = rejects.get(reason, 0) + 1
-            elif event_ms < d.E:
-                event_ms = d.E
-        out.event_ms = event_ms
-        for sym, sym_rows in rows.items():
-            out.ticks[sym] = np.array(sym_rows, dtype=TICK_DTYPE)
-        if rejects:
-            for reason, n in rejects.items():
-                self.rejected[reason] += n
-            self._log_rejects()
-        return out
-
-    @staticmethod
-    def _accept(sym, a, p, q, ts, f, l, m, last, rows) -> str | None:  # noqa: E741
-        price = float(p)
-        if not price > 0.0:
-            return "bad_price"
-        qty = float(q)
-        if not qty > 0.0:
-            return "bad_qty"
-        prev = last.get(sym)
-        if prev is None:
-            return "unknown_symbol"
-        if a <= prev:
-            return "duplicate"
-        last[sym] = a
-        bucket = rows.get(sym)
-        if bucket is None:
-            bucket = rows[sym] = []
-        bucket.append((ts, a, price, qty, f, l, m))
-        return None
 
     def _accept_mark(self, d: binance.MarkPriceUpdate, out: DecodedBatch) -> str | None:
         mark = float(d.p)
@@ -270,24 +224,25 @@ class FrameValidator:
         out.marks.append(MarkUpdate(d.s, d.E, mark, float(d.r), d.T))
         return None
 
-    def _slow(self, frame: bytes | str, out: DecodedBatch, rows: dict) -> None:
-        """Classify a frame the fast path refused; accept it if it is a valid raw payload."""
+    def _classify(self, frame: bytes | str, out: DecodedBatch) -> tuple | None:
+        """A frame msgspec's strict decode refused: Reject with its reason, or what
+        ``_refused`` returns for a valid raw payload (or a control reply: None)."""
         try:
             obj = orjson.loads(frame)
         except orjson.JSONDecodeError:
-            raise _Reject("not_json") from None
+            raise binance.Reject("not_json") from None
         if not isinstance(obj, dict):
-            raise _Reject("bad_frame")
+            raise binance.Reject("bad_frame")
         if "id" in obj and ("result" in obj or "error" in obj):
             try:
                 out.controls.append(_CONTROL.decode(frame))
             except msgspec.MsgspecError:
-                raise _Reject("bad_frame") from None
-            return
+                raise binance.Reject("bad_frame") from None
+            return None
         stream = obj.get("stream")
         if "data" in obj or "stream" in obj:
             if not isinstance(stream, str) or not isinstance(obj.get("data"), dict):
-                raise _Reject("bad_frame")
+                raise binance.Reject("bad_frame")
             out.streams.add(stream)
             payload = obj["data"]
         else:
@@ -297,23 +252,23 @@ class FrameValidator:
             kind = "aggTrade" if stream.endswith("@aggTrade") else (
                 "markPriceUpdate" if "@markPrice" in stream else None)
             if kind is not None:
-                raise _Reject("missing_field")
+                raise binance.Reject("missing_field")
         if kind == "aggTrade":
-            _check_fields(payload, binance.AGG_TRADE_FIELDS)
-            reason = self._accept(
-                payload["s"], payload["a"], payload["p"], payload["q"], payload["T"],
-                payload["f"], payload["l"], payload["m"], self._last, rows,
-            )  # fmt: skip
-        elif kind == "markPriceUpdate":
-            _check_fields(payload, binance.MARK_PRICE_FIELDS)
-            mark = binance.MarkPriceUpdate(
-                E=payload["E"], s=payload["s"], p=payload["p"], r=payload["r"], T=payload["T"]
-            )
-            reason = self._accept_mark(mark, out)
-        else:
-            raise _Reject("bad_frame")
+            binance.check_fields(payload, binance.AGG_TRADE_FIELDS)
+            p = payload
+            tick = (p["T"], p["a"], float(p["p"]), float(p["q"]), p["f"], p["l"], p["m"])
+            return tick, p["E"], p["s"]
+        if kind != "markPriceUpdate":
+            raise binance.Reject("bad_frame")
+        binance.check_fields(payload, binance.MARK_PRICE_FIELDS)
+        mark = binance.MarkPriceUpdate(
+            E=payload["E"], s=payload["s"], p=payload["p"], r=payload["r"], T=payload["T"]
+        )
+        reason = self._accept_mark(mark, out)
         if reason is not None:
-            raise _Reject(reason)
+            raise binance.Reject(reason)
+        out.event_ms = max(out.event_ms, mark.E)
+        return None
 
     def _log_rejects(self) -> None:
         now = time.monotonic()
@@ -336,77 +291,3 @@ def _join(frames: list[bytes | str]) -> bytes | None:
             return b"\0".join([f.encode() if isinstance(f, str) else f for f in frames])
         except (TypeError, UnicodeEncodeError):
             return None
-
-
-_DECIMAL_REASON = {"p": "bad_price", "q": "bad_qty"}
-
-
-def _check_fields(payload: dict, fields: Mapping[str, str]) -> None:
-    """Raise _Reject(missing_field | bad_type | bad_price | bad_qty) for the first problem."""
-    for key in fields:
-        if key not in payload:
-            raise _Reject("missing_field")
-    for key, kind in fields.items():
-        value = payload[key]
-        if kind == "int":
-            ok = type(value) is int and 0 <= value < 2**63
-        elif kind == "bool":
-            ok = type(value) is bool
-        else:
-            ok = type(value) is str
-        if not ok:
-            raise _Reject("bad_type")
-    for key, kind in fields.items():
-        if kind == "decimal" and not binance.DECIMAL_RE.match(payload[key]):
-            raise _Reject(_DECIMAL_REASON.get(key, "bad_price"))
-        if kind == "signed" and not binance.SIGNED_DECIMAL_RE.match(payload[key]):
-            raise _Reject("bad_type")
-
-
-def parse_rest_agg_trades(body: bytes | str) -> tuple[np.ndarray, dict[str, int]]:
-    """Body of ``GET /fapi/v1/aggTrades`` -> (valid rows as TICK_DTYPE in id order, rejects).
-
-    Same strict rules as the stream (reasons ``missing_field``, ``bad_type``, ``bad_price``,
-    ``bad_qty``; a body that is not a JSON array is ``not_json``/``bad_frame``).
-    """
-    try:
-        trades = _REST_ROWS.decode(body)
-        rows = [(t.T, t.a, float(t.p), float(t.q), t.f, t.l, t.m) for t in trades]
-        rejects: dict[str, int] = {}
-    except msgspec.MsgspecError:
-        rows, rejects = _slow_rest_rows(body)
-    ticks = np.array(rows, dtype=TICK_DTYPE)
-    keep = (ticks["price"] > 0) & (ticks["qty"] > 0)
-    if not keep.all():
-        n_price = int((~(ticks["price"] > 0)).sum())
-        if n_price:
-            rejects["bad_price"] = rejects.get("bad_price", 0) + n_price
-        n_qty = int(((ticks["price"] > 0) & ~(ticks["qty"] > 0)).sum())
-        if n_qty:
-            rejects["bad_qty"] = rejects.get("bad_qty", 0) + n_qty
-        ticks = ticks[keep]
-    if ticks.size > 1 and not (np.diff(ticks["agg_id"]) > 0).all():
-        ticks = ticks[np.argsort(ticks["agg_id"], kind="stable")]
-        ticks = ticks[np.concatenate(([True], np.diff(ticks["agg_id"]) > 0))]
-    return ticks, rejects
-
-
-def _slow_rest_rows(body: bytes | str) -> tuple[list[tuple], dict[str, int]]:
-    try:
-        items = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return [], {"not_json": 1}
-    if not isinstance(items, list):
-        return [], {"bad_frame": 1}
-    rows, rejects = [], {}
-    for item in items:
-        try:
-            if not isinstance(item, dict):
-                raise _Reject("bad_frame")
-            _check_fields(item, binance.REST_AGG_TRADE_FIELDS)
-        except _Reject as rej:
-            rejects[rej.reason] = rejects.get(rej.reason, 0) + 1
-            continue
-        rows.append((item["T"], item["a"], float(item["p"]), float(item["q"]),
-                     item["f"], item["l"], item["m"]))  # fmt: skip
-    return rows, rejects

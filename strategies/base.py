@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from engine.config import StrategyConfig
 from engine.errors import DataError
 
 
@@ -32,6 +33,7 @@ def _as_series(name: str, values: Any, n: int | None = None) -> np.ndarray:
 class Strategy(abc.ABC):
     """Target position (-1/0/+1) from the z-score (and, for some strategies, the spread).
 
+    Built from a StrategyConfig (engine.config), which has already checked the thresholds.
     Subclasses set ``name`` and ``_initial_state`` (the kernel state of a fresh strategy, first
     entry the position) and implement ``_step`` and ``_run`` by calling their numba kernels;
     they get ``step``/``run``/``reset``/``position`` from here.
@@ -40,7 +42,7 @@ class Strategy(abc.ABC):
     name: ClassVar[str]
     _initial_state: ClassVar[tuple[float, ...]]
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: StrategyConfig) -> None:
         self.config = config
         self._state = np.array(self._initial_state, dtype=np.float64)
 

@@ -13,15 +13,14 @@ and a stop take precedence over the time stop.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numba import njit
 
+from engine.config import StrategyConfig
 from engine.errors import ConfigError
 from strategies.base import Strategy
-from strategies.zscore import BLOCKED, POS, ZScoreConfig, zscore_decide
+from strategies.zscore import BLOCKED, POS, bands, zscore_decide
 
 # state layout after POS, BLOCKED
 BAR = 2  # index of the current bar (bars seen so far - 1)
@@ -134,32 +133,6 @@ def timestop_step_many(
             out[i] = int(states[i, POS])
 
 
-@dataclass(frozen=True)
-class TimeStopConfig:
-    """The zscore thresholds plus ``max_hold_half_lives`` (> 0, in half-lives)."""
-
-    bands: ZScoreConfig
-    max_hold_half_lives: float
-
-    def __post_init__(self) -> None:
-        value = self.max_hold_half_lives
-        if not (math.isfinite(value) and value > 0):
-            raise ConfigError(
-                "strategy.max_hold_half_lives: zscore_timestop needs a positive number "
-                f"of half-lives, got {value!r}"
-            )
-
-    @classmethod
-    def from_config(cls, config: Any) -> TimeStopConfig:
-        """From a StrategyConfig (entry/exit/stop/max_hold_half_lives attributes)."""
-        value = getattr(config, "max_hold_half_lives", None)
-        if value is None:
-            raise ConfigError(
-                "strategy.max_hold_half_lives: required by zscore_timestop (a positive number)"
-            )
-        return cls(bands=ZScoreConfig.from_config(config), max_hold_half_lives=float(value))
-
-
 class TimeStopStrategy(Strategy):
     """zscore rules plus a time stop after k half-lives (``name: zscore_timestop``).
 
@@ -169,14 +142,14 @@ class TimeStopStrategy(Strategy):
     name = "zscore_timestop"
     _initial_state = INITIAL_STATE
 
-    def __init__(self, config: TimeStopConfig) -> None:
+    def __init__(self, config: StrategyConfig) -> None:
+        if config.max_hold_half_lives is None:
+            raise ConfigError(
+                "strategy.max_hold_half_lives: required by zscore_timestop (a positive number "
+                "of half-lives); set it or use name: zscore"
+            )
         super().__init__(config)
-        bands = config.bands
-        self._args = (bands.entry, bands.exit, bands.stop_or_inf, config.max_hold_half_lives)
-
-    @classmethod
-    def from_config(cls, config: Any) -> TimeStopStrategy:
-        return cls(TimeStopConfig.from_config(config))
+        self._args = (*bands(config), float(config.max_hold_half_lives))
 
     @property
     def half_life(self) -> float:

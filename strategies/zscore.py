@@ -9,13 +9,11 @@ the stop hold is an exit and blocks nothing. One action per bar: a bar that exit
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numba import njit
 
-from engine.errors import ConfigError
+from engine.config import StrategyConfig
 from strategies.base import Strategy
 
 # state layout shared by the z-score strategies
@@ -86,44 +84,12 @@ def zscore_step_many(
             out[i] = int(states[i, POS])
 
 
-def _field(config: Any, name: str, default: Any = None) -> Any:
-    return getattr(config, name, default)
+def bands(config: StrategyConfig) -> tuple[float, float, float]:
+    """(entry, exit, stop) of a StrategyConfig as the kernels take them: stop +inf when None.
 
-
-@dataclass(frozen=True)
-class ZScoreConfig:
-    """Thresholds in z units; ``stop`` None means no stop."""
-
-    entry: float
-    exit: float
-    stop: float | None = None
-
-    def __post_init__(self) -> None:
-        where = "strategy"
-        if not (math.isfinite(self.entry) and self.entry > 0):
-            raise ConfigError(f"{where}.entry: expected a positive number, got {self.entry!r}")
-        if not (math.isfinite(self.exit) and self.exit < self.entry):
-            raise ConfigError(
-                f"{where}.exit: expected a number below entry ({self.entry}), got {self.exit!r}"
-            )
-        if self.stop is not None and not (self.stop > self.entry):
-            raise ConfigError(
-                f"{where}.stop: expected a number above entry ({self.entry}) or null, "
-                f"got {self.stop!r}"
-            )
-
-    @classmethod
-    def from_config(cls, config: Any) -> ZScoreConfig:
-        """From a StrategyConfig (or anything with entry/exit/stop attributes)."""
-        return cls(
-            entry=float(_field(config, "entry")),
-            exit=float(_field(config, "exit")),
-            stop=None if _field(config, "stop") is None else float(_field(config, "stop")),
-        )
-
-    @property
-    def stop_or_inf(self) -> float:
-        return math.inf if self.stop is None else self.stop
+    The thresholds were checked by StrategyConfig (engine.config), the one place that does."""
+    stop = math.inf if config.stop is None else float(config.stop)
+    return float(config.entry), float(config.exit), stop
 
 
 class ZScoreStrategy(Strategy):
@@ -132,13 +98,9 @@ class ZScoreStrategy(Strategy):
     name = "zscore"
     _initial_state = (0.0, 0.0)
 
-    def __init__(self, config: ZScoreConfig) -> None:
+    def __init__(self, config: StrategyConfig) -> None:
         super().__init__(config)
-        self._args = (config.entry, config.exit, config.stop_or_inf)
-
-    @classmethod
-    def from_config(cls, config: Any) -> ZScoreStrategy:
-        return cls(ZScoreConfig.from_config(config))
+        self._args = bands(config)
 
     def _step(self, state: np.ndarray, z: float, spread: float) -> int:
         return zscore_step(state, z, *self._args)

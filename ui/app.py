@@ -18,6 +18,7 @@ import panel as pn
 from engine.errors import PairstackError
 from engine.schemas import timeframe_ms
 from ui import services
+from ui.access import session_refusal
 from ui.bridge import health
 from ui.server import CACHE_KEY, ServerState
 from ui.services import PairFrame
@@ -282,7 +283,11 @@ class App:
 
 
 def build() -> pn.viewable.Viewable:
-    """The page of a new session."""
+    """The page of a new session (only an explanation for a client it may not serve)."""
+    why = session_refusal()
+    if why is not None:
+        log.warning("dashboard: session refused: %s", why)
+        return pn.pane.Alert(why, alert_type="danger", css_classes=["ps-refused"])
     state = pn.state.cache.get(CACHE_KEY)
     if state is None:
         return pn.pane.Alert(

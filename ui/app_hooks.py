@@ -4,8 +4,9 @@
 running Ray (``ray.address`` of the config, else ``RAY_ADDRESS``, else a local cluster), uses
 the engine whose Hub is running there or, when none is, starts one in-process from
 ``PAIRSTACK_CONFIG`` (default config/pairs.yaml), then starts the bridge that polls the Hub.
-Everything lands in ``pn.state.cache["pairstack"]``. ``on_server_unloaded`` stops the bridge and
-the engine this server started.
+Everything lands in ``pn.state.cache["pairstack"]``. ``on_server_unloaded``, Ctrl-C and SIGTERM
+stop the bridge, the engine this server started (store flushed, checkpoints written) and the
+local Ray cluster it started.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from ui.server import start_server_state, stop_server_state  # noqa: E402
+from ui.server import install_stop_handlers, start_server_state, stop_server_state  # noqa: E402
 
 
 def on_server_loaded(server_context: object) -> None:
     start_server_state()
+    install_stop_handlers()
 
 
 def on_server_unloaded(server_context: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from dataclasses import dataclass
 
 from actors.hub import HUB_NAME, NAMESPACE
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 
 CACHE_KEY = "pairstack"
 DEFAULT_CONFIG = "config/pairs.yaml"
+#: signals that stop the server cleanly
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -27,6 +30,7 @@ class ServerState:
     live_params: PairParams
     bridge: Bridge
     engine: object | None  # EngineHandle when this server started the engine
+    owns_ray: bool = False  # this server started the local Ray cluster (shut down on stop)
 
 
 def start_server_state() -> ServerState:
@@ -39,7 +43,7 @@ def start_server_state() -> ServerState:
     path = os.environ.get("PAIRSTACK_CONFIG", DEFAULT_CONFIG)
     config = load_config(path)
     hub_name = os.environ.get("PAIRSTACK_HUB", HUB_NAME)
-    init_ray(config.ray.address, namespace=NAMESPACE, log_to_driver=False)
+    owns_ray = init_ray(config.ray.address, namespace=NAMESPACE, log_to_driver=False)
     engine = None
     try:
         hub = ray.get_actor(hub_name, namespace=NAMESPACE)
@@ -58,13 +62,16 @@ def start_server_state() -> ServerState:
         timeframe=config.analytics.timeframe,
     )
     bridge.start()
-    state = ServerState(config, PairParams.from_config(config.analytics), bridge, engine)
+    state = ServerState(
+        config, PairParams.from_config(config.analytics), bridge, engine, owns_ray=owns_ray
+    )
     pn.state.cache[CACHE_KEY] = state
     return state
 
 
 def stop_server_state() -> None:
-    """Stop the bridge and the engine this server started."""
+    """Stop the bridge, the engine this server started (feeds flush their stores, pairs write
+    checkpoints) and the local Ray cluster it started."""
     import panel as pn
     import ray
 
@@ -72,8 +79,31 @@ def stop_server_state() -> None:
     if state is None:
         return
     state.bridge.stop()
-    if state.engine is not None:
-        try:
+    try:
+        if state.engine is not None:
             state.engine.stop()
-        except (ray.exceptions.RayError, TimeoutError) as exc:
-            log.warning("dashboard: engine stop reported %s", exc)
+    except (ray.exceptions.RayError, TimeoutError) as exc:
+        log.warning("dashboard: engine stop reported %s", exc)
+    finally:
+        if state.owns_ray:
+            ray.shutdown()
+    log.info("dashboard: stopped cleanly")
+
+
+def install_stop_handlers() -> None:
+    """Ctrl-C and SIGTERM stop the server cleanly (``stop_server_state``), then exit 0.
+
+    Call from the main thread after Ray started: Ray's driver installs handlers of its own
+    (SIGTERM would abort the process with a stack dump and leave its agents and workers
+    behind); ours must win.
+    """
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("dashboard: %s: stopping", signal.Signals(signum).name)
+        for s in STOP_SIGNALS:  # a second signal while stopping does not interrupt the stop
+            signal.signal(s, signal.SIG_IGN)
+        stop_server_state()
+        raise SystemExit(0)
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, on_signal)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -22,9 +23,12 @@ import numpy as np
 import pandas as pd
 
 from engine.align import align_bars
-from engine.backtest import BacktestResult, backtest
+from engine.backtest import BacktestResult, Costs, run
+from engine.backtest_data import PairData, stored_funding
+from engine.config import StrategyConfig
 from engine.errors import DataError, NumericalError
 from engine.pairstep import PairParams, run_pair
+from engine.schemas import timeframe_ms
 from engine.stats import adf, coint, half_life, log_return_corr, screen_pairs
 from strategies import make_strategy
 
@@ -169,11 +173,25 @@ def run_backtest(
     bars_y: np.ndarray,
     bars_x: np.ndarray,
     params: PairParams,
-    strategy_config: object,
-    timeframe: str | None,
+    strategy_config: StrategyConfig,
+    timeframe: str,
+    *,
+    legs: tuple[str, str] = ("Y", "X"),
+    store: str | os.PathLike | None = None,
 ) -> BacktestResult:
-    """``engine.backtest.backtest`` over the given bars with the current settings."""
-    return backtest(bars_y, bars_x, params, strategy_config, timeframe=timeframe)
+    """``engine.backtest.run`` over the given bars (BAR_DTYPE) with the current settings, as the
+    CLI runs it: ``legs`` (y, x) are the symbols, and each leg's funding stored in ``store``
+    over the bars' range (first bar's open to last bar's end) is charged (none without a store).
+    """
+    y, x = legs
+    funding = None
+    if store is not None and bars_y.size and bars_x.size:
+        start = int(min(bars_y["ts"][0], bars_x["ts"][0]))
+        end = int(max(bars_y["ts"][-1], bars_x["ts"][-1])) + timeframe_ms(timeframe)
+        funding = stored_funding(store, y, x, start, end)
+    data = PairData.from_tables(bars_y, bars_x, y=y, x=x, timeframe=timeframe, funding=funding)
+    costs = Costs.from_config(strategy_config)
+    return run(data, params, make_strategy(strategy_config), costs)
 
 
 def drawdown(equity: np.ndarray) -> np.ndarray:

@@ -1,22 +1,19 @@
 """The local exchange simulator (``pairstack sim``): Binance USD-M wire protocol on loopback.
 
-``Simulator(SimulatorSettings(...))`` serves websocket market streams and REST on one
-host:port, from a seeded market of cointegrated symbols (``Market``), with switchable faults
-(``FaultSettings``) and the full trade history kept for zero-loss checks.
+``Simulator(SimulatorConfig(...), symbols)`` (``engine.config``) serves websocket market
+streams and REST on one host:port, from a seeded market of cointegrated symbols (``Market``),
+with switchable faults (``FaultsConfig``) and the full trade history kept for zero-loss checks.
 """
 
 from engine.simulator.market import Market, MarkQuote, SymbolSpec, SymbolTruth
-from engine.simulator.server import EVENTS, Simulator
-from engine.simulator.settings import REJECT_REASONS, FaultSettings, SimulatorSettings
+from engine.simulator.server import DEFAULT_SYMBOLS, EVENTS, Simulator
 
 __all__ = [
+    "DEFAULT_SYMBOLS",
     "EVENTS",
-    "REJECT_REASONS",
-    "FaultSettings",
     "MarkQuote",
     "Market",
     "Simulator",
-    "SimulatorSettings",
     "SymbolSpec",
     "SymbolTruth",
 ]

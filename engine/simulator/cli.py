@@ -9,8 +9,8 @@ import logging
 import signal
 import sys
 
-from engine.simulator.server import Simulator
-from engine.simulator.settings import DEFAULT_SYMBOLS, FaultSettings, SimulatorSettings
+from engine.config import SimulatorConfig, parse_simulator
+from engine.simulator.server import DEFAULT_SYMBOLS, Simulator
 
 log = logging.getLogger(__name__)
 
@@ -83,44 +83,45 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="close connections after this long (default 24 h)")  # fmt: skip
 
 
-def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
-    """SimulatorSettings from parsed ``sim`` arguments (ConfigError when a value is bad)."""
-    faults = FaultSettings(
-        disconnect_every_s=args.disconnect_every,
-        drop_rate=args.drop_rate,
-        corrupt_rate=args.corrupt_rate,
-        duplicate_rate=args.duplicate_rate,
-        silent_symbol=args.silent_symbol.upper() if args.silent_symbol else None,
-        silent_after_s=args.silent_after,
-        silent_until=args.silent_until,
-        slow_consumer_s=args.slow_consumer,
-        rest_429_every=args.rest_429_every,
-    )
-    return SimulatorSettings(
-        symbols=tuple(s.upper() for s in args.symbols),
-        seed=args.seed,
-        rate=args.rate,
-        host=args.host,
-        port=args.port,
-        faults=faults,
-        ping_interval_s=args.ping_interval,
-        max_lifetime_s=args.max_lifetime,
-        history_s=args.history,
-    )
+def settings_from_args(args: argparse.Namespace) -> tuple[SimulatorConfig, tuple[str, ...]]:
+    """(SimulatorConfig, symbols) from parsed ``sim`` arguments (ConfigError when a value is
+    bad, naming the key)."""
+    faults = {
+        "disconnect_every_s": args.disconnect_every,
+        "drop_rate": args.drop_rate,
+        "corrupt_rate": args.corrupt_rate,
+        "duplicate_rate": args.duplicate_rate,
+        "silent_symbol": args.silent_symbol.upper() if args.silent_symbol else None,
+        "silent_after_s": args.silent_after,
+        "silent_until": args.silent_until,
+        "slow_consumer": args.slow_consumer,
+        "rest_429_every": args.rest_429_every,
+    }
+    config = parse_simulator({
+        "seed": args.seed,
+        "rate": args.rate,
+        "host": args.host,
+        "port": args.port,
+        "faults": faults,
+        "ping_interval_s": args.ping_interval,
+        "max_lifetime_s": args.max_lifetime,
+        "history_s": args.history,
+    }, source="pairstack sim")  # fmt: skip
+    return config, tuple(s.upper() for s in args.symbols)
 
 
-async def serve_until_stopped(settings: SimulatorSettings) -> None:
+async def serve_until_stopped(config: SimulatorConfig, symbols: tuple[str, ...]) -> None:
     """Run a simulator, print its URLs, and stop cleanly on SIGINT/SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with Simulator(settings) as sim:
+    async with Simulator(config, symbols) as sim:
         sys.stdout.write(
             f"pairstack sim: websocket {sim.url_ws}/stream?streams=<sym>@aggTrade/...\n"
             f"pairstack sim: REST      {sim.url_rest}/fapi/v1/...\n"
-            f"pairstack sim: symbols {' '.join(settings.symbols)}; Ctrl-C to stop\n"
+            f"pairstack sim: symbols {' '.join(sim.symbols)}; Ctrl-C to stop\n"
         )
         sys.stdout.flush()
         await stop.wait()
@@ -129,5 +130,5 @@ async def serve_until_stopped(settings: SimulatorSettings) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run the ``sim`` verb; exit code 0 after a clean stop."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve_until_stopped(settings_from_args(args)))
+    asyncio.run(serve_until_stopped(*settings_from_args(args)))
     return 0

@@ -1,7 +1,7 @@
 """Fault injection: which trades to drop, corrupt or duplicate, and the corrupt frames.
 
 A corrupt frame carries a real trade in a form a strict client rejects (reason names as in
-``settings.REJECT_REASONS``), so that trade is missing on the stream and must be refilled
+``engine.binance.REJECT_REASONS``), so that trade is missing on the stream and must be refilled
 over REST. Each kind cycles through its variants so every variant is exercised.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import orjson
 
-from engine.simulator.settings import FaultSettings
+from engine.config import FaultsConfig
 
 #: Actions for one trade on one connection.
 DELIVER = "deliver"
@@ -23,12 +23,13 @@ _MISSING = ("s", "a", "p", "q", "T", "m", "f", "l", "E")
 _BAD_TYPE = (("p", "number"), ("a", "string"), ("q", "number"), ("T", "string"),
              ("m", "string"), ("f", "string"))  # fmt: skip
 _BAD_DECIMALS = ("NaN", "-1", "0", "inf")
+_OTHER_EVENTS = ("trade", "depthUpdate")  # event kinds the client did not subscribe to
 
 
 class FaultInjector:
     """Seeded per-trade decisions and corrupt-frame makers for one simulator."""
 
-    def __init__(self, faults: FaultSettings, seed: int) -> None:
+    def __init__(self, faults: FaultsConfig, seed: int) -> None:
         self.faults = faults
         self._rng = np.random.default_rng([seed, 99])
         self._kinds = itertools.cycle(faults.corrupt_kinds)
@@ -77,6 +78,8 @@ class FaultInjector:
         elif kind in ("bad_price", "bad_qty"):
             key = "p" if kind == "bad_price" else "q"
             bad[key] = _BAD_DECIMALS[self._variant(kind, len(_BAD_DECIMALS))]
+        elif kind == "bad_frame":
+            bad["e"] = _OTHER_EVENTS[self._variant(kind, len(_OTHER_EVENTS))]
         elif kind == "unknown_symbol":
             bad["s"] = other_symbol
         elif kind == "not_json":

@@ -25,9 +25,9 @@ from typing import NamedTuple
 import numpy as np
 from scipy.signal import lfilter
 
+from engine.binance import check_symbol
 from engine.errors import ConfigError, DataError
 from engine.schemas import TICK_DTYPE
-from engine.simulator.settings import check_symbol
 
 #: Intensity multiplier during a burst, chance per second of a burst starting, mean length (s).
 BURST_FACTOR = 8.0
@@ -169,7 +169,7 @@ class Market:
         groups: tuple[tuple[str, ...], ...] | None = None,
         step_ms: int = 100,
     ) -> None:
-        symbols = tuple(check_symbol(s) for s in symbols)
+        symbols = tuple(check_symbol(s, ConfigError) for s in symbols)
         if not symbols or len(set(symbols)) != len(symbols):
             raise ConfigError(f"market symbols must be distinct and non-empty, got {symbols}")
         if not (math.isfinite(rate) and rate >= 0):

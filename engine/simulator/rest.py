@@ -14,9 +14,9 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 import orjson
 
+from engine.config import FaultsConfig
 from engine.simulator.history import TickLog
 from engine.simulator.market import INTEREST_RATE, Market, next_funding_ms
-from engine.simulator.settings import FaultSettings
 from engine.simulator.wire import rest_agg_trades
 
 DAY_MS = 86_400_000
@@ -71,7 +71,7 @@ class RestApi:
         self,
         market: Market,
         logs: dict[str, TickLog],
-        faults: FaultSettings,
+        faults: FaultsConfig,
         weight_limit: int | None,
         count_event: Callable[[str], None],
     ) -> None:

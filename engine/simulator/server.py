@@ -18,6 +18,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import parse_qsl, urlsplit
@@ -29,12 +30,13 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from engine.errors import DataError, FeedError
+from engine.binance import REJECT_REASONS, check_symbol
+from engine.config import SimulatorConfig
+from engine.errors import ConfigError, DataError, FeedError
 from engine.simulator.faults import DELIVER, DROP, FaultInjector, dumps, truncate
 from engine.simulator.history import TickLog
 from engine.simulator.market import Market, next_funding_ms
 from engine.simulator.rest import RestApi, RestResponse
-from engine.simulator.settings import REJECT_REASONS, SimulatorSettings
 from engine.simulator.wire import (
     AGG_TRADE,
     MARK_PERIOD_MS,
@@ -55,6 +57,8 @@ EVENTS: tuple[str, ...] = (
     "rest_429",
     "slow_pauses",
 )
+#: The symbols a simulator serves unless told otherwise.
+DEFAULT_SYMBOLS: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
 _RECENT_FRAMES = 8
 _METHODS = "`SUBSCRIBE`, `UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY`"
 
@@ -128,12 +132,19 @@ class Simulator:
     counts the other faults and limits (see ``EVENTS``).
     """
 
-    def __init__(self, settings: SimulatorSettings | None = None) -> None:
-        self.settings = settings or SimulatorSettings()
-        s = self.settings
-        self.market = Market(s.symbols, seed=s.seed, rate=s.rate, groups=s.groups,
+    def __init__(
+        self, config: SimulatorConfig | None = None, symbols: Sequence[str] = DEFAULT_SYMBOLS
+    ) -> None:
+        self.config = s = config or SimulatorConfig()
+        self.symbols = tuple(check_symbol(sym, ConfigError) for sym in symbols)
+        silent = s.faults.silent_symbol
+        if silent is not None and silent not in self.symbols:
+            raise ConfigError(
+                f"simulator faults.silent_symbol {silent!r} is not one of {list(self.symbols)}"
+            )
+        self.market = Market(self.symbols, seed=s.seed, rate=s.rate, groups=s.groups,
                              step_ms=s.step_ms)  # fmt: skip
-        self._logs = {sym: TickLog() for sym in s.symbols}
+        self._logs = {sym: TickLog() for sym in self.symbols}
         self._faults = FaultInjector(s.faults, s.seed)
         self.injected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
         self.fault_events: dict[str, int] = dict.fromkeys(EVENTS, 0)
@@ -146,11 +157,6 @@ class Simulator:
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
 
-    @classmethod
-    def from_config(cls, config: object, symbols: tuple[str, ...] | list[str]) -> Simulator:
-        """A simulator from the engine config's simulator section (see SimulatorSettings)."""
-        return cls(SimulatorSettings.from_config(config, symbols))
-
     # -- addresses and state --------------------------------------------------------------
 
     @property
@@ -162,12 +168,12 @@ class Simulator:
     @property
     def url_ws(self) -> str:
         """Routed websocket base, e.g. ``ws://127.0.0.1:PORT/market``."""
-        return f"ws://{self.settings.host}:{self.port}/market"
+        return f"ws://{self.config.host}:{self.port}/market"
 
     @property
     def url_rest(self) -> str:
         """REST base, e.g. ``http://127.0.0.1:PORT``."""
-        return f"http://{self.settings.host}:{self.port}"
+        return f"http://{self.config.host}:{self.port}"
 
     @property
     def connections(self) -> int:
@@ -180,7 +186,7 @@ class Simulator:
             return self._logs[symbol].all()
         except KeyError:
             raise DataError(
-                f"unknown symbol {symbol!r}: simulator has {list(self.settings.symbols)}"
+                f"unknown symbol {symbol!r}: simulator has {list(self.symbols)}"
             ) from None
 
     def _count_event(self, name: str, n: int = 1) -> None:
@@ -192,7 +198,7 @@ class Simulator:
         """Generate ``history_s`` of past trades, bind the port and start the market clock."""
         if self._server is not None:
             raise FeedError("simulator already started")
-        s = self.settings
+        s = self.config
         now = _now_ms()
         for sym, ticks in self.market.generate(now - int(s.history_s * 1000), now).items():
             self._logs[sym].append(ticks)
@@ -283,7 +289,7 @@ class Simulator:
     # -- market clock ---------------------------------------------------------------------
 
     async def _run_market(self) -> None:
-        step = self.settings.step_ms
+        step = self.config.step_ms
         last_second = _now_ms() // 1000
         while True:
             now = _now_ms()
@@ -299,7 +305,7 @@ class Simulator:
                 self._publish_marks(second * 1000)
 
     def _silent(self, conn: _Conn, symbol: str, name: str, now: float) -> bool:
-        f = self.settings.faults
+        f = self.config.faults
         if f.silent_symbol != symbol:
             return False
         since = conn.first_subscribed if f.silent_until == "reconnect" else conn.streams
@@ -365,10 +371,10 @@ class Simulator:
         route = parse_route(request.path)
         if route is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
-        if len(route.streams) > self.settings.max_streams:
+        if len(route.streams) > self.config.max_streams:
             return connection.respond(
                 http.HTTPStatus.BAD_REQUEST,
-                f"Too many streams: {len(route.streams)} > {self.settings.max_streams}\n",
+                f"Too many streams: {len(route.streams)} > {self.config.max_streams}\n",
             )
         return None
 
@@ -382,7 +388,7 @@ class Simulator:
         self._conns.add(conn)
         tasks = [asyncio.create_task(self._read_loop(conn)),
                  asyncio.create_task(self._send_loop(conn))]  # fmt: skip
-        s = self.settings
+        s = self.config
         every = s.faults.disconnect_every_s
         limit = s.max_lifetime_s if every is None else min(every, s.max_lifetime_s)
         try:
@@ -403,7 +409,7 @@ class Simulator:
                     log.error("simulator connection task failed: %r", result)
 
     async def _read_loop(self, conn: _Conn) -> None:
-        limit = self.settings.max_incoming_per_s
+        limit = self.config.max_incoming_per_s
         async for message in conn.ws:
             now = time.monotonic()
             conn.incoming.append(now)
@@ -416,7 +422,7 @@ class Simulator:
             conn.queue.put_nowait((dumps(self._control(conn, message)), None))
 
     async def _send_loop(self, conn: _Conn) -> None:
-        f = self.settings.faults
+        f = self.config.faults
         next_pause = time.monotonic() + f.slow_every_s if f.slow_consumer_s > 0 else math.inf
         while True:
             frame, tag = await conn.queue.get()
@@ -463,9 +469,9 @@ class Simulator:
                     conn.unsubscribe(name)
                 return {"result": None, "id": msg_id}
             total = len(set(conn.streams) | set(params))
-            if total > self.settings.max_streams:
+            if total > self.config.max_streams:
                 return _error(2, f"Invalid request: too many streams ({total}); the limit is "
-                              f"{self.settings.max_streams} per connection", msg_id)  # fmt: skip
+                              f"{self.config.max_streams} per connection", msg_id)  # fmt: skip
             now = time.monotonic()
             for name in params:
                 conn.subscribe(name, now)

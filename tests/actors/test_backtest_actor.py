@@ -1,8 +1,9 @@
-"""BacktestActor and sweeps: every parameter set equals ``engine.backtest.backtest`` in-process.
+"""BacktestActor and sweeps: every parameter set equals ``engine.backtest.run`` in-process.
 
 The bars are written to a real store from kit data; the oracle reads them back independently
-with pyarrow.dataset and runs ``backtest`` per set (walk-forward parts: ``backtest`` over the
-train bars, and a bar-by-bar ``PairStepper`` + fresh strategy + ``simulate`` for the test part).
+with pyarrow.dataset and runs ``run`` per set on those tables (walk-forward parts: ``run`` over
+the train bars, and a bar-by-bar ``PairStepper`` + fresh strategy + the simulation step for the
+test part). The grammar and grid (``engine.sweep``) are tested here too.
 """
 
 from __future__ import annotations
@@ -16,25 +17,17 @@ import pytest
 from funding_kit import mark_price_rows, settlements_loop
 from kit import cointegrated_pair
 
-from actors.backtest import (
-    BacktestActor,
-    PairData,
-    SweepPool,
-    assign_chunks,
-    expand_grid,
-    parse_sweep,
-    resolve_set,
-    run_backtest,
-    sweep,
-)
+from actors.backtest import BacktestActor, SweepPool, sweep
 from engine.align import align_bars
-from engine.backtest import Costs, backtest, simulate
+from engine.backtest import Costs, _simulate, run
+from engine.backtest_data import PairData
 from engine.config import StrategyConfig
 from engine.errors import ConfigError, DataError, NumericalError
 from engine.funding import funding_events
 from engine.pairstep import PairParams, PairStepper
 from engine.schemas import BAR_DTYPE, BAR_SCHEMA
 from engine.store import Store
+from engine.sweep import assign_chunks, expand_grid, parse_sweep, resolve_set
 from strategies import make_strategy
 
 T0 = 1_717_200_000_000  # 2024-06-01T00:00:00Z
@@ -108,6 +101,12 @@ def oracle_bars(path, symbol: str, start=None, end=None) -> pa.Table:
     if end is not None:
         keep &= ts < end
     return table.filter(pa.array(keep))
+
+
+def backtest(bars_y, bars_x, params, cfg, funding=None):
+    """The one entry in-process on bars read by the oracle: 1m bars of Y and X."""
+    data = PairData.from_tables(bars_y, bars_x, y=Y, x=X, timeframe="1m", funding=funding)
+    return run(data, params, make_strategy(cfg), Costs.from_config(cfg))
 
 
 def assert_stats_equal(ours: dict, theirs: dict) -> None:
@@ -187,7 +186,6 @@ def test_expand_grid_is_the_cartesian_product_analytics_outermost():
         ({"exit": 2.5}, r"parameter set \(exit=2.5\): strategy.exit: expected < entry"),
         ({"entry": -1.0}, "parameter set"),
         ({"stop": 1.0}, "stop"),
-        ({"name": "nope"}, "unknown strategy 'nope'"),
         ({"zscore_window": 1}, "zscore_window: expected an integer >= 2"),
         ({"hedge": "magic"}, "analytics.hedge"),
         ({"delta": 2.0}, "analytics.kalman"),
@@ -226,9 +224,9 @@ def test_actor_result_equals_backtest(store_dir, analytics, strat, source):
     if source == "store":
         actor = BacktestActor(str(store_dir), PAIR, "1m")
     else:
-        actor = BacktestActor(PairData.from_tables(by, bx, pair=PAIR, timeframe="1m"))
+        actor = BacktestActor(PairData.from_tables(by, bx, y=Y, x=X, timeframe="1m"))
     ours = actor.result(params, cfg)
-    theirs = backtest(by, bx, params, cfg, timeframe="1m")
+    theirs = backtest(by, bx, params, cfg)
     assert theirs.stats["trades"] > 0
     assert_stats_equal(ours.stats, theirs.stats)
     assert_stats_equal(actor.stats(params, cfg), theirs.stats)
@@ -245,7 +243,7 @@ def test_actor_reads_the_range(store_dir, start_min, end_min):
     actor = BacktestActor(str(store_dir), PAIR, "1m", iso, end)
     by, bx = oracle_bars(store_dir, Y, start, end), oracle_bars(store_dir, X, start, end)
     params, cfg = PairParams(zscore_window=30), StrategyConfig(entry=1.5)
-    want = backtest(by, bx, params, cfg, timeframe="1m")
+    want = backtest(by, bx, params, cfg)
     assert_stats_equal(actor.stats(params, cfg), want.stats)
     assert actor.info()["bars"] == align_bars(by, bx).ts.size
 
@@ -265,7 +263,6 @@ def test_walk_forward_parts(store_dir, train_frac, analytics, strat):
         oracle_bars(store_dir, X, end=split_ts),
         params,
         cfg,
-        timeframe="1m",
     )
     assert_stats_equal({k_[3:]: v for k_, v in got.items() if k_.startswith("is_")}, train.stats)
     # out-of-sample: pair state stepped bar by bar from the start, fresh strategy at the split
@@ -275,7 +272,7 @@ def test_walk_forward_parts(store_dir, train_frac, analytics, strat):
     spread = np.array([p.spread for p in points[k:]])
     beta = np.array([p.beta for p in points[k:]])
     target = make_strategy(cfg).run(z, spread)
-    test = simulate(
+    test = _simulate(
         a.ts[k:],
         a.open_y[k:],
         a.close_y[k:],
@@ -311,7 +308,6 @@ def test_actor_with_stored_funding(tmp_path, funding):
         params,
         cfg,
         funding=rows,
-        timeframe="1m",
     )
     assert theirs.stats["funding_paid"] != 0.0
     inside = sum(int(np.count_nonzero((e.ts > T0) & (e.ts <= actor.info()["last_ts"])))
@@ -319,7 +315,9 @@ def test_actor_with_stored_funding(tmp_path, funding):
     assert theirs.stats["funding_events"] == inside
     assert theirs.stats["funding_assumed"] == (inside if funding == "grid" else 0)
     assert_stats_equal(actor.result(params, cfg).stats, theirs.stats)
-    assert_stats_equal(run_backtest(actor.data, params, cfg).stats, theirs.stats)
+    # the CLI's call: the one entry on the actor's data, no cached pair step
+    cli = run(actor.data, params, make_strategy(cfg), Costs.from_config(cfg))
+    assert_stats_equal(cli.stats, theirs.stats)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -365,11 +363,11 @@ def test_actor_refuses_too_few_bars(store_dir, params, train_frac, message):
 def test_from_tables_refuses_bad_tables():
     by, bx = pair_bars(50)
     with pytest.raises(DataError, match="no 1m bars for BTCUSDT"):
-        PairData.from_tables(by, bx[:0], pair=PAIR)
+        PairData.from_tables(by, bx[:0], y=Y, x=X)
     with pytest.raises(DataError, match="expected BAR_DTYPE records"):
-        PairData.from_tables(by, {"ts": [1]}, pair=PAIR)
+        PairData.from_tables(by, {"ts": [1]}, y=Y, x=X)
     with pytest.raises(DataError, match="timeframe '2m'"):
-        PairData.from_tables(by, bx, pair=PAIR, timeframe="2m")
+        PairData.from_tables(by, bx, y=Y, x=X, timeframe="2m")
 
 
 # ----------------------------------------------------------------------------- sweep over Ray
@@ -390,7 +388,7 @@ def test_sweep_equals_backtest_per_set(ray_cluster, store_dir, n_actors, chunk_s
     for row in table.to_dict("records"):
         params = PairParams(zscore_window=row["zscore_window"], delta=row["delta"])
         cfg = StrategyConfig(entry=row["entry"], exit=row["exit"])
-        want = backtest(by, bx, params, cfg, timeframe="1m").stats
+        want = backtest(by, bx, params, cfg).stats
         assert_stats_equal({k: row[k] for k in want}, want)
 
 
@@ -423,7 +421,7 @@ def test_assign_chunks_groups_pair_steps_per_actor(grid, n_actors, chunk_size):
 
 
 def test_sweep_pool_runs_several_grids_and_refuses_before_start(ray_cluster, store_dir):
-    data = PairData.from_store(str(store_dir), PAIR, "1m")
+    data = PairData.from_store(str(store_dir), Y, X, "1m")
     pool = SweepPool(data, 2)
     sets = [resolve_set(o, PairParams(), StrategyConfig()) for o in expand_grid(GRID_POOL)]
     with pytest.raises(ConfigError, match="start\\(\\) the pool first"):
@@ -442,7 +440,7 @@ def test_sweep_pool_runs_several_grids_and_refuses_before_start(ray_cluster, sto
 
 @pytest.mark.parametrize("n_actors", [0, -1, 1.5, True])
 def test_sweep_pool_refuses_bad_actor_counts(store_dir, n_actors):
-    data = PairData.from_store(str(store_dir), PAIR, "1m")
+    data = PairData.from_store(str(store_dir), Y, X, "1m")
     with pytest.raises(ConfigError, match="actors: expected a positive integer"):
         SweepPool(data, n_actors)
 
@@ -452,7 +450,7 @@ GRID_POOL = {"zscore_window": [30, 60], "entry": [1.5, 2.5], "exit": [0.0, 0.5]}
 
 def test_sweep_walk_forward_over_tables(ray_cluster, store_dir):
     by, bx = oracle_bars(store_dir, Y), oracle_bars(store_dir, X)
-    data = PairData.from_tables(by, bx, pair=PAIR, timeframe="1m")
+    data = PairData.from_tables(by, bx, y=Y, x=X)
     grid = {"hedge": ["kalman", "rolling_ols"], "entry": [1.5, 2.5]}
     table = sweep(data, None, grid, 2, train_frac=0.6, params=PairParams(ols_window=100))
     actor = BacktestActor(data)
@@ -468,6 +466,16 @@ def test_sweep_walk_forward_over_tables(ray_cluster, store_dir):
     [
         ({"n_actors": 0}, ConfigError, "actors: expected a positive integer"),
         ({"grid": {"entry": [1.0], "exit": [1.5]}}, ConfigError, "expected < entry"),
+        (
+            {"grid": {"name": ["zscore", "nope"]}},
+            ConfigError,
+            r"parameter set \(name=nope\): strategy.name: unknown strategy 'nope'",
+        ),
+        (
+            {"grid": {"name": ["zscore_timestop"]}},
+            ConfigError,
+            r"parameter set \(name=zscore_timestop\): strategy.max_hold_half_lives: required",
+        ),
         ({"grid": {"zscore_window": [5000]}}, NumericalError, "too few bars"),
         ({"train_frac": 1.5}, ConfigError, "train_frac"),
         ({"pair": "ADAUSDT/BTCUSDT"}, DataError, "unknown symbol 'ADAUSDT'"),

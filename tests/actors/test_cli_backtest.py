@@ -1,5 +1,6 @@
 """``pairstack backtest`` on a real store: JSON contract, numbers equal to the in-process
-backtest, sweeps written as CSV/Parquet, bad input exits 2 with its reason."""
+backtest (``engine.backtest.run``), sweeps written as CSV/Parquet, bad input exits 2 with its
+reason."""
 
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_backtest_actor import MINUTE, PAIR, T0, X, Y, oracle_bars, write_pair_store
+from test_backtest_actor import MINUTE, PAIR, T0, X, Y, backtest, oracle_bars, write_pair_store
 
-from engine.backtest import backtest
 from engine.cli import main
 from engine.config import AnalyticsConfig, StrategyConfig, load_config
 from engine.pairstep import PairParams
@@ -46,7 +46,7 @@ def backtest_argv(store_dir, *extra: str, pair: str = PAIR) -> list[str]:
 
 def expected(store_dir, params, cfg, start=None, end=None):
     by, bx = oracle_bars(store_dir, Y, start, end), oracle_bars(store_dir, X, start, end)
-    return backtest(by, bx, params, cfg, timeframe="1m")
+    return backtest(by, bx, params, cfg)
 
 
 @pytest.mark.parametrize("with_config", [False, True])
@@ -110,7 +110,7 @@ def test_sweep_cli(ray_cluster, store_dir, tmp_path, capsys, fmt, train_frac):
         params = PairParams(zscore_window=int(row["zscore_window"]))
         cfg = StrategyConfig(entry=row["entry"], exit=row["exit"])
         if train_frac is None:
-            parts = {"": backtest(by, bx, params, cfg, timeframe="1m").stats}
+            parts = {"": backtest(by, bx, params, cfg).stats}
         else:  # in-sample part = a backtest over the train bars (test part: actor tests)
             from engine.align import align_bars
 
@@ -121,7 +121,6 @@ def test_sweep_cli(ray_cluster, store_dir, tmp_path, capsys, fmt, train_frac):
                 oracle_bars(store_dir, X, end=split),
                 params,
                 cfg,
-                timeframe="1m",
             )
             parts = {"is_": train.stats}
             assert {f"oos_{k}" for k in train.stats} <= set(table.columns)

@@ -14,8 +14,11 @@ import pytest
 from funding_kit import mark_price_rows, settlements_loop
 from kit import cointegrated_pair
 
-from engine.backtest import Costs, simulate
-from engine.errors import ConfigError, DataError
+from engine.backtest import Costs, _simulate, run
+from engine.backtest_data import PairData
+from engine.config import StrategyConfig
+from engine.errors import ConfigError, DataError, NumericalError
+from engine.pairstep import PairParams, run_pair
 from strategies import make_strategy
 
 T0 = 1_700_000_000_000
@@ -125,7 +128,7 @@ def check_against_reference(bars, target, beta, costs, mode, fy=(), fx=()):
         else None
         for ev in (fy, fx)
     )
-    result = simulate(*bars, target, beta, costs, mode, funding=funding)
+    result = _simulate(*bars, target, beta, costs, mode, funding=funding)
     equity, trades = reference(*bars, target, beta, costs, mode, fy, fx)
     np.testing.assert_allclose(result.equity.equity, equity, rtol=1e-9)
     np.testing.assert_array_equal(result.equity.ts, ts)
@@ -158,7 +161,7 @@ def check_against_reference(bars, target, beta, costs, mode, fy=(), fx=()):
 
 
 def zscore_target(z, entry, exit_, stop, name="zscore"):
-    config = SimpleNamespace(name=name, entry=entry, exit=exit_, stop=stop)
+    config = StrategyConfig(name=name, entry=entry, exit=exit_, stop=stop)
     return make_strategy(config).run(z)
 
 
@@ -209,7 +212,7 @@ def test_signal_on_last_bar_is_not_filled():
     bars = market(50, 0)
     target = np.zeros(50, dtype=np.int8)
     target[-1] = 1
-    result = simulate(*bars, target, np.full(50, 1.5), Costs(1e4, 1e4, 5.0, 1.0), "log")
+    result = _simulate(*bars, target, np.full(50, 1.5), Costs(1e4, 1e4, 5.0, 1.0), "log")
     assert result.trades.num_rows == 0
     np.testing.assert_allclose(result.equity.equity, 1e4, rtol=0)
     assert result.stats["trades"] == 0 and math.isnan(result.stats["win_rate"])
@@ -250,7 +253,7 @@ def test_no_lookahead():
     beta, z = hedge(bars[2], bars[4], "log")
     target = zscore_target(z, 1.5, 0.0, 3.0)
     costs = Costs(1e4, 1e4, 5.0, 1.0)
-    base = simulate(*bars, target, beta, costs, "log")
+    base = _simulate(*bars, target, beta, costs, "log")
     rng = np.random.default_rng(1)
     for t in (100, 400, 700):
         other = [a.copy() for a in bars]
@@ -259,7 +262,7 @@ def test_no_lookahead():
         beta2, z2 = hedge(other[2], other[4], "log")
         target2 = zscore_target(z2, 1.5, 0.0, 3.0)
         np.testing.assert_array_equal(target2[: t + 1], target[: t + 1])
-        result = simulate(*other, target2, beta2, costs, "log")
+        result = _simulate(*other, target2, beta2, costs, "log")
         np.testing.assert_array_equal(result.equity.equity[: t + 1], base.equity.equity[: t + 1])
 
 
@@ -267,7 +270,7 @@ def test_stats_against_pandas():
     bars = market(3000, 6, missing=0.05)
     beta, z = hedge(bars[2], bars[4], "log")
     target = zscore_target(z, 1.5, 0.0, 3.0)
-    result = simulate(*bars, target, beta, Costs(1e4, 2e4, 5.0, 1.0), "log", timeframe="1m")
+    result = _simulate(*bars, target, beta, Costs(1e4, 2e4, 5.0, 1.0), "log", timeframe="1m")
     stats, equity = result.stats, pd.Series(result.equity.equity, index=result.equity.ts)
     returns = equity.pct_change().dropna()
     per_year = 365 * 24 * 60
@@ -305,7 +308,7 @@ def test_stats_against_pandas():
 def test_json_dict():
     bars = market(400, 7)
     beta, z = hedge(bars[2], bars[4], "raw")
-    result = simulate(*bars, zscore_target(z, 1.5, 0.0, None), beta, Costs(1e4, 1e4), "raw")
+    result = _simulate(*bars, zscore_target(z, 1.5, 0.0, None), beta, Costs(1e4, 1e4), "raw")
     doc = json.loads(json.dumps(result.to_json_dict(), allow_nan=False))
     assert set(doc) == {"stats", "trades", "equity"} and set(doc["equity"]) == {"ts", "equity"}
     assert doc["stats"] == {
@@ -347,7 +350,7 @@ def test_bad_input(index, value, match):
     else:
         args[index] = value
     with pytest.raises(DataError, match=match):
-        simulate(*args, Costs(1e4, 1e4), "log")
+        _simulate(*args, Costs(1e4, 1e4), "log")
 
 
 def test_bad_beta_mode_funding_and_costs():
@@ -355,16 +358,16 @@ def test_bad_beta_mode_funding_and_costs():
     args[5][3] = 1
     args[6][3] = np.nan
     with pytest.raises(DataError, match="beta is not finite at decision bar 3"):
-        simulate(*args, Costs(1e4, 1e4), "log")
+        _simulate(*args, Costs(1e4, 1e4), "log")
     args = good_inputs()
     with pytest.raises(ConfigError, match=r"analytics\.price"):
-        simulate(*args, Costs(1e4, 1e4), "pct")
+        _simulate(*args, Costs(1e4, 1e4), "pct")
     with pytest.raises(DataError, match="funding must have columns"):
-        simulate(*args, Costs(1e4, 1e4), "log", funding=({"time": [1]}, None))
+        _simulate(*args, Costs(1e4, 1e4), "log", funding=({"time": [1]}, None))
     with pytest.raises(DataError, match="lengths differ"):
-        simulate(*args, Costs(1e4, 1e4), "log", funding=({"ts": [1, 2], "rate": [0.1]}, None))
+        _simulate(*args, Costs(1e4, 1e4), "log", funding=({"ts": [1, 2], "rate": [0.1]}, None))
     with pytest.raises(DataError, match="unknown timeframe"):
-        simulate(*args, Costs(1e4, 1e4), "log", timeframe="3m")
+        _simulate(*args, Costs(1e4, 1e4), "log", timeframe="3m")
     for bad in (
         dict(notional=0.0),
         dict(capital=-1.0),
@@ -411,10 +414,6 @@ def pandas_align(by, bx):
 @pytest.mark.parametrize("mode", ["log", "raw"])
 @pytest.mark.parametrize("name", ["zscore", "zscore_timestop"])
 def test_backtest_pipeline_matches_reference(hedge, mode, name):
-    from engine.backtest import backtest
-    from engine.config import StrategyConfig
-    from engine.pairstep import PairParams, run_pair
-
     n = 1200
     rng = np.random.default_rng(11)
     y, x = cointegrated_pair(n, seed=11, half_life=10.0)
@@ -435,7 +434,8 @@ def test_backtest_pipeline_matches_reference(hedge, mode, name):
     # Y settles every 4 h at the announced T, X's rows carry no T (the 8 h grid is assumed)
     rows_y = mark_price_rows(T0, int(ts[-1]), every_ms=7 * MINUTE, interval_h=4, seed=1)
     rows_x = mark_price_rows(T0, int(ts[-1]), every_ms=5 * MINUTE, with_t="none", seed=2)
-    result = backtest(by, bx, params, config, funding=(rows_y, rows_x), timeframe="1m")
+    data = PairData.from_tables(by, bx, timeframe="1m", funding=(rows_y, rows_x))
+    result = backtest(data, params, config)
     aligned_ts, frame = pandas_align(by, bx)
     series = run_pair(frame.cy.to_numpy(), frame.cx.to_numpy(), params)
     target = make_strategy(config).run(series.z, series.spread)
@@ -463,10 +463,6 @@ def test_backtest_pipeline_matches_reference(hedge, mode, name):
 
 
 def test_backtest_pipeline_no_lookahead_and_errors():
-    from engine.backtest import backtest
-    from engine.config import StrategyConfig
-    from engine.pairstep import PairParams
-
     n = 600
     rng = np.random.default_rng(12)
     y, x = cointegrated_pair(n, seed=12, half_life=10.0)
@@ -474,17 +470,24 @@ def test_backtest_pipeline_no_lookahead_and_errors():
     by, bx = leg_bars(ts, y, rng, np.ones(n, bool)), leg_bars(ts, x, rng, np.ones(n, bool))
     params = PairParams(price="log", hedge="kalman", zscore_window=40)
     config = StrategyConfig(entry=1.5, exit=0.0, stop=3.5)
-    base = backtest(by, bx, params, config)
+    base = backtest(PairData.from_tables(by, bx), params, config)
     for t in (150, 450):
         other = by.copy()
         for field in ("open", "close"):
             other[field][t + 1 :] *= 1.05
-        changed = backtest(other, bx, params, config)
+        changed = backtest(PairData.from_tables(other, bx), params, config)
         np.testing.assert_array_equal(changed.equity.equity[: t + 1], base.equity.equity[: t + 1])
         np.testing.assert_array_equal(
             changed.equity.position[: t + 2], base.equity.position[: t + 2]
         )
     with pytest.raises(ConfigError, match="unknown strategy 'nope'"):
-        backtest(by, bx, params, StrategyConfig(name="nope"))
-    with pytest.raises(DataError, match="at least 2 bars"):
-        backtest(by[:1], bx[:1], params, config)
+        make_strategy(StrategyConfig(name="nope"))
+    with pytest.raises(DataError, match="a backtest needs 2"):
+        PairData.from_tables(by[:1], bx[:1])
+    with pytest.raises(NumericalError, match="too few bars: 30 aligned bars"):
+        backtest(PairData.from_tables(by[:30], bx[:30]), params, config)
+
+
+def backtest(data, params, config):
+    """The one entry as its callers use it: a strategy built from the config, its costs."""
+    return run(data, params, make_strategy(config), Costs.from_config(config))

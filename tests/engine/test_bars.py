@@ -531,3 +531,45 @@ def test_bad_batch_leaves_builder_unchanged() -> None:
     assert builder.watermark == 1_000
     np.testing.assert_array_equal(builder.open_bar, _bar(1_000, 10, 10, 10, 10, 1, 10, 1)[0])
     assert builder.add(np.empty(0, dtype=TICK_DTYPE)).closed.size == 0
+
+
+def test_recent_keeps_the_last_closed_bars_like_a_rebuild():
+    """The kept closed bars (``recent``) equal the newest ``keep`` bars of an offline rebuild
+    of the trades so far (the open bar left out), whatever the batch sizes."""
+    rng = np.random.default_rng(3)
+    ticks = random_ticks(3000, mean_gap_ms=700.0, seed=3)
+    builder, done = BarBuilder("1s", 0, keep=50), 0
+    for step in range(400):
+        k = int(rng.choice([0, 1, 2, 7, 49, 50, 51, 130])) if step % 37 else 0
+        builder.add(ticks[done : done + k])
+        done = min(done + k, len(ticks))
+        part = ticks[:done]
+        closed = build_bar_records(part["ts"], part["price"], part["qty"], "1s")[:-1]
+        np.testing.assert_array_equal(builder.recent(), closed[-50:])
+        n = int(rng.integers(0, 60))
+        np.testing.assert_array_equal(builder.recent(n), closed[-50:][-n:] if n else closed[:0])
+    got = builder.recent(5)
+    got["close"] = 0.0  # a copy: the builder is untouched
+    assert not np.array_equal(builder.recent(5), got)
+
+
+def test_seeded_bars_are_recent_and_corrected_by_late_trades():
+    """Seeded (stored) bars come back from ``recent``, move the watermark past them, and a late
+    trade in one of them changes its high, low, volume and trades, not its open and close."""
+    ticks = random_ticks(400, mean_gap_ms=300.0, seed=5)
+    bars = build_bar_records(ticks["ts"], ticks["price"], ticks["qty"], "1s")
+    builder = BarBuilder("1s", 0)
+    builder.seed(bars)
+    np.testing.assert_array_equal(builder.recent(), bars)
+    assert builder.watermark == bars["ts"][-1] + 1000
+    late = ticks[200:201].copy()
+    late["price"] = bars["high"].max() + 5.0
+    upd = builder.add(late)
+    want = bars[bars["ts"] == (late["ts"][0] // 1000) * 1000][0].copy()
+    want["high"], want["trades"] = late["price"][0], want["trades"] + 1
+    want["volume"] += late["qty"][0]
+    want["quote_volume"] += late["price"][0] * late["qty"][0]
+    assert upd.late == 1 and len(upd.closed) == 0
+    np.testing.assert_allclose(upd.corrected[0].tolist(), want.tolist())
+    with pytest.raises(DataError, match="fresh builder"):
+        builder.seed(bars)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +14,7 @@ import pytest
 
 from engine import binance
 from engine.errors import DataError, FeedError
+from engine.importer import parse_agg_trades, parse_klines
 from tests.kit import random_ticks
 
 
@@ -165,7 +165,7 @@ def test_agg_trades_csv(header: bool, micro: bool) -> None:
     for r in AGG_ROWS:
         ts = r[5] * 1000 if micro else r[5]
         lines.append(",".join(map(str, (*r[:5], ts, r[6]))))
-    ticks, was_micro = binance.read_agg_trades_csv(io.BytesIO("\n".join(lines).encode()))
+    ticks, was_micro = parse_agg_trades("\n".join(lines).encode(), "BTCUSDT-aggTrades.csv")
     assert was_micro is micro
     assert ticks["agg_id"].tolist() == [26129, 26130]
     assert ticks["ts"].tolist() == [1_600_000_000_000, 1_600_000_000_500]
@@ -175,13 +175,13 @@ def test_agg_trades_csv(header: bool, micro: bool) -> None:
 
 @pytest.mark.parametrize("header", [True, False])
 def test_klines_csv(header: bool, tmp_path) -> None:
-    row = "1600000000000,1.0,2.0,0.5,1.5,10.0,1600000059999,15.0,7,5.0,7.5,0"
+    row = "1599999960000,1.0,2.0,0.5,1.5,10.0,1600000019999,15.0,7,5.0,7.5,0"
     text = (",".join(binance.KLINES_CSV_COLUMNS) + "\n" if header else "") + row + "\n"
     path = tmp_path / "BTCUSDT-1m-2020-09-13.csv"
     path.write_text(text)
-    bars, micro = binance.read_klines_csv(path)
-    assert not micro
-    assert bars[0]["ts"] == 1_600_000_000_000 and bars[0]["trades"] == 7
+    bars, micro, empty = parse_klines(path.read_bytes(), str(path), "1m")
+    assert not micro and empty == 0
+    assert bars[0]["ts"] == 1_599_999_960_000 and bars[0]["trades"] == 7
     np.testing.assert_allclose([bars[0][k] for k in ("open", "high", "low", "close", "volume",
                                 "quote_volume")], [1.0, 2.0, 0.5, 1.5, 10.0, 15.0], rtol=1e-15)
     assert binance.parse_public_file_name(str(path)) == ("BTCUSDT", "1m", "2020-09-13")
@@ -192,11 +192,13 @@ def test_public_data_errors() -> None:
         "ETHUSDT", "aggTrades", "2024-06-01")
     with pytest.raises(DataError, match="not a Binance public-data file name"):
         binance.parse_public_file_name("trades.csv")
-    with pytest.raises(DataError, match="neither the header"):
-        binance.read_agg_trades_csv(io.BytesIO(b"hello,world\n"))
+    name = "BTCUSDT-aggTrades-2020-09-13.csv"
+    with pytest.raises(DataError, match="header has 2 columns"):
+        parse_agg_trades(b"hello,world\n", name)
     bad = b"1,0.01,0.5,1,3,1600000000000,maybe\n"
-    with pytest.raises(DataError, match="true/false"):
-        binance.read_agg_trades_csv(io.BytesIO(bad))
-    with pytest.raises(DataError, match="malformed"):
-        binance.read_agg_trades_csv(io.BytesIO(b"1,abc,0.5,1,3,1600000000000,true\n"))
-    assert binance.read_agg_trades_csv(io.BytesIO(b""))[0].size == 0
+    with pytest.raises(DataError, match="expected true or false"):
+        parse_agg_trades(bad, name)
+    with pytest.raises(DataError, match="expected a number"):
+        parse_agg_trades(b"1,abc,0.5,1,3,1600000000000,true\n", name)
+    with pytest.raises(DataError, match="empty file"):
+        parse_agg_trades(b"", name)

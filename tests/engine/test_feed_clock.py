@@ -23,14 +23,19 @@ import numpy as np
 import pytest
 from websockets.asyncio.server import serve
 
-from actors.feed import FeedCore
 from engine.bars import build_bar_records
 from engine.config import parse_config
 from engine.feed import FeedClient
+from engine.ingest import FeedCore
 from engine.schemas import table_to_bars, table_to_ticks
 from engine.store import Store
 
 SYMS = ["ETHUSDT", "BTCUSDT"]
+
+
+def make_core(cfg, store: Store) -> FeedCore:
+    return FeedCore(SYMS, store, feed=cfg.feed, timeframe=cfg.analytics.timeframe,
+                    timeframes=cfg.timeframes)  # fmt: skip
 
 
 def core_config(path, lateness_ms: int):
@@ -120,7 +125,7 @@ async def slow_run(
     return batches
 
 
-EAGER = {"batch_ms": 100, "cut_gap_ms": 1}  # what a FeedActor uses (actors.feed)
+EAGER = {"batch_ms": 100, "cut_gap_ms": 1}  # what a FeedActor uses (engine.ingest.CLIENT_BATCHING)
 
 
 @pytest.mark.parametrize(
@@ -129,9 +134,9 @@ EAGER = {"batch_ms": 100, "cut_gap_ms": 1}  # what a FeedActor uses (actors.feed
 )
 def test_slow_consumer_closes_no_bar_early(tmp_path, slow_s, lateness_ms, batching):
     cfg = core_config(tmp_path / "ours", lateness_ms)
-    ours = FeedCore(cfg, SYMS, Store(tmp_path / "ours", durable=False))
-    wall = FeedCore(core_config(tmp_path / "wall", lateness_ms), SYMS,
-                    Store(tmp_path / "wall", durable=False))  # fmt: skip
+    ours = make_core(cfg, Store(tmp_path / "ours", durable=False))
+    wall_cfg = core_config(tmp_path / "wall", lateness_ms)
+    wall = make_core(wall_cfg, Store(tmp_path / "wall", durable=False))
     batches = asyncio.run(slow_run(ours, wall, slow_s, lateness_ms, run_s=3.0, **batching))
 
     # the clock never runs ahead of what was received: every later tick is at or after it
@@ -161,7 +166,7 @@ def test_slow_consumer_closes_no_bar_early(tmp_path, slow_s, lateness_ms, batchi
 def test_quiet_market_clock_moves_on_empty_batches(tmp_path):
     """No trades: the client still cuts (empty) batches, so bars close on the clock."""
     cfg = core_config(tmp_path, 100)
-    core = FeedCore(cfg, SYMS, Store(tmp_path, durable=False))
+    core = make_core(cfg, Store(tmp_path, durable=False))
 
     got = []
 

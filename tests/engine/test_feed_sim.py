@@ -8,15 +8,16 @@ import logging
 import numpy as np
 import pytest
 
+from engine.config import FaultsConfig, SimulatorConfig
 from engine.feed import FeedClient
-from engine.simulator import FaultSettings, Simulator, SimulatorSettings
+from engine.simulator import Simulator
 from engine.store import Store
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
-FAULTS = FaultSettings(drop_rate=0.05, corrupt_rate=0.1, duplicate_rate=0.05,
-                       disconnect_every_s=1.5, silent_symbol="SOLUSDT", silent_after_s=1.0,
-                       slow_consumer_s=0.2, slow_every_s=1.0, rest_429_every=2,
-                       retry_after_s=0)  # fmt: skip
+FAULTS = FaultsConfig(drop_rate=0.05, corrupt_rate=0.1, duplicate_rate=0.05,
+                      disconnect_every_s=1.5, silent_symbol="SOLUSDT", silent_after_s=1.0,
+                      slow_consumer=0.2, slow_every_s=1.0, rest_429_every=2,
+                      retry_after_s=0)  # fmt: skip
 
 
 def joined(batches, symbol):
@@ -50,8 +51,8 @@ async def run_client(sim, seconds, batches, store=None, **kwargs):
 @pytest.mark.parametrize("seed", [1, 2])
 def test_all_faults_nothing_lost_nothing_doubled(tmp_path, seed: int) -> None:
     async def go():
-        sim = Simulator(SimulatorSettings(symbols=tuple(SYMBOLS), seed=seed, rate=60.0,
-                                          history_s=5.0, faults=FAULTS))  # fmt: skip
+        sim = Simulator(SimulatorConfig(seed=seed, rate=60.0, history_s=5.0, faults=FAULTS),
+                        SYMBOLS)
         await sim.start()
         batches: list = []
         store = Store(tmp_path / "store")
@@ -82,8 +83,7 @@ def test_all_faults_nothing_lost_nothing_doubled(tmp_path, seed: int) -> None:
 
 def test_restart_with_resume_from(tmp_path) -> None:
     async def go():
-        sim = Simulator(SimulatorSettings(symbols=tuple(SYMBOLS), seed=5, rate=40.0,
-                                          history_s=5.0))  # fmt: skip
+        sim = Simulator(SimulatorConfig(seed=5, rate=40.0, history_s=5.0), SYMBOLS)
         await sim.start()
         first: list = []
         client, runner = await run_client(sim, 1.5, first)
@@ -110,11 +110,10 @@ def test_restart_with_resume_from(tmp_path) -> None:
 def test_watchdog_escalates_to_reconnect_for_a_wedged_stream(caplog, seed: int) -> None:
     """BTCUSDT wedges on the exchange side (resubscribing does not revive it, a new connection
     does): the watchdog resubscribes, then reconnects, and the silent stretch is refilled."""
-    faults = FaultSettings(silent_symbol="BTCUSDT", silent_after_s=1.0, silent_until="reconnect")
+    faults = FaultsConfig(silent_symbol="BTCUSDT", silent_after_s=1.0, silent_until="reconnect")
 
     async def go():
-        sim = Simulator(SimulatorSettings(symbols=tuple(SYMBOLS), seed=seed, rate=40.0,
-                                          faults=faults))  # fmt: skip
+        sim = Simulator(SimulatorConfig(seed=seed, rate=40.0, faults=faults), SYMBOLS)
         await sim.start()
         batches: list = []
         client, runner = await run_client(sim, 0.0, batches, watchdog_s=0.4, funding=False)

@@ -18,7 +18,6 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -30,15 +29,11 @@ from statsmodels.tsa.stattools import adfuller, coint
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from engine.binance import REJECT_REASONS
+from engine.config import FaultsConfig, SimulatorConfig, parse_simulator
 from engine.errors import ConfigError, DataError, FeedError
 from engine.schemas import TICK_DTYPE
-from engine.simulator import (
-    REJECT_REASONS,
-    FaultSettings,
-    Market,
-    Simulator,
-    SimulatorSettings,
-)
+from engine.simulator import Market, Simulator
 from engine.simulator.cli import configure, settings_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +122,8 @@ def _classify(frame: str, symbol: str, last_valid: list[int]) -> str | None:
     except orjson.JSONDecodeError:
         return "not_json"
     data = obj["data"]
+    if data.get("e") != "aggTrade":
+        return "bad_frame"
     if any(k not in data for k in AGG_KEYS):
         return "missing_field"
     if any(type(data[k]) is not t for k, t in AGG_KEYS.items()):
@@ -163,8 +160,7 @@ def _all_rest_trades(sim: Simulator, symbol: str, from_id: int, to_id: int) -> l
 @pytest.fixture(scope="module")
 def sim():
     """A fault-free simulator with 30 s of history and lively streams."""
-    settings = SimulatorSettings(seed=7, rate=40.0, history_s=30.0)
-    with Simulator(settings) as s:
+    with Simulator(SimulatorConfig(seed=7, rate=40.0, history_s=30.0)) as s:
         yield s
 
 
@@ -174,10 +170,8 @@ def _run(**fault_kwargs) -> Simulator:
     server_keys = ("ping_interval_s", "pong_timeout_s", "max_lifetime_s", "rest_weight_limit",
                    "history_s", "max_streams")  # fmt: skip
     extra = {k: fault_kwargs.pop(k) for k in server_keys if k in fault_kwargs}
-    settings = SimulatorSettings(
-        symbols=symbols, seed=3, rate=rate, faults=FaultSettings(**fault_kwargs), **extra
-    )
-    return Simulator(settings).start_in_thread()
+    config = SimulatorConfig(seed=3, rate=rate, faults=FaultsConfig(**fault_kwargs), **extra)
+    return Simulator(config, symbols).start_in_thread()
 
 
 # -- market model ----------------------------------------------------------------------------
@@ -582,7 +576,7 @@ def test_rest_exchange_info(sim):
     resp = _rest(sim, "/fapi/v1/exchangeInfo")
     assert resp.status_code == 200 and "X-MBX-USED-WEIGHT-1M" in resp.headers
     symbols = {s["symbol"]: s for s in resp.json()["symbols"]}
-    assert set(symbols) == set(sim.settings.symbols)
+    assert set(symbols) == set(sim.symbols)
     for name, info in symbols.items():
         assert info["status"] == "TRADING" and info["contractType"] == "PERPETUAL"
         pp, qp = info["pricePrecision"], info["quantityPrecision"]
@@ -609,7 +603,7 @@ def test_rest_ticker_24hr_matches_history(sim):
                                atol=0.005)  # fmt: skip
     assert all(isinstance(body[k], str) for k in ("quoteVolume", "lastPrice", "priceChange"))
     everyone = _rest(sim, "/fapi/v1/ticker/24hr").json()
-    assert {t["symbol"] for t in everyone} == set(sim.settings.symbols)
+    assert {t["symbol"] for t in everyone} == set(sim.symbols)
 
 
 def test_rest_premium_index(sim):
@@ -618,7 +612,7 @@ def test_rest_premium_index(sim):
     assert 0 < body["nextFundingTime"] - body["time"] <= EIGHT_HOURS_MS
     for key in ("markPrice", "indexPrice", "lastFundingRate", "interestRate"):
         assert isinstance(body[key], str) and math.isfinite(float(body[key]))
-    assert len(_rest(sim, "/fapi/v1/premiumIndex").json()) == len(sim.settings.symbols)
+    assert len(_rest(sim, "/fapi/v1/premiumIndex").json()) == len(sim.symbols)
 
 
 @pytest.mark.parametrize("path", ["/fapi/v1/nothing", "/", "/api/v3/aggTrades"])
@@ -792,7 +786,7 @@ def test_wedged_symbol_stays_quiet_after_resubscribe_until_a_new_connection():
 
 
 def test_slow_consumer_pauses_then_delivers_the_backlog_intact():
-    sim = _run(slow_consumer_s=0.6, slow_every_s=0.3, rate=60.0)
+    sim = _run(slow_consumer=0.6, slow_every_s=0.3, rate=60.0)
     try:
         with _connect(f"{sim.url_ws}/stream?streams=ethusdt@aggTrade") as ws:
             lags, ids = [], []
@@ -824,12 +818,14 @@ def test_slow_consumer_pauses_then_delivers_the_backlog_intact():
         {"ping_interval_s": 0},
         {"max_lifetime_s": -5},
         {"max_streams": 0},
-        {"faults": FaultSettings(silent_symbol="SOLUSDT"), "symbols": ("BTCUSDT",)},
+        {"faults": {"silent_symbol": "SOLUSDT"}, "symbols": ("BTCUSDT",)},
     ],
 )
 def test_bad_settings_raise_config_error(kwargs):
+    kwargs = dict(kwargs)
+    symbols = kwargs.pop("symbols", ("BTCUSDT", "ETHUSDT"))
     with pytest.raises(ConfigError):
-        SimulatorSettings(**kwargs)
+        Simulator(parse_simulator(kwargs), symbols)
 
 
 @pytest.mark.parametrize(
@@ -844,12 +840,12 @@ def test_bad_settings_raise_config_error(kwargs):
         {"silent_symbol": "bad symbol"},
         {"silent_until": "forever"},
         {"rest_429_every": -1},
-        {"slow_consumer_s": -1.0},
+        {"slow_consumer": -1.0},
     ],
 )
 def test_bad_faults_raise_config_error(kwargs):
     with pytest.raises(ConfigError):
-        FaultSettings(**kwargs)
+        parse_simulator({"faults": kwargs})
 
 
 @pytest.mark.parametrize(
@@ -877,7 +873,7 @@ def test_market_and_simulator_misuse_raise_typed_errors():
         market.start(T0)
     with pytest.raises(DataError):
         market.truth("ETHUSDT")
-    sim = Simulator(SimulatorSettings(symbols=("BTCUSDT",)))
+    sim = Simulator(SimulatorConfig(), ("BTCUSDT",))
     with pytest.raises(FeedError):
         _ = sim.port
     with pytest.raises(DataError):
@@ -885,35 +881,19 @@ def test_market_and_simulator_misuse_raise_typed_errors():
 
 
 def test_port_in_use_is_a_feed_error(sim):
-    other = Simulator(SimulatorSettings(symbols=("BTCUSDT",), port=sim.port))
+    other = Simulator(SimulatorConfig(port=sim.port), ("BTCUSDT",))
     with pytest.raises(FeedError):
         other.start_in_thread()
 
 
-def test_settings_from_engine_config_section():
-    faults = SimpleNamespace(disconnect_every_s=30.0, drop_rate=0.01, corrupt_rate=0.02,
-                             duplicate_rate=0.0, silent_symbol="ETHUSDT",
-                             slow_consumer=True)  # fmt: skip
-    config = SimpleNamespace(seed=11, rate=7.5, host="127.0.0.1", port=0, groups=None,
-                             faults=faults)  # fmt: skip
-    settings = SimulatorSettings.from_config(config, ["BTCUSDT", "ETHUSDT"])
-    assert (settings.seed, settings.rate, settings.symbols) == (11, 7.5, ("BTCUSDT", "ETHUSDT"))
-    f = settings.faults
-    assert (f.disconnect_every_s, f.drop_rate, f.corrupt_rate, f.silent_symbol) == (
-        30.0, 0.01, 0.02, "ETHUSDT")  # fmt: skip
-    assert f.slow_consumer_s == 1.0
-    bare = SimulatorSettings.from_config(SimpleNamespace(), ["SOLUSDT"])
-    assert bare.faults == FaultSettings() and bare.rate == 5.0
-
-
-def test_settings_from_the_real_engine_config():
-    from engine.config import FaultsConfig, SimulatorConfig
-
+def test_simulator_takes_the_engine_config_section():
     config = SimulatorConfig(seed=3, rate=2.0, groups=(("ETHUSDT", "BTCUSDT"),),
                              faults=FaultsConfig(drop_rate=0.2, slow_consumer=2.5))  # fmt: skip
-    sim = Simulator.from_config(config, ("BTCUSDT", "ETHUSDT"))
-    assert sim.settings.groups == (("ETHUSDT", "BTCUSDT"),) and sim.settings.seed == 3
-    assert sim.settings.faults.drop_rate == 0.2 and sim.settings.faults.slow_consumer_s == 2.5
+    sim = Simulator(config, ("BTCUSDT", "ETHUSDT"))
+    assert sim.config.groups == (("ETHUSDT", "BTCUSDT"),) and sim.config.seed == 3
+    assert sim.config.faults.drop_rate == 0.2 and sim.config.faults.slow_consumer_s == 2.5
+    assert FaultsConfig(slow_consumer=True).slow_consumer_s == 1.0
+    assert FaultsConfig().slow_consumer_s == 0.0
     assert sim.market.truth("BTCUSDT").leader == "ETHUSDT"
 
 
@@ -926,8 +906,8 @@ def test_cli_arguments_build_settings():
                               "--drop-rate", "0.1", "--corrupt-rate", "0.05",
                               "--silent-symbol", "ethusdt", "--silent-until", "reconnect",
                               "--disconnect-every", "60"])  # fmt: skip
-    settings = settings_from_args(args)
-    assert settings.symbols == ("BTCUSDT", "ETHUSDT") and (settings.seed, settings.rate) == (4, 9.0)
+    settings, symbols = settings_from_args(args)
+    assert symbols == ("BTCUSDT", "ETHUSDT") and (settings.seed, settings.rate) == (4, 9.0)
     assert settings.faults.drop_rate == 0.1 and settings.faults.silent_symbol == "ETHUSDT"
     assert settings.faults.silent_until == "reconnect"
     assert settings.faults.disconnect_every_s == 60.0 and settings.port == 0

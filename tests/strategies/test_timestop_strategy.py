@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import statsmodels.api as sm
 from kit import cointegrated_pair
 
+from engine.config import StrategyConfig
 from engine.errors import ConfigError
 from strategies import make_strategy
 from strategies.timestop import TimeStopStrategy
@@ -63,7 +63,7 @@ def reference_positions(z, spread, entry, exit_, stop, k):
 
 
 def make(entry=2.0, exit_=0.0, stop=4.0, k=1.0):
-    config = SimpleNamespace(
+    config = StrategyConfig(
         name="zscore_timestop", entry=entry, exit=exit_, stop=stop, max_hold_half_lives=k
     )
     return make_strategy(config)
@@ -103,7 +103,7 @@ def test_positions_match_reference_and_step(k, stop, half_life, seed):
     live = make(1.5, 0.0, stop, k)
     stepped = [live.step(a, b) for a, b in zip(z, spread, strict=True)]
     np.testing.assert_array_equal(stepped, expected)
-    plain = make_strategy(SimpleNamespace(name="zscore", entry=1.5, exit=0.0, stop=stop))
+    plain = make_strategy(StrategyConfig(name="zscore", entry=1.5, exit=0.0, stop=stop))
     if k <= 0.5:  # short holding limits must actually cut trades short
         assert np.count_nonzero(expected) < np.count_nonzero(plain.run(z))
 
@@ -118,13 +118,16 @@ def test_time_stop_blocks_re_entry_until_inside_entry():
     np.testing.assert_array_equal(got, [0, 0, 0, 0, -1, -1, -1, 0, 0, 0, -1])
 
 
-@pytest.mark.parametrize(
-    ("value", "match"),
-    [(None, "required"), (0.0, "positive"), (math.inf, "positive"), (-1.0, "positive")],
-)
-def test_bad_config(value, match):
-    with pytest.raises(ConfigError, match=f"max_hold_half_lives.*{match}"):
+@pytest.mark.parametrize("value", [0.0, math.inf, -1.0])
+def test_bad_config(value):
+    """The value is checked once, by StrategyConfig."""
+    with pytest.raises(ValueError, match=r"max_hold_half_lives.*positive"):
         make(k=value)
+
+
+def test_missing_max_hold_is_refused():
+    with pytest.raises(ConfigError, match=r"max_hold_half_lives.*required"):
+        make(k=None)
 
 
 def test_reset():

@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from engine.config import StrategyConfig
 from engine.errors import ConfigError, DataError
 from strategies import REGISTRY, make_strategy
-from strategies.zscore import ZScoreConfig, ZScoreStrategy
+from strategies.zscore import ZScoreStrategy
 
 
 def reference_positions(z, entry, exit_, stop):
@@ -52,7 +53,7 @@ def z_series(n, seed, nan_every=0):
 
 
 def strategy(entry, exit_, stop):
-    return make_strategy(SimpleNamespace(name="zscore", entry=entry, exit=exit_, stop=stop))
+    return make_strategy(StrategyConfig(name="zscore", entry=entry, exit=exit_, stop=stop))
 
 
 GRID = [
@@ -126,26 +127,46 @@ def test_no_lookahead():
 
 def test_registry_and_config():
     assert {"zscore", "zscore_timestop"} <= set(REGISTRY)
-    strat = make_strategy(SimpleNamespace(name="zscore", entry=1.5, exit=0.2, stop=None))
+    config = StrategyConfig(name="zscore", entry=1.5, exit=0.2, stop=None)
+    strat = make_strategy(config)
     assert isinstance(strat, ZScoreStrategy)
-    assert strat.config == ZScoreConfig(entry=1.5, exit=0.2, stop=None)
+    assert strat.config is config
 
 
 @pytest.mark.parametrize(
     ("fields", "match"),
     [
         ({"name": "momentum"}, "unknown strategy 'momentum'"),
-        ({"name": None}, "unknown strategy"),
-        ({"entry": 0.0}, "strategy.entry"),
-        ({"entry": math.nan}, "strategy.entry"),
-        ({"exit": 2.0}, "strategy.exit"),
-        ({"stop": 1.5}, "strategy.stop"),
+        ({"name": ""}, "unknown strategy"),
     ],
 )
-def test_bad_config(fields, match):
-    config = {"name": "zscore", "entry": 2.0, "exit": 0.0, "stop": 4.0, **fields}
+def test_bad_name(fields, match):
+    config = StrategyConfig(**{"name": "zscore", "entry": 2.0, "exit": 0.0, "stop": 4.0, **fields})
     with pytest.raises(ConfigError, match=match):
-        make_strategy(SimpleNamespace(**config))
+        make_strategy(config)
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"entry": 0.0}, "entry: expected a positive"),
+        ({"entry": math.nan}, "entry: expected a positive"),
+        ({"entry": math.inf}, "entry: expected a positive"),
+        ({"exit": 2.0}, "exit: expected < entry"),
+        ({"exit": math.nan}, "exit: expected < entry"),
+        ({"stop": 1.5}, "stop: expected > entry"),
+        ({"stop": math.inf}, "stop: expected > entry"),
+    ],
+)
+def test_bad_thresholds_are_refused_by_the_config(fields, match):
+    """entry/exit/stop are checked once, by StrategyConfig; the strategy trusts them."""
+    with pytest.raises(ValueError, match=match):
+        StrategyConfig(**{"name": "zscore", "entry": 2.0, "exit": 0.0, "stop": 4.0, **fields})
+
+
+def test_only_a_strategy_config_is_taken():
+    with pytest.raises(TypeError, match=r"expected an engine\.config\.StrategyConfig"):
+        make_strategy(SimpleNamespace(name="zscore", entry=-1.0, exit=0.0, stop=None))
 
 
 def test_bad_input():

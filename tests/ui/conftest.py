@@ -92,6 +92,7 @@ class Server:
                 str(self.port),
                 "--allow-websocket-origin",
                 f"127.0.0.1:{self.port}",
+                "--use-xheaders",  # as behind a proxy: a test can pose as a remote client
             ],
             cwd=ROOT,
             env=env,

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import inspect
 import io
+import json
 import math
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,10 +18,12 @@ import pytest
 from statsmodels.tsa.stattools import adfuller
 from statsmodels.tsa.stattools import coint as sm_coint
 
-from engine.config import StrategyConfig
+from engine.config import StrategyConfig, load_config
 from engine.errors import DataError
 from engine.pairstep import PairParams
-from engine.schemas import BAR_DTYPE
+from engine.schemas import BAR_DTYPE, as_bar_records
+from engine.store import Store
+from tests.funding_kit import mark_price_rows
 from tests.kit import cointegrated_pair
 from ui import services
 from ui.bridge import ERROR_CHARS, STALE_S, Cache, health
@@ -202,3 +209,88 @@ def test_feed_down_banner_counts_failed_connects(rows, want):
     h = health(Cache(polled_at=now, status=status), now, 1000)
     assert h.state == "feed-down" and "NOT live" in h.message
     assert "reconnecting (0 reconnects so far; " + want in h.message
+
+
+# ----------------------------------------------------------------------------- backtest
+
+BT_CONFIG = """\
+feed: {source: simulator}
+symbols: [ETHUSDT, BTCUSDT]
+pairs: [{y: ETHUSDT, x: BTCUSDT}]
+analytics: {timeframe: 1m, hedge: kalman, zscore_window: 40}
+strategy: {entry: 1.5, exit: 0.25, stop: 3.5, notional: 5000, fee_bps: 2.0}
+"""
+BT_T0 = 1_717_200_000_000  # 2024-06-01T00:00:00Z
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+
+
+def _stored_pair_with_funding(path, n: int) -> None:
+    """1m bars of ETHUSDT and BTCUSDT (a few bars missing) and mark-price funding rows of both
+    legs (announced 4 h and 8 h funding times), starting 8 h before the bars, ending after."""
+    store = Store(path)
+    y, x = cointegrated_pair(n, beta=1.2, half_life=12.0, noise=0.003, x0=60_000.0, seed=21)
+    rng = np.random.default_rng(21)
+    for symbol, close in (("ETHUSDT", y), ("BTCUSDT", x)):
+        ts = BT_T0 + MINUTE * np.arange(n)
+        bars = _bars(close, ts)
+        bars["open"] = np.concatenate(([close[0]], close[:-1])) * np.exp(rng.normal(0, 2e-4, n))
+        bars["high"] = np.maximum(bars["open"], close)
+        bars["low"] = np.minimum(bars["open"], close)
+        bars["volume"], bars["trades"] = 1.0, 1
+        keep = rng.random(n) > 0.05
+        keep[0] = True
+        store.write_bars("1m", symbol, bars[keep])
+    for symbol, hours, seed in (("ETHUSDT", 4, 1), ("BTCUSDT", 8, 2)):
+        rows = mark_price_rows(
+            BT_T0 - 8 * HOUR, BT_T0 + n * MINUTE + 8 * HOUR, interval_h=hours, seed=seed
+        )
+        store.write_funding(symbol, rows)
+    store.flush()
+
+
+def test_dashboard_backtest_charges_funding_exactly_as_the_cli(tmp_path):
+    """The CLI (``pairstack backtest --json``, a fresh shell's environment) and the dashboard's
+    ``services.run_backtest`` on the same stored bars, funding and settings: the same result."""
+    store_dir, home, out = tmp_path / "store", tmp_path / "home", tmp_path / "bt.json"
+    home.mkdir()
+    _stored_pair_with_funding(store_dir, n=2000)
+    config_file = tmp_path / "bt.yaml"
+    config_file.write_text(BT_CONFIG)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "pairstack"), "backtest", "--store", str(store_dir),
+         "--pair", "ETHUSDT/BTCUSDT", "--config", str(config_file), "--json", str(out)],
+        env={"PATH": os.environ["PATH"], "HOME": str(home)},  # numba caches under HOME
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cli = json.loads(out.read_text())
+
+    config = load_config(config_file)
+    store = Store(store_dir)
+    legs = [as_bar_records(s, store.read_bars("1m", s)) for s in ("ETHUSDT", "BTCUSDT")]
+    ui = services.run_backtest(
+        legs[0],
+        legs[1],
+        PairParams.from_config(config.analytics),
+        config.strategy,
+        "1m",
+        legs=("ETHUSDT", "BTCUSDT"),
+        store=str(store_dir),
+    )
+    assert ui.stats["funding_paid"] != 0.0 and ui.stats["funding_events"] >= 8
+    assert ui.stats["trades"] >= 3
+    # the JSON document both would write, through JSON (floats round-trip exactly)
+    doc = json.loads(json.dumps(ui.to_json_dict()))
+    assert doc["stats"] == cli["stats"]
+    assert doc["trades"] == cli["trades"]
+    assert doc["equity"] == cli["equity"]
+    np.testing.assert_array_equal(
+        ui.trades["funding"].to_numpy(), [t["funding"] for t in cli["trades"]]
+    )
+    # without the store (no funding) the numbers differ: the test above can fail
+    bare = services.run_backtest(
+        legs[0], legs[1], PairParams.from_config(config.analytics), config.strategy, "1m"
+    )
+    assert bare.stats["funding_paid"] == 0.0
+    assert bare.stats["final_equity"] != cli["stats"]["final_equity"]

@@ -109,7 +109,13 @@ class BacktestView(Viewer):
         tf = app.settings.timeframe
         try:
             res = services.run_backtest(
-                legs[0], legs[1], app.params(), app.state.config.strategy, tf
+                legs[0],
+                legs[1],
+                app.params(),
+                app.state.config.strategy,
+                tf,
+                legs=app.settings.legs,
+                store=app.state.config.store.path,
             )
         except PairstackError as exc:
             self.message.object = f"<p class='ps-error'>{html.escape(str(exc))}</p>"

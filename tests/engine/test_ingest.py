@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from actors.feed import FeedCore
 from engine.bars import build_bar_records
 from engine.config import parse_config
+from engine.ingest import FeedCore, feed_row
 from engine.schemas import BAR_DTYPE, table_to_bars, table_to_ticks
 from engine.store import Store
 from tests.kit import random_ticks
@@ -29,6 +29,11 @@ def make_config(path, lateness_ms=250, timeframes=("1s", "1m")):
             "store": {"path": str(path)},
         }
     )
+
+
+def make_core(cfg, store: Store) -> FeedCore:
+    return FeedCore(SYMS, store, feed=cfg.feed, timeframe=cfg.analytics.timeframe,
+                    timeframes=cfg.timeframes)  # fmt: skip
 
 
 def stream(seed: int, n: int = 1500) -> dict[str, np.ndarray]:
@@ -60,14 +65,14 @@ def test_store_and_published_bars_equal_offline_rebuild(tmp_path, seed, lateness
     t1 = max(int(t["ts"][-1]) for t in ticks.values()) + 1
     cuts = np.unique(np.r_[np.arange(t0, t1, 137), t1])
     published: dict[str, list[np.ndarray]] = {}
-    core = FeedCore(cfg, SYMS, Store(tmp_path, durable=False))
+    core = make_core(cfg, Store(tmp_path, durable=False))
     if restart_at is None:
         play(core, ticks, cuts, published)
     else:
         k = int(len(cuts) * restart_at)
         play(core, ticks, cuts[: k + 1], published)
         core.flush()  # what a feed flushed before it died; the rest is lost with it
-        core = FeedCore(cfg, SYMS, Store(tmp_path, durable=False))
+        core = make_core(cfg, Store(tmp_path, durable=False))
         resumed = {s: t[t["agg_id"] > core.last_ids[s]] for s, t in ticks.items()}
         play(core, resumed, cuts[k:], published)
     core.advance(float(t1) + 400_000.0)
@@ -94,7 +99,7 @@ def test_store_and_published_bars_equal_offline_rebuild(tmp_path, seed, lateness
 def test_recent_bars_and_recent_for(tmp_path):
     cfg = make_config(tmp_path)
     ticks = stream(3, 400)
-    core = FeedCore(cfg, SYMS, Store(tmp_path, durable=False))
+    core = make_core(cfg, Store(tmp_path, durable=False))
     t1 = max(int(t["ts"][-1]) for t in ticks.values()) + 1
     play(core, ticks, np.array([0, t1]), {})
     core.advance(float(t1) + 5_000)
@@ -112,7 +117,7 @@ def test_recent_bars_and_recent_for(tmp_path):
 
 def test_pending_gap_holds_the_clock(tmp_path):
     cfg = make_config(tmp_path, lateness_ms=0)
-    core = FeedCore(cfg, SYMS, Store(tmp_path, durable=False))
+    core = make_core(cfg, Store(tmp_path, durable=False))
     t = random_ticks(50, seed=4)
     core.on_ticks("ETHUSDT", t, float(t["ts"][-1]))
     core.take_entries()
@@ -126,7 +131,6 @@ def test_pending_gap_holds_the_clock(tmp_path):
 @pytest.mark.parametrize("n_gaps", [0, 1, 4])
 def test_status_row_and_run_log_list_open_gaps(n_gaps):
     from actors.cli_run import one_line
-    from actors.feed import feed_row
     from engine.feed import FeedStats, OpenGap
     from engine.status import build_status
 
@@ -160,7 +164,6 @@ def test_status_row_and_run_log_list_open_gaps(n_gaps):
     [(0, ""), (1, "ConnectionRefusedError: [Errno 111] refused"), (7, "TimeoutError: ")],
 )
 def test_status_row_carries_failed_connects(failures, error):
-    from actors.feed import feed_row
     from engine.feed import FeedStats
     from engine.status import build_status
 
@@ -185,7 +188,7 @@ def test_clock_close_records_when_the_clock_passed_end_plus_lateness(tmp_path):
     from engine.schemas import TICK_DTYPE
 
     cfg = make_config(tmp_path, lateness_ms=250, timeframes=("1s",))
-    core = FeedCore(cfg, SYMS, Store(tmp_path, durable=False))
+    core = make_core(cfg, Store(tmp_path, durable=False))
     t0 = 1_700_000_000_000
     for k, s in enumerate(SYMS):
         tick = np.zeros(1, dtype=TICK_DTYPE)
@@ -205,21 +208,29 @@ def test_clock_close_records_when_the_clock_passed_end_plus_lateness(tmp_path):
     assert core.next_close_ms() == t0 + 1000 + 250  # the held symbol still waits
 
 
-def test_bar_tail_keeps_the_last_bars_like_a_concatenation():
-    from actors.feed import BarTail
-
-    rng = np.random.default_rng(3)
-    tail, naive = BarTail(keep=50), np.empty(0, dtype=BAR_DTYPE)
-    for step in range(400):
-        k = int(rng.choice([0, 1, 2, 7, 49, 50, 51, 130])) if step % 37 else 0
-        bars = np.zeros(k, dtype=BAR_DTYPE)
-        bars["ts"] = np.arange(len(naive), len(naive) + k)
-        bars["close"] = rng.normal(size=k)
-        tail.extend(bars)
-        naive = np.concatenate([naive, bars])
-        np.testing.assert_array_equal(tail.last(), naive[-50:])
-        n = int(rng.integers(0, 60))
-        np.testing.assert_array_equal(tail.last(n), naive[-50:][-n:] if n else naive[:0])
-    got = tail.last(5)
-    got["close"] = 0.0  # a copy: the tail is untouched
-    assert not np.array_equal(tail.last(5), got)
+def test_compact_keeps_files_few_and_rows_whole(tmp_path):
+    """A feed that flushes every batch (one part file per partition each time) and compacts
+    now and then: today's partitions stay small; once the day is over, one file each."""
+    cfg = make_config(tmp_path)
+    ticks = stream(4, n=3000)
+    t0 = min(int(t["ts"][0]) for t in ticks.values())
+    t1 = max(int(t["ts"][-1]) for t in ticks.values()) + 1
+    core = make_core(cfg, Store(tmp_path, durable=False))
+    cuts = np.unique(np.r_[np.arange(t0, t1, 500), t1])
+    for k, (lo, hi) in enumerate(itertools.pairwise(cuts)):
+        play(core, ticks, np.array([lo, hi]), {})
+        core.flush()
+        if k % 50 == 49:
+            core.compact(now_ms=t0)  # all of it is "today"
+    parts = [d for d in tmp_path.glob("**/date=*") if d.is_dir()]
+    assert max(len(list(d.iterdir())) for d in parts) < 16 + 50
+    core.compact(now_ms=t1 + 2 * 86_400_000)  # every day closed
+    assert all(len(list(d.iterdir())) == 1 for d in parts)
+    store = Store(tmp_path)
+    for s, t in ticks.items():
+        np.testing.assert_array_equal(table_to_ticks(store.read_ticks(s)), t)
+        for tf in cfg.timeframes:
+            offline = build_bar_records(t["ts"], t["price"], t["qty"], tf)
+            stored = table_to_bars(store.read_bars(tf, s))  # bars still open are not stored
+            assert len(offline) - 2 <= len(stored) <= len(offline)
+            np.testing.assert_array_equal(stored, offline[: len(stored)])

@@ -1,0 +1,181 @@
+"""Parameter sweeps without Ray: the ``--sweep KEY=V1,V2`` grammar, the grid, the checked
+parameter sets and how they are cut into chunks for the actors (``actors.backtest`` runs them).
+
+A parameter set is a mapping of overrides on top of a base ``PairParams`` (the ``analytics``
+section: price, hedge, delta, obs_var, init_var, ols_window, zscore, zscore_window) and a base
+``StrategyConfig`` (name, entry, exit, stop, notional, capital, fee_bps, slippage_bps,
+max_hold_half_lives). ``capital`` keeps its configured value when ``notional`` is swept.
+Overrides are checked by the config types themselves (``PairParams``, ``StrategyConfig``); the
+strategy ``name`` is checked where strategies are built (``actors.backtest``: engine/ does not
+import strategies/).
+
+Walk-forward (``train_frac``): ``engine.backtest_data.split_index`` splits the aligned bars by
+time; see ``actors.backtest`` for how each part is traded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields, replace
+from typing import Any
+
+import msgspec
+
+from engine.backtest_data import PairData, check_bars
+from engine.config import StrategyConfig
+from engine.errors import ConfigError
+from engine.pairstep import PairParams
+
+#: sweepable keys of the analytics section (PairParams fields) and of the strategy section
+ANALYTICS_KEYS: tuple[str, ...] = tuple(f.name for f in fields(PairParams))
+STRATEGY_KEYS: tuple[str, ...] = tuple(StrategyConfig.__struct_fields__)
+#: upper bound on the default chunk (sets per actor call)
+MAX_CHUNK = 32
+#: default chunks per actor: enough for the last ones to even out the actors' finishing times
+CHUNKS_PER_ACTOR = 8
+
+_INT_KEYS = ("ols_window", "zscore_window")
+_STR_KEYS = ("price", "hedge", "zscore", "name")
+_OPTIONAL_KEYS = ("stop", "capital", "max_hold_half_lives")
+
+#: a resolved parameter set
+ParamSet = tuple[PairParams, StrategyConfig]
+
+
+def set_label(overrides: Mapping[str, Any]) -> str:
+    """``"entry=1.5, exit=0"``: how error messages name a parameter set."""
+    return ", ".join(f"{k}={v}" for k, v in overrides.items())
+
+
+def resolve_set(
+    overrides: Mapping[str, Any], params: PairParams, strategy: StrategyConfig
+) -> ParamSet:
+    """The base params and strategy with ``overrides`` applied and validated (ConfigError)."""
+    unknown = [k for k in overrides if k not in ANALYTICS_KEYS and k not in STRATEGY_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter(s) {unknown}: expected analytics keys {list(ANALYTICS_KEYS)} "
+            f"or strategy keys {list(STRATEGY_KEYS)}"
+        )
+    a_over = {k: v for k, v in overrides.items() if k in ANALYTICS_KEYS}
+    s_over = {k: v for k, v in overrides.items() if k in STRATEGY_KEYS}
+    label = set_label(overrides)
+    try:
+        new_params = replace(params, **a_over) if a_over else params
+    except ConfigError as exc:
+        raise ConfigError(f"parameter set ({label}): {exc}") from None
+    if not s_over:
+        return new_params, strategy
+    try:
+        new_strategy = msgspec.convert({**msgspec.to_builtins(strategy), **s_over}, StrategyConfig)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise ConfigError(f"parameter set ({label}): strategy.{exc}") from None
+    return new_params, new_strategy
+
+
+def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Cartesian product of ``grid`` (key -> values) as a list of override dicts.
+
+    Analytics keys vary slowest (so consecutive sets share a pair step), then strategy keys,
+    each group in the grid's key order.
+    """
+    keys = [k for k in grid if k in ANALYTICS_KEYS] + [k for k in grid if k not in ANALYTICS_KEYS]
+    for key in keys:
+        values = grid[key]
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+            raise ConfigError(f"sweep {key}: expected a non-empty list of values, got {values!r}")
+    combos = itertools.product(*(grid[k] for k in keys))
+    return [dict(zip(keys, combo, strict=True)) for combo in combos]
+
+
+def _parse_value(key: str, text: str) -> Any:
+    text = text.strip()
+    if key in _OPTIONAL_KEYS and text.lower() in ("none", "null"):
+        return None
+    if key in _STR_KEYS:
+        if not text:
+            raise ValueError("empty value")
+        return text
+    if key in _INT_KEYS:
+        return int(text)
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+def parse_sweep(specs: Iterable[str]) -> dict[str, list[Any]]:
+    """``["entry=1.5,2", "zscore_window=30,60"]`` -> ``{"entry": [1.5, 2.0], ...}``.
+
+    Windows are integers, price/hedge/zscore/name strings, stop/capital/max_hold_half_lives
+    numbers or ``none``, everything else numbers. ConfigError names the bad spec.
+    """
+    grid: dict[str, list[Any]] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--sweep {spec!r}: expected KEY=V1,V2,... (e.g. entry=1.5,2,2.5)")
+        if key not in ANALYTICS_KEYS and key not in STRATEGY_KEYS:
+            raise ConfigError(
+                f"--sweep {spec!r}: unknown key {key!r}; expected one of "
+                f"{sorted(ANALYTICS_KEYS + STRATEGY_KEYS)}"
+            )
+        if key in grid:
+            raise ConfigError(f"--sweep {spec!r}: {key} is swept twice; list its values once")
+        try:
+            parsed = [_parse_value(key, v) for v in values.split(",")]
+        except ValueError as exc:
+            kind = "integers" if key in _INT_KEYS else "values" if key in _STR_KEYS else "numbers"
+            raise ConfigError(
+                f"--sweep {spec!r}: {key} takes comma-separated {kind} ({exc})"
+            ) from None
+        if len(set(map(repr, parsed))) != len(parsed):
+            raise ConfigError(f"--sweep {spec!r}: a value is listed twice")
+        grid[key] = parsed
+    if not grid:
+        raise ConfigError("--sweep: no parameters given")
+    return grid
+
+
+def plan_sweep(
+    data: PairData,
+    grid: Mapping[str, Sequence[Any]],
+    params: PairParams | None = None,
+    strategy: StrategyConfig | None = None,
+    train_frac: float | None = None,
+) -> tuple[list[dict[str, Any]], list[ParamSet]]:
+    """The grid's override dicts and their resolved, checked sets (ConfigError,
+    NumericalError), before any actor starts."""
+    overrides = expand_grid(grid)
+    base_params, base_strategy = params or PairParams(), strategy or StrategyConfig()
+    sets = [resolve_set(o, base_params, base_strategy) for o in overrides]
+    for p in dict.fromkeys(p for p, _ in sets):
+        check_bars(data.n, p, train_frac)
+    return overrides, sets
+
+
+def assign_chunks(
+    sets: Sequence[ParamSet], n_actors: int, chunk_size: int | None = None
+) -> list[list[list[int]]]:
+    """Each actor's queue of chunks (lists of set indices).
+
+    Sets are grouped by ``PairParams`` (first appearance order), the grouped order is cut into
+    ``n_actors`` contiguous shares of near-equal size and each share into chunks, so an actor
+    meets the sets of one pair step consecutively and computes that pair series once (twice at
+    most where shares meet a group). ``chunk_size`` defaults to a share / ``CHUNKS_PER_ACTOR``
+    (at most ``MAX_CHUNK``).
+    """
+    groups: dict[PairParams, list[int]] = {}
+    for j, (p, _) in enumerate(sets):
+        groups.setdefault(p, []).append(j)
+    order = [j for members in groups.values() for j in members]
+    n = len(order)
+    size = chunk_size or max(1, min(MAX_CHUNK, math.ceil(n / (CHUNKS_PER_ACTOR * n_actors))))
+    bounds = [round(i * n / n_actors) for i in range(n_actors + 1)]
+    queues = []
+    for lo, hi in itertools.pairwise(bounds):
+        queues.append([order[k : min(k + size, hi)] for k in range(lo, hi, size)])
+    return queues
