@@ -32,11 +32,11 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from actors.pair import parse_pair
 from engine.backtest import BacktestResult, Costs, run
 from engine.backtest_data import PairData, check_bars, split_index
 from engine.config import StrategyConfig
 from engine.errors import ConfigError
+from engine.pairbook import parse_pair
 from engine.pairstep import PairParams, PairSeries, run_pair
 from engine.sweep import ParamSet, assign_chunks, plan_sweep, set_label
 from strategies import Strategy, make_strategy

@@ -100,10 +100,10 @@ def stats_table(stats: dict[str, Any]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from actors.backtest import sweep
-    from actors.pair import parse_pair
     from engine.backtest import Costs, run
     from engine.backtest_data import PairData
     from engine.config import AnalyticsConfig, StrategyConfig, load_config
+    from engine.pairbook import parse_pair
     from engine.pairstep import PairParams
     from engine.sweep import parse_sweep
     from strategies import make_strategy

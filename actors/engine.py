@@ -22,9 +22,11 @@ import numpy as np
 
 from actors.feed import FeedActor
 from actors.hub import HUB_NAME, NAMESPACE, Hub
-from actors.pair import PairActor, parse_pair
+from actors.pair import PairActor
 from actors.ray_init import init_ray
+from engine.atomic import write_atomic
 from engine.errors import ConfigError
+from engine.pairbook import parse_pair
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +57,7 @@ def record_engine(store_path: str, address: str, hub_name: str, namespace: str) 
     }
     for path in record_paths(store_path):
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(record))
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps(record))
         except OSError as exc:  # the cache dir may be read-only; the store copy is what counts
             log.warning("cannot record the engine address in %s: %s", path, exc)
     return record

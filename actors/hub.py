@@ -1,8 +1,9 @@
 """The Hub: named actor "pairstack-hub" (namespace "pairstack") that ties the engine together.
 
 It holds the config, the registry of FeedActors and PairActors, the alert rules (changeable at
-run time, pushed to the PairActors) and the alert history, both persisted under
-``<store>/alerts/`` with atomic writes so they survive restarts. ``status()`` returns exactly the
+run time, pushed to the PairActors) and the alert history, both kept by an
+``engine.alerts.AlertLog`` under ``<store>/alerts/`` so they survive restarts. ``status()``
+gathers the actors' stats and returns ``engine.status.build_status`` of them: exactly the
 object ``pairstack status --json`` prints (DESIGN.md "CLI"). The class is plain; ``ray.remote`` is
 applied where it is constructed (actors/engine.py) with ``max_concurrency`` > 1, so the Hub must
 not hold its lock while it waits on other actors.
@@ -10,138 +11,22 @@ not hold its lock while it waits on other actors.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import tempfile
 import threading
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 
-from actors.alerts import AlertRule, rules_from_config
+from engine.alerts import AlertLog, AlertRule, rules_from_config
+from engine.status import build_status, iso_ms
 
 log = logging.getLogger(__name__)
 
 HUB_NAME = "pairstack-hub"
 NAMESPACE = "pairstack"
-#: alert events kept in memory and on disk
-HISTORY_LIMIT = 10_000
 #: seconds the Hub waits for an actor before it reports it as unavailable
 CALL_TIMEOUT_S = 10.0
-
-
-def iso_ms(ts_ms: int | None) -> str | None:
-    """Unix ms -> ISO-8601 UTC string with milliseconds (``2026-01-02T03:04:05.000Z``)."""
-    if ts_ms is None:
-        return None
-    dt = datetime.fromtimestamp(ts_ms / 1000.0, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts_ms) % 1000:03d}Z"
-
-
-def _num(value: float) -> float | None:
-    """JSON-safe float: NaN/inf -> None."""
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def latency_summary(samples_ms: np.ndarray) -> dict:
-    """``{"p50", "p99", "max"}`` of latency samples in ms (None each when there are none)."""
-    samples_ms = np.asarray(samples_ms, dtype=np.float64)
-    if samples_ms.size == 0:
-        return {"p50": None, "p99": None, "max": None}
-    p50, p99 = np.percentile(samples_ms, [50.0, 99.0])
-    return {"p50": float(p50), "p99": float(p99), "max": float(samples_ms.max())}
-
-
-def build_status(feeds: list[dict], pairs: list[dict], latency_ms: np.ndarray) -> dict:
-    """The ``pairstack status --json`` object from feed stats, pair states and latency samples.
-
-    ``pairs`` rows carry ``pair``, ``last_bar`` (ms or None), ``beta``, ``z``, ``position``.
-    """
-    feed_keys = (
-        "symbols",
-        "connected",
-        "ticks_per_s",
-        "ticks",
-        "rejected",
-        "gaps_backfilled",
-        "late_ticks",
-        "reconnects",
-    )
-    out_feeds = []
-    for f in feeds:
-        row = {k: f[k] for k in feed_keys}
-        row.update({k: v for k, v in f.items() if k not in row})
-        out_feeds.append(row)
-    out_pairs = [
-        {
-            "pair": p["pair"],
-            "last_bar": iso_ms(p["last_bar"]),
-            "beta": _num(p["beta"]),
-            "z": _num(p["z"]),
-            "position": int(p["position"]),
-        }
-        for p in sorted(pairs, key=lambda p: p["pair"])
-    ]
-    return {"feeds": out_feeds, "pairs": out_pairs, "latency_ms": latency_summary(latency_ms)}
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class AlertLog:
-    """Alert rules and fired-alert history persisted under ``<store>/alerts/`` (JSON, atomic)."""
-
-    def __init__(self, store_path: str | os.PathLike, default_rules: list[AlertRule]):
-        self.dir = Path(store_path) / "alerts"
-        self.rules_path = self.dir / "rules.json"
-        self.history_path = self.dir / "history.jsonl"
-        if self.rules_path.exists():
-            raw = json.loads(self.rules_path.read_text())
-            self.rules = [AlertRule.from_dict(d) for d in raw]
-        else:
-            self.rules = list(default_rules)
-        self.history: list[dict] = []
-        if self.history_path.exists():
-            lines = self.history_path.read_text().splitlines()
-            self.history = [json.loads(line) for line in lines if line.strip()]
-
-    def set_rules(self, rules: list[AlertRule]) -> None:
-        self.rules = list({r.key: r for r in rules}.values())
-        _atomic_write(self.rules_path, json.dumps([r.to_dict() for r in self.rules], indent=1))
-
-    def record(self, events: list[dict]) -> list[dict]:
-        """Append the events not recorded yet (one per rule and bar ts); returns them."""
-        seen = {(e["rule"], e["ts"]) for e in self.history}
-        events = [e for e in events if (e["rule"], e["ts"]) not in seen]
-        if not events:
-            return []
-        self.history.extend(events)
-        del self.history[:-HISTORY_LIMIT]
-        _atomic_write(
-            self.history_path, "".join(json.dumps(e, allow_nan=False) + "\n" for e in self.history)
-        )
-        return events
-
-    def since(self, since_ms: int | None) -> list[dict]:
-        if since_ms is None:
-            return list(self.history)
-        return [e for e in self.history if e["fired_at"] > since_ms]
 
 
 class Hub:
@@ -245,7 +130,7 @@ class Hub:
 
     def set_rules(self, rules: list[AlertRule | dict]) -> list[AlertRule]:
         """Replace the alert rules (persisted) and push them to every PairActor."""
-        parsed = [r if isinstance(r, AlertRule) else AlertRule.from_dict(r) for r in rules]
+        parsed = rules_from_config(rules)
         with self._lock:
             self._alerts.set_rules(parsed)
             current = list(self._alerts.rules)
@@ -255,8 +140,7 @@ class Hub:
         return current
 
     def add_rule(self, rule: AlertRule | dict) -> list[AlertRule]:
-        rule = rule if isinstance(rule, AlertRule) else AlertRule.from_dict(rule)
-        return self.set_rules([*self.rules(), rule])
+        return self.set_rules([*self.rules(), *rules_from_config([rule])])
 
     def remove_rule(self, key: str) -> list[AlertRule]:
         return self.set_rules([r for r in self.rules() if r.key != key])

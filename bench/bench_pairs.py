@@ -86,7 +86,7 @@ def _config(n_pairs: int, n_symbols: int, store: str):
 def _missed_steps(cfg, handle) -> int:
     import ray
 
-    from engine.pairstep import align_bars
+    from engine.align import align_bars
     from engine.schemas import table_to_bars
     from engine.store import Store
 
@@ -108,7 +108,7 @@ def _case(n_pairs: int, n_symbols: int, run_s: float) -> dict:
     import ray
 
     from actors.engine import start_engine
-    from actors.hub import latency_summary
+    from engine.status import latency_summary
 
     with tempfile.TemporaryDirectory(prefix="bench-pairs-") as tmp:
         cfg = _config(n_pairs, n_symbols, tmp)

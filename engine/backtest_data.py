@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from engine.align import Aligned, align_bars
 from engine.errors import ConfigError, DataError, NumericalError
 from engine.funding import FundingEvents, funding_events
-from engine.pairstep import Aligned, PairParams, align_bars
+from engine.pairstep import PairParams
 from engine.schemas import TIMEFRAME_MS, as_bar_records
 from engine.store import Store, to_ms
 

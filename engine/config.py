@@ -31,13 +31,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 import yaml
 
+from engine.alerts import AlertRule
 from engine.binance import REJECT_REASONS, SYMBOL_PATTERN
 from engine.errors import ConfigError
 
 __all__ = [
     "BINANCE_REST_URL",
     "BINANCE_WS_URL",
-    "AlertRule",
     "AnalyticsConfig",
     "Config",
     "FaultsConfig",
@@ -178,22 +178,6 @@ class StrategyConfig(_Struct, kw_only=True):
             )
         if self.capital is None:
             msgspec.structs.force_setattr(self, "capital", self.notional)
-
-
-class AlertRule(_Struct, kw_only=True):
-    """Fires when a pair's z crosses a level: exactly one of ``above``, ``below``, ``abs_above``."""
-
-    pair: str
-    above: float | None = None
-    below: float | None = None
-    abs_above: PositiveFloat | None = None
-
-    def __post_init__(self) -> None:
-        given = [k for k in ("above", "below", "abs_above") if getattr(self, k) is not None]
-        if not given:
-            raise ValueError("expected one of above, below, abs_above, got none")
-        if len(given) > 1:
-            raise _invalid(given[1], f"expected only one of above, below, abs_above, got {given}")
 
 
 class StoreConfig(_Struct, kw_only=True):

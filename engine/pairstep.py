@@ -32,7 +32,6 @@ from engine.rolling import (
     ols_step,
     zscore_step,
 )
-from engine.schemas import as_bar_records
 
 PRICES = ("log", "raw")
 HEDGES = ("kalman", "rolling_ols", "static_ols")
@@ -97,61 +96,6 @@ class PairParams:
             state_noise(self.delta),
             float(self.obs_var),
         )
-
-
-# ---------------------------------------------------------------- alignment
-
-
-@dataclass(frozen=True)
-class Aligned:
-    """Two legs on the union of their bar times (ms), from the first time both have traded.
-
-    A leg without a bar at ``ts`` carries its last close forward, which also stands in for its
-    open; ``has_y``/``has_x`` say which leg really had a bar.
-    """
-
-    ts: np.ndarray
-    open_y: np.ndarray
-    close_y: np.ndarray
-    open_x: np.ndarray
-    close_x: np.ndarray
-    has_y: np.ndarray
-    has_x: np.ndarray
-
-
-def _bars(name: str, bars: Any) -> np.ndarray:
-    bars = as_bar_records(name, bars)
-    ts = bars["ts"]
-    if ts.size > 1 and not (np.diff(ts) > 0).all():
-        raise DataError(f"{name}: bar times must be strictly increasing")
-    for field in ("open", "close"):
-        if not np.isfinite(bars[field]).all():
-            raise DataError(f"{name}: {field} prices must be finite")
-    return bars
-
-
-def _leg_on(ts: np.ndarray, bars: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(open, close, has) of one leg at times ``ts`` (each >= the leg's first bar)."""
-    idx = np.searchsorted(bars["ts"], ts, side="right") - 1
-    has = bars["ts"][idx] == ts
-    close = bars["close"][idx]
-    return np.where(has, bars["open"][idx], close), close, has
-
-
-def align_bars(bars_y: Any, bars_x: Any) -> Aligned:
-    """Align two legs' bars (BAR_DTYPE arrays or BAR_SCHEMA tables) as DESIGN.md says."""
-    by = _bars("bars_y", bars_y)
-    bx = _bars("bars_x", bars_x)
-    if by.size == 0 or bx.size == 0:
-        ts = np.empty(0, dtype=np.int64)
-        empty = np.empty(0)
-        none = np.empty(0, dtype=bool)
-        return Aligned(ts, empty, empty.copy(), empty.copy(), empty.copy(), none, none.copy())
-    ts = np.union1d(by["ts"], bx["ts"])
-    ts = ts[ts >= max(by["ts"][0], bx["ts"][0])]
-    open_y, close_y, has_y = _leg_on(ts, by)
-    open_x, close_x, has_x = _leg_on(ts, bx)
-    return Aligned(ts, open_y, close_y, open_x, close_x, has_y, has_x)
 
 
 # ---------------------------------------------------------------- the step kernel

@@ -12,8 +12,9 @@ one new part file per partition. A write call refuses bad input (DataError) and 
 (after a dtype, shape and finite check); everything else waits for the flush, which converts
 the rows buffered for a partition to Arrow once, drops repeated keys and splits them by day, so
 the many small writes of a live feed stay cheap. Every file is written under a dotted temporary
-name (``.<part>.parquet.tmp``, which pyarrow, DuckDB and polars skip), fsynced when ``durable``,
-and then renamed, so readers never see half a file. Files have no dictionary encoding and
+name (``.<part>.parquet.<random>.tmp``, which pyarrow, DuckDB and polars skip) and then renamed
+(``engine.atomic``; the file and its directory fsynced when ``durable``), so readers never see
+half a file. Files have no dictionary encoding and
 delta-encoded 64-bit integer and time columns (faster to write, smaller for growing ids/times).
 
 Uniqueness: a tick key (agg_id) is stored once and the first copy wins (a trade never changes);
@@ -59,6 +60,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from engine.atomic import atomic_path, fsync_path
 from engine.errors import DataError, StoreError
 from engine.schemas import (
     BAR_DTYPE,
@@ -311,14 +313,6 @@ def _visible(name: str) -> bool:
     return not name.startswith((".", "_"))
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_parquet(table: pa.Table, path: Path) -> None:
     """One Parquet file: no dictionaries, 64-bit integer and time columns delta-encoded.
 
@@ -335,12 +329,8 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
 
 def _write_atomic(table: pa.Table, final: Path, durable: bool) -> None:
     """Write under a dotted temporary name in the same directory, then rename over `final`."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp")
-    _write_parquet(table, tmp)
-    if durable:
-        _fsync(tmp)
-    os.replace(tmp, final)
+    with atomic_path(final, durable=durable) as tmp:
+        _write_parquet(table, tmp)
 
 
 def _new_part_name() -> str:
@@ -857,7 +847,7 @@ class Store:
             name = _new_part_name()
             _write_parquet(_unique_keys(table, kind), staging / name)
             if self.durable:
-                _fsync(staging / name)
+                fsync_path(staging / name)
             written.append(name)
         kept = [f.name for f in infos if f.name not in merged_away]
         for name in kept:

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from engine.align import align_bars
 from engine.backtest import BacktestResult, Costs, run
 from engine.backtest_data import PairData, stored_funding
 from engine.config import StrategyConfig
 from engine.errors import DataError, NumericalError
-from engine.pairstep import PairParams, align_bars, run_pair
+from engine.pairstep import PairParams, run_pair
 from engine.schemas import timeframe_ms
 from engine.stats import adf, coint, half_life, log_return_corr, screen_pairs
 from strategies import make_strategy

@@ -18,12 +18,13 @@ from funding_kit import mark_price_rows, settlements_loop
 from kit import cointegrated_pair
 
 from actors.backtest import BacktestActor, SweepPool, sweep
+from engine.align import align_bars
 from engine.backtest import Costs, _simulate, run
 from engine.backtest_data import PairData
 from engine.config import StrategyConfig
 from engine.errors import ConfigError, DataError, NumericalError
 from engine.funding import funding_events
-from engine.pairstep import PairParams, PairStepper, align_bars
+from engine.pairstep import PairParams, PairStepper
 from engine.schemas import BAR_DTYPE, BAR_SCHEMA
 from engine.store import Store
 from engine.sweep import assign_chunks, expand_grid, parse_sweep, resolve_set

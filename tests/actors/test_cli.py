@@ -118,7 +118,7 @@ def test_run_stops_cleanly_on_sigterm_with_the_store_flushed(tmp_path):
     # a stopped engine leaves no record; its pair actor left a checkpoint
     assert not (store / "engine.json").exists()
     assert not (tmp_path / "cache" / "pairstack" / "engine.json").exists()
-    assert list((store / "state" / "pairs").glob("*.pkl"))
+    assert list((store / "state" / "pairs").glob("*.npz"))
     for kind in (
         "ticks/symbol=ETHUSDT",
         "ticks/symbol=BTCUSDT",

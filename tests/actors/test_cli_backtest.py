@@ -112,7 +112,7 @@ def test_sweep_cli(ray_cluster, store_dir, tmp_path, capsys, fmt, train_frac):
         if train_frac is None:
             parts = {"": backtest(by, bx, params, cfg).stats}
         else:  # in-sample part = a backtest over the train bars (test part: actor tests)
-            from engine.pairstep import align_bars
+            from engine.align import align_bars
 
             a = align_bars(by, bx)
             split = int(a.ts[int(np.floor(train_frac * a.ts.size))])

@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actors.alerts import AlertBook, rules_from_config
 from actors.engine import start_engine
-from actors.pair import parse_pair
+from engine.alerts import AlertBook, rules_from_config
+from engine.align import align_bars
 from engine.bars import build_bar_records
 from engine.config import parse_config
-from engine.pairstep import PairParams, align_bars, run_pair
+from engine.pairbook import parse_pair
+from engine.pairstep import PairParams, run_pair
 from engine.schemas import table_to_bars, table_to_ticks
 from engine.store import Store
 from strategies import make_strategy

@@ -1,99 +1,14 @@
-"""Hub pieces without Ray: status object, latency summary, alert log persistence."""
+"""The Hub without Ray: alert rules from the config, changed at run time, persisted."""
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 
-from actors.alerts import AlertRule
-from actors.hub import AlertLog, Hub, build_status, iso_ms, latency_summary
+from actors.hub import Hub
+from engine.alerts import AlertRule
 
 PAIR = "ETHUSDT/BTCUSDT"
 
-FEED = {
-    "symbols": ["BTCUSDT", "ETHUSDT"],
-    "connected": True,
-    "ticks_per_s": 9.5,
-    "ticks": 120,
-    "rejected": {"bad_price": 2},
-    "gaps_backfilled": 1,
-    "late_ticks": 0,
-    "reconnects": 0,
-    "open_gaps": 0,
-}
-
-
-@pytest.mark.parametrize("n", [1, 7, 100, 1001])
-@pytest.mark.parametrize("seed", [0, 1])
-def test_latency_summary_matches_pandas(n, seed):
-    import pandas as pd
-
-    x = np.random.default_rng(seed).exponential(3.0, n)
-    s = pd.Series(x)
-    got = latency_summary(x)
-    np.testing.assert_allclose(
-        [got["p50"], got["p99"], got["max"]],
-        [s.quantile(0.5), s.quantile(0.99), s.max()],
-        rtol=1e-12,
-    )
-
-
-def test_status_object_shape_and_json():
-    pairs = [
-        {"pair": "SOLUSDT/BNBUSDT", "last_bar": None, "beta": np.nan, "z": np.nan, "position": 0},
-        {"pair": PAIR, "last_bar": 1_767_323_045_000, "beta": 0.8, "z": -2.5, "position": 1},
-    ]
-    st = build_status([FEED], pairs, np.array([1.0, 2.0, 3.0]))
-    assert list(st) == ["feeds", "pairs", "latency_ms"]
-    assert list(st["feeds"][0])[:8] == [
-        "symbols",
-        "connected",
-        "ticks_per_s",
-        "ticks",
-        "rejected",
-        "gaps_backfilled",
-        "late_ticks",
-        "reconnects",
-    ]
-    assert st["pairs"][0] == {
-        "pair": PAIR,
-        "last_bar": "2026-01-02T03:04:05.000Z",
-        "beta": 0.8,
-        "z": -2.5,
-        "position": 1,
-    }
-    assert st["pairs"][1]["last_bar"] is None and st["pairs"][1]["z"] is None
-    assert st["latency_ms"] == {"p50": 2.0, "p99": pytest.approx(2.98), "max": 3.0}
-    json.dumps(st, allow_nan=False)
-    empty = build_status([], [], np.empty(0))
-    assert empty["latency_ms"] == {"p50": None, "p99": None, "max": None}
-
-
-@pytest.mark.parametrize(
-    ("ms", "iso"),
-    [(0, "1970-01-01T00:00:00.000Z"), (1_767_323_045_123, "2026-01-02T03:04:05.123Z")],
-)
-def test_iso_ms(ms, iso):
-    assert iso_ms(ms) == iso
-
-
-def test_alert_log_survives_restart(tmp_path):
-    default = [AlertRule(PAIR, "above", 2.0)]
-    log = AlertLog(tmp_path, default)
-    assert log.rules == default
-    log.set_rules([*default, AlertRule(PAIR, "below", -2.0), AlertRule(PAIR, "below", -2.0)])
-    events = [{"rule": "r", "pair": PAIR, "kind": "above", "level": 2.0, "ts": i, "z": 2.5,
-               "fired_at": 100 + i} for i in range(3)]  # fmt: skip
-    assert log.record(events) == events
-    assert log.record([*events[1:], {**events[0], "ts": 9}]) == [{**events[0], "ts": 9}]
-    events.append({**events[0], "ts": 9})
-    again = AlertLog(tmp_path, [])
-    assert again.rules == [default[0], AlertRule(PAIR, "below", -2.0)]
-    assert again.history == events
-    assert again.since(101) == events[2:3]
-    assert not [p for p in (tmp_path / "alerts").iterdir() if p.name.startswith(".")]
 
 
 def test_hub_rules_without_actors(tmp_path):

@@ -1,18 +1,23 @@
 """PairActor checkpoints: a restart from a checkpoint plus the bars after it equals a full
-replay exactly; a checkpoint of another config (or an unreadable one) is ignored."""
+replay exactly; a checkpoint of another config, version or format (or an unreadable one) is
+ignored, and a pickle planted under the store is never executed."""
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
 import pytest
 
-from actors.pair import PairActor, PairBook, checkpoint_path, parse_pair
+from actors.pair import PairActor
+from engine import checkpoint as ckpt
+from engine.checkpoint import checkpoint_path, config_fingerprint, read_checkpoint
 from engine.config import parse_config
 from engine.errors import ConfigError
+from engine.pairbook import PairBook, parse_pair
 from engine.store import Store
-from tests.actors.test_pair_book import PAIRS, SYMS, batch_oracle, deliver, legs
+from tests.engine.test_pairbook import PAIRS, SYMS, batch_oracle, deliver, legs, new_book
 
 LAG = {"ETHUSDT": 0, "BTCUSDT": 900, "SOLUSDT": 2500}
 
@@ -60,13 +65,16 @@ def test_book_restored_from_a_checkpoint_equals_one_fed_everything(tmp_path, hed
     t1 = max(int(b["ts"][-1]) for b in bars.values()) + 4000
     cuts = np.arange(t0, t1, 430)
     k = int(len(cuts) * cut)
-    whole, first = PairBook(cfg, PAIRS), PairBook(cfg, PAIRS)
+    whole, first = new_book(cfg, PAIRS), new_book(cfg, PAIRS)
     for book in (whole, first):
         book.alerts.set_rules(whole.alerts.rules.values() if book is first else [])
     deliver(whole, bars, cuts, LAG)
     deliver(first, bars, cuts[:k], LAG)
-    state = pickle.loads(pickle.dumps(first.checkpoint()))
-    again = PairBook(cfg, PAIRS)
+    path = checkpoint_path(str(tmp_path), "book")
+    fingerprint = config_fingerprint(cfg.analytics, cfg.strategy, PAIRS)
+    ckpt.write_checkpoint(path, fingerprint, first.checkpoint())
+    state = read_checkpoint(path, fingerprint)
+    again = new_book(cfg, PAIRS)
     again.restore(state)
     # a restarted book gets every bar again (the feeds repeat); consumed ones are skipped
     deliver(again, bars, cuts[k:], LAG)
@@ -147,12 +155,69 @@ def test_checkpoint_of_other_pairs_or_unreadable_is_ignored(tmp_path):
     assert not PairActor(cfg, PAIRS, name="p").restored
     path.write_bytes(pickle.dumps({"version": -1}))
     assert not PairActor(cfg, PAIRS, name="p").restored
+    # a readable file whose arrays do not fit the book is not restored either
+    assert PairActor(cfg, PAIRS, name="p").checkpoint()
+    arrays = dict(np.load(path, allow_pickle=False))
+    arrays["bank.0"] = arrays["bank.0"][:1]
+    np.savez(path, **arrays)
+    assert read_checkpoint(path, config_fingerprint(cfg.analytics, cfg.strategy, PAIRS))
+    assert not PairActor(cfg, PAIRS, name="p").restored
     # an actor without a name keeps no checkpoint
     assert PairActor(cfg, PAIRS).checkpoint() is False
 
 
 def test_restore_refuses_a_checkpoint_of_other_pairs(tmp_path):
     cfg = config(tmp_path)
-    state = PairBook(cfg, PAIRS[:1]).checkpoint()
+    state = new_book(cfg, PAIRS[:1]).checkpoint()
     with pytest.raises(ConfigError, match="other pairs"):
-        PairBook(cfg, PAIRS).restore(state)
+        new_book(cfg, PAIRS).restore(state)
+
+
+def test_checkpoint_of_another_layout_version_is_ignored(tmp_path, monkeypatch):
+    bars = legs(6)
+    store_bars(tmp_path, bars)
+    cfg = config(tmp_path)
+    monkeypatch.setattr(ckpt, "CHECKPOINT_VERSION", ckpt.CHECKPOINT_VERSION + 1)
+    assert PairActor(cfg, PAIRS, name="p").checkpoint()
+    monkeypatch.undo()
+    fingerprint = config_fingerprint(cfg.analytics, cfg.strategy, PAIRS)
+    assert read_checkpoint(checkpoint_path(str(tmp_path), "p"), fingerprint) is None
+    actor = PairActor(cfg, PAIRS, name="p")
+    assert not actor.restored
+    assert_same(PairActor(cfg, PAIRS).book, actor.book)
+
+
+class _Touch:
+    """Unpickling this creates ``marker`` (what a planted pickle could do: run code)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("as_name", ["p.pkl", "p.npz"])
+def test_a_planted_pickle_is_never_executed(tmp_path, as_name, caplog):
+    bars = legs(8)
+    store_bars(tmp_path, bars)
+    cfg = config(tmp_path)
+    marker = tmp_path / "pwned"
+    planted = checkpoint_path(str(tmp_path), "p").with_name(as_name)
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(pickle.dumps({"version": 1, "fingerprint": "", "state": _Touch(marker)}))
+    pickle.loads(planted.read_bytes())["state"].close()  # the payload works: it creates the file
+    assert marker.exists()
+    os.remove(marker)
+    with caplog.at_level("WARNING", logger="engine.checkpoint"):
+        actor = PairActor(cfg, PAIRS, name="p")
+    assert not marker.exists()
+    assert not actor.restored
+    assert any(str(planted) in r.getMessage() for r in caplog.records)
+    rows = actor.book.rows()
+    assert all(r["last_bar"] is not None for r in rows)  # full replay: every pair stepped
+    assert_same(PairActor(cfg, PAIRS).book, actor.book)
+    # the actor writes its own checkpoint beside it and restores from that next time
+    assert actor.checkpoint()
+    assert PairActor(cfg, PAIRS, name="p").restored
+    assert not marker.exists()

@@ -131,8 +131,8 @@ def test_pending_gap_holds_the_clock(tmp_path):
 @pytest.mark.parametrize("n_gaps", [0, 1, 4])
 def test_status_row_and_run_log_list_open_gaps(n_gaps):
     from actors.cli_run import one_line
-    from actors.hub import build_status
     from engine.feed import FeedStats, OpenGap
+    from engine.status import build_status
 
     gaps = tuple(
         OpenGap("ETHUSDT", 100 + 10 * k, 104 + 10 * k, "HTTP 400: beyond 48 h")
@@ -164,8 +164,8 @@ def test_status_row_and_run_log_list_open_gaps(n_gaps):
     [(0, ""), (1, "ConnectionRefusedError: [Errno 111] refused"), (7, "TimeoutError: ")],
 )
 def test_status_row_carries_failed_connects(failures, error):
-    from actors.hub import build_status
     from engine.feed import FeedStats
+    from engine.status import build_status
 
     stats = FeedStats(
         symbols=tuple(SYMS), connected=False, ticks=0, ticks_per_s=0.0, rejected={},

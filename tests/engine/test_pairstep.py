@@ -1,4 +1,4 @@
-"""Pair step: alignment, hedges against pykalman/statsmodels, z against pandas, live == batch."""
+"""Pair step: hedges against pykalman/statsmodels, z against pandas, live == batch."""
 
 from __future__ import annotations
 
@@ -19,11 +19,9 @@ from engine.pairstep import (
     PairBank,
     PairParams,
     PairStepper,
-    align_bars,
     run_pair,
 )
 from engine.rolling import rolling_ols
-from engine.schemas import BAR_DTYPE, bars_to_table
 
 RTOL = 1e-9
 COMBOS = [
@@ -169,66 +167,6 @@ def test_bank_equals_batch_per_pair(hedge: str, zscore: str) -> None:
     again = [bank.step_many(cy[t], cx[t], [True, False, False, False, False]) for t in range(60)]
     batch = run_pair(cy[:60, 0], cx[:60, 0], params)
     np.testing.assert_array_equal([p.beta[0] for p in again], batch.beta)
-
-
-# ---------------------------------------------------------------- alignment
-
-
-def _bars(ts: list[int], close: list[float]) -> np.ndarray:
-    out = np.zeros(len(ts), dtype=BAR_DTYPE)
-    out["ts"] = ts
-    out["close"] = close
-    out["open"] = np.asarray(close) - 0.5
-    out["high"] = out["close"] + 1
-    out["low"] = out["open"] - 1
-    out["volume"] = 1.0
-    out["trades"] = 1
-    return out
-
-
-@pytest.mark.parametrize("as_table", [False, True])
-def test_align_missing_bars_and_late_start(as_table: bool) -> None:
-    # y trades at 0,1,2,4,5 (no bar at 3); x starts later, at 2, and misses 5
-    y = _bars([0, 1000, 2000, 4000, 5000], [10.0, 11.0, 12.0, 14.0, 15.0])
-    x = _bars([2000, 3000, 4000], [20.0, 21.0, 22.0])
-    if as_table:
-        y, x = bars_to_table(y), bars_to_table(x)
-    a = align_bars(y, x)
-    np.testing.assert_array_equal(a.ts, [2000, 3000, 4000, 5000])
-    np.testing.assert_array_equal(a.close_y, [12.0, 12.0, 14.0, 15.0])
-    np.testing.assert_array_equal(a.open_y, [11.5, 12.0, 13.5, 14.5])
-    np.testing.assert_array_equal(a.has_y, [True, False, True, True])
-    np.testing.assert_array_equal(a.close_x, [20.0, 21.0, 22.0, 22.0])
-    np.testing.assert_array_equal(a.open_x, [19.5, 20.5, 21.5, 22.0])
-    np.testing.assert_array_equal(a.has_x, [True, True, True, False])
-
-
-def test_align_earlier_leg_carries_its_last_close_into_the_start() -> None:
-    y = _bars([0, 1000], [10.0, 11.0])
-    x = _bars([3000, 4000], [20.0, 21.0])
-    a = align_bars(y, x)
-    np.testing.assert_array_equal(a.ts, [3000, 4000])
-    np.testing.assert_array_equal(a.close_y, [11.0, 11.0])
-    np.testing.assert_array_equal(a.has_y, [False, False])
-
-
-def test_align_empty_leg_gives_nothing() -> None:
-    a = align_bars(_bars([0], [1.0]), _bars([], []))
-    assert a.ts.size == 0 and a.close_y.size == 0 and a.has_x.dtype == bool
-
-
-@pytest.mark.parametrize(
-    ("y", "x", "match"),
-    [
-        (_bars([1000, 0], [1.0, 2.0]), _bars([0], [1.0]), "strictly increasing"),
-        (_bars([0, 0], [1.0, 2.0]), _bars([0], [1.0]), "strictly increasing"),
-        (_bars([0], [np.nan]), _bars([0], [1.0]), "finite"),
-        (np.zeros(3), _bars([0], [1.0]), "BAR_DTYPE"),
-    ],
-)
-def test_align_bad_input(y, x, match: str) -> None:
-    with pytest.raises(DataError, match=match):
-        align_bars(y, x)
 
 
 # ---------------------------------------------------------------- params and bad input

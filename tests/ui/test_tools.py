@@ -13,7 +13,8 @@ from conftest import screenshot
 from playwright.sync_api import expect
 from test_live import SOURCE_JS, source
 
-from engine.pairstep import PairParams, align_bars, run_pair
+from engine.align import align_bars
+from engine.pairstep import PairParams, run_pair
 from engine.upload import parse_uploads
 from tests.kit import cointegrated_pair
 

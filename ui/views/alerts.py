@@ -9,7 +9,7 @@ import pandas as pd
 import panel as pn
 from panel.viewable import Viewer
 
-from actors.alerts import KINDS, AlertRule
+from engine.alerts import KINDS, AlertRule
 from engine.errors import ConfigError
 from ui.views.widgets import action_button, read_only_table
 

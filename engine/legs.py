@@ -2,7 +2,7 @@
 
 One row per symbol of 2-D arrays (bar open time ms, close; watermark ms, wall ms when it became
 known) with per-row lengths, filled, searched and trimmed by small numba kernels, so a batch of
-bars of many symbols costs a few calls, not a Python loop over symbols (actors/pair.py).
+bars of many symbols costs a few calls, not a Python loop over symbols (engine/pairbook.py).
 """
 
 from __future__ import annotations

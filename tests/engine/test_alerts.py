@@ -1,4 +1,5 @@
-"""Alert rules with hysteresis: one crossing fires once, re-arms after z comes back."""
+"""Alert rules with hysteresis: one crossing fires once, re-arms after z comes back; the alert
+log persists rules and history."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from actors.alerts import AlertBook, AlertRule, rules_from_config
+from engine.alerts import AlertBook, AlertLog, AlertRule, rules_from_config
 from engine.errors import ConfigError
 
 PAIR = "ETHUSDT/BTCUSDT"
@@ -130,3 +131,20 @@ def test_rules_from_config_structs_and_dicts():
 def test_bad_rules_are_refused(make, match):
     with pytest.raises(ConfigError, match=match):
         make()
+
+
+def test_alert_log_survives_restart(tmp_path):
+    default = [AlertRule(PAIR, "above", 2.0)]
+    log = AlertLog(tmp_path, default)
+    assert log.rules == default
+    log.set_rules([*default, AlertRule(PAIR, "below", -2.0), AlertRule(PAIR, "below", -2.0)])
+    events = [{"rule": "r", "pair": PAIR, "kind": "above", "level": 2.0, "ts": i, "z": 2.5,
+               "fired_at": 100 + i} for i in range(3)]  # fmt: skip
+    assert log.record(events) == events
+    assert log.record([*events[1:], {**events[0], "ts": 9}]) == [{**events[0], "ts": 9}]
+    events.append({**events[0], "ts": 9})
+    again = AlertLog(tmp_path, [])
+    assert again.rules == [default[0], AlertRule(PAIR, "below", -2.0)]
+    assert again.history == events
+    assert again.since(101) == events[2:3]
+    assert not [p for p in (tmp_path / "alerts").iterdir() if p.name.startswith(".")]

@@ -1,25 +1,24 @@
 """PairBook without Ray: live stepping on watermarks equals the batch pair step + strategy over
 the same bars (align_bars, run_pair, Strategy.run), with warm-up, repeats and alerts; packets
-step like their entries; the leg storage equals per-symbol Python lists."""
+step like their entries."""
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 
 import numpy as np
 import pytest
 
-from actors import legs as legs_mod
-from actors import pair as pair_mod
-from actors.alerts import AlertBook, AlertRule
-from actors.legs import Legs
-from actors.pair import PairBook, Ring, parse_pair
+from engine import legs as legs_mod
 from engine import packets
+from engine import pairbook as pairbook_mod
+from engine.alerts import AlertBook, AlertRule
+from engine.align import align_bars
 from engine.bars import build_bar_records
 from engine.config import parse_config
 from engine.errors import ConfigError
-from engine.pairstep import PairParams, align_bars, run_pair
+from engine.pairbook import PairBook, Ring, parse_pair
+from engine.pairstep import PairParams, run_pair
 from strategies import make_strategy
 from tests.kit import random_ticks
 
@@ -44,6 +43,11 @@ def make_config(hedge="kalman", zscore="rolling", price="log"):
             "strategy": {"entry": 1.0, "exit": 0.0, "stop": 3.0},
         }
     )
+
+
+def new_book(cfg, pairs: list[str]) -> PairBook:
+    """A PairBook as the PairActor builds it: analytics section, strategy object, pairs."""
+    return PairBook(cfg.analytics, make_strategy(cfg.strategy), pairs)
 
 
 def legs(seed: int) -> dict[str, np.ndarray]:
@@ -100,7 +104,7 @@ def test_live_equals_batch(seed, hedge, zscore, price, warm_up_until):
     t1 = max(int(b["ts"][-1]) for b in bars.values()) + 2000
     cuts = np.arange(t0, t1 + 5000, 370)
     lag = {"ETHUSDT": 0, "BTCUSDT": 900, "SOLUSDT": 2500}
-    book = PairBook(cfg, PAIRS)
+    book = new_book(cfg, PAIRS)
     if warm_up_until is not None:
         # a restarted actor: stored bars replayed first, then the feed repeats some of them
         k = int(len(cuts) * warm_up_until)
@@ -127,7 +131,7 @@ def test_live_equals_batch(seed, hedge, zscore, price, warm_up_until):
 
 def test_steps_wait_for_both_watermarks_and_latency_is_the_later_leg():
     cfg = make_config()
-    book = PairBook(cfg, PAIRS[:1])
+    book = new_book(cfg, PAIRS[:1])
     bar = np.zeros(
         1, dtype=build_bar_records(np.array([0]), np.array([1.0]), np.array([1.0]), "1s").dtype
     )
@@ -159,7 +163,7 @@ def test_steps_wait_for_both_watermarks_and_latency_is_the_later_leg():
 def test_alerts_fire_like_an_alert_book_over_batch_z():
     cfg = make_config()
     bars = legs(2)
-    book = PairBook(cfg, PAIRS)
+    book = new_book(cfg, PAIRS)
     rules = [AlertRule(PAIRS[0], "above", 1.5), AlertRule(PAIRS[0], "abs_above", 1.0, rearm=0.2)]
     book.alerts.set_rules(rules)
     t0 = min(int(b["ts"][0]) for b in bars.values())
@@ -199,8 +203,8 @@ def test_bad_pair_names(name):
 def test_bad_inputs():
     cfg = make_config()
     with pytest.raises(ConfigError, match="listed twice"):
-        PairBook(cfg, [PAIRS[0], PAIRS[0]])
-    book = PairBook(cfg, PAIRS)
+        new_book(cfg, [PAIRS[0], PAIRS[0]])
+    book = new_book(cfg, PAIRS)
     with pytest.raises(ConfigError, match="BAR_DTYPE"):
         book.feed([{"symbol": "ETHUSDT", "wm": 0, "bars": np.zeros(2), "advances": []}])
     with pytest.raises(KeyError, match="unknown pair"):
@@ -228,7 +232,7 @@ def test_packets_step_like_their_entries(seed):
     other = {"symbol": "XRPUSDT", "wm": int(t1), "bars": stray, "advances": [(int(t1), 5.0)]}
     books, finals = [], []
     for packed in (False, True):
-        book = PairBook(cfg, PAIRS)
+        book = new_book(cfg, PAIRS)
         k = len(cuts) // 3
         deliver(book, bars, cuts[k : k + 1], lag, live=False, packed=packed, extra=[other])
         finals.append(deliver(book, bars, cuts[k - 4 :], lag, packed=packed, extra=[other]))
@@ -248,7 +252,7 @@ def test_packets_step_like_their_entries(seed):
 
 def test_small_chunks_trims_and_capacity_equal_batch(monkeypatch):
     """Chunk boundaries, frequent trims, growth and shrinking of the leg rows change nothing."""
-    monkeypatch.setattr(pair_mod, "TIMES_PER_CHUNK", 7)
+    monkeypatch.setattr(pairbook_mod, "TIMES_PER_CHUNK", 7)
     monkeypatch.setattr(legs_mod, "TRIM_AT", 5)
     monkeypatch.setattr(legs_mod, "_LEG_CAPACITY", 2)
     cfg = make_config()
@@ -257,7 +261,7 @@ def test_small_chunks_trims_and_capacity_equal_batch(monkeypatch):
     t1 = max(int(b["ts"][-1]) for b in bars.values()) + 2000
     cuts = np.arange(t0, t1 + 5000, 530)
     lag = {"ETHUSDT": 0, "BTCUSDT": 900, "SOLUSDT": 2500}
-    book = PairBook(cfg, PAIRS)
+    book = new_book(cfg, PAIRS)
     k = len(cuts) // 2
     # replay: the rows grow to hold every bar, many chunks are stepped in one call, then the
     # rows are trimmed and shrunk
@@ -273,97 +277,3 @@ def test_small_chunks_trims_and_capacity_equal_batch(monkeypatch):
         np.testing.assert_allclose(snap["beta_ols"], ols.beta, rtol=1e-12, equal_nan=True)
         np.testing.assert_allclose(snap["z"], series.z, rtol=1e-12, equal_nan=True)
         np.testing.assert_array_equal(snap["position"], pos)
-
-
-class ListLegs:
-    """Oracle for ``Legs``: per symbol Python lists, one item at a time."""
-
-    def __init__(self, n_sym):
-        self.ts = [[] for _ in range(n_sym)]
-        self.close = [[] for _ in range(n_sym)]
-        self.newest = [None] * n_sym
-        self.adv = [[] for _ in range(n_sym)]
-        self.wall = [[] for _ in range(n_sym)]
-
-    def add_bars(self, sym, ts, close):
-        for k, t, c in zip(sym.tolist(), ts.tolist(), close.tolist(), strict=True):
-            if self.newest[k] is None or t > self.newest[k]:
-                self.ts[k].append(t)
-                self.close[k].append(c)
-                self.newest[k] = t
-
-    def add_advances(self, sym, wm, wall):
-        for k, w, a in zip(sym.tolist(), wm.tolist(), wall.tolist(), strict=True):
-            if not self.adv[k] or w > self.adv[k][-1]:
-                self.adv[k].append(w)
-                self.wall[k].append(a)
-
-    def trim(self, keep_from, wm_floor, kept):
-        for k in range(len(self.ts)):
-            d = bisect.bisect_left(self.ts[k], keep_from[k])
-            del self.ts[k][:d], self.close[k][:d]
-            cut = max(bisect.bisect_left(self.adv[k], wm_floor[k]), len(self.adv[k]) - kept)
-            if cut > 0:
-                del self.adv[k][:cut], self.wall[k][:cut]
-
-    def final_wall(self, k, end):
-        i = bisect.bisect_left(self.adv[k], end)
-        return np.nan if i == len(self.adv[k]) else self.wall[k][i]
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_leg_storage_equals_python_lists(monkeypatch, seed):
-    monkeypatch.setattr(legs_mod, "_LEG_CAPACITY", 4)
-    monkeypatch.setattr(legs_mod, "ADVANCES_KEPT", 9)
-    rng = np.random.default_rng(seed)
-    n_sym = 5
-    legs_, ref = Legs(n_sym), ListLegs(n_sym)
-    clock = np.zeros(n_sym, dtype=np.int64)
-    for step in range(150):
-        # a call: per symbol a few entries, each mostly new bars (sorted), sometimes repeats
-        # or corrections of older bars, symbols interleaved as several feeds send them
-        sym, ts = [], []
-        for _ in range(rng.integers(0, 9)):
-            k = int(rng.integers(n_sym))
-            m = int(rng.integers(0, 6))
-            start = clock[k] - 1000 * int(rng.integers(0, 4))  # may overlap what was sent
-            t = start + 1000 * np.cumsum(rng.integers(1, 3, m))
-            clock[k] = max(clock[k], t[-1] if m else clock[k])
-            sym.extend([k] * m)
-            ts.extend(t.tolist())
-        sym_a, ts_a = np.array(sym, dtype=np.intp), np.array(ts, dtype=np.int64)
-        close = rng.normal(size=len(sym))
-        legs_.add_bars(sym_a, ts_a, close)
-        ref.add_bars(sym_a, ts_a, close)
-        adv_k = rng.integers(0, n_sym, 6).astype(np.intp)
-        adv_wm = (clock[adv_k] + 500 * rng.integers(-4, 4, 6)).astype(np.int64)
-        adv_wall = rng.normal(size=6) + step
-        legs_.add_advances(adv_k, adv_wm, adv_wall)
-        ref.add_advances(adv_k, adv_wm, adv_wall)
-        lo, hi = sorted(int(v) for v in rng.integers(-2000, clock.max() + 2000, 2))
-        in_range = [t for row in ref.ts for t in row if lo <= t <= hi]
-        times = legs_.times(lo, hi)
-        np.testing.assert_array_equal(times, np.unique(np.array(in_range, dtype=np.int64)))
-        want = np.full((len(times), n_sym), np.nan)
-        for k in range(n_sym):
-            at = dict(zip(ref.ts[k], ref.close[k], strict=True))
-            for j, t in enumerate(times.tolist()):
-                want[j, k] = at.get(t, np.nan)
-        np.testing.assert_array_equal(legs_.closes(times), want)
-        end = 1000 * int(rng.integers(0, clock.max() // 1000 + 3))  # often an advance's
-        np.testing.assert_array_equal(
-            legs_.final_walls(end), [ref.final_wall(k, end) for k in range(n_sym)]
-        )
-        if step % 7 == 6:
-            keep = (clock - 1000 * rng.integers(0, 12, n_sym)).astype(np.int64)  # often a bar's
-            floor = (keep + 500 * rng.integers(-6, 6, n_sym)).astype(np.int64)
-            legs_.trim(keep, floor)
-            ref.trim(keep, floor, 9)
-        for k in range(n_sym):
-            ts_k, close_k = legs_.bars(k)
-            np.testing.assert_array_equal(ts_k, ref.ts[k])
-            np.testing.assert_array_equal(close_k, ref.close[k])
-            wm_k, wall_k = legs_.advances(k)
-            np.testing.assert_array_equal(wm_k, ref.adv[k])
-            np.testing.assert_array_equal(wall_k, ref.wall[k])
-    assert legs_.ts.shape[1] > 4  # grew
