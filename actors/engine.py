@@ -173,15 +173,21 @@ def start_engine(
         ws_url, rest_url = ws_url or sim_ws, rest_url or sim_rest
     if ws_url is None or rest_url is None:
         raise ConfigError("feed.ws_url and feed.rest_url are needed for a binance feed")
-    hub = (
-        ray.remote(Hub)
-        .options(name=hub_name, max_concurrency=8, **opts)
-        .remote(config, config.store.path)
-    )
     feed_shards = shard(list(config.symbols), config.feed.symbols_per_connection)
     feed_names = [f"{hub_name}.feed-{i}" for i in range(len(feed_shards))]
     pair_shards = shard(list(config.pair_names), config.ray.pairs_per_actor)
     plain = config.to_dict()  # restartable actors get plain data and names, never handles
+    hub = (
+        ray.remote(Hub)
+        .options(name=hub_name, max_concurrency=8, **restartable)
+        .remote(
+            plain,
+            config.store.path,
+            feeds=dict(zip(feed_names, feed_shards, strict=True)),
+            pair_actors={f"{hub_name}.pairs-{j}": p for j, p in enumerate(pair_shards)},
+            namespace=namespace,
+        )
+    )
     pair_actors, pair_symbols = {}, {}
     for j, pairs in enumerate(pair_shards):
         name = f"{hub_name}.pairs-{j}"
@@ -215,15 +221,6 @@ def start_engine(
             )
         )
     ray.get([f.ping.remote() for f in feeds.values()], timeout=START_TIMEOUT_S)
-    registered = [
-        hub.register_feed.remote(n, feeds[n], s)
-        for n, s in zip(feed_names, feed_shards, strict=True)
-    ]
-    registered += [
-        hub.register_pair_actor.remote(n, pair_actors[n], pairs)
-        for n, pairs in zip(pair_actors, pair_shards, strict=True)
-    ]
-    ray.get(registered, timeout=START_TIMEOUT_S)
     log.info(
         "engine started: %d feeds, %d pair actors, %d pairs, feed %s",
         len(feeds),

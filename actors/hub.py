@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from actors.args import as_config, lookup_actor
 from engine.alerts import AlertLog, AlertRule, rules_from_config
 from engine.status import build_status, iso_ms
 
@@ -30,30 +31,49 @@ CALL_TIMEOUT_S = 10.0
 
 
 class Hub:
-    """Registry, status, alert rules and history of one running engine."""
+    """Registry, status, alert rules and history of one running engine.
 
-    def __init__(self, config: object, store_path: str | os.PathLike):
-        self._config = config
+    Restartable: ``config`` may be the Config or its ``to_dict()``, and ``feeds``/``pair_actors``
+    name the engine's actors (name -> symbols, name -> pairs) in ``namespace``: a restarted Hub
+    looks them up by name when it first needs them, and its alert rules and history come back
+    from the store's ``AlertLog``.
+    """
+
+    def __init__(
+        self,
+        config: object,
+        store_path: str | os.PathLike,
+        *,
+        feeds: dict[str, list[str]] | None = None,
+        pair_actors: dict[str, list[str]] | None = None,
+        namespace: str | None = None,
+    ):
+        self._config = as_config(config)
+        self._namespace = namespace
         self._lock = threading.Lock()
-        self._alerts = AlertLog(store_path, rules_from_config(getattr(config, "alerts", ())))
-        self._feeds: dict[str, tuple[object, list[str]]] = {}
-        self._pair_actors: dict[str, tuple[object, list[str]]] = {}
+        self._alerts = AlertLog(store_path, rules_from_config(self._config.alerts))
+        self._feeds: dict[str, tuple[object | None, list[str]]] = {
+            name: (None, list(syms)) for name, syms in (feeds or {}).items()
+        }
+        self._pair_actors: dict[str, tuple[object | None, list[str]]] = {}
         self._pair_home: dict[str, str] = {}
+        for name, pairs in (pair_actors or {}).items():
+            self._pair_actors[name] = (None, list(pairs))
+            self._pair_home.update(dict.fromkeys(pairs, name))
+
+    def _handle(self, registry: dict, name: str) -> object | None:
+        """The handle of a registered actor, looked up by name when not known yet (None when
+        it does not exist); call with the lock held."""
+        handle, items = registry[name]
+        if handle is None:
+            handle = lookup_actor(name, self._namespace)
+            if handle is not None:
+                registry[name] = (handle, items)
+        return handle
 
     # -- registry -------------------------------------------------------------------------
     def config(self) -> object:
         return self._config
-
-    def register_feed(self, name: str, handle: object, symbols: list[str]) -> None:
-        with self._lock:
-            self._feeds[name] = (handle, list(symbols))
-
-    def register_pair_actor(self, name: str, handle: object, pairs: list[str]) -> None:
-        with self._lock:
-            self._pair_actors[name] = (handle, list(pairs))
-            for p in pairs:
-                self._pair_home[p] = name
-        handle.set_rules.remote(self.rules())
 
     def feeds(self) -> dict[str, list[str]]:
         with self._lock:
@@ -63,6 +83,11 @@ class Hub:
         with self._lock:
             return sorted(self._pair_home)
 
+    def _handles(self, registry: dict) -> list[object]:
+        """Handles of every registered actor that exists (call with the lock held)."""
+        handles = (self._handle(registry, name) for name in list(registry))
+        return [h for h in handles if h is not None]
+
     # -- proxies for the UI -----------------------------------------------------------------
     def _pair_actor(self, pair: str) -> object:
         with self._lock:
@@ -70,12 +95,19 @@ class Hub:
                 raise KeyError(
                     f"unknown pair {pair!r}: running pairs are {sorted(self._pair_home)}"
                 )
-            return self._pair_actors[self._pair_home[pair]][0]
+            name = self._pair_home[pair]
+            handle = self._handle(self._pair_actors, name)
+        if handle is None:
+            raise KeyError(f"pair actor {name!r} of {pair!r} is not running")
+        return handle
 
     def _feed_of(self, symbol: str) -> object:
         with self._lock:
-            for handle, symbols in self._feeds.values():
+            for name, (_, symbols) in self._feeds.items():
                 if symbol in symbols:
+                    handle = self._handle(self._feeds, name)
+                    if handle is None:
+                        raise KeyError(f"feed {name!r} of {symbol!r} is not running")
                     return handle
         raise KeyError(f"unknown symbol {symbol!r}: no feed carries it")
 
@@ -109,8 +141,8 @@ class Hub:
         import ray
 
         with self._lock:
-            feed_handles = [h for h, _ in self._feeds.values()]
-            pair_handles = [h for h, _ in self._pair_actors.values()]
+            feed_handles = self._handles(self._feeds)
+            pair_handles = self._handles(self._pair_actors)
         feed_stats = _gather(ray, [h.stats.remote() for h in feed_handles])
         pair_rows = _gather(ray, [h.status.remote() for h in pair_handles])
         feeds = [s for s in feed_stats if s is not None]
@@ -134,7 +166,7 @@ class Hub:
         with self._lock:
             self._alerts.set_rules(parsed)
             current = list(self._alerts.rules)
-            handles = [h for h, _ in self._pair_actors.values()]
+            handles = self._handles(self._pair_actors)
         for h in handles:
             h.set_rules.remote(current)
         return current

@@ -80,9 +80,15 @@ def run(ray_cluster, tmp_path_factory):
         time.sleep(4.0)
         feed = handle.feeds[f"{hub_name}.feed-0"]
         pair_actor = handle.pair_actors[f"{hub_name}.pairs-0"]
+        handle.hub.add_rule.remote({"pair": "SOLUSDT/BNBUSDT", "above": 9.0})
+        alerts_before = ray.get(handle.hub.alerts.remote(), timeout=30)
+        rules_before = ray.get(handle.hub.rules.remote(), timeout=30)
         ray.kill(feed, no_restart=False)
         ray.kill(pair_actor, no_restart=False)
-        ray.get([feed.ping.remote(), pair_actor.ping.remote()], timeout=120)
+        ray.kill(handle.hub, no_restart=False)  # the Hub restarts like the others
+        ray.get([feed.ping.remote(), pair_actor.ping.remote(), handle.hub.ping.remote()],
+                timeout=120)  # fmt: skip
+        rules_after = ray.get(handle.hub.rules.remote(), timeout=30)
         killed_at = time.time() * 1000
         # run on until every pair has stepped well past the restarts
         wait_for(
@@ -114,8 +120,19 @@ def run(ray_cluster, tmp_path_factory):
         "history": history,
         "snaps": snaps,
         "alerts": alerts,
+        "alerts_before": alerts_before,
+        "rules": (rules_before, rules_after),
         "cli": cli,
     }
+
+
+def test_hub_restart_keeps_rules_and_alert_history(run):
+    before, after = run["rules"]
+    assert after == before and any(r.pair == "SOLUSDT/BNBUSDT" for r in after)
+    kept = {(a["rule"], a["ts"]) for a in run["alerts"]}
+    assert {(a["rule"], a["ts"]) for a in run["alerts_before"]} <= kept
+    # the restarted Hub found every feed and pair actor again: status covers them all
+    assert len(run["final_status"]["feeds"]) == 2 and len(run["final_status"]["pairs"]) == 3
 
 
 @pytest.mark.parametrize("symbol", SYMBOLS)
