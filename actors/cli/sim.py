@@ -9,7 +9,6 @@ import logging
 import signal
 import sys
 
-from engine.simulator.server import Simulator
 from engine.simulator.settings import DEFAULT_SYMBOLS, FaultSettings, SimulatorSettings
 
 log = logging.getLogger(__name__)
@@ -111,6 +110,8 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
 
 async def serve_until_stopped(settings: SimulatorSettings) -> None:
     """Run a simulator, print its URLs, and stop cleanly on SIGINT/SIGTERM."""
+    from engine.simulator.server import Simulator
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
