@@ -74,6 +74,40 @@ def test_bad_config_exits_2_from_the_console_command(tmp_path):
     assert f"{path}: pairs[0].x" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("zscore_window: 8", "zscore_window: 99999999999999999999999999999",
+         "analytics.zscore_window: expected int <= 1000000"),
+        ("zscore_window: 8", "zscore_window: 1099511627776",
+         "analytics.zscore_window: expected int <= 1000000"),
+        ("ols_window: 10", "ols_window: 9223372036854775807",
+         "analytics.ols_window: expected int <= 1000000"),
+        ("store: {path: STORE}", "strategy: {name: os.system}\nstore: {path: STORE}",
+         "strategy.name: expected one of 'zscore', 'zscore_timestop', got 'os.system'"),
+        ("store: {path: STORE}", "store: {path: FILE}", "store.path: expected a directory"),
+    ],
+)  # fmt: skip
+def test_a_config_that_cannot_run_exits_2_before_ray_starts(tmp_path, old, new, key):
+    path = tmp_path / "bad.yaml"
+    a_file = tmp_path / "data.txt"
+    a_file.write_text("not a store")
+    text = GOOD.replace(old, new).replace("STORE", str(tmp_path / "store"))
+    path.write_text(text.replace("FILE", str(a_file)))
+    home = tmp_path / "home"
+    proc = subprocess.run(
+        pairstack("run", "--config", str(path), "--duration", "5"),
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=scrubbed_env(home),
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"pairstack run: error: {path}: {key}"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    # Ray never started: it would have made its token under HOME and logged its start
+    assert not (home / ".ray").exists()
+    assert "Ray" not in proc.stdout + proc.stderr.replace("pairstack run: error:", "")
+    assert not (tmp_path / "store").exists()
+
+
 @pytest.mark.ray
 def test_status_without_that_engine_exits_2(ray_cluster, tmp_path):
     proc = subprocess.run(
