@@ -119,6 +119,25 @@ def test_status_without_that_engine_exits_2(ray_cluster, tmp_path):
     assert "runs no pairstack engine" in proc.stderr and "no-such-hub" in proc.stderr
 
 
+@pytest.mark.ray
+def test_run_joins_a_cluster_by_address_from_a_fresh_shell(ray_cluster, tmp_path):
+    """`ray.address` given: the run joins the (token-authenticated) session cluster with no Ray
+    variables set, runs its engine there and stops it cleanly."""
+    address = ray_cluster.get_runtime_context().gcs_address
+    path = tmp_path / "join.yaml"
+    store = tmp_path / "store"
+    path.write_text(GOOD.replace("STORE", str(store)) + f"ray: {{address: '{address}'}}\n")
+    proc = subprocess.run(
+        pairstack("run", "--config", str(path), "--duration", "8"),
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=scrubbed_env(),
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    assert f"engine running on Ray at {address}" in log and "stopped cleanly" in log
+    assert "InvalidAuthToken" not in log and "Unauthenticated" not in log
+    assert not (store / "engine.json").exists()
+
+
 def _start_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path, dict, list[str]]:
     """`pairstack run` of GOOD from a fresh shell, read until its pair steps; (process, config,
     store, env, log lines so far)."""
