@@ -129,7 +129,7 @@ def main(args: argparse.Namespace, config: Config | None) -> int:
         try:
             hub = ray.get_actor(hub_name, namespace=namespace)
         except ValueError:
-            if path is not None:
+            if path is not None and not (args.hub or args.namespace):
                 raise _stale(record, path, f"left no actor {hub_name!r} in its cluster") from None
             raise PairstackError(
                 f"the Ray cluster at {address!r} runs no pairstack engine"
