@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 from actors.feed import FeedActor
 from actors.hub import HUB_NAME, NAMESPACE, Hub
 from actors.pair import PairActor
-from actors.ray_init import init_ray
+from actors.ray_init import cluster_auth, init_ray
 from engine.atomic import write_atomic
 from engine.errors import ConfigError
 from engine.pairbook import parse_pair
@@ -46,14 +47,19 @@ def record_paths(store_path: str) -> list[Path]:
 
 
 def record_engine(store_path: str, address: str, hub_name: str, namespace: str) -> dict:
-    """Write the engine record (atomically) where ``record_paths`` say; returns it."""
+    """Write the engine record (atomically) where ``record_paths`` say; returns it.
+
+    Besides where the Hub is, it holds the engine's host and pid (``engine_gone``) and Ray's auth
+    mode and token file (``cluster_auth``), so a fresh shell can join the cluster."""
     record = {
         "address": address,
         "hub": hub_name,
         "namespace": namespace,
+        "host": socket.gethostname(),
         "pid": os.getpid(),
+        **cluster_auth(),
         "started_ms": int(time.time() * 1000),
-        "store": str(store_path),
+        "store": str(Path(store_path).resolve()),
     }
     for path in record_paths(store_path):
         try:
@@ -72,12 +78,29 @@ def read_engine_record(path: Path) -> dict | None:
     return record if isinstance(record, dict) and "address" in record else None
 
 
-def clear_engine_record(store_path: str) -> None:
-    """Remove the records this process wrote (a stopped engine has no address)."""
+def clear_engine_record(store_path: str, pid: int | None = None) -> None:
+    """Remove the records written by process ``pid`` (default: this one): a stopped engine has
+    no address."""
+    pid = os.getpid() if pid is None else pid
     for path in record_paths(store_path):
         record = read_engine_record(path)
-        if record is not None and record.get("pid") == os.getpid():
+        if record is not None and record.get("pid") == pid:
             path.unlink(missing_ok=True)
+
+
+def engine_gone(record: dict) -> bool:
+    """Whether the record's engine process is known to be dead (it ran on this host and its
+    pid is gone, e.g. killed -9 before it could clear its record)."""
+    pid = record.get("pid")
+    if record.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 class SimulatorActor:

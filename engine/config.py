@@ -5,6 +5,8 @@ mapping; both return a root :class:`Config` or raise :class:`~engine.errors.Conf
 the file, the key path and what is wrong, e.g.
 ``config/demo.yaml: pairs[1].x: 'XRPUSDT' is not in symbols``. Unknown keys are errors.
 Required: ``symbols``, ``pairs`` and ``feed.source``; everything else has the DESIGN.md default.
+A config that type-checks but could not run is refused too: windows longer than
+``MAX_WINDOW_BARS``, a strategy not in ``strategies.REGISTRY``, a ``store.path`` that is a file.
 
 Defaults resolved at load time: ``feed.ws_url``/``rest_url`` become Binance's for
 ``source: binance`` (they stay ``None`` for ``simulator``: the engine points the feed at the
@@ -23,6 +25,7 @@ checks (``msgspec.Meta``) run when a mapping is converted. Configs are picklable
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +41,7 @@ from engine.errors import ConfigError
 __all__ = [
     "BINANCE_REST_URL",
     "BINANCE_WS_URL",
+    "MAX_WINDOW_BARS",
     "AnalyticsConfig",
     "Config",
     "FaultsConfig",
@@ -48,6 +52,7 @@ __all__ = [
     "SimulatorConfig",
     "StoreConfig",
     "StrategyConfig",
+    "StrategyName",
     "load_config",
     "parse_config",
     "parse_simulator",
@@ -65,6 +70,14 @@ Bps = Annotated[float, msgspec.Meta(ge=0, lt=10_000)]
 Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 RejectReason = Literal[REJECT_REASONS]
+
+#: the most bars an analytics window (``ols_window``, ``zscore_window``) may span: each window is
+#: a ring buffer of float64 per pair (8 MB at this size) and warm-up loads 3 x the window of bars
+MAX_WINDOW_BARS = 1_000_000
+#: a window length in bars (2 .. MAX_WINDOW_BARS)
+WindowBars = Annotated[int, msgspec.Meta(ge=2, le=MAX_WINDOW_BARS)]
+#: the names in ``strategies.REGISTRY`` (engine/ cannot import it; a test keeps the two equal)
+StrategyName = Literal["zscore", "zscore_timestop"]
 
 
 class _Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -135,9 +148,9 @@ class AnalyticsConfig(_Struct, kw_only=True):
     price: Literal["log", "raw"] = "log"
     hedge: Literal["kalman", "rolling_ols", "static_ols"] = "kalman"
     kalman: KalmanConfig = msgspec.field(default_factory=KalmanConfig)
-    ols_window: Annotated[int, msgspec.Meta(ge=2)] = 300
+    ols_window: WindowBars = 300
     zscore: Literal["rolling", "innovation"] = "rolling"
-    zscore_window: Annotated[int, msgspec.Meta(ge=2)] = 60
+    zscore_window: WindowBars = 60
 
     def __post_init__(self) -> None:
         if self.zscore == "innovation" and self.hedge != "kalman":
@@ -152,7 +165,7 @@ class StrategyConfig(_Struct, kw_only=True):
     (``strategies.make_strategy``) take a StrategyConfig and trust its thresholds.
     """
 
-    name: Annotated[str, msgspec.Meta(min_length=1)] = "zscore"
+    name: StrategyName = "zscore"
     entry: PositiveFloat = 2.0
     exit: float = 0.0
     stop: PositiveFloat | None = 4.0
@@ -181,9 +194,21 @@ class StrategyConfig(_Struct, kw_only=True):
 
 
 class StoreConfig(_Struct, kw_only=True):
-    """Where the Parquet store lives."""
+    """Where the Parquet store lives: a directory, made when missing."""
 
     path: Annotated[str, msgspec.Meta(min_length=1)] = "data"
+
+    def __post_init__(self) -> None:
+        existing = Path(os.path.abspath(self.path))
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            what = "is" if str(existing) == os.path.abspath(self.path) else f"is under {existing},"
+            raise _invalid(
+                "path",
+                f"expected a directory (made when missing), but {self.path!r} {what} an existing"
+                " file; point store.path at a directory",
+            )
 
 
 class RayConfig(_Struct, kw_only=True):

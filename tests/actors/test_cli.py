@@ -1,22 +1,21 @@
 """``pairstack run`` / ``pairstack status``: refusals before Ray starts, a real run stopped by
-SIGTERM with the store flushed, and status text formatting."""
+SIGTERM with the store flushed, status from a fresh shell (Ray token auth) and after the engine
+was killed, and status text formatting. Subprocesses run with only PATH and HOME set."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
+import time
 from pathlib import Path
 
 import pytest
+from cli_env import pairstack, scrubbed_env
 
-from actors.cli_run import one_line
-from actors.cli_status import format_status
-from engine.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
+from actors.cli.main import main
+from actors.cli.run import one_line
+from actors.cli.status import format_status
 
 GOOD = """\
 feed: {source: simulator, lateness_ms: 500}
@@ -67,46 +66,112 @@ def test_bad_config_exits_2_from_the_console_command(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(GOOD.replace("x: BTCUSDT", "x: XRPUSDT"))
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "run", "--config", str(path)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        pairstack("run", "--config", str(path)),
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env=scrubbed_env(tmp_path / "home"),
     )  # fmt: skip
     assert proc.returncode == 2
     assert f"{path}: pairs[0].x" in proc.stderr
 
 
-@pytest.mark.ray
-def test_status_without_that_engine_exits_2(ray_cluster):
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("zscore_window: 8", "zscore_window: 99999999999999999999999999999",
+         "analytics.zscore_window: expected int <= 1000000"),
+        ("zscore_window: 8", "zscore_window: 1099511627776",
+         "analytics.zscore_window: expected int <= 1000000"),
+        ("ols_window: 10", "ols_window: 9223372036854775807",
+         "analytics.ols_window: expected int <= 1000000"),
+        ("store: {path: STORE}", "strategy: {name: os.system}\nstore: {path: STORE}",
+         "strategy.name: expected one of 'zscore', 'zscore_timestop', got 'os.system'"),
+        ("store: {path: STORE}", "store: {path: FILE}", "store.path: expected a directory"),
+    ],
+)  # fmt: skip
+def test_a_config_that_cannot_run_exits_2_before_ray_starts(tmp_path, old, new, key):
+    path = tmp_path / "bad.yaml"
+    a_file = tmp_path / "data.txt"
+    a_file.write_text("not a store")
+    text = GOOD.replace(old, new).replace("STORE", str(tmp_path / "store"))
+    path.write_text(text.replace("FILE", str(a_file)))
+    home = tmp_path / "home"
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "status", "--address",
-         ray_cluster.get_runtime_context().gcs_address, "--hub", "no-such-hub"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        pairstack("run", "--config", str(path), "--duration", "5"),
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=scrubbed_env(home),
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"pairstack run: error: {path}: {key}"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    # Ray never started: it would have made its token under HOME and logged its start
+    assert not (home / ".ray").exists()
+    assert "Ray" not in proc.stdout + proc.stderr.replace("pairstack run: error:", "")
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.ray
+def test_status_without_that_engine_exits_2(ray_cluster, tmp_path):
+    proc = subprocess.run(
+        pairstack("status", "--address", ray_cluster.get_runtime_context().gcs_address,
+                  "--hub", "no-such-hub"),
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=scrubbed_env(),
     )  # fmt: skip
     assert proc.returncode == 2
     assert "runs no pairstack engine" in proc.stderr and "no-such-hub" in proc.stderr
 
 
-def test_run_stops_cleanly_on_sigterm_with_the_store_flushed(tmp_path):
+@pytest.mark.ray
+def test_run_joins_a_cluster_by_address_from_a_fresh_shell(ray_cluster, tmp_path):
+    """`ray.address` given: the run joins the (token-authenticated) session cluster with no Ray
+    variables set, runs its engine there and stops it cleanly."""
+    address = ray_cluster.get_runtime_context().gcs_address
+    path = tmp_path / "join.yaml"
+    store = tmp_path / "store"
+    path.write_text(GOOD.replace("STORE", str(store)) + f"ray: {{address: '{address}'}}\n")
+    proc = subprocess.run(
+        pairstack("run", "--config", str(path), "--duration", "8"),
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=scrubbed_env(),
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    assert f"engine running on Ray at {address}" in log and "stopped cleanly" in log
+    assert "InvalidAuthToken" not in log and "Unauthenticated" not in log
+    assert not (store / "engine.json").exists()
+
+
+def _start_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path, dict, list[str]]:
+    """`pairstack run` of GOOD from a fresh shell, read until its pair steps; (process, config,
+    store, env, log lines so far)."""
     path = tmp_path / "demo.yaml"
     store = tmp_path / "store"
     path.write_text(GOOD.replace("STORE", str(store)))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    env = scrubbed_env(tmp_path / "home")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run", "--config", str(path), "--duration", "300"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
+        pairstack("run", "--config", str(path), "--duration", "300"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env,
     )  # fmt: skip
     lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "pairstack.run" in line and "pairs 1/1 stepping" in line:
+            return proc, path, store, env, lines
+    proc.wait(timeout=60)
+    raise AssertionError("pairstack run ended before its pair stepped:\n" + "".join(lines))
+
+
+def test_run_stops_cleanly_on_sigterm_with_the_store_flushed(tmp_path):
+    proc, path, store, env, lines = _start_run(tmp_path)
     try:
-        for line in proc.stdout:
-            lines.append(line)
-            if "pairstack.run" in line and "pairs 1/1 stepping" in line:
-                # status finds this engine from its config (the address recorded in the store)
-                status = subprocess.run(
-                    [sys.executable, "-m", "engine.cli", "status", "--json", "--config", str(path)],
-                    capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
-                )  # fmt: skip
-                proc.send_signal(signal.SIGTERM)
-                break
+        # from another fresh shell: status finds the engine from its config (the record in
+        # the store) and from the user's last recorded engine, under Ray's token auth
+        status = subprocess.run(
+            pairstack("status", "--json", "--config", str(path)),
+            capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+        )  # fmt: skip
+        plain = subprocess.run(
+            pairstack("status"), capture_output=True, text=True, timeout=120, cwd=tmp_path,
+            env=env,
+        )  # fmt: skip
+        proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=120)
     finally:
         proc.kill()
@@ -114,10 +179,13 @@ def test_run_stops_cleanly_on_sigterm_with_the_store_flushed(tmp_path):
     assert proc.returncode == 0, log
     assert "signal SIGTERM: stopping" in log and "stopped cleanly" in log
     assert status.returncode == 0, status.stderr
+    assert "InvalidAuthToken" not in status.stderr
     assert [p["pair"] for p in json.loads(status.stdout)["pairs"]] == ["ETHUSDT/BTCUSDT"]
+    assert plain.returncode == 0, plain.stderr
+    assert "pair ETHUSDT/BTCUSDT" in plain.stdout
     # a stopped engine leaves no record; its pair actor left a checkpoint
     assert not (store / "engine.json").exists()
-    assert not (tmp_path / "cache" / "pairstack" / "engine.json").exists()
+    assert not (tmp_path / "home" / ".cache" / "pairstack" / "engine.json").exists()
     assert list((store / "state" / "pairs").glob("*.npz"))
     for kind in (
         "ticks/symbol=ETHUSDT",
@@ -125,6 +193,30 @@ def test_run_stops_cleanly_on_sigterm_with_the_store_flushed(tmp_path):
         "bars/timeframe=1s/symbol=ETHUSDT",
     ):
         assert list((store / kind).rglob("*.parquet")), kind
+
+
+def test_status_after_the_engine_was_killed_says_not_running_and_forgets_it(tmp_path):
+    proc, path, store, env, _ = _start_run(tmp_path)
+    try:
+        record = json.loads((store / "engine.json").read_text())
+        assert record["auth_mode"] == "token"
+        proc.kill()  # SIGKILL: no chance to clear its record
+        proc.wait(timeout=60)
+        assert (store / "engine.json").exists()
+        started = time.monotonic()
+        status = subprocess.run(
+            pairstack("status", "--config", str(path)),
+            capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env,
+        )  # fmt: skip
+        took = time.monotonic() - started
+    finally:
+        proc.kill()
+    assert status.returncode == 2, status.stderr
+    assert "no running engine" in status.stderr and "removed its stale record" in status.stderr
+    assert f"pid {record['pid']}" in status.stderr
+    assert took < 5.0, took
+    assert not (store / "engine.json").exists()
+    assert not (tmp_path / "home" / ".cache" / "pairstack" / "engine.json").exists()
 
 
 def test_status_with_a_config_of_no_running_engine_exits_2(tmp_path, capsys):

@@ -8,19 +8,16 @@ import json
 import math
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from cli_env import pairstack, scrubbed_env
 from test_backtest_actor import MINUTE, PAIR, T0, X, Y, backtest, oracle_bars, write_pair_store
 
-from engine.cli import main
+from actors.cli.main import main
 from engine.config import AnalyticsConfig, StrategyConfig, load_config
 from engine.pairstep import PairParams
-
-ROOT = Path(__file__).resolve().parents[2]
 
 CONFIG = """\
 feed: {source: simulator}
@@ -165,15 +162,11 @@ def test_bad_input_exits_2(store_dir, capsys, extra, message):
     assert re.search(message, err), err
 
 
-def test_bad_input_exits_2_as_a_process(store_dir):
+def test_bad_input_exits_2_as_a_process(store_dir, tmp_path):
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            *backtest_argv(store_dir, pair="ETHUSDT/DOGEUSDT"),
-        ],
-        cwd=ROOT,
+        pairstack(*backtest_argv(store_dir, pair="ETHUSDT/DOGEUSDT")),
+        cwd=tmp_path,
+        env=scrubbed_env(tmp_path / "home"),
         capture_output=True,
         text=True,
         timeout=120,

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_env import pairstack, scrubbed_env
 
 from actors.engine import start_engine
 from engine.alerts import AlertBook, rules_from_config
@@ -33,7 +32,6 @@ pytestmark = pytest.mark.ray
 SYMBOLS = ["ETHUSDT", "BTCUSDT", "SOLUSDT", "BNBUSDT"]
 PAIRS = [("ETHUSDT", "BTCUSDT"), ("SOLUSDT", "BNBUSDT"), ("SOLUSDT", "BTCUSDT")]
 NAMESPACE = "pairstack-test"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def engine_config(store_path) -> object:
@@ -101,9 +99,9 @@ def run(ray_cluster, tmp_path_factory):
         )
         status = handle.status()
         cli = subprocess.run(
-            [sys.executable, "-m", "engine.cli", "status", "--json", "--address",
-             ray.get_runtime_context().gcs_address, "--namespace", NAMESPACE, "--hub", hub_name],
-            capture_output=True, text=True, timeout=120, cwd=ROOT,
+            pairstack("status", "--json", "--address", ray.get_runtime_context().gcs_address,
+                      "--namespace", NAMESPACE, "--hub", hub_name),
+            capture_output=True, text=True, timeout=120, cwd=store_path, env=scrubbed_env(),
         )  # fmt: skip
         ray.get([f.stop.remote() for f in handle.feeds.values()], timeout=60)
         history = {s: ray.get(handle.simulator.history.remote(s)) for s in SYMBOLS}

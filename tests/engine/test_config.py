@@ -1,24 +1,28 @@
-"""engine.config: shipped files load, DESIGN.md defaults, and every malformed config is refused
-with the file, the key path and the reason."""
+"""engine.config: shipped files load, DESIGN.md defaults, and every malformed config, or one that
+type-checks but could not run, is refused with the file, the key path and the reason."""
 
 from __future__ import annotations
 
 import copy
 import json
 import pickle
+import typing
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import pytest
 import yaml
 
 from engine.config import (
     BINANCE_REST_URL,
     BINANCE_WS_URL,
+    MAX_WINDOW_BARS,
     Config,
     FaultsConfig,
     PairConfig,
     StrategyConfig,
+    StrategyName,
     load_config,
     parse_config,
 )
@@ -395,3 +399,97 @@ def test_parse_config_refuses_non_mappings(mapping: object, reason: str) -> None
 
 def test_config_type_is_the_root() -> None:
     assert isinstance(parse_config(MINIMAL), Config)
+
+
+# ------------------------------------------------- configs that type-check but cannot run
+
+MINIMAL_YAML = """\
+feed: {source: simulator}
+symbols: [ETHUSDT, BTCUSDT]
+pairs: [{y: ETHUSDT, x: BTCUSDT}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "reason"),
+    [
+        pytest.param(  # beyond int64: numba would overflow
+            "analytics: {zscore_window: 99999999999999999999999999999}",
+            "analytics.zscore_window",
+            f"expected int <= {MAX_WINDOW_BARS}, got 99999999999999999999999999999",
+            id="zscore-window-beyond-int64",
+        ),
+        pytest.param(  # 2**40 bars: 8 TiB of ring buffer, MemoryError
+            "analytics: {zscore_window: 1099511627776}",
+            "analytics.zscore_window",
+            f"expected int <= {MAX_WINDOW_BARS}, got 1099511627776",
+            id="zscore-window-2**40",
+        ),
+        pytest.param(
+            "analytics: {ols_window: 9223372036854775807}",
+            "analytics.ols_window",
+            f"expected int <= {MAX_WINDOW_BARS}, got 9223372036854775807",
+            id="ols-window-int64-max",
+        ),
+        pytest.param(
+            "analytics: {ols_window: 1000001}",
+            "analytics.ols_window",
+            "expected int <= 1000000, got 1000001",
+            id="ols-window-max-plus-one",
+        ),
+        pytest.param(
+            "strategy: {name: os.system}",
+            "strategy.name",
+            "expected one of 'zscore', 'zscore_timestop', got 'os.system'",
+            id="unknown-strategy",
+        ),
+    ],
+)
+def test_a_config_that_cannot_run_is_refused_at_load(
+    tmp_path: Path, extra: str, key: str, reason: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(MINIMAL_YAML + extra + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: {key}: {reason}"
+
+
+def test_the_largest_window_loads_and_runs() -> None:
+    from engine.pairstep import PairParams, run_pair
+
+    cfg = parse_config(
+        _with(analytics={"ols_window": MAX_WINDOW_BARS, "zscore_window": MAX_WINDOW_BARS})
+    )
+    assert cfg.analytics.zscore_window == cfg.analytics.ols_window == 1_000_000
+    params = PairParams.from_config(cfg.analytics)
+    series = run_pair(np.linspace(1.0, 2.0, 50), np.linspace(2.0, 3.0, 50), params)
+    assert np.isnan(series.z).all()  # the window never fills on 50 bars
+    assert np.isfinite(series.beta).all()  # the Kalman hedge does not wait for a window
+
+
+def test_strategy_names_are_the_registry() -> None:
+    from strategies import REGISTRY
+
+    assert set(typing.get_args(StrategyName)) == set(REGISTRY)
+    for name in REGISTRY:
+        assert parse_config(_with(strategy={"name": name})).strategy.name == name
+
+
+def test_store_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    existing = tmp_path / "data.parquet"
+    existing.write_bytes(b"PAR1")
+    for store, what in (
+        (existing, f"'{existing}' is an existing file"),
+        (existing / "sub", f"is under {existing}, an existing file"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            parse_config(_with(store={"path": str(store)}), source="c.yaml")
+        message = str(info.value)
+        assert message.startswith("c.yaml: store.path: expected a directory"), message
+        assert what in message, message
+    # a directory, or one still to be made under a directory, is fine
+    assert parse_config(_with(store={"path": str(tmp_path)})).store.path == str(tmp_path)
+    fresh = tmp_path / "new" / "store"
+    assert parse_config(_with(store={"path": str(fresh)})).store.path == str(fresh)
+    assert not fresh.exists()  # loading never makes the directory

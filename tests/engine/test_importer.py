@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from engine import cli_import
+from actors.cli import import_files as cli_import
 from engine.errors import UploadError
 from engine.importer import ImportReport, import_files
 from engine.schemas import TIMEFRAME_MS, table_to_bars, table_to_ticks
@@ -339,7 +339,7 @@ def test_bad_containers_and_names_are_refused(tmp_path):
 
 
 def _run_verb(argv: list[str]) -> int:
-    """The `pairstack import` verb through its own parser (engine.cli builds every verb's)."""
+    """The `pairstack import` verb through its own parser (actors.cli.main builds every verb's)."""
     parser = argparse.ArgumentParser(prog="pairstack import")
     cli_import.configure(parser)
     return cli_import.main(parser.parse_args(argv))

@@ -130,7 +130,7 @@ def test_pending_gap_holds_the_clock(tmp_path):
 
 @pytest.mark.parametrize("n_gaps", [0, 1, 4])
 def test_status_row_and_run_log_list_open_gaps(n_gaps):
-    from actors.cli_run import one_line
+    from actors.cli.run import one_line
     from engine.feed import FeedStats, OpenGap
     from engine.status import build_status
 

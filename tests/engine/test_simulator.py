@@ -14,10 +14,8 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -25,18 +23,18 @@ import orjson
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from cli_env import pairstack, scrubbed_env
 from statsmodels.tsa.stattools import adfuller, coint
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from actors.cli.sim import configure, settings_from_args
 from engine.binance import REJECT_REASONS
 from engine.config import FaultsConfig, SimulatorConfig, parse_simulator
 from engine.errors import ConfigError, DataError, FeedError
 from engine.schemas import TICK_DTYPE
 from engine.simulator import Market, Simulator
-from engine.simulator.cli import configure, settings_from_args
 
-ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000_000
 EIGHT_HOURS_MS = 8 * 3_600_000
 AGG_KEYS = {"e": str, "E": int, "s": str, "a": int, "p": str, "q": str, "f": int, "l": int,
@@ -913,11 +911,11 @@ def test_cli_arguments_build_settings():
     assert settings.faults.disconnect_every_s == 60.0 and settings.port == 0
 
 
-def test_pairstack_sim_command_serves_until_interrupted():
+def test_pairstack_sim_command_serves_until_interrupted(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "sim", "--symbols", "BTCUSDT", "SOLUSDT",
-         "--rate", "20", "--drop-rate", "0.1"],  # the `pairstack` console script's entry
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        pairstack("sim", "--symbols", "BTCUSDT", "SOLUSDT", "--rate", "20", "--drop-rate", "0.1"),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=scrubbed_env(tmp_path / "home"),
     )  # fmt: skip
     try:
         line = proc.stdout.readline()

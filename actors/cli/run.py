@@ -13,6 +13,8 @@ import signal
 import threading
 import time
 
+from actors.cli.options import add_config_option
+from engine.config import Config
 from engine.errors import ConfigError
 
 log = logging.getLogger("pairstack.run")
@@ -22,7 +24,7 @@ STATUS_EVERY_S = 5.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
+    add_config_option(parser, required=True, help="YAML config file")
     parser.add_argument(
         "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
     )
@@ -50,12 +52,10 @@ def one_line(status: dict) -> str:
     )
 
 
-def main(args: argparse.Namespace) -> int:
-    from engine.config import load_config
-
+def main(args: argparse.Namespace, config: Config) -> int:
+    """Run the engine of ``config`` (loaded and validated before Ray starts)."""
     if args.duration is not None and not args.duration > 0:
         raise ConfigError(f"--duration {args.duration}: expected a positive number of seconds")
-    config = load_config(args.config)  # refused here, before Ray starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     import ray

@@ -6,7 +6,11 @@ import argparse
 import json
 import logging
 import os
+from pathlib import Path
 
+from actors.cli.options import add_config_option
+from actors.ray_init import join_ray
+from engine.config import Config
 from engine.errors import PairstackError
 
 
@@ -18,10 +22,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="Ray cluster address (default: the one `pairstack run --config FILE` recorded for"
         " --config, else RAY_ADDRESS, else the last engine started on this machine, else auto)",
     )
-    parser.add_argument(
-        "--config",
-        default=None,
-        metavar="FILE",
+    add_config_option(
+        parser,
+        required=False,
         help="the engine's YAML config: its store holds the address `pairstack run` recorded",
     )
     parser.add_argument("--namespace", default=None, help="Ray namespace (default: pairstack)")
@@ -56,48 +59,68 @@ def format_status(status: dict) -> str:
     return "\n".join(lines)
 
 
-def _record(args: argparse.Namespace) -> dict:
-    """Where to look (address, hub, namespace) unless --address says: the record in the store
-    of --config (required to exist), else RAY_ADDRESS, else the user's last recorded engine."""
+def _record(args: argparse.Namespace, config: Config | None) -> tuple[dict, Path | None]:
+    """Where to look (address, hub, namespace, auth) and the file that said so, unless
+    --address says: the record in the store of --config (required to exist), else RAY_ADDRESS,
+    else the user's last recorded engine."""
     from actors.engine import read_engine_record, record_paths
 
     if args.address:
-        return {}
-    if args.config:
-        from engine.config import load_config
-
-        store = load_config(args.config).store.path
-        path = record_paths(store)[0]
+        return {}, None
+    if config is not None:
+        path = record_paths(config.store.path)[0]
         record = read_engine_record(path)
         if record is None:
             raise PairstackError(
                 f"no running engine recorded in {path} (start one with"
                 f" `pairstack run --config {args.config}`)"
             )
-        return record
+        return record, path
     if os.environ.get("RAY_ADDRESS"):
-        return {"address": os.environ["RAY_ADDRESS"]}
-    return read_engine_record(record_paths(".")[1]) or {}
+        return {"address": os.environ["RAY_ADDRESS"]}, None
+    path = record_paths(".")[1]
+    record = read_engine_record(path)
+    return (record, path) if record is not None else ({}, None)
 
 
-def main(args: argparse.Namespace) -> int:
-    import ray
+def _stale(record: dict, path: Path, why: str) -> PairstackError:
+    """Forget a record whose engine is gone (both copies) and say that none runs."""
+    from actors.engine import clear_engine_record
 
+    clear_engine_record(record.get("store", "."), pid=record.get("pid"))
+    path.unlink(missing_ok=True)
+    return PairstackError(
+        f"no running engine: the engine recorded in {path} (pid {record.get('pid')},"
+        f" Ray at {record.get('address')!r}) {why}; removed its stale record"
+        " (start one with `pairstack run --config FILE`)"
+    )
+
+
+def main(args: argparse.Namespace, config: Config | None) -> int:
+    """Print the status of the engine found by ``_record`` (PairstackError when none runs)."""
+    from actors.engine import engine_gone
     from actors.hub import HUB_NAME, NAMESPACE
 
-    record = _record(args)
+    record, path = _record(args, config)
+    if path is not None and engine_gone(record):
+        raise _stale(record, path, "is not running")
     namespace = args.namespace or record.get("namespace") or NAMESPACE
     hub_name = args.hub or record.get("hub") or HUB_NAME
     address = args.address or record.get("address") or "auto"
+    import ray
+
     try:
-        ray.init(
-            address=address,
+        join_ray(
+            address,
+            record=record,
             namespace=namespace,
             log_to_driver=False,
             logging_level=logging.WARNING,
             configure_logging=False,
         )
     except ConnectionError as exc:
+        if path is not None:
+            raise _stale(record, path, f"cannot be reached ({exc})") from None
         raise PairstackError(
             f"no running engine found at Ray address {address!r} ({exc});"
             " start one with `pairstack run --config FILE`"
@@ -106,6 +129,8 @@ def main(args: argparse.Namespace) -> int:
         try:
             hub = ray.get_actor(hub_name, namespace=namespace)
         except ValueError:
+            if path is not None and not (args.hub or args.namespace):
+                raise _stale(record, path, f"left no actor {hub_name!r} in its cluster") from None
             raise PairstackError(
                 f"the Ray cluster at {address!r} runs no pairstack engine"
                 f" (no actor {hub_name!r} in namespace {namespace!r})"

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from engine.importer import import_files
-from engine.store import Store
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE",
@@ -16,6 +13,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from engine.importer import import_files
+    from engine.store import Store
+
     report = import_files(args.files, Store(args.store), progress=not args.quiet)
     print("\n".join(report.lines()))
     return 0

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.ray_init import init_ray
+from engine.config import Config
 from engine.errors import ConfigError
 
 #: stats shown in the printed sweep table (the file gets all of them)
@@ -98,11 +99,11 @@ def stats_table(stats: dict[str, Any]) -> str:
     return "\n".join(f"{k.ljust(width)}  {_fmt(v)}" for k, v in stats.items())
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, config: Config | None) -> int:
     from actors.backtest import sweep
     from engine.backtest import Costs, run
     from engine.backtest_data import PairData
-    from engine.config import AnalyticsConfig, StrategyConfig, load_config
+    from engine.config import AnalyticsConfig, StrategyConfig
     from engine.pairbook import parse_pair
     from engine.pairstep import PairParams
     from engine.sweep import parse_sweep
@@ -110,7 +111,6 @@ def main(args: argparse.Namespace) -> int:
 
     _check_args(args)
     grid = parse_sweep(args.sweep) if args.sweep else None
-    config = load_config(args.config) if args.config else None
     analytics = config.analytics if config is not None else AnalyticsConfig()
     strategy = config.strategy if config is not None else StrategyConfig()
     params = PairParams.from_config(analytics)

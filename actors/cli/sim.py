@@ -112,6 +112,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[SimulatorConfig, tuple
 
 async def serve_until_stopped(config: SimulatorConfig, symbols: tuple[str, ...]) -> None:
     """Run a simulator, print its URLs, and stop cleanly on SIGINT/SIGTERM."""
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
