@@ -5,8 +5,9 @@
 initialised Ray is used as is), starts the simulator inside the cluster when ``feed.source`` is
 ``simulator`` and no URLs are given, then the Hub, the PairActors (``ray.pairs_per_actor`` pairs
 each, warmed up from the store) and the FeedActors (``feed.symbols_per_connection`` symbols
-each), and registers them with the Hub. ``EngineHandle.stop()`` stops the feeds (last bars
-published, stores flushed), then ends every actor it started.
+each; both "auto" by default: ``engine.sizing`` from the cluster's CPUs).
+``EngineHandle.stop()`` stops the feeds (last bars published, stores flushed), then ends every
+actor it started.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from actors.ray_init import cluster_auth, init_ray
 from engine.atomic import write_atomic
 from engine.errors import ConfigError
 from engine.pairbook import parse_pair
+from engine.sizing import size_engine
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +198,17 @@ def start_engine(
         ws_url, rest_url = ws_url or sim_ws, rest_url or sim_rest
     if ws_url is None or rest_url is None:
         raise ConfigError("feed.ws_url and feed.rest_url are needed for a binance feed")
-    feed_shards = shard(list(config.symbols), config.feed.symbols_per_connection)
+    sizes = size_engine(
+        len(config.pair_names),
+        len(config.symbols),
+        ray.cluster_resources().get("CPU", 1.0),
+        pairs_per_actor=config.ray.pairs_per_actor,
+        symbols_per_connection=config.feed.symbols_per_connection,
+        streams_per_symbol=2 if config.feed.funding else 1,
+    )
+    feed_shards = shard(list(config.symbols), sizes.symbols_per_connection)
     feed_names = [f"{hub_name}.feed-{i}" for i in range(len(feed_shards))]
-    pair_shards = shard(list(config.pair_names), config.ray.pairs_per_actor)
+    pair_shards = shard(list(config.pair_names), sizes.pairs_per_actor)
     plain = config.to_dict()  # restartable actors get plain data and names, never handles
     hub = (
         ray.remote(Hub)

@@ -4,11 +4,10 @@ Cases: 10/100/1,000 pairs over 10/30/100 symbols (quick: 10 pairs over 10 symbol
 Each case starts the engine on the in-cluster simulator (5 trades/s per symbol), lets it run,
 reads the Hub's status, stops it, then replays the stored bars to count missed steps.
 
-The engine runs with ``ray.pairs_per_actor`` = PAIRS_PER_ACTOR and
-``feed.symbols_per_connection`` = SYMBOLS_PER_CONNECTION (1,000 and 100: one PairActor and one
-FeedActor on this 2-core machine, the simulator and Ray's own processes beside them; with two
-of each, four busy processes share 2 cores at every bar close and wait for each other: p99 about
-20 ms instead of about 10). Figures (no peer: nothing else does this job on this machine):
+The engine runs with the default sizing (``ray.pairs_per_actor`` and
+``feed.symbols_per_connection`` "auto", from the cluster's CPUs: on this 2-core machine one
+PairActor and one FeedActor, the simulator and Ray's own processes beside them); the result
+records the actors it chose. Figures (no peer: nothing else does this job on this machine):
 latency p50/p99/max (ms, the DESIGN.md definition, samples of the measured window after
 warm-up), pair steps per second, CPU of the engine's actor processes (% of one core, from
 /proc), their resident memory (MB), late ticks, and missed steps (aligned bars in the store, up
@@ -32,10 +31,6 @@ WARM_S = 8.0
 RUN_S_FULL = 40.0
 RUN_S_QUICK = 12.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-#: 2 cores: one PairActor stepping all pairs per call, one FeedActor for all symbols (the
-#: config defaults, 25 pairs per actor and 50 symbols per connection, are for many cores)
-PAIRS_PER_ACTOR = 1_000
-SYMBOLS_PER_CONNECTION = 100
 
 
 def _symbols(n: int) -> list[str]:
@@ -71,13 +66,11 @@ def _config(n_pairs: int, n_symbols: int, store: str):
                 "source": "simulator",
                 "lateness_ms": 250,
                 "funding": False,
-                "symbols_per_connection": SYMBOLS_PER_CONNECTION,
             },
             "symbols": symbols,
             "timeframes": ["1s"],
             "pairs": [{"y": y, "x": x} for y, x in _pairs(symbols, n_pairs)],
             "store": {"path": store},
-            "ray": {"pairs_per_actor": PAIRS_PER_ACTOR},
             "simulator": {"rate": 5.0, "seed": 1},
         }
     )
@@ -135,6 +128,7 @@ def _case(n_pairs: int, n_symbols: int, run_s: float) -> dict:
             cpu1 = sum(_proc(p)[0] for p in pids)
             rss = sum(_proc(p)[1] for p in pids)
             steps = _steps(handle) - steps0
+            n_pair_actors, n_feeds = len(handle.pair_actors), len(handle.feeds)
             ray.get([f.stop.remote() for f in handle.feeds.values()])
             missed = _missed_steps(cfg, handle)
         finally:
@@ -153,8 +147,8 @@ def _case(n_pairs: int, n_symbols: int, run_s: float) -> dict:
         "rss_mb": rss,
         "late_ticks": sum(f["late_ticks"] for f in status["feeds"]),
         "missed_steps": missed,
-        "pairs_per_actor": PAIRS_PER_ACTOR,
-        "symbols_per_connection": SYMBOLS_PER_CONNECTION,
+        "pair_actors": n_pair_actors,
+        "feed_actors": n_feeds,
     }
 
 

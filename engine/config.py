@@ -95,7 +95,8 @@ class FeedConfig(_Struct, kw_only=True):
     source: Literal["binance", "simulator"]
     ws_url: str | None = None
     rest_url: str | None = None
-    symbols_per_connection: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 50
+    #: "auto": sized from the cluster's CPUs (engine.sizing)
+    symbols_per_connection: Annotated[int, msgspec.Meta(ge=1, le=1024)] | Literal["auto"] = "auto"
     funding: bool = True
     lateness_ms: Annotated[int, msgspec.Meta(ge=0)] = 250
     #: a stream silent this long (s) while others flow is resubscribed
@@ -212,10 +213,11 @@ class StoreConfig(_Struct, kw_only=True):
 
 
 class RayConfig(_Struct, kw_only=True):
-    """Ray cluster address (None: a local cluster) and how many pairs one PairActor hosts."""
+    """Ray cluster address (None: a local cluster) and how many pairs one PairActor hosts
+    ("auto": sized from the cluster's CPUs, engine.sizing)."""
 
     address: str | None = None
-    pairs_per_actor: Annotated[int, msgspec.Meta(ge=1)] = 25
+    pairs_per_actor: Annotated[int, msgspec.Meta(ge=1)] | Literal["auto"] = "auto"
 
 
 class FaultsConfig(_Struct, kw_only=True):
@@ -457,6 +459,10 @@ def _literal_values(root: type, path: str) -> tuple | None:
             info = info.item_type
         else:
             return None
+    if isinstance(info, msgspec.inspect.UnionType):  # e.g. a positive int or "auto"
+        literals = [t for t in info.types if isinstance(t, msgspec.inspect.LiteralType)]
+        if literals and any(isinstance(t, msgspec.inspect.IntType) for t in info.types):
+            return ("a whole number", *literals[0].values)
     return info.values if isinstance(info, msgspec.inspect.LiteralType) else None
 
 
@@ -479,7 +485,10 @@ def _describe(exc: msgspec.ValidationError, mapping: Mapping, root: type) -> tup
     if text.startswith("Invalid enum value"):
         allowed = _literal_values(root, path)
         if allowed is not None:
-            text = "Expected one of " + ", ".join(repr(v) for v in allowed)
+            if allowed[0] == "a whole number":
+                text = "Expected a whole number or " + " or ".join(repr(v) for v in allowed[1:])
+            else:
+                text = "Expected one of " + ", ".join(repr(v) for v in allowed)
     elif f"'{SYMBOL_PATTERN}'" in text:
         text = "Expected an upper-case symbol such as BTCUSDT"
     if text.startswith("Expected"):  # msgspec names the type found; show the value instead

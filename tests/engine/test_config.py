@@ -94,7 +94,7 @@ def test_defaults_are_the_design_values() -> None:
         "source": "binance",
         "ws_url": BINANCE_WS_URL,
         "rest_url": BINANCE_REST_URL,
-        "symbols_per_connection": 50,
+        "symbols_per_connection": "auto",
         "funding": True,
         "lateness_ms": 250,
         "watchdog_s": 10.0,
@@ -123,7 +123,7 @@ def test_defaults_are_the_design_values() -> None:
     }
     assert cfg.alerts == ()
     assert cfg.store.path == "data"
-    assert (cfg.ray.address, cfg.ray.pairs_per_actor) == (None, 25)
+    assert (cfg.ray.address, cfg.ray.pairs_per_actor) == (None, "auto")
     sim = cfg.simulator
     assert (sim.seed, sim.rate, sim.host, sim.port, sim.groups) == (7, 5.0, "127.0.0.1", 0, None)
     assert sim.faults == FaultsConfig() and not sim.faults.enabled
@@ -305,6 +305,7 @@ BAD = [
         id="alert-pair",
     ),
     pytest.param(_with(ray={"pairs_per_actor": 0}), "ray.pairs_per_actor", ">= 1", id="ray"),
+    pytest.param(_with(ray={"pairs_per_actor": "x"}), "ray.pairs_per_actor", "'auto'", id="auto"),
     pytest.param(_with(store={"path": ""}), "store.path", "length >= 1", id="store"),
     pytest.param(_with(simulator={"port": 70000}), "simulator.port", "<= 65535", id="port"),
     pytest.param(
