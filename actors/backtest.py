@@ -13,7 +13,8 @@ and passed to ``run`` for every strategy/cost variation on it; a sweep groups th
 ``PairParams`` and gives each actor contiguous groups, so that each pair series is computed
 once. Full-period stats are exactly those of ``run`` on the same data.
 
-Walk-forward (``train_frac``): the aligned bars are split by time
+Train/test split (``train_frac``, one split, not a rolling walk-forward): the aligned bars are
+split by time
 (``engine.backtest_data.split_index``), the first ``floor(train_frac * n)`` bars are the train
 part, the rest the test part. The pair step runs once over all bars, so the hedge and z-score
 state enters the test part warmed up on the train part (no look-ahead: every value at t uses
@@ -27,6 +28,7 @@ stats (``oos_*``) are the test part's. Columns are prefixed ``is_`` and ``oos_``
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -36,7 +38,7 @@ from actors.pair import parse_pair
 from engine.backtest import BacktestResult, Costs, run
 from engine.backtest_data import PairData, check_bars, split_index
 from engine.config import StrategyConfig
-from engine.errors import ConfigError
+from engine.errors import ConfigError, PairstackError
 from engine.pairstep import PairParams, PairSeries, run_pair
 from engine.sweep import ParamSet, assign_chunks, plan_sweep, set_label
 from strategies import Strategy, make_strategy
@@ -45,14 +47,24 @@ from strategies import Strategy, make_strategy
 SERIES_CACHE = 2
 
 
-def check_strategies(overrides: Sequence[Mapping[str, Any]], sets: Sequence[ParamSet]) -> None:
-    """ConfigError naming the parameter set whose strategy cannot be built (unknown ``name``,
-    ``zscore_timestop`` without ``max_hold_half_lives``), before any actor starts."""
-    for o, (_, s) in zip(overrides, sets, strict=True):
+def check_strategies(
+    overrides: Sequence[Mapping[str, Any]],
+    sets: Sequence[ParamSet | None],
+    errors: Sequence[PairstackError | None],
+) -> tuple[list[ParamSet | None], list[PairstackError | None]]:
+    """``sets`` and ``errors`` with a ConfigError naming each parameter set whose strategy
+    cannot be built (unknown ``name``, ``zscore_timestop`` without ``max_hold_half_lives``) in
+    place of that set, before any actor starts."""
+    new_sets, new_errors = list(sets), list(errors)
+    for j, (o, ps) in enumerate(zip(overrides, sets, strict=True)):
+        if ps is None:
+            continue
         try:
-            make_strategy(s)
+            make_strategy(ps[1])
         except ConfigError as exc:
-            raise ConfigError(f"parameter set ({set_label(o)}): {exc}") from None
+            new_sets[j] = None
+            new_errors[j] = ConfigError(f"parameter set ({set_label(o)}): {exc}")
+    return new_sets, new_errors
 
 
 # ----------------------------------------------------------------------------- the actor
@@ -133,7 +145,7 @@ class BacktestActor:
         strategy_config: StrategyConfig,
         train_frac: float | None = None,
     ) -> dict[str, Any]:
-        """Stats of one set: full period, or ``is_*``/``oos_*`` with a walk-forward split."""
+        """Stats of one set: full period, or ``is_*``/``oos_*`` with a train/test split."""
         n = self.data.n
         check_bars(n, params, train_frac)
         k = split_index(n, train_frac)
@@ -237,7 +249,10 @@ class SweepPool:
         results: list[dict[str, Any] | None] = [None] * len(sets)
         pending: dict[Any, tuple[int, list[int]]] = {}
         load = [0] * len(self.actors)
-        with tqdm(total=len(sets), unit="set", disable=not progress, desc=self.data.pair) as bar:
+        quiet = not progress or not sys.stderr.isatty()  # no bar (nor \r) in a log file
+        with tqdm(
+            total=len(sets), unit="set", file=sys.stderr, disable=quiet, desc=self.data.pair
+        ) as bar:
             while pending or any(queues):
                 for i, actor in enumerate(self.actors):
                     while load[i] < max_in_flight and any(queues):
@@ -271,7 +286,9 @@ def sweep(
     progress: bool = False,
 ) -> Any:
     """Run the cartesian product of ``grid`` over ``n_actors`` BacktestActors (Ray must be
-    initialised); returns a pandas DataFrame, one row per set: the swept keys, then the stats.
+    initialised); returns a pandas DataFrame, one row per set: the swept keys, then the stats,
+    then ``error``: None, or why the set is invalid (its stats are then missing). When every
+    set is invalid, the first one's error is raised instead.
 
     ``source`` is a store directory (with ``pair``, ``timeframe``, ``start``, ``end``) or a
     ``PairData``. The bars are read and the sets checked (``engine.sweep.plan_sweep``,
@@ -287,14 +304,23 @@ def sweep(
         if pair is None or timeframe is None:
             raise ConfigError("sweep over a store needs pair and timeframe")
         data = PairData.from_store(source, *parse_pair(pair), timeframe, start, end)
-    overrides, sets = plan_sweep(data, grid, params, strategy, train_frac)
-    check_strategies(overrides, sets)
-    with SweepPool(data, min(n_actors, len(sets))).start(sets[0]) as pool:
-        results = pool.run_sets(
-            sets,
-            train_frac,
-            chunk_size=chunk_size,
-            max_in_flight=max_in_flight,
-            progress=progress,
+    overrides, sets, errors = plan_sweep(data, grid, params, strategy, train_frac)
+    sets, errors = check_strategies(overrides, sets, errors)
+    valid = [ps for ps in sets if ps is not None]
+    if not valid:
+        raise next(e for e in errors if e is not None)
+    with SweepPool(data, min(n_actors, len(valid))).start(valid[0]) as pool:
+        results = iter(
+            pool.run_sets(
+                valid,
+                train_frac,
+                chunk_size=chunk_size,
+                max_in_flight=max_in_flight,
+                progress=progress,
+            )
         )
-    return pd.DataFrame([{**o, **r} for o, r in zip(overrides, results, strict=True)])
+    rows = [
+        {**o, **next(results), "error": None} if e is None else {**o, "error": str(e)}
+        for o, e in zip(overrides, errors, strict=True)
+    ]
+    return pd.DataFrame(rows)

@@ -9,7 +9,7 @@ by ``engine.pairstep.align_bars`` and the funding rows become settlement events
 (``engine.backtest.run``) charges the same funding.
 
 ``warmup_bars``/``check_bars`` say whether a number of aligned bars is enough for a set of pair
-parameters (in full, or in the train part of a walk-forward split, ``split_index``).
+parameters (in full, or in the train part of a train/test split, ``split_index``).
 Times in ms.
 """
 
@@ -147,7 +147,7 @@ def warmup_bars(params: PairParams) -> int:
 
 
 def split_index(n: int, train_frac: float | None) -> int | None:
-    """First bar of the test part of a walk-forward split: floor(train_frac * n); None without
+    """First bar of the test part of a train/test split: floor(train_frac * n); None without
     a split."""
     if train_frac is None:
         return None
@@ -160,7 +160,7 @@ def split_index(n: int, train_frac: float | None) -> int | None:
 
 def check_bars(n: int, params: PairParams, train_frac: float | None = None) -> None:
     """NumericalError unless ``n`` aligned bars give the z-score time to warm up and trade
-    (in the train part, with a walk-forward split; the test part needs 2 bars)."""
+    (in the train part, with a train/test split; the test part needs 2 bars)."""
     need = warmup_bars(params) + 1
     k = split_index(n, train_frac)
     have, where = (n, "") if k is None else (k, f" in the train part (train_frac {train_frac})")

@@ -9,8 +9,12 @@ Overrides are checked by the config types themselves (``PairParams``, ``Strategy
 strategy ``name`` is checked where strategies are built (``actors.backtest``: engine/ does not
 import strategies/).
 
-Walk-forward (``train_frac``): ``engine.backtest_data.split_index`` splits the aligned bars by
-time; see ``actors.backtest`` for how each part is traded.
+Train/test split (``train_frac``): ``engine.backtest_data.split_index`` splits the aligned bars
+once, by time; see ``actors.backtest`` for how each part is traded.
+
+An invalid point of a grid (a threshold out of order, a window too long for the bars) does not
+stop the sweep: ``plan_sweep`` gives its error in place of its set, and the sweep reports it in
+that row's ``error`` column.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ from typing import Any
 
 import msgspec
 
-from engine.backtest_data import PairData, check_bars
+from engine.backtest_data import PairData, check_bars, split_index
 from engine.config import StrategyConfig
-from engine.errors import ConfigError
+from engine.errors import ConfigError, NumericalError, PairstackError
 from engine.pairstep import PairParams
 
 #: sweepable keys of the analytics section (PairParams fields) and of the strategy section
@@ -37,8 +41,8 @@ MAX_CHUNK = 32
 CHUNKS_PER_ACTOR = 8
 
 _INT_KEYS = ("ols_window", "zscore_window")
-_STR_KEYS = ("price", "hedge", "zscore", "name")
-_OPTIONAL_KEYS = ("stop", "capital", "max_hold_half_lives")
+_STR_KEYS = ("price", "hedge", "zscore", "name", "sizing")
+_OPTIONAL_KEYS = ("stop", "capital", "max_hold_half_lives", "vol_target", "max_gross")
 
 #: a resolved parameter set
 ParamSet = tuple[PairParams, StrategyConfig]
@@ -146,15 +150,26 @@ def plan_sweep(
     params: PairParams | None = None,
     strategy: StrategyConfig | None = None,
     train_frac: float | None = None,
-) -> tuple[list[dict[str, Any]], list[ParamSet]]:
-    """The grid's override dicts and their resolved, checked sets (ConfigError,
-    NumericalError), before any actor starts."""
+) -> tuple[list[dict[str, Any]], list[ParamSet | None], list[PairstackError | None]]:
+    """The grid's override dicts, their resolved, checked sets and, per set, the error that
+    makes it invalid (ConfigError, NumericalError; then its set is None), before any actor
+    starts. ``train_frac`` itself is checked here (ConfigError)."""
+    split_index(data.n, train_frac)
     overrides = expand_grid(grid)
     base_params, base_strategy = params or PairParams(), strategy or StrategyConfig()
-    sets = [resolve_set(o, base_params, base_strategy) for o in overrides]
-    for p in dict.fromkeys(p for p, _ in sets):
-        check_bars(data.n, p, train_frac)
-    return overrides, sets
+    sets: list[ParamSet | None] = []
+    errors: list[PairstackError | None] = []
+    for o in overrides:
+        try:
+            p, s = resolve_set(o, base_params, base_strategy)
+            check_bars(data.n, p, train_frac)
+        except (ConfigError, NumericalError) as exc:
+            sets.append(None)
+            errors.append(exc)
+        else:
+            sets.append((p, s))
+            errors.append(None)
+    return overrides, sets, errors
 
 
 def assign_chunks(
