@@ -111,8 +111,8 @@ def backtest(bars_y, bars_x, params, cfg, funding=None):
 def assert_stats_equal(ours: dict, theirs: dict) -> None:
     assert list(ours) == list(theirs)
     for key, value in theirs.items():
-        if isinstance(value, float) and math.isnan(value):
-            assert math.isnan(ours[key]), key
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            assert ours[key] is None or math.isnan(ours[key]), key  # missing in a table: NaN
         else:
             assert ours[key] == value, key
 
@@ -309,8 +309,9 @@ def test_actor_with_stored_funding(tmp_path, funding):
         funding=rows,
     )
     assert theirs.stats["funding_paid"] != 0.0
-    inside = sum(int(np.count_nonzero((e.ts > T0) & (e.ts <= actor.info()["last_ts"])))
-                 for e in events)
+    inside = sum(
+        int(np.count_nonzero((e.ts > T0) & (e.ts <= actor.info()["last_ts"]))) for e in events
+    )
     assert theirs.stats["funding_events"] == inside
     assert theirs.stats["funding_assumed"] == (inside if funding == "grid" else 0)
     assert_stats_equal(actor.result(params, cfg).stats, theirs.stats)
@@ -466,7 +467,7 @@ def test_sweep_walk_forward_over_tables(ray_cluster, store_dir):
         ({"n_actors": 0}, ConfigError, "actors: expected a positive integer"),
         ({"grid": {"entry": [1.0], "exit": [1.5]}}, ConfigError, "expected < entry"),
         (
-            {"grid": {"name": ["zscore", "nope"]}},
+            {"grid": {"name": ["nope"]}},
             ConfigError,
             r"parameter set \(name=nope\): strategy.name: unknown strategy 'nope'",
         ),
@@ -491,3 +492,20 @@ def test_sweep_refuses(ray_cluster, store_dir, kwargs, error, message):
             timeframe="1m",
             **args,
         )
+
+
+def test_sweep_reports_invalid_points_in_their_rows(ray_cluster, store_dir):
+    """An invalid point is not fatal: its row carries the error, the others their stats."""
+    grid = {"zscore_window": [30, 5000], "name": ["zscore", "nope"], "entry": [1.5, 2.5]}
+    table = sweep(str(store_dir), PAIR, grid, 2, timeframe="1m")
+    assert len(table) == 8 and table.columns[-1] == "error"
+    actor = BacktestActor(str(store_dir), PAIR, "1m")
+    for row in table.to_dict("records"):
+        if row["zscore_window"] == 5000:
+            assert "too few bars" in row["error"] and math.isnan(row["sharpe"])
+        elif row["name"] == "nope":
+            assert "unknown strategy 'nope'" in row["error"]
+        else:
+            assert not isinstance(row["error"], str)  # None or NaN: no error
+            want = actor.stats(PairParams(zscore_window=30), StrategyConfig(entry=row["entry"]))
+            assert_stats_equal({k: row[k] for k in want}, want)

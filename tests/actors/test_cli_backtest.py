@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pandas as pd
 import pytest
@@ -68,10 +69,29 @@ def test_single_backtest_json(store_dir, tmp_path, capsys, with_config, window):
         params, cfg = PairParams.from_config(AnalyticsConfig()), StrategyConfig()
     assert main(argv) == 0
     doc = json.loads(out.read_text())
-    assert set(doc) == {"stats", "trades", "equity"}
+    assert set(doc) == {"stats", "trades", "equity", "config", "data", "version"}
     assert set(doc["equity"]) == {"ts", "equity"}
     want = expected(store_dir, params, cfg, start, end)
-    assert doc == json.loads(json.dumps(want.to_json_dict()))
+    assert {k: doc[k] for k in ("stats", "trades", "equity")} == json.loads(
+        json.dumps(want.to_json_dict())
+    )
+    # what reproduces the run: the config as used, the data range, the code version
+    assert doc["config"]["strategy"] == json.loads(json.dumps(msgspec.to_builtins(cfg)))
+    assert doc["config"]["analytics"]["timeframe"] == "1m"
+    assert (
+        PairParams.from_config(msgspec.convert(doc["config"]["analytics"], AnalyticsConfig))
+        == params
+    )
+    assert doc["config"]["costs"]["capital"] == cfg.capital
+    assert doc["data"] == {
+        "store": str(Path(store_dir).resolve()),
+        "pair": PAIR,
+        "timeframe": "1m",
+        "first_bar": doc["equity"]["ts"][0],
+        "last_bar": doc["equity"]["ts"][-1],
+        "bars": len(doc["equity"]["ts"]),
+    }
+    assert doc["version"]["package"] and len(doc["version"]["commit"] or "x" * 40) == 40
     assert doc["stats"]["trades"] == want.stats["trades"] > 0
     assert doc["equity"]["ts"][0] == (
         "2024-06-01T03:20:00.000Z" if start else "2024-06-01T00:00:00.000Z"
@@ -127,8 +147,8 @@ def test_sweep_cli(ray_cluster, store_dir, tmp_path, capsys, fmt, train_frac):
         for prefix, stats in parts.items():
             for key, value in stats.items():
                 got = row[prefix + key]
-                if isinstance(value, float) and math.isnan(value):
-                    assert math.isnan(got), key
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    assert got is None or math.isnan(got), key  # missing in a table: NaN
                 else:  # CSV and Parquet both round-trip float64 exactly
                     assert got == value, key
     printed = capsys.readouterr().out

@@ -663,3 +663,87 @@ def test_sizing_config_is_validated():
     assert Costs.from_config(config) == Costs(
         1e4, 1e4, 5.0, 1.0, sizing="vol", vol_target=3.0, max_gross=5e4, ruin_equity=0.5
     )
+
+
+def portfolio_legs(n=900, seeds=(31, 32, 33)):
+    """Three pairs of 1m bars with different, partly overlapping time ranges."""
+    rng = np.random.default_rng(30)
+    legs = []
+    for k, seed in enumerate(seeds):
+        y, x = cointegrated_pair(n, seed=seed, half_life=10.0, beta=1.0 + 0.2 * k)
+        ts = T0 + MINUTE * (np.arange(n) + 37 * k)  # pairs start at different times
+        by = leg_bars(ts, y, rng, np.r_[True, rng.random(n - 1) > 0.1])
+        bx = leg_bars(ts, x, rng, np.r_[True, rng.random(n - 1) > 0.1])
+        legs.append(PairData.from_tables(by, bx, y=f"Y{k}USDT", x=f"X{k}USDT", timeframe="1m"))
+    return legs
+
+
+def carried_sum(curves, capital):
+    """Plain Python: union of times, each pair's last equity at or before t, PnLs summed."""
+    times = sorted({t for ts, _ in curves for t in ts.tolist()})
+    out = []
+    for t in times:
+        total = capital
+        for ts, equity in curves:
+            last = None
+            for when, value in zip(ts.tolist(), equity.tolist(), strict=True):
+                if when <= t:
+                    last = value
+            total += 0.0 if last is None else last - capital
+        out.append(total)
+    return np.array(times), np.array(out)
+
+
+def test_portfolio_is_the_sum_of_single_pair_runs():
+    from engine.backtest_portfolio import portfolio_json, run_portfolio
+
+    legs = portfolio_legs()
+    params = PairParams(hedge="kalman", zscore_window=40)
+    config = StrategyConfig(entry=1.5, exit=0.0, stop=3.5, notional=1e4, capital=1e5)
+    costs = Costs.from_config(config)
+    folio = run_portfolio([(d, make_strategy(config)) for d in legs], params, costs)
+    alone = [backtest(d, params, config) for d in legs]
+    ts, want = carried_sum([(r.equity.ts, r.equity.equity) for r in alone], 1e5)
+    np.testing.assert_array_equal(folio.equity.ts, ts)
+    np.testing.assert_allclose(folio.equity.equity, want, rtol=1e-12)
+    stats = folio.stats
+    assert not stats["ruined"] and stats["pairs"] == 3
+    for key in ("fees_paid", "funding_paid", "trades", "closed_trades"):
+        np.testing.assert_allclose(stats[key], sum(r.stats[key] for r in alone), rtol=1e-12)
+    pnl = sum(sum(r.trades["pnl"].to_pylist()) for r in alone)
+    np.testing.assert_allclose(
+        stats["final_equity"], 1e5 + pnl - stats["fees_paid"] - stats["funding_paid"], rtol=1e-9
+    )
+    for data, r in zip(legs, alone, strict=True):  # per-pair stats: the pair alone
+        assert folio.pairs[data.pair].stats == r.stats
+    # correlation of per-bar PnL changes on the union time line (pandas as the oracle)
+    pnl_of = {d.pair: r.equity for d, r in zip(legs, alone, strict=True)}
+    frame = pd.DataFrame({p: pd.Series(e.equity - 1e5, index=e.ts) for p, e in pnl_of.items()})
+    frame = frame.reindex(ts).ffill().fillna(0.0)
+    np.testing.assert_allclose(folio.correlation, frame.diff().iloc[1:].corr(), rtol=1e-9)
+    doc = json.loads(json.dumps(portfolio_json(folio), allow_nan=False))
+    assert doc["correlation"]["pairs"] == [d.pair for d in legs]
+    assert {t["pair"] for t in doc["trades"]} == {d.pair for d in legs}
+    assert len(doc["trades"]) == stats["trades"]
+
+
+def test_portfolio_ruin_stops_every_pair():
+    from engine.backtest_portfolio import run_portfolio
+
+    legs = portfolio_legs(seeds=(34, 35))
+    params = PairParams(hedge="kalman", zscore_window=40)
+    config = StrategyConfig(
+        entry=0.5, exit=0.0, stop=None, notional=2e5, capital=2e3, fee_bps=10.0, ruin_equity=0.5
+    )
+    folio = run_portfolio(
+        [(d, make_strategy(config)) for d in legs], params, Costs.from_config(config)
+    )
+    stats = folio.stats
+    assert stats["ruined"] and math.isnan(stats["sharpe"])
+    at = np.datetime64(stats["ruined_at"].removesuffix("Z"), "ms").astype(np.int64)
+    bar = int(np.searchsorted(folio.equity.ts, at))
+    assert folio.equity.equity[bar] <= 1e3 < folio.equity.equity[:bar].min()
+    for r in folio.pairs.values():  # flat from the second bar after the ruin on
+        later = r.equity.ts > at
+        assert not r.equity.position[later][1:].any()
+    assert np.all(folio.equity.equity[bar + 2 :] == folio.equity.equity[-1])
