@@ -214,13 +214,14 @@ def _sweep_table(table: Any, grid: dict[str, Any], args: argparse.Namespace) -> 
         key = prefixes[-1] + args.sort if args.sort not in table else args.sort
         if key not in table:
             raise ConfigError(f"--sort {args.sort}: expected a stat of the table, e.g. sharpe")
-        bad = table["error"].notna()
+        ruined = pd.Series(False, index=table.index)
         for p in prefixes:
             if p + "ruined" in table:
-                bad |= table[p + "ruined"].fillna(False).astype(bool)
+                ruined |= table[p + "ruined"].eq(True)
+        rank = ruined.astype(int).where(table["error"].isna(), 2)  # valid, ruined, invalid
         values = pd.to_numeric(table[key], errors="coerce")
-        order = pd.DataFrame({"bad": bad, "v": values}).sort_values(
-            ["bad", "v"], ascending=[True, False], na_position="last", kind="stable"
+        order = pd.DataFrame({"rank": rank, "v": values}).sort_values(
+            ["rank", "v"], ascending=[True, False], na_position="last", kind="stable"
         )
         view = view.loc[order.index]
     lines = [view.to_string(index=False, float_format=_fmt)]
