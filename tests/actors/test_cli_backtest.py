@@ -299,7 +299,9 @@ def test_portfolio_cli(store_dir, tmp_path, capsys):
 
 def test_small_sample_warning_beside_the_ratios(store_dir, tmp_path, capsys):
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text(CONFIG.replace("ols_window: 120, zscore_window: 40", "zscore_window: 5"))
+    cfg_file.write_text(
+        CONFIG.replace("ols_window: 120, zscore_window: 40", "ols_window: 10, zscore_window: 5")
+    )
     argv = backtest_argv(store_dir, "--config", str(cfg_file), "--end", "2024-06-01T00:40:00Z")
     assert main(argv) == 0
     printed = capsys.readouterr().out
