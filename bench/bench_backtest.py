@@ -101,8 +101,12 @@ def run(quick: bool) -> list[dict]:
             d["beta"],
             zeros,
             zeros,
+            np.full(n, 10_000.0),  # fixed notional per entry
+            False,
+            np.inf,  # no gross cap
             10_000.0,
-            10_000.0,
+            -np.inf,  # no ruin floor: the peer has none
+            n,  # never halted
             5e-4,
             1e-4,
             True,
