@@ -190,6 +190,7 @@ def _data_range(store: str, data: Any) -> dict[str, Any]:
         "first_bar": iso_ms(ts[0]),
         "last_bar": iso_ms(ts[-1]),
         "bars": data.n,
+        "dropped_partial_first_bar": list(data.dropped),
     }
 
 

@@ -8,6 +8,14 @@ by ``engine.pairstep.align_bars`` and the funding rows become settlement events
 (``engine.funding.funding_events``) here, once, so every backtest of the data
 (``engine.backtest.run``) charges the same funding.
 
+The first stored bar of a symbol can be partial: a live recording starts at its first trade,
+inside an interval (the last, still open bar of a session is never stored: the feed rebuilds it
+from the ticks when it resumes). So ``from_store`` drops a leg's first bar when it is the
+symbol's first stored bar and the store holds ticks of that symbol inside it (bars imported
+without ticks, e.g. klines, are whole and kept); ``PairData.dropped`` names the legs. A
+``start`` inside an interval starts at the next whole bar (bars are read by open time,
+start <= ts), so it never makes a partial bar.
+
 ``warmup_bars``/``check_bars`` say whether a number of aligned bars is enough for a set of pair
 parameters (in full, or in the train part of a train/test split, ``split_index``).
 Times in ms.
@@ -15,6 +23,7 @@ Times in ms.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -61,6 +70,8 @@ class PairData:
     bars_x: np.ndarray
     aligned: Aligned
     funding: FundingPair | None = None
+    #: legs whose first bar was dropped as partial (the start of the symbol's recording)
+    dropped: tuple[str, ...] = ()
 
     @property
     def pair(self) -> str:
@@ -122,6 +133,7 @@ class PairData:
         store = Store(path)
         stored = store.symbols(timeframe)
         legs = []
+        dropped = []
         for symbol in (y, x):
             if symbol not in stored:
                 raise DataError(
@@ -129,13 +141,27 @@ class PairData:
                     f"(symbols with {timeframe} bars: {stored})"
                 )
             bars = store.read_bars(timeframe, symbol, start_ms, end_ms)
+            if bars.num_rows and _recording_starts_in(store, timeframe, symbol, bars):
+                bars = bars.slice(1)
+                dropped.append(symbol)
             if bars.num_rows == 0:
                 raise DataError(
                     f"no {timeframe} bars of {symbol} in the range start={start!r} end={end!r}"
                 )
             legs.append(bars)
         rows = stored_funding(store, y, x, start_ms, end_ms) if funding else None
-        return cls.from_tables(legs[0], legs[1], y=y, x=x, timeframe=timeframe, funding=rows)
+        data = cls.from_tables(legs[0], legs[1], y=y, x=x, timeframe=timeframe, funding=rows)
+        return dataclasses.replace(data, dropped=tuple(dropped))
+
+
+def _recording_starts_in(store: Store, timeframe: str, symbol: str, bars: Any) -> bool:
+    """True when ``bars``' first bar is the symbol's first stored bar and stored ticks fall in
+    it: the recording began inside that interval, so the bar may be partial."""
+    first = int(bars.column("ts").cast("int64")[0].as_py())
+    if store.read_bars(timeframe, symbol, None, first).num_rows:
+        return False
+    end = first + TIMEFRAME_MS[timeframe]
+    return store.read_ticks(symbol, None, end).num_rows > 0
 
 
 def warmup_bars(params: PairParams) -> int:

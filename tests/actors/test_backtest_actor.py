@@ -509,3 +509,32 @@ def test_sweep_reports_invalid_points_in_their_rows(ray_cluster, store_dir):
             assert not isinstance(row["error"], str)  # None or NaN: no error
             want = actor.stats(PairParams(zscore_window=30), StrategyConfig(entry=row["entry"]))
             assert_stats_equal({k: row[k] for k in want}, want)
+
+
+def test_first_bar_of_a_recording_is_dropped_as_partial(tmp_path):
+    """A recording that starts mid-interval: the symbol's first bar is partial and dropped;
+    a later start, or bars stored without ticks, keep every bar."""
+    from kit import random_ticks
+
+    from engine.bars import build_bars
+
+    store = Store(tmp_path)
+    for k, symbol in enumerate((Y, X)):
+        ticks = random_ticks(4000, start_ms=T0 + 25_000 + 7_000 * k, mean_gap_ms=900, seed=k)
+        store.write_ticks(symbol, ticks)
+        store.write_bars("1m", symbol, build_bars(ticks["ts"], ticks["price"], ticks["qty"], "1m"))
+    store.flush()
+    whole = {s: oracle_bars(tmp_path, s) for s in (Y, X)}
+    data = PairData.from_store(str(tmp_path), Y, X, "1m")
+    assert data.dropped == (Y, X)
+    assert data.aligned.ts[0] == T0 + MINUTE  # the 00:00 bars began at 00:25 and 00:32
+    assert data.bars_y.shape[0] == whole[Y].num_rows - 1
+    later = PairData.from_store(str(tmp_path), Y, X, "1m", start=T0 + 5 * MINUTE)
+    assert later.dropped == () and later.aligned.ts[0] == T0 + 5 * MINUTE
+    plain = tmp_path / "klines"
+    other = Store(plain)
+    for symbol in (Y, X):
+        other.write_bars("1m", symbol, whole[symbol])
+    other.flush()
+    kept = PairData.from_store(str(plain), Y, X, "1m")
+    assert kept.dropped == () and kept.aligned.ts[0] == T0

@@ -91,6 +91,7 @@ def test_single_backtest_json(store_dir, tmp_path, capsys, with_config, window):
         "first_bar": doc["equity"]["ts"][0],
         "last_bar": doc["equity"]["ts"][-1],
         "bars": len(doc["equity"]["ts"]),
+        "dropped_partial_first_bar": [],  # bars without ticks: whole
     }
     assert doc["version"]["package"] and len(doc["version"]["commit"] or "x" * 40) == 40
     assert doc["stats"]["trades"] == want.stats["trades"] > 0
