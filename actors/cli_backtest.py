@@ -19,8 +19,10 @@ local cluster), shows a progress bar on a terminal, prints one row per set (an i
 shows its ``error``; ruined sets say ``ruined``; ``--sort STAT`` orders rows best first,
 ruined and invalid rows last) and with ``--out FILE`` writes the whole table (``.csv`` or
 ``.parquet``). ``--train-frac F`` reports in-sample (``is_*``) and out-of-sample (``oos_*``)
-stats of one train/test split by time (see ``actors.backtest``); the sweep grammar is
-``engine.sweep``'s.
+stats of one train/test split by time; ``--walk-forward TRAIN:TEST`` rolls windows of TRAIN
+bars that choose the best set (by ``--sort``, default sharpe) and the next TEST bars that trade
+it, one row per window and the compounded out-of-sample return (see ``actors.backtest``); the
+sweep grammar is ``engine.sweep``'s.
 Bad input exits 2 with the reason (the dispatcher prints PairstackError).
 """
 
@@ -101,6 +103,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="F",
         help="sweep: one train/test split by time, the first F of the bars train",
     )
+    parser.add_argument(
+        "--walk-forward",
+        metavar="TRAIN:TEST",
+        help="sweep: rolling windows of TRAIN aligned bars to pick the best set (--sort stat, "
+        "default sharpe) and the next TEST bars to trade it",
+    )
     parser.add_argument("--out", metavar="FILE", help="sweep: write the table (.csv/.parquet)")
     parser.add_argument(
         "--sort",
@@ -118,6 +126,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ConfigError("--sweep runs one pair; give one --pair (several: a portfolio run)")
         if args.json:
             raise ConfigError("--json writes a single backtest; with --sweep use --out FILE")
+        if args.walk_forward and args.train_frac is not None:
+            raise ConfigError("--walk-forward and --train-frac: give one of them")
         if args.actors < 1:
             raise ConfigError(f"--actors {args.actors}: expected a positive integer")
         if args.train_frac is not None and not 0.0 < args.train_frac < 1.0:
@@ -133,6 +143,7 @@ def _check_args(args: argparse.Namespace) -> None:
                 ("--train-frac", args.train_frac),
                 ("--out", args.out),
                 ("--sort", args.sort),
+                ("--walk-forward", args.walk_forward),
             )
             if v
         ]
@@ -232,14 +243,14 @@ def _sweep_table(table: Any, grid: dict[str, Any], args: argparse.Namespace) -> 
 
 
 def main(args: argparse.Namespace) -> int:
-    from actors.backtest import sweep
+    from actors.backtest import sweep, walk_forward
     from actors.pair import parse_pair
     from engine.backtest import Costs, run
     from engine.backtest_data import PairData
     from engine.backtest_portfolio import portfolio_json, run_portfolio
     from engine.config import AnalyticsConfig, StrategyConfig, load_config
     from engine.pairstep import PairParams
-    from engine.sweep import parse_sweep
+    from engine.sweep import parse_sweep, parse_walk_forward
     from strategies import make_strategy
 
     _check_args(args)
@@ -299,18 +310,31 @@ def main(args: argparse.Namespace) -> int:
     import ray
 
     data = datas[0]
+    windows = parse_walk_forward(args.walk_forward) if args.walk_forward else None
     owns_ray = init_ray(config.ray.address if config is not None else None, log_to_driver=False)
     try:
-        table = sweep(
-            data,
-            None,
-            grid,
-            args.actors,
-            params=params,
-            strategy=strategy,
-            train_frac=args.train_frac,
-            progress=not args.quiet,
-        )
+        if windows is not None:
+            table, summary = walk_forward(
+                data,
+                grid,
+                *windows,
+                args.actors,
+                params=params,
+                strategy=strategy,
+                key=args.sort or "sharpe",
+                progress=not args.quiet,
+            )
+        else:
+            table = sweep(
+                data,
+                None,
+                grid,
+                args.actors,
+                params=params,
+                strategy=strategy,
+                train_frac=args.train_frac,
+                progress=not args.quiet,
+            )
     finally:
         if owns_ray:
             ray.shutdown()
@@ -319,6 +343,14 @@ def main(args: argparse.Namespace) -> int:
             table.to_csv(args.out, index=False)
         else:
             table.to_parquet(args.out, index=False)
+    if windows is not None:
+        shown = ["window", "test_first", *grid, f"is_{args.sort or 'sharpe'}"]
+        shown += ["oos_" + s for s in SHOWN_STATS]
+        print(f"{data.pair} {timeframe}: {data.n} bars, walk-forward {args.walk_forward}")
+        view = table.reindex(columns=shown)
+        print(view.to_string(index=False, float_format=_fmt))
+        print("  ".join(f"{k} {_fmt(v)}" for k, v in summary.items()))
+        return 0
     print(f"{data.pair} {timeframe}: {data.n} bars, {len(table)} parameter sets")
     print(_sweep_table(table, grid, args))
     return 0

@@ -538,3 +538,55 @@ def test_first_bar_of_a_recording_is_dropped_as_partial(tmp_path):
     other.flush()
     kept = PairData.from_store(str(plain), Y, X, "1m")
     assert kept.dropped == () and kept.aligned.ts[0] == T0
+
+
+def test_walk_windows_and_spec():
+    from engine.sweep import parse_walk_forward, walk_windows
+
+    assert parse_walk_forward("100:30") == (100, 30)
+    for bad in ("100", "100:1", "a:b", "0:10"):
+        with pytest.raises(ConfigError, match="TRAIN_BARS:TEST_BARS"):
+            parse_walk_forward(bad)
+    assert walk_windows(200, 100, 30) == [
+        (0, 100, 130),
+        (30, 130, 160),
+        (60, 160, 190),
+        (90, 190, 200),
+    ]
+    assert walk_windows(191, 100, 30)[-1] == (60, 160, 190)  # a 1-bar test part is dropped
+    with pytest.raises(ConfigError, match="hold no window"):
+        walk_windows(101, 100, 30)
+
+
+def test_walk_forward_picks_the_best_train_set(ray_cluster, store_dir):
+    """Oracle: every set traded in-process on every train part; the best Sharpe (not ruined)
+    chosen by a plain loop; its test-part stats must be the row's."""
+    from actors.backtest import walk_forward
+
+    data = PairData.from_store(str(store_dir), Y, X, "1m")
+    params = PairParams(hedge="rolling_ols", ols_window=100, zscore_window=30)
+    grid = {"entry": [1.0, 1.5, 2.5], "exit": [0.0, 0.5]}
+    table, summary = walk_forward(data, grid, 700, 400, 2, params=params)
+    assert len(table) == summary["windows"] == len(range(0, data.n - 701, 400)) >= 4
+    growth = 1.0
+    for row in table.to_dict("records"):
+        lo = int(np.searchsorted(data.aligned.ts, _ms(row["test_first"]))) - 700
+        mid, hi = lo + 700, min(lo + 1100, data.n)
+        best, best_sharpe = None, -math.inf
+        for entry in grid["entry"]:
+            for exit_ in grid["exit"]:
+                cfg = StrategyConfig(entry=entry, exit=exit_)
+                s = run(data, params, make_strategy(cfg), Costs.from_config(cfg), lo=lo, hi=mid)
+                s = s.stats
+                if not s["ruined"] and math.isfinite(s["sharpe"]) and s["sharpe"] > best_sharpe:
+                    best, best_sharpe = cfg, s["sharpe"]
+        assert (row["entry"], row["exit"]) == (best.entry, best.exit)
+        assert row["is_sharpe"] == best_sharpe
+        oos = run(data, params, make_strategy(best), Costs.from_config(best), lo=mid, hi=hi).stats
+        assert_stats_equal({k: row["oos_" + k] for k in oos}, oos)
+        growth *= 1 + oos["total_return"]
+    np.testing.assert_allclose(summary["oos_compounded_return"], growth - 1, rtol=1e-12)
+
+
+def _ms(iso: str) -> int:
+    return int(np.datetime64(iso.removesuffix("Z"), "ms").astype(np.int64))

@@ -176,6 +176,11 @@ def test_sweep_cli(ray_cluster, store_dir, tmp_path, capsys, fmt, train_frac):
         (["--sweep", "entry=1.5", "--actors", "0"], "--actors 0"),
         (["--sweep", "entry=1.5", "--train-frac", "1"], "--train-frac 1.0"),
         (["--train-frac", "0.5"], "only apply to a sweep"),
+        (["--walk-forward", "600:300"], "only apply to a sweep"),
+        (["--sweep", "entry=1.5", "--walk-forward", "600"], "TRAIN_BARS:TEST_BARS"),
+        (["--sweep", "entry=1.5", "--walk-forward", "600:300", "--train-frac", "0.5"], "one of"),
+        (["--sweep", "entry=1.5", "--pair", "BTCUSDT/ETHUSDT"], "--sweep runs one pair"),
+        (["--pair", "ETHUSDT/BTCUSDT"], "a pair is given twice"),
         (["--config", "missing.yaml"], "missing.yaml"),
     ],
 )
@@ -308,3 +313,16 @@ def test_small_sample_warning_beside_the_ratios(store_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     sharpe = next(line for line in printed.splitlines() if line.startswith("sharpe"))
     assert "small sample:" in sharpe and "returns over" in sharpe
+
+
+def test_walk_forward_cli(ray_cluster, store_dir, tmp_path, capsys):
+    out = tmp_path / "wf.csv"
+    argv = backtest_argv(
+        store_dir, "--sweep", "entry=1.5,2.5", "--walk-forward", "800:500", "--out", str(out)
+    )
+    assert main([*argv, "--quiet"]) == 0
+    table = pd.read_csv(out)
+    assert list(table["window"]) == list(range(len(table))) and len(table) >= 3
+    assert set(table["entry"].dropna()) <= {1.5, 2.5}
+    printed = capsys.readouterr().out
+    assert "walk-forward 800:500" in printed and "oos_compounded_return" in printed
