@@ -162,6 +162,12 @@ class StrategyConfig(_Struct, kw_only=True):
     """Signal thresholds (z units), sizing (USDT) and costs (bps); ``capital`` defaults to notional.
 
     ``max_hold_half_lives``: a time stop after this many spread half-lives (None: off).
+    ``sizing``: ``fixed`` (``notional`` USDT on the y leg) or ``vol`` (the y leg sized so that
+    the position's per-bar spread PnL has a standard deviation of ``vol_target`` USDT, estimated
+    over the past ``zscore_window`` bars). ``max_gross``: cap on an entry's gross exposure
+    |qty_y|*fill_y + |qty_x|*fill_x in USDT (both legs scaled down to it; None: no cap).
+    ``ruin_equity``: a fraction of capital in [0, 1); equity at a bar close at or below
+    ruin_equity*capital ruins the run (position closed at the next open, no more trading).
     The one place where entry/exit/stop (and ``max_hold_half_lives``) are checked: the strategies
     (``strategies.make_strategy``) take a StrategyConfig and trust its thresholds.
     """
@@ -175,6 +181,10 @@ class StrategyConfig(_Struct, kw_only=True):
     fee_bps: Bps = 5.0
     slippage_bps: Bps = 1.0
     max_hold_half_lives: PositiveFloat | None = None
+    sizing: Literal["fixed", "vol"] = "fixed"
+    vol_target: PositiveFloat | None = None
+    max_gross: PositiveFloat | None = None
+    ruin_equity: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.0
 
     def __post_init__(self) -> None:
         # Python-built structs skip the msgspec.Meta range checks, so the thresholds are
@@ -189,6 +199,20 @@ class StrategyConfig(_Struct, kw_only=True):
         if hold is not None and not (math.isfinite(hold) and hold > 0):
             raise _invalid(
                 "max_hold_half_lives", f"expected a positive finite number or null, got {hold}"
+            )
+        if self.sizing not in ("fixed", "vol"):
+            raise _invalid("sizing", f"expected 'fixed' or 'vol', got {self.sizing!r}")
+        if self.sizing == "vol" and self.vol_target is None:
+            raise _invalid("vol_target", "required by sizing: vol (USDT of spread PnL per bar)")
+        for key in ("vol_target", "max_gross"):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise _invalid(
+                    key, f"expected a positive finite number (USDT) or null, got {value}"
+                )
+        if not (math.isfinite(self.ruin_equity) and 0.0 <= self.ruin_equity < 1.0):
+            raise _invalid(
+                "ruin_equity", f"expected a fraction of capital in [0, 1), got {self.ruin_equity}"
             )
         if self.capital is None:
             msgspec.structs.force_setattr(self, "capital", self.notional)

@@ -120,6 +120,10 @@ def test_defaults_are_the_design_values() -> None:
         "fee_bps": 5.0,
         "slippage_bps": 1.0,
         "max_hold_half_lives": None,
+        "sizing": "fixed",
+        "vol_target": None,
+        "max_gross": None,
+        "ruin_equity": 0.0,
     }
     assert cfg.alerts == ()
     assert cfg.store.path == "data"
