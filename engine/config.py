@@ -55,6 +55,7 @@ __all__ = [
     "StrategyName",
     "load_config",
     "parse_config",
+    "parse_section",
     "parse_simulator",
 ]
 
@@ -523,8 +524,9 @@ def _describe(exc: msgspec.ValidationError, mapping: Mapping, root: type) -> tup
     return path, text[0].lower() + text[1:]
 
 
-def _convert(mapping: object, root: type, source: str) -> Any:
-    """``mapping`` validated into ``root``; ConfigError names ``source``, the key path, why."""
+def _convert(mapping: object, root: type, source: str, prefix: str = "") -> Any:
+    """``mapping`` validated into ``root``; ConfigError names ``source``, the key path (below
+    ``prefix``), why."""
     if not isinstance(mapping, Mapping):
         got = "nothing (empty document)" if mapping is None else type(mapping).__name__
         raise ConfigError(f"{source}: expected a mapping at the top level, got {got}")
@@ -532,12 +534,19 @@ def _convert(mapping: object, root: type, source: str) -> Any:
         return msgspec.convert(mapping, root)
     except msgspec.ValidationError as exc:
         key, reason = _describe(exc, mapping, root)
+        key = _join(prefix, key) if prefix else key
         raise ConfigError(f"{source}: {key}: {reason}" if key else f"{source}: {reason}") from None
 
 
 def parse_config(mapping: object, source: str = "<config>") -> Config:
     """Validate a mapping (e.g. from YAML) into a :class:`Config`; ConfigError names ``source``."""
     return _convert(mapping, Config, source)
+
+
+def parse_section(mapping: object, section: type, source: str, key: str) -> Any:
+    """Validate a mapping into the config section at ``key`` (e.g. ``StrategyConfig`` at
+    "strategy"); ConfigError names ``source`` and the key path."""
+    return _convert(mapping, section, source, key)
 
 
 def parse_simulator(mapping: object, source: str = "simulator") -> SimulatorConfig:

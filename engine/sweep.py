@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 
 from engine.backtest_data import PairData, check_bars, split_index
-from engine.config import StrategyConfig
+from engine.config import StrategyConfig, parse_section
 from engine.errors import ConfigError, NumericalError, PairstackError
 from engine.pairstep import PairParams
 
@@ -74,11 +74,8 @@ def resolve_set(
         raise ConfigError(f"parameter set ({label}): {exc}") from None
     if not s_over:
         return new_params, strategy
-    try:
-        new_strategy = msgspec.convert({**msgspec.to_builtins(strategy), **s_over}, StrategyConfig)
-    except (msgspec.ValidationError, ValueError) as exc:
-        raise ConfigError(f"parameter set ({label}): strategy.{exc}") from None
-    return new_params, new_strategy
+    merged = {**msgspec.to_builtins(strategy), **s_over}
+    return new_params, parse_section(merged, StrategyConfig, f"parameter set ({label})", "strategy")
 
 
 def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:

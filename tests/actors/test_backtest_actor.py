@@ -470,7 +470,7 @@ def test_sweep_walk_forward_over_tables(ray_cluster, store_dir):
         (
             {"grid": {"name": ["nope"]}},
             ConfigError,
-            r"parameter set \(name=nope\): strategy.name: unknown strategy 'nope'",
+            r"parameter set \(name=nope\): strategy.name: expected one of 'zscore'",
         ),
         (
             {"grid": {"name": ["zscore_timestop"]}},
@@ -502,10 +502,10 @@ def test_sweep_reports_invalid_points_in_their_rows(ray_cluster, store_dir):
     assert len(table) == 8 and table.columns[-1] == "error"
     actor = BacktestActor(str(store_dir), PAIR, "1m")
     for row in table.to_dict("records"):
-        if row["zscore_window"] == 5000:
+        if row["name"] == "nope":  # refused when the set is resolved, before any run
+            assert "strategy.name: expected one of 'zscore'" in row["error"]
+        elif row["zscore_window"] == 5000:
             assert "too few bars" in row["error"] and math.isnan(row["sharpe"])
-        elif row["name"] == "nope":
-            assert "unknown strategy 'nope'" in row["error"]
         else:
             assert not isinstance(row["error"], str)  # None or NaN: no error
             want = actor.stats(PairParams(zscore_window=30), StrategyConfig(entry=row["entry"]))

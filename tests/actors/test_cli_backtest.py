@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -204,16 +204,11 @@ def test_bad_input_exits_2_as_a_process(store_dir, tmp_path):
 
 
 def scrubbed_run(argv, **kwargs):
-    """``python -m engine.cli`` as a user runs it from a fresh shell (PATH and HOME only)."""
+    """``pairstack ARGV`` as a user runs it from a fresh shell (PATH and HOME only)."""
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *argv],
-        cwd=ROOT,
-        env={"PATH": os.environ["PATH"], "HOME": os.environ["HOME"]},
-        capture_output=True,
-        text=True,
-        timeout=300,
+        pairstack(*argv), env=scrubbed_env(), capture_output=True, text=True, timeout=300,
         **kwargs,
-    )
+    )  # fmt: skip
 
 
 def test_json_to_stdout_and_store_from_config(store_dir, tmp_path):
