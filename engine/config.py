@@ -224,7 +224,8 @@ class SimulatorConfig(_Struct, kw_only=True):
 
     ``rate``: trades/s per symbol; ``port`` 0 picks a free port; ``groups``: cointegrated groups
     of symbols, each symbol in exactly one group, the first of a group its leader (None: the
-    simulator forms its own from ``symbols``).
+    simulator forms its own from ``symbols``); ``history_days``: days of market history before
+    the simulator started (REST and public-data archive).
     """
 
     seed: Annotated[int, msgspec.Meta(ge=0)] = 7
@@ -232,6 +233,7 @@ class SimulatorConfig(_Struct, kw_only=True):
     host: Annotated[str, msgspec.Meta(min_length=1)] = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     groups: tuple[Annotated[tuple[Symbol, ...], msgspec.Meta(min_length=1)], ...] | None = None
+    history_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     faults: FaultsConfig = msgspec.field(default_factory=FaultsConfig)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from engine.errors import ConfigError
@@ -119,9 +120,11 @@ class SimulatorSettings:
 
     ``rate`` is the mean number of aggregate trades per second per symbol; ``groups`` lists
     groups of cointegrated symbols (the first of each group is its leader; default: the
-    symbols in order, two by two); ``port`` 0 picks a free port; ``history_s`` seconds of
-    trades are generated before the server starts (served by REST); ``rest_weight_limit``
-    (request weight per minute, None = off) answers 429 beyond it.
+    symbols in order, two by two); ``port`` 0 picks a free port; ``history_days``: days of
+    market before the simulator started, served by REST and the public-data archive;
+    ``listings``: symbol -> listing time (Unix ms), before which it has no trades and no files;
+    ``history_s``: seconds before the start that ``Simulator.history()`` returns by default;
+    ``rest_weight_limit`` (request weight per minute, None = off) answers 429 beyond it.
     """
 
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
@@ -139,6 +142,8 @@ class SimulatorSettings:
     max_streams: int = 1024
     max_incoming_per_s: int = 10
     rest_weight_limit: int | None = None
+    history_days: float = 30.0
+    listings: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         symbols = tuple(self.symbols)
@@ -173,6 +178,17 @@ class SimulatorSettings:
             value = getattr(self, name)
             if not (isinstance(value, int) and value > 0):
                 raise ConfigError(f"simulator setting {name} must be a positive int, got {value!r}")
+        days = self.history_days
+        if not (isinstance(days, (int, float)) and math.isfinite(days) and days >= 0):
+            raise ConfigError(f"simulator history_days must be >= 0 days, got {days!r}")
+        if not isinstance(self.listings, Mapping):
+            raise ConfigError(f"simulator listings must map symbol -> ms, got {self.listings!r}")
+        for sym, ms in self.listings.items():
+            if sym not in symbols:
+                raise ConfigError(f"simulator listing {sym!r} is not one of {list(symbols)}")
+            if not (isinstance(ms, int) and not isinstance(ms, bool) and ms >= 0):
+                raise ConfigError(f"simulator listing time of {sym} must be Unix ms >= 0, "
+                                  f"got {ms!r}")  # fmt: skip
         if self.rest_weight_limit is not None and not (
             isinstance(self.rest_weight_limit, int) and self.rest_weight_limit > 0
         ):
@@ -185,12 +201,12 @@ class SimulatorSettings:
         """Settings from the engine config's simulator section (``SimulatorConfig``).
 
         Attributes are read with getattr, so any object with (some of) ``seed, rate, host,
-        port, groups, faults`` works; missing ones keep their defaults. ``faults`` may carry
-        ``disconnect_every_s, drop_rate, corrupt_rate, duplicate_rate, silent_symbol,
+        port, groups, history_days, faults`` works; missing ones keep their defaults. ``faults``
+        may carry ``disconnect_every_s, drop_rate, corrupt_rate, duplicate_rate, silent_symbol,
         slow_consumer`` (seconds of pause, or True for 1 s) and ``rest_429_every``.
         """
         kwargs: dict = {"symbols": tuple(symbols)}
-        for name in ("seed", "rate", "host", "port", "groups"):
+        for name in ("seed", "rate", "host", "port", "groups", "history_days"):
             value = getattr(config, name, None)
             if value is not None:
                 kwargs[name] = value
