@@ -73,8 +73,10 @@ def _fixed(values: np.ndarray, decimals: int) -> pa.Array:
 
 
 def _csv(table: pa.Table) -> bytes:
+    """CSV with a bare header row (pyarrow would quote the names) and unquoted values."""
     sink = io.BytesIO()
-    pacsv.write_csv(table, sink, pacsv.WriteOptions(quoting_style="none"))
+    sink.write(",".join(table.column_names).encode() + b"\n")
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none"))
     return sink.getvalue()
 
 

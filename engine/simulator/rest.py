@@ -1,7 +1,8 @@
 """The REST side of the simulator: ``/fapi/v1/...`` GETs answered like Binance.
 
-History: the trades with ``history_start <= T <= now`` (``history_start`` is the simulator's
-start minus ``history_days``, or the symbol's listing when later); klines and funding rates
+History: the trades with ``history_start <= T < served`` (``span()``: the simulator's start
+minus ``history_days``, or the symbol's listing when later; the end of the trades published on
+the stream so far, so REST never runs ahead of the stream); klines and funding rates
 are built from the same market, so they agree with the trades. Every response carries
 ``X-MBX-USED-WEIGHT-1M`` (request weight used over the last minute).
 Errors are HTTP 4xx with ``{"code": <negative int>, "msg": "..."}``; 429 carries ``Retry-After``.
@@ -73,19 +74,19 @@ def _int_param(params: dict[str, str], name: str, lo: int, hi: int) -> int | Non
 
 
 class RestApi:
-    """Answers REST requests from the market model; ``history_start()`` is the first ms the
-    market serves (the simulator's start minus its history)."""
+    """Answers REST requests from the market model; ``span()`` is (first ms of the history,
+    end ms (exclusive) of the trades published so far)."""
 
     def __init__(
         self,
         market: Market,
-        history_start: Callable[[], int],
+        span: Callable[[], tuple[int, int]],
         faults: FaultSettings,
         weight_limit: int | None,
         count_event: Callable[[str], None],
     ) -> None:
         self._market = market
-        self._history_start = history_start
+        self._span = span
         self._faults = faults
         self._weight_limit = weight_limit
         self._count_event = count_event
@@ -152,7 +153,7 @@ class RestApi:
 
     def lo_ms(self, symbol: str) -> int:
         """First ms of ``symbol``'s history: the history start or its listing, the later."""
-        return max(self._history_start(), self._market.epochs[symbol])
+        return max(self._span()[0], self._market.epochs[symbol])
 
     def _exchange_info(self, params: dict[str, str], now_ms: int) -> tuple[int, object]:
         symbols = []
@@ -189,7 +190,7 @@ class RestApi:
         from_id = _int_param(params, "fromId", 0, 2**63 - 1)
         start = _int_param(params, "startTime", 0, 2**63 - 1)
         end = _int_param(params, "endTime", 0, 2**63 - 1)
-        market, lo, hi = self._market, self.lo_ms(symbol), now_ms + 1
+        market, lo, hi = self._market, self.lo_ms(symbol), self._span()[1]
         if from_id is not None:
             if start is not None or end is not None:
                 raise ApiError(400, -1128, "Combination of optional parameters invalid.")
@@ -205,7 +206,7 @@ class RestApi:
                 end = start + HOUR_MS if end is None else end
                 ticks = market.trades(symbol, max(lo, start), min(hi, end + 1))[:limit]
             else:
-                end = now_ms if end is None else end
+                end = hi - 1 if end is None else end
                 ticks = market.trades(symbol, max(lo, end - HOUR_MS), min(hi, end + 1))[-limit:]
         return 20, rest_agg_trades(ticks, market.specs[symbol])
 
@@ -222,8 +223,8 @@ class RestApi:
         end = _int_param(params, "endTime", 0, 2**63 - 1)
         if start is not None and end is not None and end < start:
             raise ApiError(400, -1128, "startTime must not be after endTime.")
-        lo, hi = self.lo_ms(symbol), now_ms + 1
-        first_bar, last_bar = lo // tf * tf, now_ms // tf * tf
+        lo, hi = self.lo_ms(symbol), self._span()[1]
+        first_bar, last_bar = lo // tf * tf, (hi - 1) // tf * tf
         if end is not None:
             last_bar = min(last_bar, end // tf * tf)
         if start is not None:
@@ -257,7 +258,8 @@ class RestApi:
     def _ticker(self, symbol: str, now_ms: int) -> dict:
         spec = self._market.specs[symbol]
         pp, qp = spec.price_precision, spec.quantity_precision
-        ticks = self._market.trades(symbol, max(self.lo_ms(symbol), now_ms - DAY_MS), now_ms + 1)
+        lo, hi = self.lo_ms(symbol), self._span()[1]
+        ticks = self._market.trades(symbol, max(lo, now_ms - DAY_MS), hi)
         if len(ticks):
             price, qty = ticks["price"], ticks["qty"]
             first, last = ticks[0], ticks[-1]

@@ -141,7 +141,7 @@ class Simulator:
         self._faults = FaultInjector(s.faults, s.seed)
         self.injected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
         self.fault_events: dict[str, int] = dict.fromkeys(EVENTS, 0)
-        self._rest = RestApi(self.market, self._history_start, s.faults, s.rest_weight_limit,
+        self._rest = RestApi(self.market, self._span, s.faults, s.rest_weight_limit,
                              self._count_event)  # fmt: skip
         self._archive = Archive(self.market, self._history_start)
         self._server: Server | None = None
@@ -196,6 +196,12 @@ class Simulator:
             start_ms = self.started_ms - int(self.settings.history_s * 1000)
         start_ms = max(start_ms, self._history_start())
         return self.market.trades(symbol, start_ms, self._served_ms if end_ms is None else end_ms)
+
+    def _span(self) -> tuple[int, int]:
+        """(first ms of the history, end ms (exclusive) of the trades published so far)."""
+        if self._served_ms is None:
+            raise FeedError("simulator not started: no history yet")
+        return self._history_start(), self._served_ms
 
     def _history_start(self) -> int:
         """First ms of the market's past: the start minus ``history_days`` (on the block grid)."""
