@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 from scipy.signal import lfilter
 
 from engine.errors import ConfigError, DataError
@@ -234,6 +235,72 @@ def ar1_bridge(
     return path[:-1]
 
 
+@njit(cache=True)
+def chunk_trades(
+    gaps: np.ndarray, cuts: np.ndarray, b_start: np.ndarray, b_len: np.ndarray,
+    side_u: np.ndarray, size_z: np.ndarray, log_mid: np.ndarray, chunk_ms: int, skip: int,
+    agg_id0: int, trade_id0: int, tick: float, lot: float, price_dec: int, qty_dec: int,
+) -> tuple:  # fmt: skip
+    """Trades of the blocks ``skip..`` of an hour chunk from their random inputs.
+
+    Per block i (c = gaps.shape[1] - 1 trades): times are the sorted uniforms
+    cumsum(gaps[i])[:c] / sum(gaps[i]) warped by the burst [b_start, b_start + b_len) (ms into
+    the block, BURST_FACTOR times the density); fills 1 + the split of 2c extra underlying
+    trades at floor(cumsum(cuts[i])[:c] / sum(cuts[i]) * 2c) (the first cut at 0); the price
+    prints at the bid (side_u < 0.5: buyer is maker) or bid + 1 tick of exp(log_mid[second]);
+    the size is MEDIAN_NOTIONAL * exp(SIZE_SIGMA * size_z) USDT in whole lots (at least one).
+    Returns (ts, agg_id, price, qty, first_id, last_id, buyer_maker), in TICK_DTYPE order.
+    Oracle: a plain-Python loop over the same inputs (tests/engine/test_sim_history.py).
+    """
+    nb, c1 = gaps.shape
+    c = c1 - 1
+    n = nb * c
+    ts = np.empty(n, np.int64)
+    agg_id = agg_id0 + np.arange(n, dtype=np.int64)
+    price = np.empty(n, np.float64)
+    qty = np.empty(n, np.float64)
+    first_id = np.empty(n, np.int64)
+    last_id = np.empty(n, np.int64)
+    buyer_maker = side_u < 0.5
+    extra_fills = (FILLS_PER_TRADE - 1) * c
+    marks = np.empty(c + 1, np.int64)
+    next_trade = trade_id0
+    for i in range(nb):
+        total = gaps[i].sum()
+        cut_total = cuts[i].sum()
+        bs, bl = b_start[i], b_len[i]
+        stretch = (BURST_FACTOR - 1.0) * bl
+        block_ms = chunk_ms + (skip + i) * BLOCK_MS
+        acc = 0.0
+        cut_acc = 0.0
+        for k in range(c):
+            cut_acc += cuts[i, k]
+            marks[k] = 0 if k == 0 else math.floor(cut_acc / cut_total * extra_fills)
+        marks[c] = extra_fills
+        for k in range(c):
+            j = i * c + k
+            acc += gaps[i, k]
+            x = acc / total * (BLOCK_MS + stretch)
+            if x < bs:
+                off = x
+            elif x < bs + BURST_FACTOR * bl:
+                off = bs + (x - bs) / BURST_FACTOR
+            else:
+                off = x - stretch
+            t = block_ms + min(math.floor(off), BLOCK_MS - 1)
+            ts[j] = t
+            bid = math.floor(math.exp(log_mid[(t - chunk_ms) // 1000]) / tick)
+            p = round(max(bid if buyer_maker[j] else bid + 1.0, 1.0) * tick, price_dec)
+            price[j] = p
+            notional = MEDIAN_NOTIONAL * math.exp(SIZE_SIGMA * size_z[j])
+            qty[j] = round(max(round(notional / p / lot), 1.0) * lot, qty_dec)
+            fills = 1 + marks[k + 1] - marks[k]
+            first_id[j] = next_trade
+            next_trade += fills
+            last_id[j] = next_trade - 1
+    return ts, agg_id, price, qty, first_id, last_id, buyer_maker
+
+
 def _ar1_phi(half_life_s: float) -> float:
     return 0.5 ** (1.0 / half_life_s)
 
@@ -372,52 +439,24 @@ class Market:
         if nb <= 0:
             return np.empty(0, dtype=TICK_DTYPE)
         rng = _rng(self.seed, 10, self._keys[symbol], chunk)
-        # sorted uniforms per block (normalised exponential spacings), warped by a burst
         gaps = rng.standard_exponential((nb, c + 1))
-        cum = np.cumsum(gaps, axis=1)
-        u = cum[:, :c] / cum[:, c:]
         burst = rng.random(nb) < BURST_PER_BLOCK
         b_start = rng.random(nb) * BLOCK_MS
         b_len = np.where(burst, np.minimum(rng.standard_exponential(nb) * BURST_MEAN_S * 1000,
                                            BLOCK_MS - b_start), 0.0)  # fmt: skip
-        extra = (BURST_FACTOR - 1.0) * b_len
-        x = u * (BLOCK_MS + extra)[:, None]
-        bs, bl = b_start[:, None], b_len[:, None]
-        offset = np.where(x < bs, x, np.where(x < bs + BURST_FACTOR * bl,
-                                               bs + (x - bs) / BURST_FACTOR, x - extra[:, None]))
-        offset = np.minimum(np.floor(offset), BLOCK_MS - 1).astype(np.int64)
-        blocks = np.arange(skip, _BLOCKS, dtype=np.int64)
-        ts = (chunk_ms + blocks * BLOCK_MS)[:, None] + offset
-        # fills: 1 + the aggregate's share of the block's extra underlying trades, cut at
-        # sorted uniforms (a multinomial split, without numpy's slow per-row multinomial)
-        cuts = np.cumsum(rng.standard_exponential((nb, c + 1)), axis=1)
-        extra = (FILLS_PER_TRADE - 1) * c
-        marks = np.floor(cuts[:, :c] / cuts[:, c:] * extra).astype(np.int64)
-        marks[:, 0] = 0
-        fills = 1 + np.diff(np.concatenate([marks, np.full((nb, 1), extra)], axis=1), axis=1)
-        block_ids = first_block + blocks
-        ends = (block_ids * FILLS_PER_TRADE * c)[:, None] + np.cumsum(fills, axis=1)
-        n = nb * c
-        buyer_maker = rng.random(n) < 0.5
-        notional = MEDIAN_NOTIONAL * np.exp(SIZE_SIGMA * rng.standard_normal(n))
+        cuts = rng.standard_exponential((nb, c + 1))
+        side_u = rng.random(nb * c)
+        size_z = rng.standard_normal(nb * c)
         spec = self.specs[symbol]
-        tick, lot = spec.tick, spec.step
-        ts = ts.ravel()
-        log_mid = self._mid_path(symbol, chunk)[(ts - chunk_ms) // 1000]
-        bid = np.floor(np.exp(log_mid) / tick)
-        price = np.round(np.maximum(np.where(buyer_maker, bid, bid + 1.0), 1.0) * tick,
-                         spec.price_precision)  # fmt: skip
-        lots = np.maximum(np.round(notional / price / lot), 1.0)
-        out = np.empty(n, dtype=TICK_DTYPE)
-        out["ts"] = ts
-        out["agg_id"] = (block_ids * c)[:, None].repeat(c, axis=1).ravel() + np.tile(
-            np.arange(c, dtype=np.int64), nb
-        )
-        out["price"] = price
-        out["qty"] = np.round(lots * lot, spec.quantity_precision)
-        out["last_id"] = ends.ravel() - 1
-        out["first_id"] = out["last_id"] - fills.ravel() + 1
-        out["buyer_maker"] = buyer_maker
+        block0 = first_block + skip
+        cols = chunk_trades(
+            gaps, cuts, b_start, b_len, side_u, size_z, self._mid_path(symbol, chunk),
+            chunk_ms, skip, block0 * c, block0 * FILLS_PER_TRADE * c, spec.tick, spec.step,
+            spec.price_precision, spec.quantity_precision,
+        )  # fmt: skip
+        out = np.empty(nb * c, dtype=TICK_DTYPE)
+        for name, col in zip(TICK_DTYPE.names, cols, strict=True):
+            out[name] = col
         return out
 
     # -- prices --------------------------------------------------------------------------
