@@ -2,7 +2,8 @@
 public-data archive like Binance's, continued by the live stream and across restarts.
 
 Oracles: a second simulator with the same seed, pandas ``resample`` of the trades, hashlib,
-zipfile and csv from the standard library, statsmodels (Engle-Granger, OLS).
+zipfile and csv from the standard library, statsmodels (Engle-Granger, OLS), and a plain-Python
+loop for the trade kernel.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import math
 import time
 import zipfile
 
@@ -23,8 +25,15 @@ import statsmodels.api as sm
 from statsmodels.tsa.stattools import coint
 from websockets.sync.client import connect
 
+from engine.schemas import TICK_DTYPE
 from engine.simulator import Simulator, SimulatorSettings
-from engine.simulator.market import funding_rate
+from engine.simulator.market import (
+    BURST_FACTOR,
+    MEDIAN_NOTIONAL,
+    SIZE_SIGMA,
+    chunk_trades,
+    funding_rate,
+)
 
 DAY_MS = 86_400_000
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
@@ -347,3 +356,59 @@ def test_a_symbol_has_no_files_before_its_listing_day(sim):
         resp = _get(sim, _path("daily", "aggTrades", "SOLUSDT", _day(listing_day)))
         rows = _unzip(resp, f"SOLUSDT-aggTrades-{_day(listing_day)}.csv")
         assert rows[1][0] == "0" and int(rows[1][5]) >= listing
+
+
+# -- the trade kernel against a plain-Python loop ------------------------------------------------
+
+
+def _chunk_trades_loop(gaps, cuts, b_start, b_len, side_u, size_z, log_mid, chunk_ms, skip,
+                       agg_id0, trade_id0, tick, lot, price_dec, qty_dec):  # fmt: skip
+    """Reference: one trade at a time, written from the kernel's docstring."""
+    rows, trade_id = [], trade_id0
+    nb, c = gaps.shape[0], gaps.shape[1] - 1
+    for i in range(nb):
+        u = np.cumsum(gaps[i])[:c] / gaps[i].sum()
+        marks = [0] + [math.floor(v) for v in np.cumsum(cuts[i])[1:c] / cuts[i].sum() * 2 * c]
+        marks.append(2 * c)
+        for k in range(c):
+            j = i * c + k
+            mass = 10_000 + (BURST_FACTOR - 1) * b_len[i]  # the burst's density is BURST_FACTOR
+            x = u[k] * mass
+            if x < b_start[i]:
+                off = x
+            elif x < b_start[i] + BURST_FACTOR * b_len[i]:
+                off = b_start[i] + (x - b_start[i]) / BURST_FACTOR
+            else:
+                off = x - (BURST_FACTOR - 1) * b_len[i]
+            t = chunk_ms + (skip + i) * 10_000 + min(math.floor(off), 9_999)
+            bid = math.floor(math.exp(log_mid[(t - chunk_ms) // 1000]) / tick)
+            maker = bool(side_u[j] < 0.5)
+            p = round(max(bid if maker else bid + 1.0, 1.0) * tick, price_dec)
+            lots = max(round(MEDIAN_NOTIONAL * math.exp(SIZE_SIGMA * size_z[j]) / p / lot), 1.0)
+            fills = 1 + marks[k + 1] - marks[k]
+            rows.append((t, agg_id0 + j, p, round(lots * lot, qty_dec), trade_id,
+                         trade_id + fills - 1, maker))  # fmt: skip
+            trade_id += fills
+    return rows
+
+
+@pytest.mark.parametrize(("c", "tick", "lot", "decimals"),
+                         [(1, 0.1, 0.001, (1, 3)), (7, 0.0001, 1.0, (4, 0)),
+                          (30, 0.01, 0.01, (2, 2))])  # fmt: skip
+def test_chunk_trades_kernel_equals_a_python_loop(c, tick, lot, decimals):
+    rng = np.random.default_rng(c)
+    nb = 12
+    b_start = rng.random(nb) * 10_000
+    b_len = np.where(rng.random(nb) < 0.5, np.minimum(rng.exponential(3_000, nb),
+                                                       10_000 - b_start), 0.0)  # fmt: skip
+    args = (rng.exponential(size=(nb, c + 1)), rng.exponential(size=(nb, c + 1)), b_start, b_len,
+            rng.random(nb * c), rng.standard_normal(nb * c),
+            np.log(100.0) + np.cumsum(rng.standard_normal(3600)) * 1e-3,
+            1_764_547_200_000, 5, 1_000 * c, 3_000 * c, tick, lot, *decimals)  # fmt: skip
+    got = np.empty(nb * c, dtype=TICK_DTYPE)
+    for name, col in zip(TICK_DTYPE.names, chunk_trades(*args), strict=True):
+        got[name] = col
+    want = np.array(_chunk_trades_loop(*args), dtype=TICK_DTYPE)
+    np.testing.assert_array_equal(got, want)
+    assert np.all(np.diff(got["ts"]) >= 0)
+    np.testing.assert_array_equal(got["first_id"][1:], got["last_id"][:-1] + 1)
