@@ -309,12 +309,17 @@ class SimulatorConfig(_Struct, kw_only=True):
 
     ``rate``: mean aggregate trades/s per symbol; ``port`` 0 picks a free port; ``groups``:
     cointegrated groups of symbols, each symbol in exactly one group, the first of a group its
-    leader (None: the simulator forms its own from the symbols); ``history_s``: seconds of
-    trades generated before the server starts (served by REST). Binance's limits as served:
-    server ping every ``ping_interval_s``, a client silent ``pong_timeout_s`` is dropped,
-    connections live ``max_lifetime_s``, at most ``max_streams`` streams and
-    ``max_incoming_per_s`` messages/s per connection, ``rest_weight_limit`` request weight per
-    minute (None: off) before 429s. ``step_ms``: the market clock's step.
+    leader (None: the simulator forms its own from the symbols). The market is a function of
+    (``seed``, wall time): ``history_days`` of past before the start are served by REST and the
+    public-data archive (``/data/futures/um/...``); ``listings`` maps a symbol to its listing
+    time (Unix ms), before which it has no trades and no archive files; ``history_s``: seconds
+    before the start that ``Simulator.history()`` returns by default (test checks; REST serves
+    all ``history_days``). Binance's limits as served: server ping every ``ping_interval_s``, a
+    client silent ``pong_timeout_s`` is dropped, connections live ``max_lifetime_s``, at most
+    ``max_streams`` streams and ``max_incoming_per_s`` messages/s per connection,
+    ``rest_weight_limit`` request weight per minute (None: off) before 429s. ``step_ms``: how
+    often the live stream publishes the trades of the elapsed span (the trades themselves do
+    not depend on it).
     """
 
     seed: Annotated[int, msgspec.Meta(ge=0)] = 7
@@ -322,6 +327,10 @@ class SimulatorConfig(_Struct, kw_only=True):
     host: Annotated[str, msgspec.Meta(min_length=1)] = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     groups: tuple[Annotated[tuple[Symbol, ...], msgspec.Meta(min_length=1)], ...] | None = None
+    history_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    listings: dict[Symbol, Annotated[int, msgspec.Meta(ge=0)]] = msgspec.field(
+        default_factory=dict
+    )
     faults: FaultsConfig = msgspec.field(default_factory=FaultsConfig)
     history_s: NonNegativeFloat = 0.0
     ping_interval_s: PositiveFloat = 180.0
@@ -396,6 +405,7 @@ class Config(_Struct, kw_only=True):
             for i, s in enumerate(group)
         ]
         refs.append(("simulator.faults.silent_symbol", self.simulator.faults.silent_symbol))
+        refs += [(f"simulator.listings.{s}", s) for s in self.simulator.listings]
         for key, symbol in refs:
             if symbol is not None and symbol not in known:
                 return f"{key}: {symbol!r} is not in symbols"
