@@ -914,6 +914,48 @@ def test_cli_arguments_build_settings():
     assert settings.faults.drop_rate == 0.1 and settings.faults.silent_symbol == "ETHUSDT"
     assert settings.faults.silent_until == "reconnect"
     assert settings.faults.disconnect_every_s == 60.0 and settings.port == 0
+    assert settings.history_days == 30.0  # DESIGN.md's default
+    settings, _ = settings_from_args(parser.parse_args(["--history-days", "2.5"]))
+    assert settings.history_days == 2.5
+
+
+def test_pairstack_sim_history_days_sets_how_far_back_rest_and_the_archive_go(tmp_path):
+    before = int(time.time() * 1000)
+    proc = subprocess.Popen(
+        pairstack("sim", "--symbols", "ETHUSDT", "--rate", "1", "--history-days", "2"),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=scrubbed_env(tmp_path / "home"),
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        after = int(time.time() * 1000)
+        base = line.split("websocket ")[1].split("/market")[0].replace("ws://", "http://")
+        assert "2 days of history" in proc.stdout.readline() + proc.stdout.readline()
+        first = httpx.get(f"{base}/fapi/v1/aggTrades",
+                          params={"symbol": "ETHUSDT", "fromId": 0, "limit": 1},
+                          timeout=30).json()[0]  # fmt: skip
+        # the history starts 2 days before the start, on the 10 s block grid
+        two_days = 2 * 86_400_000
+        assert (before - two_days) // 10_000 * 10_000 <= first["T"] < after - two_days + 10_000
+        day = 86_400_000
+        today = after // day * day
+
+        def daily(day_ms: int) -> int:
+            date = time.strftime("%Y-%m-%d", time.gmtime(day_ms / 1000))
+            path = f"/data/futures/um/daily/klines/ETHUSDT/1h/ETHUSDT-1h-{date}.zip"
+            return httpx.get(f"{base}{path}", timeout=60).status_code
+
+        assert daily(today - day) == 200  # yesterday: inside the 2 days
+        assert daily(today - 3 * day) == 404  # before the history
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    bad = subprocess.run(
+        pairstack("sim", "--history-days", "-1"), capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, env=scrubbed_env(tmp_path / "home"),
+    )  # fmt: skip
+    assert bad.returncode == 2 and "history_days" in bad.stderr, bad.stderr
 
 
 def test_pairstack_sim_command_serves_until_interrupted(tmp_path):
