@@ -328,9 +328,7 @@ class SimulatorConfig(_Struct, kw_only=True):
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     groups: tuple[Annotated[tuple[Symbol, ...], msgspec.Meta(min_length=1)], ...] | None = None
     history_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
-    listings: dict[Symbol, Annotated[int, msgspec.Meta(ge=0)]] = msgspec.field(
-        default_factory=dict
-    )
+    listings: dict[Symbol, Any] = msgspec.field(default_factory=dict)
     faults: FaultsConfig = msgspec.field(default_factory=FaultsConfig)
     history_s: NonNegativeFloat = 0.0
     ping_interval_s: PositiveFloat = 180.0
@@ -340,6 +338,11 @@ class SimulatorConfig(_Struct, kw_only=True):
     max_streams: PositiveInt = 1024
     max_incoming_per_s: PositiveInt = 10
     rest_weight_limit: PositiveInt | None = None
+
+    def __post_init__(self) -> None:
+        for symbol, ms in self.listings.items():  # here, not in the type: the key in the path
+            if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
+                raise _invalid(f"listings.{symbol}", f"expected Unix ms (an int >= 0), got {ms!r}")
 
 
 def _duplicate(items: tuple, what: str) -> str | None:
@@ -506,6 +509,8 @@ def _describe(exc: msgspec.ValidationError, mapping: Mapping, root: type) -> tup
     text, path = str(exc), ""
     keys = _KEY_IN.match(text)
     if keys:  # "Expected `str` - at `key` in `$.feed`"
+        if f"'{SYMBOL_PATTERN}'" in text:  # a mapping keyed by symbol
+            return keys["path"].lstrip("."), "keys must be upper-case symbols such as BTCUSDT"
         return keys["path"].lstrip("."), "keys must be strings"
     match = _AT.match(text)
     if match:

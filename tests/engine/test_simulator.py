@@ -824,6 +824,8 @@ def test_slow_consumer_pauses_then_delivers_the_backlog_intact():
         {"max_lifetime_s": -5},
         {"max_streams": 0},
         {"faults": {"silent_symbol": "SOLUSDT"}, "symbols": ("BTCUSDT",)},
+        {"listings": {"SOLUSDT": T0}, "symbols": ("BTCUSDT",)},
+        {"history_days": -1.0},
     ],
 )
 def test_bad_settings_raise_config_error(kwargs):
@@ -831,6 +833,12 @@ def test_bad_settings_raise_config_error(kwargs):
     symbols = kwargs.pop("symbols", ("BTCUSDT", "ETHUSDT"))
     with pytest.raises(ConfigError):
         Simulator(parse_simulator(kwargs), symbols)
+
+
+def test_a_listing_of_a_symbol_the_simulator_lacks_names_the_key():
+    config = SimulatorConfig(listings={"BTCUSDT": T0, "SOLUSDT": T0})
+    with pytest.raises(ConfigError, match=r"^simulator\.listings\.SOLUSDT: .*'SOLUSDT'"):
+        Simulator(config, ("BTCUSDT", "ETHUSDT"))
 
 
 @pytest.mark.parametrize(
