@@ -508,12 +508,22 @@ class _Decoder:
         rate = c["last_funding_rate"]
         _require(~np.isfinite(rate) | (np.abs(rate) >= 1), src, base, "last_funding_rate",
                  lambda r: f"expected a fraction between -1 and 1, found {rate[r]!r}")
-        return pa.table({
-            "ts": pa.array(calc - 1).cast(TS_TYPE),
-            "mark_price": pa.nulls(len(calc), pa.float64()),
-            "funding_rate": pa.array(rate, type=pa.float64()),
-            "next_funding_time": pa.array(calc).cast(TS_TYPE),
-        })  # fmt: skip
+        return funding_rows(calc, rate)
+
+
+def funding_rows(settle_ms: np.ndarray, rate: np.ndarray,
+                 mark: np.ndarray | None = None) -> pa.Table:  # fmt: skip
+    """Funding rows of settlements (time ms, rate per interval, mark price or None: null): each
+    the last update before its settlement, ``ts = settle_ms - 1`` announcing
+    ``next_funding_time = settle_ms``, which ``engine.funding`` pays at ``settle_ms``."""
+    settle_ms = np.asarray(settle_ms, dtype=np.int64)
+    return pa.table({
+        "ts": pa.array(settle_ms - 1).cast(TS_TYPE),
+        "mark_price": (pa.nulls(len(settle_ms), pa.float64()) if mark is None
+                       else pa.array(mark, type=pa.float64(), from_pandas=True)),
+        "funding_rate": pa.array(rate, type=pa.float64()),
+        "next_funding_time": pa.array(settle_ms).cast(TS_TYPE),
+    })  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- writing
