@@ -284,8 +284,11 @@ class SimulatorConfig(_Struct, kw_only=True):
 
     ``rate``: mean aggregate trades/s per symbol; ``port`` 0 picks a free port; ``groups``:
     cointegrated groups of symbols, each symbol in exactly one group, the first of a group its
-    leader (None: the simulator forms its own from the symbols); ``history_s``: seconds of
-    trades generated before the server starts (served by REST). Binance's limits as served:
+    leader (None: the simulator forms its own from the symbols); ``history_days``: days of
+    market history before the simulator started (REST and public-data archive);
+    ``listings``: symbol -> listing time (Unix ms), before which it has no trades and no files;
+    ``history_s``: seconds before the start that ``Simulator.history()`` returns by default.
+    Binance's limits as served:
     server ping every ``ping_interval_s``, a client silent ``pong_timeout_s`` is dropped,
     connections live ``max_lifetime_s``, at most ``max_streams`` streams and
     ``max_incoming_per_s`` messages/s per connection, ``rest_weight_limit`` request weight per
@@ -297,6 +300,9 @@ class SimulatorConfig(_Struct, kw_only=True):
     host: Annotated[str, msgspec.Meta(min_length=1)] = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     groups: tuple[Annotated[tuple[Symbol, ...], msgspec.Meta(min_length=1)], ...] | None = None
+    history_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    listings: dict[Symbol, Annotated[int, msgspec.Meta(ge=0)]] = msgspec.field(
+        default_factory=dict)
     faults: FaultsConfig = msgspec.field(default_factory=FaultsConfig)
     history_s: NonNegativeFloat = 0.0
     ping_interval_s: PositiveFloat = 180.0
