@@ -254,8 +254,11 @@ def _coerce(data: object, kind: _Kind, what: str) -> pa.Table:
             ) from None
         if pa.types.is_floating(field.type):
             values = col.to_numpy()
-            if not np.isfinite(values).all():
-                bad = int(np.flatnonzero(~np.isfinite(values))[0])
+            finite = np.isfinite(values)
+            if col.null_count:  # nulls (optional columns) read as NaN
+                finite |= ~col.is_valid().to_numpy()
+            if not finite.all():
+                bad = int(np.flatnonzero(~finite)[0])
                 raise DataError(f"{what}: column {field.name!r} row {bad} is {values[bad]}")
         columns.append(col)
     return pa.Table.from_arrays(columns, schema=kind.schema)
