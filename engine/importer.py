@@ -474,7 +474,10 @@ class _Decoder:
         _require(open_ms % tf_ms != 0, src, base, "open_time",
                  lambda r: f"open time {c['open_time'][r]} is not on a {tf} boundary")
         self.order.check(open_ms, base)
-        _require(close_ms != open_ms + tf_ms - 1, src, base, "close_time",
+        close_expected = open_ms + tf_ms - 1
+        if self.times.unit == 0:  # seconds: the close time's last ms is cut off
+            close_expected = close_expected // 1000 * 1000
+        _require(close_ms != close_expected, src, base, "close_time",
                  lambda r: f"close time {c['close_time'][r]} is not open time + {tf} - 1 ms")
         for name in ("open", "high", "low", "close"):
             _positive(c[name], src, base, name)
