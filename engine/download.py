@@ -67,7 +67,9 @@ DATA_KINDS: tuple[str, ...] = ("klines", "funding", "trades")
 #: The manifest of imported archive files, under the store's root.
 MANIFEST = Path("downloads") / "manifest.json"
 DAY_MS = 86_400_000
-_ARCHIVE_KIND = {"funding": "fundingRate", "trades": "aggTrades"}
+#: A file still missing this long after its period ended is recorded as absent (before the
+#: symbol's listing): later runs do not ask for it again.
+ABSENT_AFTER_MS = 7 * DAY_MS
 
 
 def _day_ms(day: dt.date) -> int:
@@ -97,6 +99,13 @@ class ArchiveFile:
     @property
     def name(self) -> str:
         return self.path.rsplit("/", 1)[1]
+
+    @property
+    def end_ms(self) -> int:
+        """End (exclusive, ms) of the period the file covers."""
+        if self.period == "daily":
+            return _day_ms(dt.date.fromisoformat(self.date)) + DAY_MS
+        return _day_ms(_month_end(dt.date.fromisoformat(self.date + "-01"))) + DAY_MS
 
     def days(self, first: dt.date, last: dt.date) -> list[ArchiveFile]:
         """The daily files of a monthly one, within [first, last]."""
@@ -184,14 +193,18 @@ def plan(symbols: Sequence[str], data: Sequence[str], timeframes: Sequence[str],
 
 
 class Manifest:
-    """Imported archive files (path -> SHA-256 and rows) of a store, in ``MANIFEST``."""
+    """Imported archive files (path -> SHA-256 and rows) of a store, and files known to be
+    absent (HTTP 404 for a period over ``ABSENT_AFTER_MS`` ago), in ``MANIFEST``."""
 
     def __init__(self, root: Path) -> None:
         self.path = root / MANIFEST
         self.files: dict[str, dict] = {}
+        self.absent: set[str] = set()
         if self.path.exists():
             try:
-                self.files = dict(json.loads(self.path.read_text())["files"])
+                doc = json.loads(self.path.read_text())
+                self.files = dict(doc["files"])
+                self.absent = set(doc.get("absent", ()))
             except (ValueError, KeyError, TypeError) as exc:
                 raise DataError(
                     f"{self.path}: not a download manifest ({exc}); delete it to fetch every "
@@ -203,7 +216,16 @@ class Manifest:
     def record(self, path: str, sha256: str, rows: int) -> None:
         """Add an imported file and write the manifest atomically."""
         self.files[path] = {"sha256": sha256, "rows": rows}
-        write_atomic(self.path, json.dumps({"files": self.files}, indent=0, sort_keys=True))
+        self._save()
+
+    def record_absent(self, path: str) -> None:
+        """Add a file the archive will not publish (its period is long over)."""
+        self.absent.add(path)
+        self._save()
+
+    def _save(self) -> None:
+        doc = {"files": self.files, "absent": sorted(self.absent)}
+        write_atomic(self.path, json.dumps(doc, indent=0, sort_keys=True))
 
 
 # ----------------------------------------------------------------------------- report
@@ -318,32 +340,37 @@ class Downloader:
             report.tally(f.symbol, f.data)
         for part in todo.rest:
             report.tally(part.symbol, part.data)
-        pending = [f for f in todo.files if f.path not in manifest]
-        for f in todo.files:
-            if f.path in manifest:
-                report.tally(f.symbol, f.data).stored += 1
         lock = asyncio.Lock()
         sem = asyncio.Semaphore(self.jobs)
         fallback: list[RestPart] = []
+        tasks: list[asyncio.Task] = []
+        queued = [0, 0]  # files to fetch, files done
         with tqdm(total=0, unit="B", unit_scale=True, desc="download", file=sys.stderr,
                   disable=not self.progress) as bar:  # fmt: skip
             limits = httpx.Limits(max_connections=self.jobs)
             async with httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s,
                                          limits=limits) as http:  # fmt: skip
-                done = [0]
+
+                def route(items: Iterable[ArchiveFile | RestPart]) -> None:
+                    """Fetch what the manifest does not know; follow its known absences."""
+                    for f in items:
+                        if isinstance(f, RestPart):
+                            fallback.append(f)
+                        elif f.path in manifest:
+                            report.tally(f.symbol, f.data).stored += 1
+                        elif f.path in manifest.absent:
+                            route(self._not_published(f, report, todo))
+                        else:
+                            queued[0] += 1
+                            tasks.append(asyncio.create_task(one(f)))
 
                 async def one(f: ArchiveFile) -> None:
                     more = await self._file(http, f, sem, lock, manifest, report, bar, todo)
-                    done[0] += 1
-                    bar.set_postfix(files=f"{done[0]}/{len(pending)}")
-                    for extra in more:
-                        if isinstance(extra, RestPart):
-                            fallback.append(extra)
-                        else:
-                            pending.append(extra)
-                            tasks.append(asyncio.create_task(one(extra)))
+                    queued[1] += 1
+                    bar.set_postfix(files=f"{queued[1]}/{queued[0]}")
+                    route(more)
 
-                tasks = [asyncio.create_task(one(f)) for f in list(pending)]
+                route(todo.files)
                 while tasks:
                     batch, tasks[:] = list(tasks), []
                     await asyncio.gather(*batch)
@@ -374,6 +401,9 @@ class Downloader:
                 with tmp.open("wb") as out:
                     status = await self._get(http, f.path, take, bar)
                 if status == 404:
+                    if f.end_ms < time.time_ns() // 10**6 - ABSENT_AFTER_MS:
+                        async with lock:
+                            await asyncio.to_thread(manifest.record_absent, f.path)
                     return self._not_published(f, report, todo)
                 text = bytearray()
                 if await self._get(http, f.path + ".CHECKSUM", text.extend, None) == 404:
