@@ -74,7 +74,7 @@ TRADE_TIMEFRAMES: tuple[str, ...] = ("1s", "1m", "5m")
 #: Bytes pyarrow parses at a time (also the longest line accepted).
 BLOCK_BYTES = 4 << 20
 #: Buffered rows at which the second pass flushes the store.
-FLUSH_ROWS = 1_000_000
+FLUSH_ROWS = 500_000
 #: Plausible times (ms): 2000-01-01 to 2100-01-01; anything else is a unit or data error.
 _MIN_MS, _MAX_MS = 946_684_800_000, 4_102_444_800_000
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
