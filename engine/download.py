@@ -11,9 +11,10 @@
 - Fetch (``Downloader``): ``jobs`` files at once (asyncio + httpx), each streamed into a
   temporary file under ``<store>/downloads/tmp`` with its SHA-256 computed on the way, then its
   ``.CHECKSUM``: a mismatch refuses that file (named in the report) and the run goes on. HTTP
-  404 means not published (before the symbol's listing, or not yet): reported and skipped. HTTP
-  429/418: wait ``Retry-After`` seconds and retry (``engine.binance.RestClient`` does the same
-  for REST).
+  404 means not published (before the symbol's listing, or not yet): reported and skipped, and
+  when the file's period ended over ``ABSENT_AFTER_MS`` ago recorded as absent, so later runs
+  do not ask again. HTTP 429/418: wait ``Retry-After`` seconds and retry
+  (``engine.binance.RestClient`` does the same for REST).
 - Import: one file at a time through ``engine.importer.import_files`` (the store has one
   writer), in a worker thread so that downloads go on meanwhile.
 - Record: ``<store>/downloads/manifest.json`` (written atomically after each import) lists every
