@@ -248,7 +248,8 @@ def chunk_trades(
     the block, BURST_FACTOR times the density); fills 1 + the split of 2c extra underlying
     trades at floor(cumsum(cuts[i])[:c] / sum(cuts[i]) * 2c) (the first cut at 0); the price
     prints at the bid (side_u < 0.5: buyer is maker) or bid + 1 tick of exp(log_mid[second]);
-    the size is MEDIAN_NOTIONAL * exp(SIZE_SIGMA * size_z) USDT in whole lots (at least one).
+    the size is MEDIAN_NOTIONAL * exp(SIZE_SIGMA * size_z) USDT in whole lots (at least one);
+    prices and sizes are rounded to their decimals as rint(x * 10^d) / 10^d.
     Returns (ts, agg_id, price, qty, first_id, last_id, buyer_maker), in TICK_DTYPE order.
     Oracle: a plain-Python loop over the same inputs (tests/engine/test_sim_history.py).
     """
@@ -263,6 +264,7 @@ def chunk_trades(
     last_id = np.empty(n, np.int64)
     buyer_maker = side_u < 0.5
     extra_fills = (FILLS_PER_TRADE - 1) * c
+    price_scale, qty_scale = 10.0**price_dec, 10.0**qty_dec
     marks = np.empty(c + 1, np.int64)
     next_trade = trade_id0
     for i in range(nb):
@@ -290,10 +292,12 @@ def chunk_trades(
             t = block_ms + min(math.floor(off), BLOCK_MS - 1)
             ts[j] = t
             bid = math.floor(math.exp(log_mid[(t - chunk_ms) // 1000]) / tick)
-            p = round(max(bid if buyer_maker[j] else bid + 1.0, 1.0) * tick, price_dec)
+            p = np.rint(max(bid if buyer_maker[j] else bid + 1.0, 1.0) * tick * price_scale)
+            p /= price_scale
             price[j] = p
             notional = MEDIAN_NOTIONAL * math.exp(SIZE_SIGMA * size_z[j])
-            qty[j] = round(max(round(notional / p / lot), 1.0) * lot, qty_dec)
+            lots = max(np.rint(notional / p / lot), 1.0)
+            qty[j] = np.rint(lots * lot * qty_scale) / qty_scale
             fills = 1 + marks[k + 1] - marks[k]
             first_id[j] = next_trade
             next_trade += fills

@@ -384,10 +384,12 @@ def _chunk_trades_loop(gaps, cuts, b_start, b_len, side_u, size_z, log_mid, chun
             t = chunk_ms + (skip + i) * 10_000 + min(math.floor(off), 9_999)
             bid = math.floor(math.exp(log_mid[(t - chunk_ms) // 1000]) / tick)
             maker = bool(side_u[j] < 0.5)
-            p = round(max(bid if maker else bid + 1.0, 1.0) * tick, price_dec)
-            lots = max(round(MEDIAN_NOTIONAL * math.exp(SIZE_SIGMA * size_z[j]) / p / lot), 1.0)
+            p = np.rint(max(bid if maker else bid + 1.0, 1.0) * tick * 10.0**price_dec)
+            p /= 10.0**price_dec
+            lots = max(np.rint(MEDIAN_NOTIONAL * math.exp(SIZE_SIGMA * size_z[j]) / p / lot), 1.0)
             fills = 1 + marks[k + 1] - marks[k]
-            rows.append((t, agg_id0 + j, p, round(lots * lot, qty_dec), trade_id,
+            q = np.rint(lots * lot * 10.0**qty_dec) / 10.0**qty_dec
+            rows.append((t, agg_id0 + j, p, q, trade_id,
                          trade_id + fills - 1, maker))  # fmt: skip
             trade_id += fills
     return rows
