@@ -234,7 +234,7 @@ class Simulator:
         s = self.config
         self.started_ms = _now_ms()
         self._served_ms = self.started_ms + 1
-        for sym in s.symbols:  # make the current hour now, not in the first live step
+        for sym in self.symbols:  # make the current hour now, not in the first live step
             self.market.trades(sym, self.started_ms, self._served_ms)
         try:
             self._server = await serve(
