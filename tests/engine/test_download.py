@@ -316,3 +316,26 @@ def test_top_symbols_by_quote_volume(sim):
     loader = Downloader(Store("/nonexistent-store-unused"), rest_url=sim.url_rest)
     assert loader.top_symbols(2) == ranked[:2]
     assert loader.top_symbols(10) == ranked
+
+
+def test_days_zero_takes_today_from_rest_without_the_open_bar(sim, proxy, tmp_path):
+    before = time.time_ns() // 1_000_000
+    first, last = date_range(0, None, None, before)
+    assert first == last == _day(before)
+    report = download(Store(tmp_path / "store"), ["BTCUSDT"], None, first, last,
+                      base_url=proxy.url, rest_url=sim.url_rest, progress=False, now_ms=before)
+    after = time.time_ns() // 1_000_000
+    assert proxy.zips() == [] and report.fetched == 0  # nothing of today is archived yet
+    store = Store(tmp_path / "store")
+    for tf, ms in (("1m", 60_000), ("5m", 300_000)):
+        bars = table_to_bars(store.read_bars(tf, "BTCUSDT"))
+        assert bars["ts"][-1] + ms <= after  # closed bars only, never the open one
+        expected = _rest_klines(sim, "BTCUSDT", tf, _ms(first), int(bars["ts"][-1]) + 1)
+        _assert_bars_equal(store.read_bars(tf, "BTCUSDT"), expected)
+    assert report.tally("BTCUSDT", "klines").rows == sum(
+        store.read_bars(tf, "BTCUSDT").num_rows for tf in ("1m", "5m"))
+    funding = funding_events(store.read_funding("BTCUSDT"))  # today's, from REST
+    rest = httpx.get(f"{sim.url_rest}/fapi/v1/fundingRate", timeout=60.0, params={
+        "symbol": "BTCUSDT", "startTime": _ms(first), "limit": 1000}).json()
+    np.testing.assert_array_equal(funding.ts, [r["fundingTime"] for r in rest])
+    assert store.read_funding("BTCUSDT").column("mark_price").null_count == 0
