@@ -21,6 +21,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "sim": ("engine.simulator.cli", "serve the local exchange simulator (Binance wire protocol)"),
     "import": ("engine.cli_import", "import Binance public-data files into the store"),
     "backtest": ("actors.cli_backtest", "backtest a pair over stored bars (or sweep a grid)"),
+    "screen": ("actors.cli_screen", "test every pair of the stored symbols for cointegration"),
 }
 
 
