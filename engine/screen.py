@@ -14,21 +14,24 @@ The steps, each a function a caller may use alone:
   listed with its reason.
 - ``align_closes(bars) -> Closes``: closes of many symbols on the union of their bar times
   from the first time every one of them has traded, each symbol's last close carried forward:
-  the pair alignment rule (DESIGN "Pair and backtest semantics") for N legs; pandas
+  the alignment rule of a pair's two legs, for N legs; pandas
   ``concat(...).sort_index().ffill().dropna()`` is its oracle.
 - ``pair_index(k)``, ``plan_chunks(n_pairs, n_workers)``: every unordered pair ``i < j`` and
   its cut into contiguous chunks of balanced size (sizes differ by at most one).
-- ``screen_chunk(series, pairs) -> ChunkRows``: the Engle-Granger test of each pair in both
+- ``screen_series(closes, price)``, ``ScreenData.from_series(series)``: the tested series
+  (symbols, bars) and their co-moments, from which ``hedge_half_life`` gives any pair's OLS
+  hedge ``beta`` and the half-life (bars) of its spread ``y - beta*x - alpha`` in O(1) (the
+  figures of ``engine.stats.ols_hedge`` and ``half_life``, the oracles of its tests).
+- ``screen_chunk(data, pairs) -> ChunkRows``: the Engle-Granger test of each pair in both
   orders in one ``engine.unitroot.coint_pairs`` call, the order with the lower p-value kept
-  (ties: ``i`` on ``j``), and that order's OLS hedge ``beta`` and the half-life (bars) of its
-  spread ``y - beta*x - alpha`` (``engine.stats.ols_hedge``, ``half_life``). The unit of work
-  of a screen's fan-out (actors/screen.py runs it on Ray actors).
+  (ties: ``i`` on ``j``), with that order's hedge and half-life. The unit of work of a
+  screen's fan-out (actors/screen.py runs it on Ray actors).
 - ``screen_table(closes, chunks) -> pa.Table``: one row per pair, ``y, x, stat, pvalue,
   qvalue, beta, half_life, corr, n`` sorted by p-value (pairs whose test is undefined last);
   ``corr`` of log returns (``engine.stats.log_return_corr``), ``qvalue`` Benjamini-Hochberg
   over every pair with a p-value (``bh_qvalues``; statsmodels' ``fdr_bh`` is its oracle).
-- ``screen_bars(bars, ...) -> ScreenResult``: all of the above in one call, chunks run by a
-  caller-given ``run_chunks`` (default: in this process, one after the other).
+- ``screen_bars(bars, ...) -> ScreenResult``: all of the above in one call, the chunks run by
+  a caller-given ``runner`` (default: in this process, one after the other).
 - ``config_for(table, top, base=None, ...)``: a pairs config (YAML text) of the best rows.
 - ``save_screen(store_path, result)``, ``latest_screen(store_path)``: the screen kept in the
   store, ``<store>/screens/<UTC time>.parquet``, its parameters in the Parquet metadata.
