@@ -7,10 +7,11 @@ co-moments, ~35 MB for 500 symbols x 8,640 bars) goes to Ray's object store once
 at most ``max_in_flight`` pending at a time, gathered with ``ray.wait`` as they finish, with a
 progress bar over chunks (tqdm, only when stderr is a terminal).
 
-In-process or Ray (``run_screen``): a screen of fewer than ``RAY_MIN_PAIRS`` pairs runs in the
-calling process (starting actors costs more than the work: 2,000 pairs of 8,640 bars take
-about a second on one core); a larger one, or any screen given ``actors >= 1``, runs on
-``actors`` workers (default: the cluster's CPUs). ``actors=0`` forces the calling process.
+In-process or Ray (``ScreenRunner``, the CLI's ``runner``): a screen of fewer than
+``RAY_MIN_PAIRS`` pairs runs in the calling process (starting actors costs more than the work:
+2,000 pairs of 8,640 bars take about a second on one core); a larger one, or any screen given
+``actors >= 1``, runs on ``actors`` workers (default: the cluster's CPUs). ``actors=0`` forces
+the calling process.
 """
 
 from __future__ import annotations
