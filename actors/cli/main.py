@@ -25,6 +25,7 @@ VERBS: dict[str, str] = {
     "sim": "serve the local exchange simulator (Binance wire protocol)",
     "import": "import Binance public-data files into the store",
     "backtest": "backtest a pair over stored bars (or sweep a grid)",
+    "screen": "test every pair of stored symbols for cointegration, on all cores",
 }
 
 
@@ -41,6 +42,8 @@ def verb_module(verb: str) -> ModuleType:
             from actors.cli import import_files as module
         case "backtest":
             from actors.cli import backtest as module
+        case "screen":
+            from actors.cli import screen as module
         case _:
             raise KeyError(f"unknown verb {verb!r}; expected one of {list(VERBS)}")
     return module
