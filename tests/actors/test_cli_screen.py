@@ -3,11 +3,10 @@ the rows equal engine.screen's, the config it writes starts ``pairstack run``.""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+import cli_env
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -20,7 +19,6 @@ from engine.store import Store
 from tests.engine.test_screen import generated_bars
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"]}
 
 BASE = """\
 feed: {source: simulator, lateness_ms: 500}
@@ -32,9 +30,10 @@ store: {path: STORE}
 
 
 def pairstack(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The console script from a fresh shell (PATH and HOME only)."""
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=ENV,
+        cli_env.pairstack(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env=cli_env.scrubbed_env(),
     )  # fmt: skip
 
 
