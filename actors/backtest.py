@@ -13,7 +13,10 @@ and passed to ``run`` for every strategy/cost variation on it; a sweep groups th
 ``PairParams`` and gives each actor contiguous groups, so that each pair series is computed
 once. Full-period stats are exactly those of ``run`` on the same data.
 
-Walk-forward (``train_frac``): the aligned bars are split by time
+Rolling walk-forward (``walk_forward``): windows of ``train_bars`` to choose the best set and
+the next ``test_bars`` to trade it, stepping by ``test_bars`` (``engine.sweep.walk_windows``).
+
+Train/test split (``train_frac``, one split): the aligned bars are split by time
 (``engine.backtest_data.split_index``), the first ``floor(train_frac * n)`` bars are the train
 part, the rest the test part. The pair step runs once over all bars, so the hedge and z-score
 state enters the test part warmed up on the train part (no look-ahead: every value at t uses
@@ -26,7 +29,9 @@ stats (``oos_*``) are the test part's. Columns are prefixed ``is_`` and ``oos_``
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -35,7 +40,7 @@ from typing import Any
 from engine.backtest import BacktestResult, Costs, run
 from engine.backtest_data import PairData, check_bars, split_index
 from engine.config import StrategyConfig
-from engine.errors import ConfigError
+from engine.errors import ConfigError, PairstackError
 from engine.pairbook import parse_pair
 from engine.pairstep import PairParams, PairSeries, run_pair
 from engine.sweep import ParamSet, assign_chunks, plan_sweep, set_label
@@ -45,14 +50,24 @@ from strategies import Strategy, make_strategy
 SERIES_CACHE = 2
 
 
-def check_strategies(overrides: Sequence[Mapping[str, Any]], sets: Sequence[ParamSet]) -> None:
-    """ConfigError naming the parameter set whose strategy cannot be built (unknown ``name``,
-    ``zscore_timestop`` without ``max_hold_half_lives``), before any actor starts."""
-    for o, (_, s) in zip(overrides, sets, strict=True):
+def check_strategies(
+    overrides: Sequence[Mapping[str, Any]],
+    sets: Sequence[ParamSet | None],
+    errors: Sequence[PairstackError | None],
+) -> tuple[list[ParamSet | None], list[PairstackError | None]]:
+    """``sets`` and ``errors`` with a ConfigError naming each parameter set whose strategy
+    cannot be built (unknown ``name``, ``zscore_timestop`` without ``max_hold_half_lives``) in
+    place of that set, before any actor starts."""
+    new_sets, new_errors = list(sets), list(errors)
+    for j, (o, ps) in enumerate(zip(overrides, sets, strict=True)):
+        if ps is None:
+            continue
         try:
-            make_strategy(s)
+            make_strategy(ps[1])
         except ConfigError as exc:
-            raise ConfigError(f"parameter set ({set_label(o)}): {exc}") from None
+            new_sets[j] = None
+            new_errors[j] = ConfigError(f"parameter set ({set_label(o)}): {exc}")
+    return new_sets, new_errors
 
 
 # ----------------------------------------------------------------------------- the actor
@@ -133,7 +148,7 @@ class BacktestActor:
         strategy_config: StrategyConfig,
         train_frac: float | None = None,
     ) -> dict[str, Any]:
-        """Stats of one set: full period, or ``is_*``/``oos_*`` with a walk-forward split."""
+        """Stats of one set: full period, or ``is_*``/``oos_*`` with a train/test split."""
         n = self.data.n
         check_bars(n, params, train_frac)
         k = split_index(n, train_frac)
@@ -145,12 +160,23 @@ class BacktestActor:
             out.update({prefix + key: value for key, value in part.stats.items()})
         return out
 
+    def part_stats(
+        self, params: PairParams, strategy_config: StrategyConfig, parts: Sequence[tuple[int, int]]
+    ) -> list[dict[str, Any]]:
+        """Stats of one set traded on each part [lo, hi) of the aligned bars on its own
+        (fresh strategy, capital and no position; the pair step over all bars)."""
+        return [self._trade(params, strategy_config, lo, hi).stats for lo, hi in parts]
+
     def run(
         self,
         sets: Sequence[ParamSet],
         train_frac: float | None = None,
-    ) -> list[dict[str, Any]]:
-        """Stats of many resolved parameter sets, in order."""
+        parts: Sequence[tuple[int, int]] | None = None,
+    ) -> list[Any]:
+        """Stats of many resolved parameter sets, in order (with ``parts``: a list of stats
+        per set, one per part)."""
+        if parts is not None:
+            return [self.part_stats(p, s, parts) for p, s in sets]
         return [self.stats(p, s, train_frac) for p, s in sets]
 
     def warm(self, params: PairParams, strategy_config: StrategyConfig) -> dict[str, Any]:
@@ -224,10 +250,12 @@ class SweepPool:
         chunk_size: int | None = None,
         max_in_flight: int = 2,
         progress: bool = False,
-    ) -> list[dict[str, Any]]:
-        """Stats of every set, in order. Each actor works through its own queue
-        (``assign_chunks``) with at most ``max_in_flight`` calls pending; an actor whose queue
-        is empty takes the last chunk of the longest other queue."""
+        parts: Sequence[tuple[int, int]] | None = None,
+    ) -> list[Any]:
+        """Stats of every set, in order (``parts``: per set, the stats of each part). Each
+        actor works through its own queue (``assign_chunks``) with at most ``max_in_flight``
+        calls pending; an actor whose queue is empty takes the last chunk of the longest
+        other queue."""
         import ray
         from tqdm import tqdm
 
@@ -237,13 +265,17 @@ class SweepPool:
         results: list[dict[str, Any] | None] = [None] * len(sets)
         pending: dict[Any, tuple[int, list[int]]] = {}
         load = [0] * len(self.actors)
-        with tqdm(total=len(sets), unit="set", disable=not progress, desc=self.data.pair) as bar:
+        quiet = not progress or not sys.stderr.isatty()  # no bar (nor \r) in a log file
+        with tqdm(
+            total=len(sets), unit="set", file=sys.stderr, disable=quiet, desc=self.data.pair
+        ) as bar:
             while pending or any(queues):
                 for i, actor in enumerate(self.actors):
                     while load[i] < max_in_flight and any(queues):
                         own = queues[i]
                         chunk = own.pop(0) if own else max(queues, key=len).pop()
-                        pending[actor.run.remote([sets[j] for j in chunk], train_frac)] = (i, chunk)
+                        call = actor.run.remote([sets[j] for j in chunk], train_frac, parts)
+                        pending[call] = (i, chunk)
                         load[i] += 1
                 done, _ = ray.wait(list(pending), num_returns=1)
                 i, chunk = pending.pop(done[0])
@@ -271,7 +303,9 @@ def sweep(
     progress: bool = False,
 ) -> Any:
     """Run the cartesian product of ``grid`` over ``n_actors`` BacktestActors (Ray must be
-    initialised); returns a pandas DataFrame, one row per set: the swept keys, then the stats.
+    initialised); returns a pandas DataFrame, one row per set: the swept keys, then the stats,
+    then ``error``: None, or why the set is invalid (its stats are then missing). When every
+    set is invalid, the first one's error is raised instead.
 
     ``source`` is a store directory (with ``pair``, ``timeframe``, ``start``, ``end``) or a
     ``PairData``. The bars are read and the sets checked (``engine.sweep.plan_sweep``,
@@ -287,14 +321,95 @@ def sweep(
         if pair is None or timeframe is None:
             raise ConfigError("sweep over a store needs pair and timeframe")
         data = PairData.from_store(source, *parse_pair(pair), timeframe, start, end)
-    overrides, sets = plan_sweep(data, grid, params, strategy, train_frac)
-    check_strategies(overrides, sets)
-    with SweepPool(data, min(n_actors, len(sets))).start(sets[0]) as pool:
-        results = pool.run_sets(
-            sets,
-            train_frac,
-            chunk_size=chunk_size,
-            max_in_flight=max_in_flight,
-            progress=progress,
+    overrides, sets, errors = plan_sweep(data, grid, params, strategy, train_frac)
+    sets, errors = check_strategies(overrides, sets, errors)
+    valid = [ps for ps in sets if ps is not None]
+    if not valid:
+        raise next(e for e in errors if e is not None)
+    with SweepPool(data, min(n_actors, len(valid))).start(valid[0]) as pool:
+        results = iter(
+            pool.run_sets(
+                valid,
+                train_frac,
+                chunk_size=chunk_size,
+                max_in_flight=max_in_flight,
+                progress=progress,
+            )
         )
-    return pd.DataFrame([{**o, **r} for o, r in zip(overrides, results, strict=True)])
+    rows = [
+        {**o, **next(results), "error": None} if e is None else {**o, "error": str(e)}
+        for o, e in zip(overrides, errors, strict=True)
+    ]
+    return pd.DataFrame(rows)
+
+
+def walk_forward(
+    data: PairData,
+    grid: Mapping[str, Sequence[Any]],
+    train_bars: int,
+    test_bars: int,
+    n_actors: int = 2,
+    *,
+    params: PairParams | None = None,
+    strategy: StrategyConfig | None = None,
+    key: str = "sharpe",
+    progress: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    """Rolling walk-forward over ``data`` (Ray must be initialised): in each window
+    (``engine.sweep.walk_windows``) every set of ``grid`` is traded on the train bars, the set
+    with the best ``key`` there (not ruined, finite; ``engine.sweep.best_set``) is traded on
+    the following test bars. Every part is traded on its own: fresh strategy and capital, no
+    position, the pair step over all bars (no look-ahead).
+
+    Returns (one row per window: train/test bar times, the chosen set's keys, its train
+    ``key``, its test stats prefixed ``oos_``; a window where no set qualifies has no choice
+    and no test stats), and a summary: windows, windows traded, the test parts' compounded
+    return (prod(1 + oos total_return) - 1: each part starts from fresh capital, gains
+    reinvested) and whether any test part was ruined.
+    """
+    import pandas as pd
+
+    from engine.backtest_stats import iso_ms
+    from engine.sweep import best_set, walk_windows
+
+    _check_actors(n_actors)
+    windows = walk_windows(data.n, train_bars, test_bars)
+    overrides, sets, errors = plan_sweep(data, grid, params, strategy, first_bars=train_bars)
+    sets, errors = check_strategies(overrides, sets, errors)
+    valid = [j for j, ps in enumerate(sets) if ps is not None]
+    if not valid:
+        raise next(e for e in errors if e is not None)
+    trains = [(lo, mid) for lo, mid, _ in windows]
+    tests = [(mid, hi) for _, mid, hi in windows]
+    with SweepPool(data, min(n_actors, len(valid))).start(sets[valid[0]]) as pool:
+        results = pool.run_sets([sets[j] for j in valid], parts=trains + tests, progress=progress)
+    if key not in results[0][0]:
+        raise ConfigError(
+            f"walk-forward key {key!r}: expected a stat, one of {list(results[0][0])}"
+        )
+    ts = data.aligned.ts
+    rows, growth, ruined = [], 1.0, False
+    for w, (lo, mid, hi) in enumerate(windows):
+        pick = best_set([r[w] for r in results], key)
+        row: dict[str, Any] = {
+            "window": w,
+            "train_first": iso_ms(ts[lo]),
+            "test_first": iso_ms(ts[mid]),
+            "test_last": iso_ms(ts[hi - 1]),
+        }
+        if pick is not None:
+            oos = results[pick][len(windows) + w]
+            row.update(overrides[valid[pick]])
+            row["is_" + key] = results[pick][w][key]
+            row.update({"oos_" + k: v for k, v in oos.items()})
+            growth *= 1.0 + oos["total_return"]
+            ruined = ruined or bool(oos["ruined"])
+        rows.append(row)
+    traded = sum("oos_total_return" in r for r in rows)
+    summary = {
+        "windows": len(windows),
+        "windows_traded": traded,
+        "oos_compounded_return": growth - 1.0 if traded else math.nan,
+        "oos_ruined": ruined,
+    }
+    return pd.DataFrame(rows), summary

@@ -20,6 +20,7 @@ import numpy as np
 
 from actors.args import as_config, lookup_actor
 from engine.alerts import AlertLog, AlertRule, rules_from_config
+from engine.schemas import timeframe_ms
 from engine.status import build_status, iso_ms
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,14 @@ class Hub:
             pairs.extend(row["pairs"])
             samples.append(row["latency_ms"])
         lat = np.concatenate(samples) if samples else np.empty(0)
-        return build_status(feeds, pairs, lat)
+        out = build_status(feeds, pairs, lat)
+        # stale: no bar yet, or the last one opened over max(60 s, 3 bars) ago (pairs stalled)
+        fresh_ms = max(60_000, 3 * timeframe_ms(self._config.analytics.timeframe))
+        last = {p["pair"]: p["last_bar"] for p in pairs}
+        for row in out["pairs"]:
+            ts = last[row["pair"]]
+            row["stale"] = ts is None or time.time() * 1000.0 - ts > fresh_ms
+        return out
 
     # -- alerts -------------------------------------------------------------------------------
     def rules(self) -> list[AlertRule]:

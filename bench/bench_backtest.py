@@ -101,8 +101,12 @@ def run(quick: bool) -> list[dict]:
             d["beta"],
             zeros,
             zeros,
+            np.full(n, 10_000.0),  # fixed notional per entry
+            False,
+            np.inf,  # no gross cap
             10_000.0,
-            10_000.0,
+            -np.inf,  # no ruin floor: the peer has none
+            n,  # never halted
             5e-4,
             1e-4,
             True,
@@ -211,7 +215,7 @@ def run_sweep(quick: bool) -> list[dict]:
                 "exit": [0.0, 0.2, 0.4, 0.6, 0.8]}
     by, bx = _sweep_bars(n)
     data = PairData.from_tables(by, bx, y="YUSDT", x="XUSDT", timeframe="1m")
-    _, sets = plan_sweep(data, grid, strategy=StrategyConfig(stop=None))
+    _, sets, _ = plan_sweep(data, grid, strategy=StrategyConfig(stop=None))  # all valid
     owns_ray = not ray.is_initialized()
     if owns_ray:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)

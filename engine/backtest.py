@@ -1,21 +1,35 @@
 """The two-leg backtest: one entry, ``run(data, params, strategy, costs)``.
 
-``run`` is what the CLI, the sweeps (``actors.backtest``), walk-forward and the dashboard all
+``run`` is what the CLI, the sweeps (``actors.backtest``), train/test splits and the dashboard all
 call: the pair step (``engine.pairstep.run_pair``) over a ``PairData``'s aligned bars, the
 strategy object the caller built (engine/ never imports strategies/) on its z and spread, then
 the private simulation step: target positions -> fills, equity, trades, funding, stats.
 
-Semantics are DESIGN.md's "Pair and backtest semantics": the target decided at the close of bar
-t fills at the open of bar t+1 (the aligned ``open_*`` arrays already carry a leg's last close
-when it has no bar at t+1); a target on the last bar is not filled. Beta is taken at the
-decision bar and held until exit. Signed quantities: qty_y = p*notional/fill_y, and
-qty_x = -p*beta*notional/fill_x with log prices or -p*beta*|qty_y| with raw prices. Fills slip
-against the trader (open*(1 +/- slippage_bps/1e4)), every leg of every fill pays
-fee_bps/1e4*|qty|*fill. Equity = cash + sum(qty*close) at every close, starting at capital.
-Funding: at a funding time T each open leg pays qty*mark*rate with mark = the leg's close of
-the last bar that opened before T (booked at that bar's close); the times and rates come from
-the stored mark-price rows through ``engine.funding.funding_events`` (the exchange's announced
-next funding time, or the 8-hour grid for rows without it, counted in ``funding_assumed``).
+Semantics are docs/semantics.md "Pair and backtest semantics": the target decided at the close of
+bar t fills at the open of bar t+1 (the aligned ``open_*`` arrays already carry a leg's last close
+when it has no bar at t+1); a target on the last bar is not filled. Beta is taken at the decision
+bar and held until exit. Signed quantities: qty_y = p*notional/fill_y, and qty_x =
+-p*beta*notional/fill_x with log prices or -p*beta*|qty_y| with raw prices. Fills slip against the
+trader (open*(1 +/- slippage_bps/1e4)), every leg of every fill pays fee_bps/1e4*|qty|*fill. Equity
+= cash + sum(qty*close) at every close, starting at capital. Funding: at a funding time T each open
+leg pays qty*mark*rate with mark = the leg's close of the last bar that opened before T (booked at
+that bar's close); the times and rates come from the stored mark-price rows through
+``engine.funding.funding_events`` (the exchange's announced next funding time, or the 8-hour grid
+for rows without it, counted in ``funding_assumed``).
+
+Sizing (``Costs.sizing``): ``fixed`` is the rule above with ``notional``; ``vol`` replaces
+``notional`` by vol_target / sd_t with sd_t the sample std (ddof=1) of the spread's bar-to-bar
+changes over the ``vol_window`` changes ending at the decision bar t (past data only), so the
+position's spread PnL per bar has a std of about vol_target USDT (log prices: notional =
+vol_target/sd_t USDT; raw prices: |qty_y| = vol_target/sd_t). No entry where sd_t is not yet
+known or zero. ``max_gross``: an entry whose gross |qty_y|*fill_y + |qty_x|*fill_x exceeds it has
+both quantities scaled down by max_gross/gross. An entry that was skipped is not retried until
+the target changes.
+
+Ruin: when equity at a bar close t is at or below ``ruin_equity * capital`` (default 0), the run
+is ruined at t: an open position is closed at the open of bar t+1 like every fill (slippage
+and fees as usual; on the last bar it stays open, marked at its close), and nothing is traded
+after that; equity stays flat at its last value. Stats say ``ruined`` and ``ruined_at``.
 
 A trade's ``pnl`` is its trading PnL before fees and funding (marked at the last close while
 still open), so: final equity = capital + sum(pnl) - fees - funding (paid).
@@ -83,23 +97,31 @@ def simulate_kernel(
     beta: np.ndarray,
     rate_y: np.ndarray,
     rate_x: np.ndarray,
-    notional: float,
+    size: np.ndarray,
+    size_is_qty: bool,
+    max_gross: float,
     capital: float,
+    ruin_floor: float,
+    halt_bar: int,
     fee_rate: float,
     slip: float,
     log_prices: bool,
 ):
     """Two-leg simulation from int8 targets (see the module docstring for the rules).
 
+    ``size[t]``: the entry size decided at bar t, USDT of the y leg (or |qty_y| when
+    ``size_is_qty``); a non-finite or non-positive size skips that entry. ``max_gross``: cap
+    on an entry's gross USDT (inf: none). ``ruin_floor``: equity (USDT) at or below which, at a
+    bar close, the run is ruined: the position closes at the next open and trading stops.
     Returns (equity[n], position[n] held during each bar, trade_bars[k, 2] (entry, exit bar of
     the fills; exit -1 while open), sides[k], trade_values[k, 10] (T_* columns; NaN exit fills
-    while open), fees, funding paid). Oracle: the plain-Python loop written from DESIGN.md in
-    tests/engine/test_backtest.py.
+    while open), fees, funding paid, ruin bar or -1). Oracle: the plain-Python loop written
+    from docs/semantics.md in tests/engine/test_backtest.py.
     """
     n = close_y.shape[0]
     equity = np.empty(n)
     position = np.zeros(n, dtype=np.int8)
-    entries = 0  # filled entries: a non-zero target that differs from the one before it
+    entries = 0  # at most: a non-zero target that differs from the one before it
     for t in range(n - 1):
         if target[t] != 0 and (t == 0 or target[t] != target[t - 1]):
             entries += 1
@@ -113,9 +135,16 @@ def simulate_kernel(
     qy = 0.0
     qx = 0.0
     k = -1
+    ruin = -1
     for t in range(n):
-        want = target[t - 1] if t > 0 else 0
-        if want != pos:
+        if ruin >= 0:
+            want = 0
+            act = pos != 0
+        else:
+            want = target[t - 1] if t > 0 else 0
+            before = target[t - 2] if t > 1 else 0
+            act = t > 0 and want != before
+        if act:
             if pos != 0:
                 fy = _fill(open_y[t], -qy, slip)
                 fx = _fill(open_x[t], -qx, slip)
@@ -130,12 +159,17 @@ def simulate_kernel(
                 pos = 0
                 qy = 0.0
                 qx = 0.0
-            if want != 0:
+            s = size[t - 1]
+            if want != 0 and s > 0.0 and math.isfinite(s):
                 b = beta[t - 1]
                 fy = open_y[t] * (1.0 + slip * want)
-                qy = want * notional / fy
+                qy = want * s if size_is_qty else want * s / fy
                 fx = _fill(open_x[t], -want * b, slip)
-                qx = -want * b * (notional / fx if log_prices else abs(qy))
+                qx = -want * b * (s / fx if log_prices else abs(qy))
+                gross = abs(qy) * fy + abs(qx) * fx
+                if gross > max_gross:
+                    qy *= max_gross / gross
+                    qx *= max_gross / gross
                 fee = fee_rate * (abs(qy) * fy + abs(qx) * fx)
                 cash -= qy * fy + qx * fx + fee
                 fees += fee
@@ -157,27 +191,58 @@ def simulate_kernel(
             values[k, T_FUNDING] += pay
         equity[t] = cash + qy * close_y[t] + qx * close_x[t]
         position[t] = pos
+        if ruin < 0 and (equity[t] <= ruin_floor or t >= halt_bar):
+            ruin = t
     if pos != 0:
         values[k, T_PNL] = qy * (close_y[n - 1] - values[k, T_EFY]) + qx * (
             close_x[n - 1] - values[k, T_EFX]
         )
-    return equity, position, trade_bars, sides, values, fees, funding
+    return (
+        equity,
+        position,
+        trade_bars[: k + 1],
+        sides[: k + 1],
+        values[: k + 1],
+        fees,
+        funding,
+        ruin,
+    )
+
+
+SIZINGS = ("fixed", "vol")
 
 
 @dataclass(frozen=True)
 class Costs:
-    """Sizing and costs: ``notional`` and ``capital`` in USDT, fees and slippage in bps."""
+    """Sizing, costs and the ruin floor: ``notional``, ``capital``, ``vol_target`` and
+    ``max_gross`` in USDT, fees and slippage in bps, ``ruin_equity`` a fraction of capital;
+    ``sizing`` ``fixed`` or ``vol`` (see the module docstring)."""
 
     notional: float
     capital: float
     fee_bps: float = 0.0
     slippage_bps: float = 0.0
+    sizing: str = "fixed"
+    vol_target: float | None = None
+    max_gross: float | None = None
+    ruin_equity: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("notional", "capital"):
+        for name in ("notional", "capital", "vol_target", "max_gross"):
             value = getattr(self, name)
+            if value is None and name in ("vol_target", "max_gross"):
+                continue
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"strategy.{name}: expected a positive number, got {value!r}")
+        if self.sizing not in SIZINGS:
+            raise ConfigError(f"strategy.sizing: expected one of {SIZINGS}, got {self.sizing!r}")
+        if self.sizing == "vol" and self.vol_target is None:
+            raise ConfigError("strategy.vol_target: required by sizing 'vol' (USDT per bar)")
+        if not (math.isfinite(self.ruin_equity) and 0.0 <= self.ruin_equity < 1.0):
+            raise ConfigError(
+                f"strategy.ruin_equity: expected a fraction of capital in [0, 1), "
+                f"got {self.ruin_equity!r}"
+            )
         for name in ("fee_bps", "slippage_bps"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value < 1e4):
@@ -194,7 +259,33 @@ class Costs:
             capital=float(config.notional if capital is None else capital),
             fee_bps=float(getattr(config, "fee_bps", 0.0)),
             slippage_bps=float(getattr(config, "slippage_bps", 0.0)),
+            sizing=str(getattr(config, "sizing", "fixed")),
+            vol_target=getattr(config, "vol_target", None),
+            max_gross=getattr(config, "max_gross", None),
+            ruin_equity=float(getattr(config, "ruin_equity", 0.0)),
         )
+
+
+def entry_sizes(costs: Costs, spread: np.ndarray | None, window: int, n: int) -> np.ndarray:
+    """Per decision bar, the entry size the kernel takes: ``notional`` (fixed) or
+    vol_target / sd_t (vol: sd_t = std, ddof=1, of the last ``window`` spread changes up to
+    and including bar t; NaN until known)."""
+    if costs.sizing == "fixed":
+        return np.full(n, costs.notional)
+    if spread is None:
+        raise ConfigError(
+            "strategy.sizing 'vol' needs the spread (run it through engine.backtest.run)"
+        )
+    if window < 2:
+        raise ConfigError(f"sizing 'vol': expected a window of at least 2 changes, got {window}")
+    diff = np.full(n, np.nan)
+    diff[1:] = np.diff(np.asarray(spread, dtype=np.float64))
+    sd = np.full(n, np.nan)
+    if n > window:
+        windows = np.lib.stride_tricks.sliding_window_view(diff[1:], window)
+        sd[window:] = np.std(windows, axis=1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sd > 0, costs.vol_target / sd, np.nan)
 
 
 @dataclass(frozen=True)
@@ -311,9 +402,13 @@ def _simulate(
     price_mode: str,
     funding: tuple[Any, Any] | None = None,
     timeframe: str | None = None,
+    spread: Any = None,
+    vol_window: int = 60,
+    halt_ts: int | None = None,
+    own_ruin: bool = True,
 ) -> BacktestResult:
     """The simulation step of ``run``: the pair from target positions decided at each close
-    (DESIGN.md semantics).
+    (docs/semantics.md semantics).
 
     ``ts`` bar open times (ms, strictly increasing); prices raw USDT (aligned, last close carried
     into the open of a leg without a bar); ``target`` -1/0/+1 per bar; ``beta`` hedge ratio per
@@ -356,7 +451,8 @@ def _simulate(
         raise DataError(f"beta is not finite at decision bar {bad[0]} where a position opens")
     rates_y, n_y, assumed_y = _funding_per_bar(ts_arr, None if funding is None else funding[0])
     rates_x, n_x, assumed_x = _funding_per_bar(ts_arr, None if funding is None else funding[1])
-    equity, position, bars, sides, vals, fees, funding_paid = simulate_kernel(
+    spread_arr = None if spread is None else _series("spread", spread, n)
+    equity, position, bars, sides, vals, fees, funding_paid, ruin = simulate_kernel(
         prices["open_y"],
         prices["close_y"],
         prices["open_x"],
@@ -365,8 +461,12 @@ def _simulate(
         beta_arr,
         rates_y,
         rates_x,
-        costs.notional,
+        entry_sizes(costs, spread_arr, vol_window, n),
+        costs.sizing == "vol" and price_mode == "raw",
+        math.inf if costs.max_gross is None else costs.max_gross,
         costs.capital,
+        costs.ruin_equity * costs.capital if own_ruin else -math.inf,
+        n if halt_ts is None else max(0, int(np.searchsorted(ts_arr, halt_ts, "right")) - 1),
         costs.fee_bps / 1e4,
         costs.slippage_bps / 1e4,
         price_mode == "log",
@@ -404,6 +504,7 @@ def _simulate(
         funding=funding_paid,
         funding_events=n_y + n_x,
         funding_assumed=assumed_y + assumed_x,
+        ruin_bar=int(ruin),
     )
     return BacktestResult(stats=stats, trades=trades, equity=EquityCurve(ts_arr, equity, position))
 
@@ -426,19 +527,22 @@ def run(
     series: PairSeries | None = None,
     lo: int = 0,
     hi: int | None = None,
+    halt_ts: int | None = None,
+    own_ruin: bool = True,
 ) -> BacktestResult:
     """The backtest, the one entry: the pair step over ``data``'s aligned bars, ``strategy`` on
-    its z and spread, fills, equity, funding and stats (DESIGN.md semantics).
+    its z and spread, fills, equity, funding and stats (docs/semantics.md semantics).
 
     ``data``: the pair's bars aligned once and each leg's funding settlements (``PairData``:
     stored funding is charged wherever it is stored); ``params``: the pair step
     (``PairParams``); ``strategy``: built by the caller (``strategies.make_strategy``), reset
     here so it starts flat; ``costs``: sizing and costs (``Costs.from_config``).
-    ``lo``/``hi`` trade only aligned bars [lo, hi) (a walk-forward part): the pair step still
+    ``lo``/``hi`` trade only aligned bars [lo, hi) (a train/test part): the pair step still
     runs over all bars (its state enters the part warmed up, no look-ahead), the strategy starts
     flat at ``lo`` and the simulation with fresh capital and no position. ``series``: the pair
     step of ``params`` over all of ``data``'s bars when the caller keeps it (a sweep reuses one
-    for many strategies); computed here by default.
+    for many strategies); computed here by default. ``halt_ts``/``own_ruin``: how a portfolio
+    (``engine.backtest_portfolio``) imposes its own ruin on a pair (see ``_simulate``).
     NumericalError when the bars are too few for the z-score to warm up (``check_bars``).
     """
     check_bars(data.n, params)
@@ -465,4 +569,8 @@ def run(
         params.price,
         funding=data.funding,
         timeframe=data.timeframe,
+        spread=series.spread[part],
+        vol_window=params.zscore_window,
+        halt_ts=halt_ts,
+        own_ruin=own_ruin,
     )

@@ -8,13 +8,22 @@ by ``engine.pairstep.align_bars`` and the funding rows become settlement events
 (``engine.funding.funding_events``) here, once, so every backtest of the data
 (``engine.backtest.run``) charges the same funding.
 
+The first stored bar of a symbol can be partial: a live recording starts at its first trade,
+inside an interval (the last, still open bar of a session is never stored: the feed rebuilds it
+from the ticks when it resumes). So ``from_store`` drops a leg's first bar when it is the
+symbol's first stored bar and the store holds ticks of that symbol inside it (bars imported
+without ticks, e.g. klines, are whole and kept); ``PairData.dropped`` names the legs. A
+``start`` inside an interval starts at the next whole bar (bars are read by open time,
+start <= ts), so it never makes a partial bar.
+
 ``warmup_bars``/``check_bars`` say whether a number of aligned bars is enough for a set of pair
-parameters (in full, or in the train part of a walk-forward split, ``split_index``).
+parameters (in full, or in the train part of a train/test split, ``split_index``).
 Times in ms.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -62,6 +71,8 @@ class PairData:
     bars_x: np.ndarray
     aligned: Aligned
     funding: FundingPair | None = None
+    #: legs whose first bar was dropped as partial (the start of the symbol's recording)
+    dropped: tuple[str, ...] = ()
 
     @property
     def pair(self) -> str:
@@ -123,6 +134,7 @@ class PairData:
         store = Store(path)
         stored = store.symbols(timeframe)
         legs = []
+        dropped = []
         for symbol in (y, x):
             if symbol not in stored:
                 raise DataError(
@@ -130,13 +142,27 @@ class PairData:
                     f"(symbols with {timeframe} bars: {stored})"
                 )
             bars = store.read_bars(timeframe, symbol, start_ms, end_ms)
+            if bars.num_rows and _recording_starts_in(store, timeframe, symbol, bars):
+                bars = bars.slice(1)
+                dropped.append(symbol)
             if bars.num_rows == 0:
                 raise DataError(
                     f"no {timeframe} bars of {symbol} in the range start={start!r} end={end!r}"
                 )
             legs.append(bars)
         rows = stored_funding(store, y, x, start_ms, end_ms) if funding else None
-        return cls.from_tables(legs[0], legs[1], y=y, x=x, timeframe=timeframe, funding=rows)
+        data = cls.from_tables(legs[0], legs[1], y=y, x=x, timeframe=timeframe, funding=rows)
+        return dataclasses.replace(data, dropped=tuple(dropped))
+
+
+def _recording_starts_in(store: Store, timeframe: str, symbol: str, bars: Any) -> bool:
+    """True when ``bars``' first bar is the symbol's first stored bar and stored ticks fall in
+    it: the recording began inside that interval, so the bar may be partial."""
+    first = int(bars.column("ts").cast("int64")[0].as_py())
+    if store.read_bars(timeframe, symbol, None, first).num_rows:
+        return False
+    end = first + TIMEFRAME_MS[timeframe]
+    return store.read_ticks(symbol, None, end).num_rows > 0
 
 
 def warmup_bars(params: PairParams) -> int:
@@ -148,7 +174,7 @@ def warmup_bars(params: PairParams) -> int:
 
 
 def split_index(n: int, train_frac: float | None) -> int | None:
-    """First bar of the test part of a walk-forward split: floor(train_frac * n); None without
+    """First bar of the test part of a train/test split: floor(train_frac * n); None without
     a split."""
     if train_frac is None:
         return None
@@ -161,7 +187,7 @@ def split_index(n: int, train_frac: float | None) -> int | None:
 
 def check_bars(n: int, params: PairParams, train_frac: float | None = None) -> None:
     """NumericalError unless ``n`` aligned bars give the z-score time to warm up and trade
-    (in the train part, with a walk-forward split; the test part needs 2 bars)."""
+    (in the train part, with a train/test split; the test part needs 2 bars)."""
     need = warmup_bars(params) + 1
     k = split_index(n, train_frac)
     have, where = (n, "") if k is None else (k, f" in the train part (train_frac {train_frac})")

@@ -55,6 +55,7 @@ __all__ = [
     "StrategyName",
     "load_config",
     "parse_config",
+    "parse_section",
     "parse_simulator",
 ]
 
@@ -162,6 +163,12 @@ class StrategyConfig(_Struct, kw_only=True):
     """Signal thresholds (z units), sizing (USDT) and costs (bps); ``capital`` defaults to notional.
 
     ``max_hold_half_lives``: a time stop after this many spread half-lives (None: off).
+    ``sizing``: ``fixed`` (``notional`` USDT on the y leg) or ``vol`` (the y leg sized so that
+    the position's per-bar spread PnL has a standard deviation of ``vol_target`` USDT, estimated
+    over the past ``zscore_window`` bars). ``max_gross``: cap on an entry's gross exposure
+    |qty_y|*fill_y + |qty_x|*fill_x in USDT (both legs scaled down to it; None: no cap).
+    ``ruin_equity``: a fraction of capital in [0, 1); equity at a bar close at or below
+    ruin_equity*capital ruins the run (position closed at the next open, no more trading).
     The one place where entry/exit/stop (and ``max_hold_half_lives``) are checked: the strategies
     (``strategies.make_strategy``) take a StrategyConfig and trust its thresholds.
     """
@@ -175,6 +182,10 @@ class StrategyConfig(_Struct, kw_only=True):
     fee_bps: Bps = 5.0
     slippage_bps: Bps = 1.0
     max_hold_half_lives: PositiveFloat | None = None
+    sizing: Literal["fixed", "vol"] = "fixed"
+    vol_target: PositiveFloat | None = None
+    max_gross: PositiveFloat | None = None
+    ruin_equity: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.0
 
     def __post_init__(self) -> None:
         # Python-built structs skip the msgspec.Meta range checks, so the thresholds are
@@ -189,6 +200,20 @@ class StrategyConfig(_Struct, kw_only=True):
         if hold is not None and not (math.isfinite(hold) and hold > 0):
             raise _invalid(
                 "max_hold_half_lives", f"expected a positive finite number or null, got {hold}"
+            )
+        if self.sizing not in ("fixed", "vol"):
+            raise _invalid("sizing", f"expected 'fixed' or 'vol', got {self.sizing!r}")
+        if self.sizing == "vol" and self.vol_target is None:
+            raise _invalid("vol_target", "required by sizing: vol (USDT of spread PnL per bar)")
+        for key in ("vol_target", "max_gross"):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise _invalid(
+                    key, f"expected a positive finite number (USDT) or null, got {value}"
+                )
+        if not (math.isfinite(self.ruin_equity) and 0.0 <= self.ruin_equity < 1.0):
+            raise _invalid(
+                "ruin_equity", f"expected a fraction of capital in [0, 1), got {self.ruin_equity}"
             )
         if self.capital is None:
             msgspec.structs.force_setattr(self, "capital", self.notional)
@@ -505,8 +530,9 @@ def _describe(exc: msgspec.ValidationError, mapping: Mapping, root: type) -> tup
     return path, text[0].lower() + text[1:]
 
 
-def _convert(mapping: object, root: type, source: str) -> Any:
-    """``mapping`` validated into ``root``; ConfigError names ``source``, the key path, why."""
+def _convert(mapping: object, root: type, source: str, prefix: str = "") -> Any:
+    """``mapping`` validated into ``root``; ConfigError names ``source``, the key path (below
+    ``prefix``), why."""
     if not isinstance(mapping, Mapping):
         got = "nothing (empty document)" if mapping is None else type(mapping).__name__
         raise ConfigError(f"{source}: expected a mapping at the top level, got {got}")
@@ -514,12 +540,19 @@ def _convert(mapping: object, root: type, source: str) -> Any:
         return msgspec.convert(mapping, root)
     except msgspec.ValidationError as exc:
         key, reason = _describe(exc, mapping, root)
+        key = _join(prefix, key) if prefix else key
         raise ConfigError(f"{source}: {key}: {reason}" if key else f"{source}: {reason}") from None
 
 
 def parse_config(mapping: object, source: str = "<config>") -> Config:
     """Validate a mapping (e.g. from YAML) into a :class:`Config`; ConfigError names ``source``."""
     return _convert(mapping, Config, source)
+
+
+def parse_section(mapping: object, section: type, source: str, key: str) -> Any:
+    """Validate a mapping into the config section at ``key`` (e.g. ``StrategyConfig`` at
+    "strategy"); ConfigError names ``source`` and the key path."""
+    return _convert(mapping, section, source, key)
 
 
 def parse_simulator(mapping: object, source: str = "simulator") -> SimulatorConfig:

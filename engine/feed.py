@@ -9,6 +9,12 @@ the overlap), and watches every stream: a stream silent for ``watchdog_s`` while
 resubscribed, then the connection is replaced. Gaps REST cannot fill (older than its 48 h
 history, or refused) are recorded as open gaps, counted in the stats, never hidden.
 
+Health (``FeedStats.healthy``): a connected feed is healthy unless a symbol's ids went backwards
+(``FeedStats.ids_behind``: the stream is far below the ids the store holds, see
+``engine.validate``; its frames stay rejected, the store is never mixed, and the warning is
+logged at once) or it is starved (``FeedStats.starved``: frames kept being rejected and no
+trade was accepted for ``starved_s``).
+
 Output is batches (``FeedBatch``) every ``batch_ms`` (or ``batch_frames`` frames), empty ones
 too, handed to ``on_batch`` (a function or coroutine function) or, without it, read with
 ``async for batch in client``. With ``cut_gap_ms`` a batch is instead cut as soon as frames
@@ -53,11 +59,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from engine import binance
 from engine.errors import FeedError
 from engine.schemas import TICK_DTYPE
-from engine.validate import FrameValidator, MarkUpdate
+from engine.validate import DecodedBatch, FrameValidator, MarkUpdate
 
 log = logging.getLogger(__name__)
 
 _EMPTY = np.empty(0, dtype=TICK_DTYPE)
+#: default seconds of rejected frames without an accepted trade before a feed is starved: a
+#: liquid symbol trades several times a second and a reconnect takes well under a second
+STARVED_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,10 @@ class FeedStats:
 
     ``reconnects`` counts connections made after the first one; ``connect_failures`` counts
     connection attempts that failed (exchange unreachable, refused handshake), ``last_error``
-    is the text of the latest such failure ("" when none failed yet)."""
+    is the text of the latest such failure ("" when none failed yet). ``ids_behind`` maps a
+    symbol whose stream ids fell far below the store's to (stream id, stored id);
+    ``starved``: rejected frames arrived and no trade was accepted for the client's
+    ``starved_s``. ``healthy`` is connected, nothing behind and not starved."""
 
     symbols: tuple[str, ...]
     connected: bool
@@ -95,6 +107,13 @@ class FeedStats:
     pending_gaps: tuple[str, ...]
     connect_failures: int = 0
     last_error: str = ""
+    ids_behind: dict[str, tuple[int, int]] = field(default_factory=dict)
+    starved: bool = False
+
+    @property
+    def healthy(self) -> bool:
+        """Connected, no symbol behind and trades accepted: what "up" means in status."""
+        return self.connected and not self.ids_behind and not self.starved
 
 
 @dataclass(frozen=True)
@@ -134,6 +153,8 @@ class FeedClient:
     ``resume_from`` maps a symbol to the last aggregate id already stored: the client delivers
     from the next id on and backfills whatever lies between. ``rest`` may be given to share or
     configure a ``binance.RestClient``; otherwise one is made for ``rest_url``.
+    ``starved_s``: seconds without an accepted trade, while frames are rejected, after which
+    the feed is reported starved (not healthy).
     """
 
     def __init__(
@@ -153,6 +174,7 @@ class FeedClient:
         backoff_s: tuple[float, float] = (0.2, 30.0),
         control_interval_s: float = 0.15,
         rest: binance.RestClient | None = None,
+        starved_s: float = STARVED_S,
     ):
         self.symbols = [str(s) for s in symbols]
         if len(set(self.symbols)) != len(self.symbols):
@@ -176,6 +198,8 @@ class FeedClient:
                 f"control_interval_s {control_interval_s} would exceed Binance's "
                 f"{binance.WS_MAX_MESSAGES_PER_S} messages/s"
             )
+        if not starved_s > 0:
+            raise FeedError(f"starved_s must be > 0, got {starved_s}")
         resume = dict(resume_from or {})
         self._validator = FrameValidator(self.symbols, resume)  # checks symbols and ids
         self.streams = [binance.agg_trade_stream(s) for s in self.symbols]
@@ -212,6 +236,9 @@ class FeedClient:
         self._connect_failures = 0
         self._last_error = ""
         self._watchdog_recoveries = 0
+        self.starved_s = float(starved_s)
+        self._rejecting_since: float | None = None  # monotonic s: first reject after an accept
+        self._starved_said = False
         # runtime (made in run())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -348,7 +375,14 @@ class FeedClient:
             pending_gaps=tuple(s for s in self.symbols if self.pending_gap(s)),
             connect_failures=self._connect_failures,
             last_error=self._last_error,
+            ids_behind=dict(self._validator.ids_behind),
+            starved=self._starved(now),
         )
+
+    def _starved(self, now: float) -> bool:
+        """Rejected frames arrived and no trade was accepted for ``starved_s`` (monotonic s)."""
+        since = self._rejecting_since
+        return since is not None and now - since >= self.starved_s
 
     # ---------------------------------------------------------------- connections
 
@@ -542,6 +576,7 @@ class FeedClient:
             for reply in decoded.controls:
                 if reply.error is not None:
                     log.warning("control message %s refused: %s", reply.id, reply.error)
+            self._watch_starving(decoded, now)
             marks = decoded.marks
             for sym, ticks in decoded.ticks.items():
                 self._take(sym, ticks, released)
@@ -566,6 +601,21 @@ class FeedClient:
             self._rate.append((time.monotonic(), n))
         return FeedBatch(ticks=out, marks=marks, stats=self.stats, cut_ms=cut_ms,
                          clock_ms=clock_ms)  # fmt: skip
+
+    def _watch_starving(self, decoded: DecodedBatch, now: float) -> None:
+        """Note when frames began to be rejected without a trade accepted since; say it once
+        when that has lasted ``starved_s``."""
+        if decoded.n_ticks:
+            self._rejecting_since = None
+            self._starved_said = False
+            return
+        if decoded.rejects and self._rejecting_since is None:
+            self._rejecting_since = now
+        if self._starved(now) and not self._starved_said:
+            self._starved_said = True
+            log.warning("no trade accepted for %.0f s although frames arrive: all rejected "
+                        "(totals %s); the feed is not healthy", self.starved_s,
+                        self._validator.rejected)  # fmt: skip
 
     def _take(self, sym: str, ticks: np.ndarray, released: dict[str, list[np.ndarray]]) -> None:
         st = self._states[sym]

@@ -269,8 +269,11 @@ def feed_row(s: FeedStats, late_ticks: int) -> dict:
     """One ``status()["feeds"]`` row (builtins only) from a client's stats and the late ticks,
     plus ``open_gaps`` (count), ``open_gap_list`` (``{"symbol", "first", "last", "why"}``,
     aggregate ids inclusive: trades REST could not refill), ``watchdog_recoveries``,
-    ``connect_failures`` (failed connection attempts) and ``last_error`` (the latest one's text,
-    "" when none)."""
+    ``connect_failures`` (failed connection attempts), ``last_error`` (the latest one's text,
+    "" when none), ``ids_behind`` (``{symbol: {"stream", "store"}}``: the stream's latest
+    aggregate id and the id the store holds, for symbols whose stream ids fell far below the
+    store's; their trades are rejected, never stored), ``starved`` (frames arrive, all
+    rejected) and ``healthy`` (connected, nothing behind, not starved: what "up" means)."""
     return {
         "symbols": list(s.symbols),
         "connected": bool(s.connected),
@@ -288,4 +291,10 @@ def feed_row(s: FeedStats, late_ticks: int) -> dict:
         "watchdog_recoveries": int(s.watchdog_recoveries),
         "connect_failures": int(s.connect_failures),
         "last_error": str(s.last_error),
+        "ids_behind": {
+            sym: {"stream": int(stream), "store": int(store)}
+            for sym, (stream, store) in s.ids_behind.items()
+        },
+        "starved": bool(s.starved),
+        "healthy": bool(s.healthy),
     }

@@ -9,8 +9,14 @@ Overrides are checked by the config types themselves (``PairParams``, ``Strategy
 strategy ``name`` is checked where strategies are built (``actors.backtest``: engine/ does not
 import strategies/).
 
-Walk-forward (``train_frac``): ``engine.backtest_data.split_index`` splits the aligned bars by
-time; see ``actors.backtest`` for how each part is traded.
+Train/test split (``train_frac``): ``engine.backtest_data.split_index`` splits the aligned bars
+once, by time. Rolling walk-forward: ``parse_walk_forward`` (``TRAIN:TEST`` bars),
+``walk_windows`` (the windows) and ``best_set`` (the choice in a train part); see
+``actors.backtest`` for how each part is traded.
+
+An invalid point of a grid (a threshold out of order, a window too long for the bars) does not
+stop the sweep: ``plan_sweep`` gives its error in place of its set, and the sweep reports it in
+that row's ``error`` column.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ from typing import Any
 
 import msgspec
 
-from engine.backtest_data import PairData, check_bars
-from engine.config import StrategyConfig
-from engine.errors import ConfigError
+from engine.backtest_data import PairData, check_bars, split_index
+from engine.config import StrategyConfig, parse_section
+from engine.errors import ConfigError, NumericalError, PairstackError
 from engine.pairstep import PairParams
 
 #: sweepable keys of the analytics section (PairParams fields) and of the strategy section
@@ -37,8 +43,8 @@ MAX_CHUNK = 32
 CHUNKS_PER_ACTOR = 8
 
 _INT_KEYS = ("ols_window", "zscore_window")
-_STR_KEYS = ("price", "hedge", "zscore", "name")
-_OPTIONAL_KEYS = ("stop", "capital", "max_hold_half_lives")
+_STR_KEYS = ("price", "hedge", "zscore", "name", "sizing")
+_OPTIONAL_KEYS = ("stop", "capital", "max_hold_half_lives", "vol_target", "max_gross")
 
 #: a resolved parameter set
 ParamSet = tuple[PairParams, StrategyConfig]
@@ -68,11 +74,8 @@ def resolve_set(
         raise ConfigError(f"parameter set ({label}): {exc}") from None
     if not s_over:
         return new_params, strategy
-    try:
-        new_strategy = msgspec.convert({**msgspec.to_builtins(strategy), **s_over}, StrategyConfig)
-    except (msgspec.ValidationError, ValueError) as exc:
-        raise ConfigError(f"parameter set ({label}): strategy.{exc}") from None
-    return new_params, new_strategy
+    merged = {**msgspec.to_builtins(strategy), **s_over}
+    return new_params, parse_section(merged, StrategyConfig, f"parameter set ({label})", "strategy")
 
 
 def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -146,15 +149,29 @@ def plan_sweep(
     params: PairParams | None = None,
     strategy: StrategyConfig | None = None,
     train_frac: float | None = None,
-) -> tuple[list[dict[str, Any]], list[ParamSet]]:
-    """The grid's override dicts and their resolved, checked sets (ConfigError,
-    NumericalError), before any actor starts."""
+    first_bars: int | None = None,
+) -> tuple[list[dict[str, Any]], list[ParamSet | None], list[PairstackError | None]]:
+    """The grid's override dicts, their resolved, checked sets and, per set, the error that
+    makes it invalid (ConfigError, NumericalError; then its set is None), before any actor
+    starts. ``train_frac`` itself is checked here (ConfigError). ``first_bars``: the z-score
+    must warm up within the first so many bars (a walk-forward's first train part; default:
+    all of them)."""
+    split_index(data.n, train_frac)
     overrides = expand_grid(grid)
     base_params, base_strategy = params or PairParams(), strategy or StrategyConfig()
-    sets = [resolve_set(o, base_params, base_strategy) for o in overrides]
-    for p in dict.fromkeys(p for p, _ in sets):
-        check_bars(data.n, p, train_frac)
-    return overrides, sets
+    sets: list[ParamSet | None] = []
+    errors: list[PairstackError | None] = []
+    for o in overrides:
+        try:
+            p, s = resolve_set(o, base_params, base_strategy)
+            check_bars(data.n if first_bars is None else first_bars, p, train_frac)
+        except (ConfigError, NumericalError) as exc:
+            sets.append(None)
+            errors.append(exc)
+        else:
+            sets.append((p, s))
+            errors.append(None)
+    return overrides, sets, errors
 
 
 def assign_chunks(
@@ -179,3 +196,50 @@ def assign_chunks(
     for lo, hi in itertools.pairwise(bounds):
         queues.append([order[k : min(k + size, hi)] for k in range(lo, hi, size)])
     return queues
+
+
+def parse_walk_forward(spec: str) -> tuple[int, int]:
+    """``"TRAIN_BARS:TEST_BARS"`` -> (train, test), positive integers of aligned bars."""
+    train, sep, test = spec.partition(":")
+    try:
+        out = (int(train), int(test))
+    except ValueError:
+        out = (0, 0)
+    if not sep or out[0] < 2 or out[1] < 2:
+        raise ConfigError(
+            f"--walk-forward {spec!r}: expected TRAIN_BARS:TEST_BARS, two integers >= 2 "
+            "(e.g. 10080:1440: a week of 1m bars to choose, the next day to trade)"
+        )
+    return out
+
+
+def walk_windows(n: int, train: int, test: int) -> list[tuple[int, int, int]]:
+    """Rolling walk-forward windows over ``n`` aligned bars: (train_lo, test_lo, test_hi) with
+    train bars [train_lo, test_lo) of length ``train`` and test bars [test_lo, test_hi) of
+    length ``test`` (the last may be shorter, at least 2 bars); each window starts ``test``
+    bars after the one before, so the test parts tile the bars after the first train part.
+    ConfigError when not even one window fits."""
+    windows = []
+    lo = 0
+    while lo + train + 2 <= n:
+        windows.append((lo, lo + train, min(lo + train + test, n)))
+        lo += test
+    if not windows:
+        raise ConfigError(
+            f"--walk-forward {train}:{test}: {n} aligned bars hold no window (train {train} + "
+            "at least 2 test bars); shorten the windows or widen the range"
+        )
+    return windows
+
+
+def best_set(stats: Sequence[Mapping[str, Any] | None], key: str = "sharpe") -> int | None:
+    """Index of the stats with the highest finite ``key`` among runs that are not ruined
+    (None entries are invalid sets); the first on ties; None when none qualifies."""
+    best, best_value = None, -math.inf
+    for j, s in enumerate(stats):
+        if s is None or s.get("ruined"):
+            continue
+        value = s.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value) and value > best_value:
+            best, best_value = j, value
+    return best

@@ -11,8 +11,16 @@ Reasons (exactly one per rejected frame): ``not_json``, ``bad_frame``, ``missing
 ``bad_type``, ``bad_price``, ``bad_qty``, ``unknown_symbol``, ``duplicate``. Checks run in that
 order.
 
-A rejected frame does not advance the symbol's last-seen aggregate id (DESIGN.md), so the
+A rejected frame does not advance the symbol's last-seen aggregate id (docs/semantics.md), so the
 trade it carried shows up as a gap and is refilled from REST by the feed.
+
+Ids gone backwards: a trade whose id lies more than ``BEHIND_MARGIN`` below the symbol's
+last-seen id (the store's last id it resumed from, or the highest accepted since) does not come
+from the source that wrote the store (a simulator restarted from scratch, another exchange).
+Its frame is still rejected as a ``duplicate`` (two sources' ids never mix in one store: the
+store stays intact), but the symbol counts as *behind* (``ids_behind``: symbol -> (stream id,
+stored id)) and a warning is logged at once, once per episode; the episode ends when a frame of
+the symbol is no longer that far below.
 """
 
 from __future__ import annotations
@@ -33,6 +41,14 @@ from engine.errors import DataError
 from engine.schemas import TICK_DTYPE
 
 log = logging.getLogger(__name__)
+
+#: aggregate ids a trade may lie below the last-seen id and still count as an ordinary
+#: duplicate. Normal overlaps are far smaller: a new connection starts at the exchange's
+#: current trade, so it repeats at most what the old one delivered during the skew between two
+#: connections (milliseconds; a busy Binance symbol makes a few hundred trades a second at
+#: peaks), and the simulator re-sends one of its last few frames. More than 1,000 ids back
+#: means the stream is not the source the store was written from.
+BEHIND_MARGIN = 1_000
 
 
 class MarkUpdate(NamedTuple):
@@ -77,6 +93,8 @@ class FrameValidator:
 
     ``last_ids`` seeds the last-seen aggregate id per symbol (ids at or below it are
     duplicates). ``last_id(symbol)`` is the highest accepted id (-1 before the first).
+    ``ids_behind`` maps each symbol whose stream is now more than ``BEHIND_MARGIN`` ids below
+    its last-seen id to (latest stream id, last-seen id); see the module docstring.
 
     The first validator made in a process loads the numba kernel of the column path (about
     0.3 s; compiling it when the cache is cold takes seconds), so the first batch of frames is
@@ -103,6 +121,7 @@ class FrameValidator:
                 raise DataError(f"last id of {sym} must be an int >= -1, got {last!r}")
             self._last[sym] = int(last)
         self.rejected: dict[str, int] = dict.fromkeys(binance.REJECT_REASONS, 0)
+        self.ids_behind: dict[str, tuple[int, int]] = {}
         self._log_every_s = log_every_s
         self._logged_at = -math.inf
         self._logged_counts = dict(self.rejected)
@@ -194,6 +213,7 @@ class FrameValidator:
             ids = aid[rows]
             before = np.maximum.accumulate(np.concatenate(([self._last[syms[k]]], ids[:-1])))
             self._last[syms[k]] = max(int(before[-1]), int(ids[-1]))
+            self._check_behind(syms[k], int(ids[-1]), int(before[-1]))
             sel = rows[ids > before]
             if len(sel):
                 accepted[sel] = True
@@ -207,6 +227,20 @@ class FrameValidator:
             if count:
                 rejects[reason] = rejects.get(reason, 0) + count
         self._count_rejects(rejects, out)
+
+    def _check_behind(self, symbol: str, stream_id: int, known_id: int) -> None:
+        """Start, update or end the symbol's ids-behind episode from its latest trade id in a
+        batch and the last-seen id before it."""
+        if stream_id >= known_id - BEHIND_MARGIN:
+            if self.ids_behind.pop(symbol, None) is not None:
+                log.info("ids on %s are back within %d of the last seen: the stream is at id %d",
+                         symbol, BEHIND_MARGIN, stream_id)  # fmt: skip
+            return
+        if symbol not in self.ids_behind:
+            log.warning("ids went backwards on %s: the stream is at id %d, the store holds up "
+                        "to %d: the store was written from another source?",
+                        symbol, stream_id, known_id)  # fmt: skip
+        self.ids_behind[symbol] = (stream_id, known_id)
 
     def _count_rejects(self, rejects: dict[str, int], out: DecodedBatch) -> None:
         out.rejects.update(rejects)

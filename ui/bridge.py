@@ -8,7 +8,7 @@ new immutable :class:`Cache`, shared by every session. The symbols' bars for the
 filter, the heatmap and the screen are refreshed every ``universe_every_s``. A pair or bars
 asked for the first time wake the poller at once. Sessions never call Ray. When a poll fails
 the cache keeps the last numbers and says since when it has failed; ``health`` turns a cache
-into what the page must say (live, feed down, engine unreachable).
+into what the page must say (live, feed down, feed unhealthy, engine unreachable).
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ class Cache:
 
 @dataclass(frozen=True)
 class Health:
-    """What the status banner says: ``state`` is "live", "feed-down", "stale" or "unreachable"."""
+    """What the status banner says: ``state`` is "live", "feed-down", "feed-unhealthy" (connected
+    but no trade accepted: ids gone backwards, or every frame rejected), "stale" or
+    "unreachable"."""
 
     state: str
     message: str
@@ -72,7 +74,8 @@ class Health:
 
 
 def health(cache: Cache, now: float, tf_ms: int) -> Health:
-    """Live only when the engine answers, every feed is connected and bars are recent."""
+    """Live only when the engine answers, every feed is connected and healthy and bars are
+    recent."""
     if cache.polled_at == 0.0:
         return Health("unreachable", "Connecting to the engine… (numbers appear once it answers)")
     if cache.failing_since is not None and now - cache.failing_since >= UNREACHABLE_S:
@@ -93,6 +96,9 @@ def health(cache: Cache, now: float, tf_ms: int) -> Health:
             f"({', '.join(symbols[:8])}{'…' if len(symbols) > 8 else ''}); reconnecting "
             f"({reconnects} reconnects so far{_retrying(down)}). The numbers shown are NOT live.",
         )
+    unhealthy = _unhealthy(feeds)
+    if unhealthy:
+        return Health("feed-unhealthy", unhealthy)
     last = [_iso_to_ms(p.get("last_bar")) for p in cache.status.get("pairs", [])]
     last = [t for t in last if t is not None]
     if last and now * 1000.0 - (max(last) + tf_ms) > STALE_S * 1000.0:
@@ -102,6 +108,35 @@ def health(cache: Cache, now: float, tf_ms: int) -> Health:
             "the numbers shown are NOT live.",
         )
     return Health("live", "Live: all feeds connected")
+
+
+def _unhealthy(feeds: list[dict]) -> str:
+    """The banner of connected feed rows that are not healthy ("" when all are): the symbols
+    whose ids went backwards with both ids, else the feeds whose frames are all rejected."""
+    behind = [(s, b) for f in feeds for s, b in sorted(f.get("ids_behind", {}).items())]
+    if behind:
+        said = "; ".join(
+            f"ids went backwards on {s}: the stream is at id {b['stream']}, the store holds up "
+            f"to {b['store']}" for s, b in behind[:4]
+        ) + ("; …" if len(behind) > 4 else "")  # fmt: skip
+        return (
+            f"Feed not healthy: {said}: the store was written from another source? Every trade "
+            "of these symbols is rejected as a duplicate and nothing of them is stored. "
+            "The numbers shown are NOT live."
+        )
+    bad = [f for f in feeds if not f.get("healthy", True)]
+    if not bad:
+        return ""
+    rejected: dict[str, int] = {}
+    for f in bad:
+        for reason, n in f.get("rejected", {}).items():
+            rejected[reason] = rejected.get(reason, 0) + int(n)
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items()) if v)
+    return (
+        f"Feed not healthy: {len(bad)} of {len(feeds)} connection(s) connected, but no trade "
+        f"has been accepted for a while: every frame is rejected ({counts or 'none counted'}). "
+        "The numbers shown are NOT live."
+    )
 
 
 def _retrying(down: list[dict]) -> str:

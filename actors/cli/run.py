@@ -31,12 +31,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def one_line(status: dict) -> str:
-    """A one-line summary of the status object."""
+    """A one-line summary of the status object: a feed is up only when healthy, a pair
+    stepping only when its last bar is recent (not ``stale``); symbols whose ids went
+    backwards are named."""
     feeds = status["feeds"]
-    up = sum(f["connected"] for f in feeds)
+    up = sum(f.get("healthy", f["connected"]) for f in feeds)
     rate = sum(f["ticks_per_s"] for f in feeds)
     ticks = sum(f["ticks"] for f in feeds)
-    stepped = sum(p["last_bar"] is not None for p in status["pairs"])
+    stepped = sum(p["last_bar"] is not None and not p.get("stale") for p in status["pairs"])
     open_pos = sum(p["position"] != 0 for p in status["pairs"])
     lat = status["latency_ms"]
     lat_s = "-" if lat["p50"] is None else f"p50 {lat['p50']:.1f} p99 {lat['p99']:.1f} ms"
@@ -45,6 +47,10 @@ def one_line(status: dict) -> str:
     if gaps:  # trades REST could not refill: never hidden (first three named)
         named = [f"{g['symbol']} {g['first']}..{g['last']} ({g['why']})" for g in gaps[:3]]
         gaps_s = f"; open gaps {len(gaps)}: " + ", ".join(named) + (", ..." * (len(gaps) > 3))
+    behind = [(s, b) for f in feeds for s, b in f.get("ids_behind", {}).items()]
+    if behind:  # every trade rejected: the store was written from another source
+        named = [f"{s} stream at {b['stream']}, store at {b['store']}" for s, b in behind[:3]]
+        gaps_s += "; ids went backwards: " + ", ".join(named) + (", ..." * (len(behind) > 3))
     return (
         f"feeds {up}/{len(feeds)} up, {rate:.1f} ticks/s, {ticks} ticks;"
         f" pairs {stepped}/{len(status['pairs'])} stepping, {open_pos} open; latency {lat_s}"

@@ -35,19 +35,30 @@ def format_status(status: dict) -> str:
     """Human-readable lines for the status object."""
     lines = []
     for i, f in enumerate(status["feeds"]):
-        state = "up" if f["connected"] else "DOWN"
+        if not f["connected"]:
+            state = "DOWN"
+        elif not f.get("healthy", True):
+            state = "UNHEALTHY: starved" if f.get("starved") else "UNHEALTHY"
+        else:
+            state = "up"
         rejected = sum(f["rejected"].values())
         lines.append(
             f"feed {i} [{state}] {len(f['symbols'])} symbols  {f['ticks_per_s']:.1f} ticks/s"
             f"  ticks {f['ticks']}  rejected {rejected}  backfilled {f['gaps_backfilled']}"
             f"  late {f['late_ticks']}  reconnects {f['reconnects']}"
         )
+        for sym, ids in f.get("ids_behind", {}).items():
+            lines.append(
+                f"  ids went backwards on {sym}: the stream is at id {ids['stream']}, the store"
+                f" holds up to {ids['store']}: the store was written from another source?"
+            )
     for p in status["pairs"]:
         beta = "nan" if p["beta"] is None else f"{p['beta']:.4f}"
         z = "nan" if p["z"] is None else f"{p['z']:+.3f}"
+        stale = "  STALE" if p.get("stale") else ""
         lines.append(
             f"pair {p['pair']:<24} last bar {p['last_bar']}  beta {beta}  z {z}"
-            f"  position {p['position']:+d}"
+            f"  position {p['position']:+d}{stale}"
         )
     lat = status["latency_ms"]
     if lat["p50"] is None:

@@ -248,3 +248,22 @@ def test_text_formats():
         "feeds 1/1 up, 2.5 ticks/s, 10 ticks; pairs 1/2 stepping, 1 open;"
         " latency p50 1.0 p99 2.0 ms"
     )
+
+
+def test_text_format_names_a_feed_behind_the_store_and_stale_pairs():
+    feed = {"symbols": ["A", "B"], "connected": True, "ticks_per_s": 0.0, "ticks": 0,
+            "rejected": {"duplicate": 40}, "gaps_backfilled": 0, "late_ticks": 0,
+            "reconnects": 0, "healthy": False, "starved": True,
+            "ids_behind": {"A": {"stream": 120, "store": 1_000_000}}}  # fmt: skip
+    status = {
+        "feeds": [feed],
+        "pairs": [
+            {"pair": "A/B", "last_bar": "2026-01-01T00:00:00.000Z", "beta": 1.0, "z": 0.5,
+             "position": 0, "stale": True}
+        ],
+        "latency_ms": {"p50": None, "p99": None, "max": None},
+    }
+    text = format_status(status)
+    assert "feed 0 [UNHEALTHY: starved]" in text
+    assert "ids went backwards on A: the stream is at id 120, the store holds up to 1000000" in text
+    assert text.splitlines()[2].endswith("position +0  STALE")

@@ -1,10 +1,10 @@
-"""The backtest against a plain-Python loop written from DESIGN.md, stats against pandas."""
+"""The backtest against a plain-Python loop written from docs/semantics.md, stats against pandas."""
 
 from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import numpy as np
@@ -55,17 +55,38 @@ def hedge(close_y, close_x, mode, window=60):
     return beta, z
 
 
-def reference(ts, oy, cy, ox, cx, target, beta, costs, mode, funding_y=(), funding_x=()):
-    """DESIGN.md "Timing", "Sides and sizing", "Costs", "Equity", "Funding", literally."""
+def reference(
+    ts, oy, cy, ox, cx, target, beta, costs, mode, fund_y=(), fund_x=(), spread=None, window=60
+):
+    """docs/semantics.md "Timing", "Sides and sizing", "Costs", "Equity", "Funding", literally, plus
+    the ruin rule (equity at a close <= ruin_equity*capital: close at the next open, stop),
+    vol sizing (notional = vol_target / std of the last ``window`` spread changes) and the
+    gross cap (both legs scaled down to max_gross). Returns (equity, trades, ruin bar or -1)."""
     n = len(ts)
     slip, fee_rate = costs.slippage_bps / 1e4, costs.fee_bps / 1e4
+    floor = costs.ruin_equity * costs.capital
 
     def fill(price, qty):
         return price * (1 + slip) if qty > 0 else price * (1 - slip) if qty < 0 else price
 
-    cash, pos, qy, qx, trades, equity = costs.capital, 0, 0.0, 0.0, [], []
+    def size(t):
+        if costs.sizing == "fixed":
+            return costs.notional
+        if spread is None or t < window:
+            return math.nan
+        changes = [spread[i] - spread[i - 1] for i in range(t - window + 1, t + 1)]
+        mean = sum(changes) / window
+        sd = math.sqrt(sum((c - mean) ** 2 for c in changes) / (window - 1))
+        return costs.vol_target / sd if sd > 0 else math.nan
+
+    cash, pos, qy, qx, trades, equity, ruin = costs.capital, 0, 0.0, 0.0, [], [], -1
     for t in range(n):
-        if t >= 1 and target[t - 1] != pos:  # decided at close t-1, filled at open t
+        if ruin >= 0:
+            decided, act = 0, pos != 0
+        else:
+            decided = int(target[t - 1]) if t >= 1 else 0
+            act = t >= 1 and decided != (int(target[t - 2]) if t >= 2 else 0)
+        if act:  # decided at close t-1, filled at open t
             if pos != 0:
                 tr = trades[-1]
                 fy, fx = fill(oy[t], -qy), fill(ox[t], -qx)
@@ -74,14 +95,19 @@ def reference(ts, oy, cy, ox, cx, target, beta, costs, mode, funding_y=(), fundi
                 tr.update(exit_bar=t, exit_fill_y=fy, exit_fill_x=fx, fees=tr["fees"] + fee)
                 tr["pnl"] = qy * (fy - tr["entry_fill_y"]) + qx * (fx - tr["entry_fill_x"])
                 pos, qy, qx = 0, 0.0, 0.0
-            p = int(target[t - 1])
-            if p != 0:
+            p = decided
+            s = size(t - 1)
+            if p != 0 and math.isfinite(s) and s > 0:
                 b = beta[t - 1]
                 fy = oy[t] * (1 + slip) if p > 0 else oy[t] * (1 - slip)
-                qy = p * costs.notional / fy
+                vol_raw = costs.sizing == "vol" and mode == "raw"
+                qy = p * s if vol_raw else p * s / fy
                 sign_x = -p * b
                 fx = fill(ox[t], sign_x)
-                qx = -p * b * costs.notional / fx if mode == "log" else -p * b * abs(qy)
+                qx = -p * b * s / fx if mode == "log" else -p * b * abs(qy)
+                gross = abs(qy) * fy + abs(qx) * fx
+                if costs.max_gross is not None and gross > costs.max_gross:
+                    qy, qx = qy * costs.max_gross / gross, qx * costs.max_gross / gross
                 fee = fee_rate * abs(qy) * fy + fee_rate * abs(qx) * fx
                 cash -= qy * fy + qx * fx + fee
                 pos = p
@@ -102,16 +128,18 @@ def reference(ts, oy, cy, ox, cx, target, beta, costs, mode, funding_y=(), fundi
                     )
                 )
         if pos != 0 and t + 1 < n:  # funding times T with ts[t] < T <= ts[t + 1]
-            for events, qty, close in ((funding_y, qy, cy[t]), (funding_x, qx, cx[t])):
+            for events, qty, close in ((fund_y, qy, cy[t]), (fund_x, qx, cx[t])):
                 for when, rate in events:
                     if ts[t] < when <= ts[t + 1]:
                         cash -= qty * close * rate
                         trades[-1]["funding"] += qty * close * rate
         equity.append(cash + qy * cy[t] + qx * cx[t])
+        if ruin < 0 and equity[-1] <= floor:
+            ruin = t
     if pos != 0:
         tr = trades[-1]
         tr["pnl"] = qy * (cy[-1] - tr["entry_fill_y"]) + qx * (cx[-1] - tr["entry_fill_x"])
-    return np.array(equity), trades
+    return np.array(equity), trades, ruin
 
 
 def funding_events(ts, every, seed):
@@ -120,7 +148,7 @@ def funding_events(ts, every, seed):
     return list(zip(times.tolist(), rng.normal(1e-4, 3e-4, times.size).tolist(), strict=True))
 
 
-def check_against_reference(bars, target, beta, costs, mode, fy=(), fx=()):
+def check_against_reference(bars, target, beta, costs, mode, fy=(), fx=(), spread=None, window=60):
     ts = bars[0]
     funding = tuple(
         {"ts": np.array([e[0] for e in ev], dtype=np.int64), "rate": np.array([e[1] for e in ev])}
@@ -128,8 +156,14 @@ def check_against_reference(bars, target, beta, costs, mode, fy=(), fx=()):
         else None
         for ev in (fy, fx)
     )
-    result = _simulate(*bars, target, beta, costs, mode, funding=funding)
-    equity, trades = reference(*bars, target, beta, costs, mode, fy, fx)
+    result = _simulate(
+        *bars, target, beta, costs, mode, funding=funding, spread=spread, vol_window=window
+    )
+    equity, trades, ruin = reference(*bars, target, beta, costs, mode, fy, fx, spread, window)
+    assert result.stats["ruined"] == (ruin >= 0)
+    ruined_at = datetime.fromtimestamp(ts[ruin] / 1e3, tz=UTC) if ruin >= 0 else None
+    got_at = result.stats["ruined_at"]
+    assert (None if got_at is None else datetime.fromisoformat(got_at)) == ruined_at
     np.testing.assert_allclose(result.equity.equity, equity, rtol=1e-9)
     np.testing.assert_array_equal(result.equity.ts, ts)
     got = result.trades.to_pydict()
@@ -441,7 +475,7 @@ def test_backtest_pipeline_matches_reference(hedge, mode, name):
     target = make_strategy(config).run(series.z, series.spread)
     bars = (np.array(aligned_ts), *(frame[c].to_numpy() for c in ("oy", "cy", "ox", "cx")))
     events_y, events_x = settlements_loop(rows_y), settlements_loop(rows_x)
-    equity, trades = reference(
+    equity, trades, _ = reference(
         *bars,
         target,
         series.beta,
@@ -491,3 +525,225 @@ def test_backtest_pipeline_no_lookahead_and_errors():
 def backtest(data, params, config):
     """The one entry as its callers use it: a strategy built from the config, its costs."""
     return run(data, params, make_strategy(config), Costs.from_config(config))
+
+
+def random_scenario(seed):
+    """Seeded random bars, targets, betas and costs, leveraged enough that some runs ruin."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(80, 400))
+    bars = market(n, seed, missing=float(rng.uniform(0.0, 0.3)), beta=float(rng.uniform(0.5, 2)))
+    bars = (bars[0], *(a * np.exp(np.cumsum(rng.normal(0, 0.01, n))) for a in bars[1:3]), *bars[3:])
+    target = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=n, p=[0.2, 0.6, 0.2])
+    target = np.repeat(target[::4], 4)[:n]  # held a few bars
+    beta = rng.normal(1.0, 0.3, n)
+    capital = float(rng.uniform(1_000.0, 10_000.0))
+    costs = Costs(
+        notional=float(rng.uniform(2e3, 3e4)),
+        capital=capital,
+        fee_bps=float(rng.uniform(0.0, 20.0)),
+        slippage_bps=float(rng.uniform(0.0, 5.0)),
+        ruin_equity=float(rng.choice([0.0, 0.0, 0.3, 0.8])),
+    )
+    return bars, target, beta, costs
+
+
+@pytest.mark.parametrize("mode", ["log", "raw"])
+def test_ruin_matches_reference_on_random_scenarios(mode):
+    ruined = 0
+    for seed in range(40):
+        bars, target, beta, costs = random_scenario(seed)
+        result = check_against_reference(bars, target, beta, costs, mode)
+        stats = result.stats
+        if stats["ruined"]:
+            ruined += 1
+            at = np.datetime64(stats["ruined_at"].removesuffix("Z"), "ms").astype(np.int64)
+            ruin = int(np.searchsorted(bars[0], at))
+            # no trading after the ruin bar's next open; flat, equity constant
+            assert not result.equity.position[ruin + 2 :].any()
+            assert np.all(result.equity.equity[ruin + 1 :] == result.equity.equity[-1])
+            assert math.isnan(stats["sharpe"]) and math.isnan(stats["sortino"])
+        else:
+            assert np.all(result.equity.equity > costs.ruin_equity * costs.capital)
+    assert 5 <= ruined <= 35  # both kinds of run are covered
+
+
+def test_ruined_run_has_no_sharpe_and_sorts_last():
+    """entry 2 with fees: equity far below zero must not read as a good Sharpe."""
+    n = 300
+    bars = market(n, 21)
+    target = np.zeros(n, dtype=np.int8)
+    target[50:] = np.tile(np.array([1, 1, -1, -1], dtype=np.int8), (n - 50) // 4 + 1)[: n - 50]
+    costs = Costs(notional=1e6, capital=1e3, fee_bps=5.0, slippage_bps=1.0)
+    result = check_against_reference(bars, target, np.full(n, 1.5), costs, "log")
+    stats = result.stats
+    assert stats["ruined"] and stats["total_return"] < -1.0
+    assert math.isnan(stats["sharpe"]) and math.isnan(stats["sortino"])
+    doc = json.loads(json.dumps(result.to_json_dict(), allow_nan=False))
+    assert doc["stats"]["ruined"] is True and doc["stats"]["sharpe"] is None
+    assert doc["stats"]["ruined_at"].endswith("Z")
+    fine = _simulate(*bars, target, np.full(n, 1.5), Costs(1e3, 1e6, 0.0, 0.0), "log").stats
+    table = pd.DataFrame([stats, fine]).sort_values("sharpe", ascending=False)
+    assert table["ruined"].tolist() == [False, True]
+
+
+@pytest.mark.parametrize("mode", ["log", "raw"])
+@pytest.mark.parametrize("max_gross", [None, 15_000.0, 4_000.0])
+@pytest.mark.parametrize("sizing", ["fixed", "vol"])
+def test_sizing_and_gross_cap_match_reference(mode, max_gross, sizing):
+    bars = market(900, 13, missing=0.1)
+    beta, z = hedge(bars[2], bars[4], mode)
+    spread = pd.Series(np.log(bars[2]) - beta * np.log(bars[4])).to_numpy()
+    target = zscore_target(z, 1.5, 0.0, 3.0)
+    vol_target = 5.0 if mode == "log" else 2.0
+    costs = Costs(
+        notional=1e4,
+        capital=2e4,
+        fee_bps=4.0,
+        slippage_bps=1.0,
+        sizing=sizing,
+        vol_target=vol_target if sizing == "vol" else None,
+        max_gross=max_gross,
+    )
+    result = check_against_reference(bars, target, beta, costs, mode, spread=spread, window=40)
+    trades = result.trades.to_pandas()
+    assert len(trades) >= 3
+    gross = trades.qty_y.abs() * trades.entry_fill_y + trades.qty_x.abs() * trades.entry_fill_x
+    if max_gross is not None:
+        assert (gross <= max_gross * (1 + 1e-12)).all()
+    if sizing == "vol" and mode == "log":  # notional = vol_target / sd of past spread changes
+        change = pd.Series(spread).diff()
+        sd = change.rolling(40).std().to_numpy()
+        entry_ms = result.trades["entry_ts"].cast(pa.int64()).to_numpy()
+        want = vol_target / sd[np.searchsorted(bars[0], entry_ms) - 1]  # decided the bar before
+        y_usdt = trades.qty_y.abs() * trades.entry_fill_y
+        if max_gross is None:
+            np.testing.assert_allclose(y_usdt, want, rtol=1e-9)
+
+
+def test_vol_sizing_uses_past_spread_only():
+    n = 600
+    bars = market(n, 14)
+    beta, z = hedge(bars[2], bars[4], "log")
+    spread = np.log(bars[2]) - beta * np.log(bars[4])
+    target = zscore_target(z, 1.5, 0.0, 3.0)
+    costs = Costs(1e4, 2e4, sizing="vol", vol_target=5.0)
+    base = _simulate(*bars, target, beta, costs, "log", spread=spread, vol_window=30)
+    later = spread.copy()
+    later[400:] *= 3.0
+    other = _simulate(*bars, target, beta, costs, "log", spread=later, vol_window=30)
+    np.testing.assert_array_equal(other.equity.equity[:401], base.equity.equity[:401])
+
+
+def test_small_sample_warning():
+    bars = market(120, 15)
+    target = np.zeros(120, dtype=np.int8)
+    short = _simulate(*bars, target, np.ones(120), Costs(1e4, 1e4), "log", timeframe="1s").stats
+    assert short["bars"] == 120 and short["returns"] == 119
+    assert "small sample: 119 returns" in short["warning"]
+    long_bars = market(1600, 15)
+    ok = _simulate(
+        *long_bars,
+        np.zeros(1600, dtype=np.int8),
+        np.ones(1600),
+        Costs(1e4, 1e4),
+        "log",
+        timeframe="1m",
+    ).stats
+    assert ok["warning"] is None and not ok["ruined"] and ok["ruined_at"] is None
+
+
+def test_sizing_config_is_validated():
+    with pytest.raises(ValueError, match="vol_target"):
+        StrategyConfig(sizing="vol")
+    with pytest.raises(ValueError, match="ruin_equity"):
+        StrategyConfig(ruin_equity=1.0)
+    with pytest.raises(ConfigError, match=r"strategy\.sizing"):
+        Costs(1e4, 1e4, sizing="kelly")
+    config = StrategyConfig(sizing="vol", vol_target=3.0, max_gross=5e4, ruin_equity=0.5)
+    assert Costs.from_config(config) == Costs(
+        1e4, 1e4, 5.0, 1.0, sizing="vol", vol_target=3.0, max_gross=5e4, ruin_equity=0.5
+    )
+
+
+def portfolio_legs(n=900, seeds=(31, 32, 33)):
+    """Three pairs of 1m bars with different, partly overlapping time ranges."""
+    rng = np.random.default_rng(30)
+    legs = []
+    for k, seed in enumerate(seeds):
+        y, x = cointegrated_pair(n, seed=seed, half_life=10.0, beta=1.0 + 0.2 * k)
+        ts = T0 + MINUTE * (np.arange(n) + 37 * k)  # pairs start at different times
+        by = leg_bars(ts, y, rng, np.r_[True, rng.random(n - 1) > 0.1])
+        bx = leg_bars(ts, x, rng, np.r_[True, rng.random(n - 1) > 0.1])
+        legs.append(PairData.from_tables(by, bx, y=f"Y{k}USDT", x=f"X{k}USDT", timeframe="1m"))
+    return legs
+
+
+def carried_sum(curves, capital):
+    """Plain Python: union of times, each pair's last equity at or before t, PnLs summed."""
+    times = sorted({t for ts, _ in curves for t in ts.tolist()})
+    out = []
+    for t in times:
+        total = capital
+        for ts, equity in curves:
+            last = None
+            for when, value in zip(ts.tolist(), equity.tolist(), strict=True):
+                if when <= t:
+                    last = value
+            total += 0.0 if last is None else last - capital
+        out.append(total)
+    return np.array(times), np.array(out)
+
+
+def test_portfolio_is_the_sum_of_single_pair_runs():
+    from engine.backtest_portfolio import portfolio_json, run_portfolio
+
+    legs = portfolio_legs()
+    params = PairParams(hedge="kalman", zscore_window=40)
+    config = StrategyConfig(entry=1.5, exit=0.0, stop=3.5, notional=1e4, capital=1e5)
+    costs = Costs.from_config(config)
+    folio = run_portfolio([(d, make_strategy(config)) for d in legs], params, costs)
+    alone = [backtest(d, params, config) for d in legs]
+    ts, want = carried_sum([(r.equity.ts, r.equity.equity) for r in alone], 1e5)
+    np.testing.assert_array_equal(folio.equity.ts, ts)
+    np.testing.assert_allclose(folio.equity.equity, want, rtol=1e-12)
+    stats = folio.stats
+    assert not stats["ruined"] and stats["pairs"] == 3
+    for key in ("fees_paid", "funding_paid", "trades", "closed_trades"):
+        np.testing.assert_allclose(stats[key], sum(r.stats[key] for r in alone), rtol=1e-12)
+    pnl = sum(sum(r.trades["pnl"].to_pylist()) for r in alone)
+    np.testing.assert_allclose(
+        stats["final_equity"], 1e5 + pnl - stats["fees_paid"] - stats["funding_paid"], rtol=1e-9
+    )
+    for data, r in zip(legs, alone, strict=True):  # per-pair stats: the pair alone
+        assert folio.pairs[data.pair].stats == r.stats
+    # correlation of per-bar PnL changes on the union time line (pandas as the oracle)
+    pnl_of = {d.pair: r.equity for d, r in zip(legs, alone, strict=True)}
+    frame = pd.DataFrame({p: pd.Series(e.equity - 1e5, index=e.ts) for p, e in pnl_of.items()})
+    frame = frame.reindex(ts).ffill().fillna(0.0)
+    np.testing.assert_allclose(folio.correlation, frame.diff().iloc[1:].corr(), rtol=1e-9)
+    doc = json.loads(json.dumps(portfolio_json(folio), allow_nan=False))
+    assert doc["correlation"]["pairs"] == [d.pair for d in legs]
+    assert {t["pair"] for t in doc["trades"]} == {d.pair for d in legs}
+    assert len(doc["trades"]) == stats["trades"]
+
+
+def test_portfolio_ruin_stops_every_pair():
+    from engine.backtest_portfolio import run_portfolio
+
+    legs = portfolio_legs(seeds=(34, 35))
+    params = PairParams(hedge="kalman", zscore_window=40)
+    config = StrategyConfig(
+        entry=0.5, exit=0.0, stop=None, notional=2e5, capital=2e3, fee_bps=10.0, ruin_equity=0.5
+    )
+    folio = run_portfolio(
+        [(d, make_strategy(config)) for d in legs], params, Costs.from_config(config)
+    )
+    stats = folio.stats
+    assert stats["ruined"] and math.isnan(stats["sharpe"])
+    at = np.datetime64(stats["ruined_at"].removesuffix("Z"), "ms").astype(np.int64)
+    bar = int(np.searchsorted(folio.equity.ts, at))
+    assert folio.equity.equity[bar] <= 1e3 < folio.equity.equity[:bar].min()
+    for r in folio.pairs.values():  # flat from the second bar after the ruin on
+        later = r.equity.ts > at
+        assert not r.equity.position[later][1:].any()
+    assert np.all(folio.equity.equity[bar + 2 :] == folio.equity.equity[-1])

@@ -1,5 +1,5 @@
-"""engine.config: shipped files load, DESIGN.md defaults, and every malformed config, or one that
-type-checks but could not run, is refused with the file, the key path and the reason."""
+"""engine.config: shipped files load, docs/semantics.md defaults, and every malformed config, or
+one that type-checks but could not run, is refused with the file, the key path and the reason."""
 
 from __future__ import annotations
 
@@ -120,6 +120,10 @@ def test_defaults_are_the_design_values() -> None:
         "fee_bps": 5.0,
         "slippage_bps": 1.0,
         "max_hold_half_lives": None,
+        "sizing": "fixed",
+        "vol_target": None,
+        "max_gross": None,
+        "ruin_equity": 0.0,
     }
     assert cfg.alerts == ()
     assert cfg.store.path == "data"

@@ -10,7 +10,7 @@ import pytest
 from engine.binance import REJECT_REASONS, parse_rest_agg_trades
 from engine.errors import DataError
 from engine.schemas import TICK_DTYPE
-from engine.validate import DecodedBatch, FrameValidator
+from engine.validate import BEHIND_MARGIN, DecodedBatch, FrameValidator
 from tests.engine.test_aggparse import fuzz_frames, parse
 from tests.kit import random_ticks
 
@@ -171,6 +171,47 @@ def test_resume_seed_and_bad_arguments() -> None:
         FrameValidator(["BTCUSDT"], {"ETHUSDT": 1})
     with pytest.raises(DataError, match="int >= -1"):
         FrameValidator(["BTCUSDT"], {"BTCUSDT": 1.5})
+
+
+@pytest.mark.parametrize("below", [0, 1, BEHIND_MARGIN - 1, BEHIND_MARGIN, BEHIND_MARGIN + 1])
+def test_behind_only_beyond_the_margin(caplog, below: int) -> None:
+    """Up to ``BEHIND_MARGIN`` ids below the last seen: an ordinary duplicate (reconnect
+    overlap), nothing said; one more and the symbol is behind. Rejected either way."""
+    v = FrameValidator(["BTCUSDT", "ETHUSDT"], {"BTCUSDT": 50_000})
+    out = v.decode_frames([combined(payload(50_000 - below))])
+    assert out.rejects == {"duplicate": 1} and out.ticks == {}
+    behind = below > BEHIND_MARGIN
+    assert v.ids_behind == ({"BTCUSDT": (50_000 - below, 50_000)} if behind else {})
+    assert ("ids went backwards on BTCUSDT" in caplog.text) == behind
+
+
+def test_ids_further_below_mark_the_symbol_behind_once_per_episode(caplog) -> None:
+    """Ids more than ``BEHIND_MARGIN`` below the store's last id: still rejected (the store
+    never mixes two sources' ids), the symbol is behind with both ids, the warning is logged
+    at once and once per episode; a frame back within the margin ends the episode."""
+    stored = 50_000
+    v = FrameValidator(["BTCUSDT", "ETHUSDT"], {"BTCUSDT": stored, "ETHUSDT": 10})
+    first = stored - BEHIND_MARGIN - 10
+    out = v.decode_frames([combined(payload(first)), combined(payload(11, s="ETHUSDT"))])
+    assert out.rejects == {"duplicate": 1} and list(out.ticks) == ["ETHUSDT"]
+    assert v.ids_behind == {"BTCUSDT": (first, stored)}
+    warning = (f"ids went backwards on BTCUSDT: the stream is at id {first}, the store holds up "
+               f"to {stored}: the store was written from another source?")  # fmt: skip
+    said = [r for r in caplog.records if "backwards" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in said] == [("WARNING", warning)]
+    out = v.decode_frames([combined(payload(a)) for a in (first + 1, first + 2)])
+    assert out.rejects == {"duplicate": 2} and out.ticks == {}
+    assert v.ids_behind == {"BTCUSDT": (first + 2, stored)}  # the stream id follows
+    assert caplog.text.count("ids went backwards") == 1
+    assert v.last_id("BTCUSDT") == stored  # rejected ids never advance it
+    v.decode_frames([combined(payload(stored - 3))])  # within the margin again: episode over
+    assert v.ids_behind == {}
+    out = v.decode_frames([combined(payload(5)), combined(payload(stored + 1))])
+    assert out.ticks["BTCUSDT"]["agg_id"].tolist() == [stored + 1]
+    assert v.ids_behind == {}  # the batch's latest frame is not behind
+    v.decode_frames([combined(payload(6))])
+    assert v.ids_behind == {"BTCUSDT": (6, stored + 1)}
+    assert caplog.text.count("ids went backwards") == 2  # a new episode, said again
 
 
 def test_rest_rows_strict() -> None:

@@ -15,9 +15,12 @@ import pytest
 
 from actors.hub import _since
 from engine.bars import RECENT_BARS
+from engine.feed import FeedStats
+from engine.ingest import feed_row
 from engine.schemas import BAR_DTYPE
 from ui import bridge as bridge_mod
-from ui.bridge import WANTED_BARS, Bridge, _merge_bars, _merge_snapshot
+from ui.bridge import WANTED_BARS, Bridge, Cache, _merge_bars, _merge_snapshot, health
+from ui.views.status import StatusView
 
 FIELDS = ("ts", "z", "position")
 
@@ -128,3 +131,45 @@ def test_bridge_drops_pairs_no_session_looks_at(live_bridge, monkeypatch):
     monkeypatch.setattr(bridge_mod, "WANT_TTL_S", 0.0)
     b.poll()
     assert b.cache.snapshots == {} and b.cache.bars == {}
+
+
+def _feed_stats(connected: bool, **extra) -> FeedStats:
+    return FeedStats(
+        symbols=("BTCUSDT", "ETHUSDT"), connected=connected, ticks=0, ticks_per_s=0.0,
+        rejected={"duplicate": 57, "bad_price": 0}, gaps_backfilled=0, backfilled_ticks=0,
+        open_gaps=0, open_gap_list=(), reconnects=0, watchdog_recoveries=0, rest_backoffs=0,
+        last_trade_ms={}, last_agg_id={}, pending_gaps=(), **extra,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "connected", "state", "said"),
+    [
+        ({}, True, "live", "Live: all feeds connected"),
+        ({"ids_behind": {"BTCUSDT": (4_321, 10**9)}}, True, "feed-unhealthy",
+         "ids went backwards on BTCUSDT: the stream is at id 4321, the store holds up to "
+         "1000000000: the store was written from another source?"),
+        ({"starved": True}, True, "feed-unhealthy",
+         "no trade has been accepted for a while: every frame is rejected (duplicate: 57)"),
+        ({"ids_behind": {"BTCUSDT": (4_321, 10**9)}}, False, "feed-down", "Feed down"),
+    ],
+)  # fmt: skip
+def test_banner_never_live_for_an_unhealthy_feed(extra, connected, state, said):
+    """Feed rows as the FeedActor makes them (``feed_row``): a connected feed whose ids went
+    backwards, or whose frames are all rejected, is not shown live; the banner says why."""
+    now = time.time()
+    fresh = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now - 1))
+    status = {
+        "feeds": [feed_row(_feed_stats(connected, **extra), late_ticks=0)],
+        "pairs": [{"pair": "ETHUSDT/BTCUSDT", "last_bar": fresh}],
+        "latency_ms": {},
+    }
+    h = health(Cache(polled_at=now, status=status), now, 1000)
+    assert h.state == state and said in h.message
+    assert h.live == (state == "live") and (h.live or "NOT live" in h.message)
+    view = StatusView()
+    view.show(Cache(polled_at=now, status=status), h)
+    assert view.banner.css_classes == ["ps-feed-banner", f"ps-state-{state}"]
+    assert view.banner.alert_type == ("success" if h.live else "danger")
+    healthy = "1/1" if h.live else "0/1"
+    assert f"feeds healthy</span><span class='ps-stat-value'>{healthy}<" in view.table.object

@@ -12,6 +12,7 @@ from ui.bridge import Cache, Health
 _ALERT_TYPE = {
     "live": "success",
     "feed-down": "danger",
+    "feed-unhealthy": "danger",
     "stale": "warning",
     "unreachable": "danger",
 }
@@ -59,6 +60,7 @@ class StatusView(Viewer):
                 rejected[reason] = rejected.get(reason, 0) + int(n)
         cells = [
             ("feeds connected", f"{sum(bool(f.get('connected')) for f in feeds)}/{len(feeds)}"),
+            ("feeds healthy", f"{sum(bool(f.get('healthy')) for f in feeds)}/{len(feeds)}"),
             ("trades/s", _fmt(sum(float(f.get("ticks_per_s", 0.0)) for f in feeds))),
             ("trades", _fmt(sum(int(f.get("ticks", 0)) for f in feeds))),
             ("rejected", ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())) or "0"),
