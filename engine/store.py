@@ -1,4 +1,4 @@
-"""The Hive-partitioned Parquet store (DESIGN.md "Store").
+"""The Hive-partitioned Parquet store (docs/semantics.md "Store").
 
 Layout under the store's root (partition columns live in directory names, never in files)::
 

@@ -1,4 +1,4 @@
-"""The ``zscore`` strategy (DESIGN.md "Pair and backtest semantics").
+"""The ``zscore`` strategy (docs/semantics.md "Pair and backtest semantics").
 
 No signal while z is NaN. Flat: short spread when entry < z (<= stop), long spread when
 z < -entry (>= -stop). A long exits when z >= -exit, a short when z <= exit. In a position,
@@ -26,7 +26,7 @@ def zscore_decide(pos: int, blocked: bool, z: float, entry: float, exit_: float,
     """One bar of the zscore rules -> (new position, new blocked flag).
 
     ``stop`` is +inf when there is none. Oracle: the plain-Python rule loop written from
-    DESIGN.md in tests/strategies/test_zscore.py.
+    docs/semantics.md in tests/strategies/test_zscore.py.
     """
     if math.isnan(z):
         return pos, blocked

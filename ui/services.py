@@ -29,7 +29,9 @@ from engine.config import StrategyConfig
 from engine.errors import DataError, NumericalError
 from engine.pairstep import PairParams, run_pair
 from engine.schemas import timeframe_ms
-from engine.stats import adf, coint, half_life, log_return_corr, screen_pairs
+from engine.screen import align_closes as screen_align
+from engine.screen import load_bars, screen_bars
+from engine.stats import adf, coint, half_life, log_return_corr
 from strategies import make_strategy
 
 #: columns of a PairFrame, in export order
@@ -203,19 +205,13 @@ def drawdown(equity: np.ndarray) -> np.ndarray:
 
 
 def align_closes(bars: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Closes of many symbols on the union of their bar times, from the time all have traded,
-    last close carried forward (the pair alignment rule, for many legs)."""
+    """Closes of the symbols with bars on the union of their bar times, from the time all have
+    traded, last close carried forward (``engine.screen.align_closes``); {} below 2 symbols."""
     bars = {s: b for s, b in bars.items() if b.size}
     if len(bars) < 2:
         return {}
-    start = max(int(b["ts"][0]) for b in bars.values())
-    ts = np.unique(np.concatenate([b["ts"] for b in bars.values()]))
-    ts = ts[ts >= start]
-    out = {}
-    for s, b in bars.items():
-        idx = np.searchsorted(b["ts"], ts, side="right") - 1
-        out[s] = b["close"][idx]
-    return out
+    closes = screen_align(bars)
+    return {s: closes.values[:, j] for j, s in enumerate(closes.symbols)}
 
 
 def correlation(bars: Mapping[str, np.ndarray]) -> tuple[tuple[str, ...], np.ndarray]:
@@ -226,22 +222,68 @@ def correlation(bars: Mapping[str, np.ndarray]) -> tuple[tuple[str, ...], np.nda
     return log_return_corr(closes)
 
 
-def screen(bars: Mapping[str, np.ndarray], price: str, min_obs: int = 100) -> pd.DataFrame:
-    """``engine.stats.screen_pairs`` over aligned closes, as a table for the screening view."""
-    closes = align_closes(bars)
-    if not closes:
-        raise NumericalError("screen: needs bars of at least 2 symbols")
-    rows = screen_pairs(closes, min_obs=min_obs, price=price)
-    return pd.DataFrame(
+#: bars of the analytics timeframe a dashboard screen reads back from the store (at most)
+SCREEN_BARS = 20_000
+
+
+@dataclass(frozen=True)
+class ScreenOutcome:
+    """A dashboard screen: ``table`` (pair, corr, eg_pvalue, qvalue, half_life, beta, bars),
+    ``bars`` of the symbols screened (stored + in memory), ``excluded`` {symbol: reason}."""
+
+    table: pd.DataFrame
+    bars: Mapping[str, np.ndarray]
+    excluded: Mapping[str, str]
+
+
+def _with_stored(
+    bars: Mapping[str, np.ndarray], timeframe: str, store: str | os.PathLike | None
+) -> dict[str, np.ndarray]:
+    """Each symbol's bars in memory preceded by its stored bars, over the last ``SCREEN_BARS``
+    bars of ``timeframe`` (the memory copy wins where both hold a bar time)."""
+    held = {s: b for s, b in bars.items() if b.size}
+    if store is None or not held or not os.path.isdir(store):
+        return dict(bars)
+    end = max(int(b["ts"][-1]) for b in held.values()) + timeframe_ms(timeframe)
+    start = end - SCREEN_BARS * timeframe_ms(timeframe)
+    stored = load_bars(store, timeframe, list(bars), start, end)
+    out = {}
+    for s, b in bars.items():
+        old = stored[s]
+        if b.size:
+            old = old[old["ts"] < b["ts"][0]]
+        out[s] = np.concatenate([old, b]) if old.size else b
+    return out
+
+
+def screen(
+    bars: Mapping[str, np.ndarray],
+    price: str,
+    timeframe: str,
+    *,
+    store: str | os.PathLike | None = None,
+    min_bars: int = 100,
+) -> ScreenOutcome:
+    """``engine.screen.screen_bars`` (the CLI's screen) over the symbols of ``bars``: the bars
+    in memory with the store's before them (up to ``SCREEN_BARS``), as the screening table."""
+    merged = _with_stored(bars, timeframe, store)
+    result = screen_bars(merged, timeframe, min_bars=min_bars, price=price)
+    t = result.table
+    table = pd.DataFrame(
         {
-            "pair": [r.pair for r in rows],
-            "corr": [r.corr for r in rows],
-            "eg_pvalue": [r.pvalue for r in rows],
-            "half_life": [r.half_life for r in rows],
-            "beta": [r.beta for r in rows],
-            "bars": [r.nobs for r in rows],
+            "pair": [
+                f"{y}/{x}" for y, x in zip(t["y"].to_pylist(), t["x"].to_pylist(), strict=True)
+            ],
+            "corr": t["corr"].to_numpy(),
+            "eg_pvalue": t["pvalue"].to_numpy(),
+            "qvalue": t["qvalue"].to_numpy(),
+            "half_life": t["half_life"].to_numpy(),
+            "beta": t["beta"].to_numpy(),
+            "bars": t["n"].to_numpy(),
         }
     )
+    kept = {s: merged[s] for s in result.universe.kept}
+    return ScreenOutcome(table, kept, dict(result.universe.excluded))
 
 
 def quote_volume_1m(bars: np.ndarray, tf_ms: int) -> float:

@@ -26,6 +26,7 @@ VERBS: dict[str, str] = {
     "import": "import Binance public-data files into the store",
     "download": "download history from Binance's public-data archive into the store",
     "backtest": "backtest a pair over stored bars (or sweep a grid)",
+    "screen": "test every pair of stored symbols for cointegration, on all cores",
 }
 
 
@@ -44,6 +45,8 @@ def verb_module(verb: str) -> ModuleType:
             from actors.cli import download as module
         case "backtest":
             from actors.cli import backtest as module
+        case "screen":
+            from actors.cli import screen as module
         case _:
             raise KeyError(f"unknown verb {verb!r}; expected one of {list(VERBS)}")
     return module

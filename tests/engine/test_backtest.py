@@ -1,4 +1,4 @@
-"""The backtest against a plain-Python loop written from DESIGN.md, stats against pandas."""
+"""The backtest against a plain-Python loop written from docs/semantics.md, stats against pandas."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def hedge(close_y, close_x, mode, window=60):
 def reference(
     ts, oy, cy, ox, cx, target, beta, costs, mode, fund_y=(), fund_x=(), spread=None, window=60
 ):
-    """DESIGN.md "Timing", "Sides and sizing", "Costs", "Equity", "Funding", literally, plus
+    """docs/semantics.md "Timing", "Sides and sizing", "Costs", "Equity", "Funding", literally, plus
     the ruin rule (equity at a close <= ruin_equity*capital: close at the next open, stop),
     vol sizing (notional = vol_target / std of the last ``window`` spread changes) and the
     gross cap (both legs scaled down to max_gross). Returns (equity, trades, ruin bar or -1)."""

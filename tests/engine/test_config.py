@@ -1,5 +1,5 @@
-"""engine.config: shipped files load, DESIGN.md defaults, and every malformed config, or one that
-type-checks but could not run, is refused with the file, the key path and the reason."""
+"""engine.config: shipped files load, docs/semantics.md defaults, and every malformed config, or
+one that type-checks but could not run, is refused with the file, the key path and the reason."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Correlation heatmap of log returns across symbols and the screening table of pairs."""
+"""Correlation heatmap of log returns across symbols and the screening table of pairs: the
+CLI's screen (``engine.screen``) over the liquid symbols' stored and live bars."""
 
 from __future__ import annotations
 
@@ -78,13 +79,21 @@ class ScreenView(Viewer):
         }
 
     def run(self) -> None:
+        app = self.app
         bars = self._liquid_bars()
         try:
-            names, corr = services.correlation(bars)
-            table = services.screen(bars, self.app.state.live_params.price, min_obs=30)
+            outcome = services.screen(
+                bars,
+                app.state.live_params.price,
+                app.state.config.analytics.timeframe,
+                store=app.state.config.store.path,
+                min_bars=30,
+            )
+            names, corr = services.correlation(outcome.bars)
         except PairstackError as exc:
             self.message.object = f"<p class='ps-error'>{html.escape(str(exc))}</p>"
             return
+        table = outcome.table
         a, b = np.meshgrid(names, names, indexing="ij")
         with pn.io.unlocked():  # a button click: raw Bokeh models change only in unlocked()
             self.fig.x_range.factors = list(names)
@@ -96,9 +105,17 @@ class ScreenView(Viewer):
                 "label": [f"{v:.2f}" for v in corr.ravel()],
             }
         self.table.value = table
+        left_out = "".join(
+            f"<li>{html.escape(s)}: {html.escape(r)}</li>" for s, r in outcome.excluded.items()
+        )
         self.message.object = (
             f"<p class='ps-screen-summary'>{len(names)} liquid symbols, {len(table)} pairs, "
             f"{table['bars'].max() if len(table) else 0} bars each</p>"
+            + (
+                f"<p>Left out:</p><ul class='ps-screen-excluded'>{left_out}</ul>"
+                if left_out
+                else ""
+            )
         )
 
     def open_selected(self) -> None:
