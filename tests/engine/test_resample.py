@@ -197,3 +197,28 @@ def test_read_keeps_an_interval_cut_by_end_when_later_bars_are_stored(tmp_path) 
     # the store's last hour is open: dropped
     assert read_timeframe(store, "1h", "BTCUSDT").bars["ts"][-1] == hourly["ts"][-1]
     assert hourly["ts"][-1] + 3_600_000 <= minute["ts"][-1] + 60_000
+
+
+def test_backtest_data_drops_a_resampled_first_bar_the_recording_began_in(tmp_path) -> None:
+    """A recording that starts mid-hour makes the first 1h bar partial: PairData.from_store
+    drops it, as it drops a partial first stored bar."""
+    from engine.backtest_data import PairData
+
+    store = Store(tmp_path / "store")
+    bars = {}
+    for seed, symbol in enumerate(("ETHUSDT", "BTCUSDT")):
+        ticks = random_ticks(20_000, mean_gap_ms=1500.0, seed=20 + seed)  # starts 22:13:20
+        store.write_ticks(symbol, ticks)
+        bars[symbol] = build_bar_records(ticks["ts"], ticks["price"], ticks["qty"], "1m")
+        store.write_bars("1m", symbol, bars[symbol])
+    store.flush()
+    data = PairData.from_store(store.path, "ETHUSDT", "BTCUSDT", "1h", funding=False)
+    assert data.dropped == ("ETHUSDT", "BTCUSDT")
+    assert_bars_equal(data.bars_y, resample_bars(bars["ETHUSDT"], "1m", "1h")[1:])
+    first_whole = T0 // 3_600_000 * 3_600_000 + 3_600_000
+    assert data.bars_y["ts"][0] == first_whole
+    # a start after the recording began: nothing dropped
+    later = PairData.from_store(store.path, "ETHUSDT", "BTCUSDT", "1h", first_whole,
+                                funding=False)
+    assert later.dropped == ()
+    assert_bars_equal(later.bars_y, data.bars_y)
