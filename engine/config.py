@@ -37,6 +37,7 @@ import yaml
 from engine.alerts import AlertRule
 from engine.binance import REJECT_REASONS, SYMBOL_PATTERN
 from engine.errors import ConfigError
+from engine.schemas import TIMEFRAME_MS
 
 __all__ = [
     "BINANCE_REST_URL",
@@ -64,7 +65,9 @@ BINANCE_WS_URL = "wss://fstream.binance.com/market"
 BINANCE_REST_URL = "https://fapi.binance.com"
 
 Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN)]
-Timeframe = Literal["1s", "1m", "5m"]
+#: a bar timeframe: any of ``engine.schemas.TIMEFRAME_MS`` (1s, 1m ... 1d); the live feed's
+#: ``BarBuilder`` builds every one of them from trades
+Timeframe = Literal[tuple(TIMEFRAME_MS)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 Bps = Annotated[float, msgspec.Meta(ge=0, lt=10_000)]

@@ -43,6 +43,7 @@ import msgspec
 from actors.ray_init import init_ray
 from engine.config import Config
 from engine.errors import ConfigError
+from engine.schemas import TIMEFRAME_MS
 
 #: stats shown in the printed sweep table (the file gets all of them)
 SHOWN_STATS = (
@@ -72,9 +73,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeframe",
-        choices=("1s", "1m", "5m"),
+        choices=tuple(TIMEFRAME_MS),
         default=None,
-        help="bar timeframe (default: analytics.timeframe of the config)",
+        help="bar timeframe; bars not stored in it are built from finer stored ones, e.g. 1h from "
+        "1m (default: analytics.timeframe of the config)",
     )
     parser.add_argument("--start", metavar="ISO", help="first bar time (inclusive)")
     parser.add_argument("--end", metavar="ISO", help="end time (exclusive)")
