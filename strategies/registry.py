@@ -110,11 +110,13 @@ def make_strategy(strategy_config: StrategyConfig) -> Strategy:
     return resolve(strategy_config.name)(strategy_config)
 
 
-def check_config(strategy_config: StrategyConfig, source: str) -> None:
+def check_config(strategy_config: StrategyConfig, source: str | None = None) -> None:
     """Refuse a strategy section that cannot be built (unknown or unimportable class, bad
-    params), as ConfigError naming ``source`` (the config file): what a user entry point calls
-    right after loading a config, before anything starts."""
+    params) as ConfigError, naming ``source`` (the config file) when given: what every user
+    entry point calls right after loading a config, before anything starts."""
     try:
         make_strategy(strategy_config)
     except ConfigError as exc:
+        if source is None:
+            raise
         raise ConfigError(f"{source}: {exc}") from None
