@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields, replace
 from typing import Any
 
@@ -89,6 +89,15 @@ def resolve_set(
         return new_params, strategy
     merged = {**msgspec.to_builtins(strategy), **s_over}
     return new_params, parse_section(merged, StrategyConfig, f"parameter set ({label})", "strategy")
+
+
+def _check_strategy(
+    build: Callable[[StrategyConfig], object], overrides: Mapping[str, Any], s: StrategyConfig
+) -> None:
+    try:
+        build(s)
+    except ConfigError as exc:
+        raise ConfigError(f"parameter set ({set_label(overrides)}): {exc}") from None
 
 
 def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -189,12 +198,15 @@ def plan_sweep(
     strategy: StrategyConfig | None = None,
     train_frac: float | None = None,
     first_bars: int | None = None,
+    build_strategy: Callable[[StrategyConfig], object] | None = None,
 ) -> tuple[list[dict[str, Any]], list[ParamSet | None], list[PairstackError | None]]:
     """The grid's override dicts, their resolved, checked sets and, per set, the error that
     makes it invalid (ConfigError, NumericalError; then its set is None), before any actor
     starts. ``train_frac`` itself is checked here (ConfigError). ``first_bars``: the z-score
     must warm up within the first so many bars (a walk-forward's first train part; default:
-    all of them)."""
+    all of them). ``build_strategy``: the caller's strategy builder
+    (``strategies.make_strategy``; engine/ does not import strategies/), called once per set to
+    check its strategy name and params (ConfigError), before the bars are checked."""
     split_index(data.n, train_frac)
     overrides = expand_grid(grid)
     base_params, base_strategy = params or PairParams(), strategy or StrategyConfig()
@@ -203,6 +215,8 @@ def plan_sweep(
     for o in overrides:
         try:
             p, s = resolve_set(o, base_params, base_strategy)
+            if build_strategy is not None:
+                _check_strategy(build_strategy, o, s)
             check_bars(data.n if first_bars is None else first_bars, p, train_frac)
         except (ConfigError, NumericalError) as exc:
             sets.append(None)
