@@ -9,6 +9,7 @@ import math
 import subprocess
 import textwrap
 
+import msgspec
 import numpy as np
 import pytest
 from cli_env import pairstack, scrubbed_env
@@ -337,3 +338,30 @@ def test_cli_refuses_before_anything_starts(tmp_path, verb, strategy, message):
     assert len(lines) == 1, proc.stderr  # no traceback, no Ray start-up lines
     assert lines[0].startswith(f"pairstack {verb}: error: {cfg}: {message}"), lines[0]
     assert not (tmp_path / "data").exists()  # the store was never opened
+
+
+# ----------------------------------------------------------------------------- live
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_plugin_live_equals_batch(example, seed):
+    """A PairBook (what a PairActor steps live, ``step_many`` over its pairs) with the plug-in
+    gives exactly the positions of the batch pair step + ``Strategy.run`` over the same bars."""
+    from engine.pairbook import PairBook, parse_pair
+    from tests.engine.test_pairbook import PAIRS, batch_oracle, deliver, legs, make_config
+
+    base = make_config("rolling_ols", "rolling", "log")
+    strategy = msgspec.structs.replace(base.strategy, name=CLASS, params={"cooldown_bars": 3})
+    cfg = msgspec.structs.replace(base, strategy=strategy)
+    bars = legs(seed)
+    t0 = min(int(b["ts"][0]) for b in bars.values())
+    t1 = max(int(b["ts"][-1]) for b in bars.values()) + 2000
+    book = PairBook(cfg.analytics, make_strategy(cfg.strategy), PAIRS)
+    deliver(book, bars, np.arange(t0, t1 + 5000, 370), {"ETHUSDT": 0, "BTCUSDT": 900, "SOLUSDT": 0})
+    for pair in PAIRS:
+        y, x = parse_pair(pair)
+        _, series, _, pos = batch_oracle(cfg, bars[y], bars[x])
+        np.testing.assert_array_equal(book.snapshot(pair)["position"], pos)
+        assert np.any(pos != 0)
+        want = cooldown_reference(series.z, cfg.strategy.entry, 0.0, cfg.strategy.stop, 3)
+        np.testing.assert_array_equal(pos, want)
