@@ -5,7 +5,9 @@
 1. a built-in strategy (``REGISTRY``: ``zscore``, ``zscore_timestop``);
 2. a name registered by an installed distribution under the entry point group
    ``pairstack.strategies`` (``ENTRY_POINT_GROUP``), its value ``package.module:ClassName``;
-3. ``package.module:ClassName``: that class, imported from the module.
+   such names are lowercase identifiers (``engine.config.STRATEGY_NAME_PATTERN``);
+3. ``package.module:ClassName``: that class, imported from the module (a name with a colon is
+   always this: no entry point is looked up for it).
 
 The class must be a subclass of ``strategies.Strategy`` with a name, an initial state and a
 numba step kernel (``strategies.base.contract_problem``). Every failure is a ConfigError naming
@@ -79,11 +81,10 @@ def resolve(name: str) -> type[Strategy]:
     """The strategy class ``name`` names: built-in, registered, or ``package.module:Class``."""
     if name in REGISTRY:
         return REGISTRY[name]
-    eps = registered()
-    if name in eps:
-        obj, label = _load_entry_point(eps[name]), f"{name} ({eps[name].value})"
-    elif ":" in name:
+    if ":" in name:  # never a registered name (those are lowercase identifiers)
         obj, label = _import_class(name), name
+    elif name in (eps := registered()):
+        obj, label = _load_entry_point(eps[name]), f"{name} ({eps[name].value})"
     else:
         raise ConfigError(
             f"strategy.name: unknown strategy {name!r}; expected a built-in one "

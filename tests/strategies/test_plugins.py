@@ -365,3 +365,41 @@ def test_plugin_live_equals_batch(example, seed):
         assert np.any(pos != 0)
         want = cooldown_reference(series.z, cfg.strategy.entry, 0.0, cfg.strategy.stop, 3)
         np.testing.assert_array_equal(pos, want)
+
+
+# ----------------------------------------------------------------------------- other entry points
+
+
+def _bad_strategy_config(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(
+        BASE_YAML % (tmp_path / "data") + "strategy: {name: 'nosuch.module:X'}\n"
+    )
+    return path
+
+
+def test_start_engine_refuses_before_ray_starts(tmp_path, monkeypatch):
+    import actors.engine as engine_mod
+    from engine.config import load_config
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for a config that cannot run")
+
+    monkeypatch.setattr(engine_mod, "init_ray", no_ray)
+    config = load_config(_bad_strategy_config(tmp_path))
+    with pytest.raises(ConfigError, match=r"^strategy\.name: cannot import module 'nosuch\."):
+        engine_mod.start_engine(config)
+
+
+def test_dashboard_refuses_before_ray_starts(tmp_path, monkeypatch):
+    import ui.server as server
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for a config that cannot run")
+
+    path = _bad_strategy_config(tmp_path)
+    monkeypatch.setattr(server, "init_ray", no_ray)
+    monkeypatch.setenv("PAIRSTACK_CONFIG", str(path))
+    with pytest.raises(ConfigError) as info:
+        server.start_server_state()
+    assert str(info.value).startswith(f"{path}: strategy.name: cannot import module")
