@@ -326,12 +326,17 @@ class SimulatorConfig(_Struct, kw_only=True):
 
     ``rate``: mean aggregate trades/s per symbol; ``port`` 0 picks a free port; ``groups``:
     cointegrated groups of symbols, each symbol in exactly one group, the first of a group its
-    leader (None: the simulator forms its own from the symbols); ``history_s``: seconds of
-    trades generated before the server starts (served by REST). Binance's limits as served:
-    server ping every ``ping_interval_s``, a client silent ``pong_timeout_s`` is dropped,
-    connections live ``max_lifetime_s``, at most ``max_streams`` streams and
-    ``max_incoming_per_s`` messages/s per connection, ``rest_weight_limit`` request weight per
-    minute (None: off) before 429s. ``step_ms``: the market clock's step.
+    leader (None: the simulator forms its own from the symbols). The market is a function of
+    (``seed``, wall time): ``history_days`` of past before the start are served by REST and the
+    public-data archive (``/data/futures/um/...``); ``listings`` maps a symbol to its listing
+    time (Unix ms), before which it has no trades and no archive files; ``history_s``: seconds
+    before the start that ``Simulator.history()`` returns by default (test checks; REST serves
+    all ``history_days``). Binance's limits as served: server ping every ``ping_interval_s``, a
+    client silent ``pong_timeout_s`` is dropped, connections live ``max_lifetime_s``, at most
+    ``max_streams`` streams and ``max_incoming_per_s`` messages/s per connection,
+    ``rest_weight_limit`` request weight per minute (None: off) before 429s. ``step_ms``: how
+    often the live stream publishes the trades of the elapsed span (the trades themselves do
+    not depend on it).
     """
 
     seed: Annotated[int, msgspec.Meta(ge=0)] = 7
@@ -339,6 +344,8 @@ class SimulatorConfig(_Struct, kw_only=True):
     host: Annotated[str, msgspec.Meta(min_length=1)] = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     groups: tuple[Annotated[tuple[Symbol, ...], msgspec.Meta(min_length=1)], ...] | None = None
+    history_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    listings: dict[Symbol, Any] = msgspec.field(default_factory=dict)
     faults: FaultsConfig = msgspec.field(default_factory=FaultsConfig)
     history_s: NonNegativeFloat = 0.0
     ping_interval_s: PositiveFloat = 180.0
@@ -348,6 +355,11 @@ class SimulatorConfig(_Struct, kw_only=True):
     max_streams: PositiveInt = 1024
     max_incoming_per_s: PositiveInt = 10
     rest_weight_limit: PositiveInt | None = None
+
+    def __post_init__(self) -> None:
+        for symbol, ms in self.listings.items():  # here, not in the type: the key in the path
+            if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
+                raise _invalid(f"listings.{symbol}", f"expected Unix ms (an int >= 0), got {ms!r}")
 
 
 def _duplicate(items: tuple, what: str) -> str | None:
@@ -413,6 +425,7 @@ class Config(_Struct, kw_only=True):
             for i, s in enumerate(group)
         ]
         refs.append(("simulator.faults.silent_symbol", self.simulator.faults.silent_symbol))
+        refs += [(f"simulator.listings.{s}", s) for s in self.simulator.listings]
         for key, symbol in refs:
             if symbol is not None and symbol not in known:
                 return f"{key}: {symbol!r} is not in symbols"
@@ -513,6 +526,8 @@ def _describe(exc: msgspec.ValidationError, mapping: Mapping, root: type) -> tup
     text, path = str(exc), ""
     keys = _KEY_IN.match(text)
     if keys:  # "Expected `str` - at `key` in `$.feed`"
+        if f"'{SYMBOL_PATTERN}'" in text:  # a mapping keyed by symbol
+            return keys["path"].lstrip("."), "keys must be upper-case symbols such as BTCUSDT"
         return keys["path"].lstrip("."), "keys must be strings"
     match = _AT.match(text)
     if match:

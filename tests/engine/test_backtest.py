@@ -401,7 +401,7 @@ def test_bad_beta_mode_funding_and_costs():
     with pytest.raises(DataError, match="lengths differ"):
         _simulate(*args, Costs(1e4, 1e4), "log", funding=({"ts": [1, 2], "rate": [0.1]}, None))
     with pytest.raises(DataError, match="unknown timeframe"):
-        _simulate(*args, Costs(1e4, 1e4), "log", timeframe="3m")
+        _simulate(*args, Costs(1e4, 1e4), "log", timeframe="7m")
     for bad in (
         dict(notional=0.0),
         dict(capital=-1.0),

@@ -337,6 +337,30 @@ BAD = [
         id="silent",
     ),
     pytest.param(
+        _with(simulator={"listings": {"SOLUSDT": 0, "XRPUSDT": 1_700_000_000_000}}),
+        "simulator.listings.XRPUSDT",
+        "'XRPUSDT' is not in symbols",
+        id="listing-symbol",
+    ),
+    pytest.param(
+        _with(simulator={"listings": {"SOLUSDT": -1}}),
+        "simulator.listings.SOLUSDT",
+        "expected Unix ms (an int >= 0), got -1",
+        id="listing-ms",
+    ),
+    pytest.param(
+        _with(simulator={"listings": {"solusdt": 0}}),
+        "simulator.listings",
+        "keys must be upper-case symbols",
+        id="listing-key",
+    ),
+    pytest.param(
+        _with(simulator={"history_days": -2}),
+        "simulator.history_days",
+        ">= 0",
+        id="history-days",
+    ),
+    pytest.param(
         _with(simulator={"faults": {"explode": True}}),
         "simulator.faults.explode",
         "unknown key",
