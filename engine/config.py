@@ -6,7 +6,9 @@ the file, the key path and what is wrong, e.g.
 ``config/demo.yaml: pairs[1].x: 'XRPUSDT' is not in symbols``. Unknown keys are errors.
 Required: ``symbols``, ``pairs`` and ``feed.source``; everything else has the DESIGN.md default.
 A config that type-checks but could not run is refused too: windows longer than
-``MAX_WINDOW_BARS``, a strategy not in ``strategies.REGISTRY``, a ``store.path`` that is a file.
+``MAX_WINDOW_BARS``, a ``strategy.name`` not shaped as a strategy name (which class it names is
+checked by ``strategies.check_config``: engine/ does not import strategies/), a ``store.path``
+that is a file.
 
 Defaults resolved at load time: ``feed.ws_url``/``rest_url`` become Binance's for
 ``source: binance`` (they stay ``None`` for ``simulator``: the engine points the feed at the
@@ -43,6 +45,7 @@ __all__ = [
     "BINANCE_REST_URL",
     "BINANCE_WS_URL",
     "MAX_WINDOW_BARS",
+    "STRATEGY_NAME_PATTERN",
     "AnalyticsConfig",
     "Config",
     "FaultsConfig",
@@ -53,7 +56,6 @@ __all__ = [
     "SimulatorConfig",
     "StoreConfig",
     "StrategyConfig",
-    "StrategyName",
     "load_config",
     "parse_config",
     "parse_section",
@@ -80,8 +82,12 @@ RejectReason = Literal[REJECT_REASONS]
 MAX_WINDOW_BARS = 1_000_000
 #: a window length in bars (2 .. MAX_WINDOW_BARS)
 WindowBars = Annotated[int, msgspec.Meta(ge=2, le=MAX_WINDOW_BARS)]
-#: the names in ``strategies.REGISTRY`` (engine/ cannot import it; a test keeps the two equal)
-StrategyName = Literal["zscore", "zscore_timestop"]
+#: the shape of ``strategy.name``: a built-in or registered strategy (a lowercase identifier
+#: such as ``zscore``) or a class as ``package.module:ClassName``. Only the shape is checked
+#: here (engine/ does not import strategies/); ``strategies.check_config`` resolves the name.
+STRATEGY_NAME_PATTERN = re.compile(
+    r"[a-z_][a-z0-9_]*|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
+)
 
 
 class _Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -174,9 +180,12 @@ class StrategyConfig(_Struct, kw_only=True):
     ruin_equity*capital ruins the run (position closed at the next open, no more trading).
     The one place where entry/exit/stop (and ``max_hold_half_lives``) are checked: the strategies
     (``strategies.make_strategy``) take a StrategyConfig and trust its thresholds.
+    ``name``: a built-in or registered strategy, or ``package.module:ClassName``
+    (``STRATEGY_NAME_PATTERN``); ``params``: the named strategy's own parameters, validated by
+    the strategy class where it is built (a built-in strategy takes none).
     """
 
-    name: StrategyName = "zscore"
+    name: str = "zscore"
     entry: PositiveFloat = 2.0
     exit: float = 0.0
     stop: PositiveFloat | None = 4.0
@@ -189,8 +198,16 @@ class StrategyConfig(_Struct, kw_only=True):
     vol_target: PositiveFloat | None = None
     max_gross: PositiveFloat | None = None
     ruin_equity: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.0
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.name, str) and STRATEGY_NAME_PATTERN.fullmatch(self.name)):
+            raise _invalid(
+                "name",
+                "expected a strategy name (a lowercase identifier such as zscore, built in or "
+                "registered under the entry point group pairstack.strategies) or a class as "
+                f"package.module:ClassName, got {self.name!r}",
+            )
         # Python-built structs skip the msgspec.Meta range checks, so the thresholds are
         # checked here in full (finite too: a stop of +inf is written null)
         if not (math.isfinite(self.entry) and self.entry > 0):
@@ -543,8 +560,8 @@ def _describe(exc: msgspec.ValidationError, mapping: Mapping, root: type) -> tup
 
 
 def _convert(mapping: object, root: type, source: str, prefix: str = "") -> Any:
-    """``mapping`` validated into ``root``; ConfigError names ``source``, the key path (below
-    ``prefix``), why."""
+    """``mapping`` validated into ``root``; ConfigError names ``source`` (when not empty), the
+    key path (below ``prefix``), why."""
     if not isinstance(mapping, Mapping):
         got = "nothing (empty document)" if mapping is None else type(mapping).__name__
         raise ConfigError(f"{source}: expected a mapping at the top level, got {got}")
@@ -553,7 +570,7 @@ def _convert(mapping: object, root: type, source: str, prefix: str = "") -> Any:
     except msgspec.ValidationError as exc:
         key, reason = _describe(exc, mapping, root)
         key = _join(prefix, key) if prefix else key
-        raise ConfigError(f"{source}: {key}: {reason}" if key else f"{source}: {reason}") from None
+        raise ConfigError(": ".join(part for part in (source, key, reason) if part)) from None
 
 
 def parse_config(mapping: object, source: str = "<config>") -> Config:
