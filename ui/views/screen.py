@@ -51,6 +51,7 @@ _FORMATS = {
     "qvalue": NumberFormatter(format="0.00000"),
     "half_life": NumberFormatter(format="0.0"),
     "beta": NumberFormatter(format="0.0000"),
+    "bars": NumberFormatter(format="0,0"),
 }
 
 
@@ -66,15 +67,15 @@ def _pvalue_map(grid: pd.DataFrame, symbols: list[str]) -> hv.HeatMap:
         cmap="viridis",
         clim=(0.0, 1.0),
         colorbar=True,
+        clabel="p-value",
         tools=["hover"],
-        toolbar="above",
+        toolbar=None,
         width=480,
         height=440,
         xrotation=45,
         xlabel="",
         ylabel="",
-        default_tools=["save"],
-        invert_yaxis=True,
+        default_tools=[],
     ).redim.values(a=symbols, b=symbols)
 
 
@@ -110,7 +111,6 @@ class ScreenView(Viewer):
             page_size=PAGE_SIZE,
             layout="fit_data_stretch",
             sizing_mode="stretch_width",
-            height=520,
         )
         self.pvalues = pn.pane.HoloViews(
             None, backend="bokeh", css_classes=["ps-pvalue-heatmap"], width=500, height=460
