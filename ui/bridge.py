@@ -289,6 +289,7 @@ class Bridge:
         self._screens_seen: int | None = None  # mtime (ns) of the screens folder last read
         self._queued: list[tuple[Job, Callable[[], _Started]]] = []
         self._running: list[tuple[Job, _Started]] = []
+        self._backtest_task: Any = None  # ray.remote(backtest_bars), made on first use
         self.polls = 0
 
     def want(self, symbol: str, timeframe: str) -> None:
@@ -510,11 +511,13 @@ class Bridge:
         ``BacktestResult``)."""
 
         def start() -> _Started:
-            import ray
+            if self._backtest_task is None:
+                import ray
 
-            from actors.backtest import backtest_bars
+                from actors.backtest import backtest_bars
 
-            return _Started(ray.remote(backtest_bars).remote(*args, **kwargs))
+                self._backtest_task = ray.remote(backtest_bars)
+            return _Started(self._backtest_task.remote(*args, **kwargs))
 
         return self._submit("backtest", start)
 

@@ -96,8 +96,9 @@ class AlertsView(Viewer):
     def on_cache(self, cache) -> None:
         if self._job is not None:
             self._job_done()
-        if cache.pairs and list(cache.pairs) != list(self.pair.options):
-            self.pair.options = list(cache.pairs)  # pairs added at run time too
+        pairs = self.app.live_pairs()  # pairs added at run time too
+        if pairs != list(self.pair.options):
+            self.pair.options = pairs
         alerts = cache.alerts
         if self._seen is None:
             self._seen = len(alerts)  # a new session toasts what fires from now on
