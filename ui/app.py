@@ -151,12 +151,15 @@ class App:
         )
 
     def leg_bars(self, timeframe: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-        """Both legs' bars behind the current view (uploaded, or the bridge's recent bars)."""
+        """Both legs' bars behind the current view (uploaded, or the bridge's recent bars; None
+        until the bridge has them, or when a leg is a symbol no feed carries)."""
         y, x = self.settings.legs
         if self.settings.source == "upload":
             return self.upload_bars[y], self.upload_bars[x]
         tf = timeframe or self.settings.timeframe
         bridge = self.state.bridge
+        if y not in bridge.symbols or x not in bridge.symbols:
+            return None
         bridge.want(y, tf)
         bridge.want(x, tf)
         bars = bridge.cache.bars

@@ -293,10 +293,7 @@ class Bridge:
         self.polls = 0
 
     def want(self, symbol: str, timeframe: str) -> None:
-        """Ask for the recent bars of ``symbol``/``timeframe`` in the next polls (a symbol no
-        feed carries is ignored)."""
-        if symbol not in self.symbols:
-            return
+        """Ask for the recent bars of ``symbol``/``timeframe`` in the next polls."""
         with self._lock:
             new = (symbol, timeframe) not in self._wanted
             self._wanted[(symbol, timeframe)] = time.monotonic()

@@ -98,6 +98,7 @@ class ScreenView(Viewer):
         )
         self.origin = pn.pane.HTML("", css_classes=["ps-screen-source"])
         self.message = pn.pane.HTML("", css_classes=["ps-screen-message"])
+        self.progress = pn.pane.HTML("", css_classes=["ps-screen-progress"])
         self.table = pn.widgets.Tabulator(
             pd.DataFrame({c: pd.Series(dtype=object if c == "pair" else float) for c in _TITLES}),
             css_classes=["ps-screen-table"],
@@ -182,8 +183,8 @@ class ScreenView(Viewer):
 
     def run(self) -> None:
         """Hand a screen of the liquid symbols to the bridge (a ScreenJob actor runs it)."""
-        if self.job is not None and not self.job.finished:
-            return  # one at a time
+        if self.job is not None:
+            return  # one at a time: this one's outcome is shown first
         app = self.app
         self.job = app.state.bridge.screen(
             self._liquid_bars(),
@@ -192,18 +193,17 @@ class ScreenView(Viewer):
             store=app.state.config.store.path,
             min_bars=30,
         )
-        self.message.object = "<p class='ps-screen-progress'>Screen queued on the engine…</p>"
+        self.progress.object = "<p>Screen queued on the engine…</p>"
 
     def _job_news(self) -> None:
         job = self.job
         if not job.finished:
             done, total = job.progress or (0, 0)
             what = f"{done} of {total} chunks of pairs" if total else "reading the bars"
-            self.message.object = (
-                f"<p class='ps-screen-progress'>Screen running on the engine: {what}…</p>"
-            )
+            self.progress.object = f"<p>Screen running on the engine: {what}…</p>"
             return
         self.job = None
+        self.progress.object = ""
         if job.state == "failed":
             self.message.object = f"<p class='ps-error'>{html.escape(job.error or '')}</p>"
             return
@@ -281,6 +281,7 @@ class ScreenView(Viewer):
         return pn.Column(
             pn.Row(self.button, self.open, self.watch),
             self.origin,
+            self.progress,
             self.message,
             pn.Row(self.table, sizing_mode="stretch_width"),
             pn.Row(self.pvalues, pn.pane.Bokeh(self.fig, css_classes=["ps-heatmap"])),
