@@ -97,7 +97,7 @@ class BacktestView(Viewer):
         self.trades = read_only_table("ps-trades", 260, pagination="local", page_size=10)
         self.pending = False
         self.job = None  # the bridge Job of the running backtest
-        self.running: tuple = ()  # (pair, timeframe, bars y, bars x) it runs on
+        self.running: tuple[str, str] = ("", "")  # (pair, timeframe) it runs on
         self.button.on_click(lambda _: self.run())
 
     def run(self) -> None:
@@ -122,14 +122,14 @@ class BacktestView(Viewer):
             legs=s.legs,
             store=app.state.config.store.path,
         )
-        self.running = (s.pair, s.timeframe, len(legs[0]), len(legs[1]))
+        self.running = (s.pair, s.timeframe)
         self.message.object = (
             f"<p class='ps-backtest-running'>Backtest of {html.escape(s.pair)} · {s.timeframe} "
             "running on the engine…</p>"
         )
 
     def show(self, res: object) -> None:
-        pair, tf, _, _ = self.running
+        pair, tf = self.running
         eq = res.equity
         # called from the periodic callback; a raw Bokeh model is changed inside unlocked(),
         # which holds the document and sends the change itself
