@@ -25,6 +25,9 @@ strategy starts flat (nothing blocked) at the part's first bar, the simulation s
 fresh ``capital`` and no position, and a position still open at the part's end is marked at its
 last close. In-sample stats are therefore exactly ``run`` over the train bars; out-of-sample
 stats (``oos_*``) are the test part's. Columns are prefixed ``is_`` and ``oos_``.
+
+The dashboard's backtest (``backtest_bars``: the bars on screen, the legs' stored funding) runs
+as a Ray task submitted by the UI bridge, never in a browser session.
 """
 
 from __future__ import annotations
@@ -37,12 +40,15 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from engine.backtest import BacktestResult, Costs, run
-from engine.backtest_data import PairData, check_bars, split_index
+from engine.backtest_data import PairData, check_bars, split_index, stored_funding
 from engine.config import StrategyConfig
 from engine.errors import ConfigError
 from engine.pairbook import parse_pair
 from engine.pairstep import PairParams, PairSeries, run_pair
+from engine.schemas import timeframe_ms
 from engine.sweep import ParamSet, assign_chunks, plan_sweep
 from strategies import Strategy, make_strategy
 
@@ -167,6 +173,30 @@ class BacktestActor:
 
 
 # ----------------------------------------------------------------------------- the sweep
+
+
+def backtest_bars(
+    bars_y: np.ndarray,
+    bars_x: np.ndarray,
+    params: PairParams,
+    strategy_config: StrategyConfig,
+    timeframe: str,
+    *,
+    legs: tuple[str, str] = ("Y", "X"),
+    store: str | os.PathLike | None = None,
+) -> BacktestResult:
+    """The backtest of two legs' bars (BAR_DTYPE) with the given settings, as the CLI runs it
+    (``BacktestActor.result``, i.e. ``engine.backtest.run``): ``legs`` (y, x) are the symbols,
+    and each leg's funding stored in ``store`` over the bars' range (first bar's open to last
+    bar's end) is charged (none without a store). The dashboard runs it as a Ray task."""
+    y, x = legs
+    funding = None
+    if store is not None and bars_y.size and bars_x.size:
+        start = int(min(bars_y["ts"][0], bars_x["ts"][0]))
+        end = int(max(bars_y["ts"][-1], bars_x["ts"][-1])) + timeframe_ms(timeframe)
+        funding = stored_funding(store, y, x, start, end)
+    data = PairData.from_tables(bars_y, bars_x, y=y, x=x, timeframe=timeframe, funding=funding)
+    return BacktestActor(data).result(params, strategy_config)
 
 
 def _check_actors(n_actors: Any) -> None:

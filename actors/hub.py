@@ -2,7 +2,8 @@
 
 It holds the config, the registry of FeedActors and PairActors, the alert rules (changeable at
 run time, pushed to the PairActors) and the alert history, both kept by an
-``engine.alerts.AlertLog`` under ``<store>/alerts/`` so they survive restarts. ``status()``
+``engine.alerts.AlertLog`` under ``<store>/alerts/`` so they survive restarts, and the pairs added
+at run time (``add_pairs``, kept in the store by ``engine.runtime_pairs``). ``status()``
 gathers the actors' stats and returns ``engine.status.build_status`` of them: exactly the
 object ``pairstack status --json`` prints (DESIGN.md "CLI"). The class is plain; ``ray.remote`` is
 applied where it is constructed (actors/engine.py) with ``max_concurrency`` > 1, so the Hub must
@@ -20,6 +21,9 @@ import numpy as np
 
 from actors.args import as_config, lookup_actor
 from engine.alerts import AlertLog, AlertRule, rules_from_config
+from engine.errors import ConfigError
+from engine.pairbook import parse_pair
+from engine.runtime_pairs import hosted, read_added, record_added
 from engine.schemas import timeframe_ms
 from engine.status import build_status, iso_ms
 
@@ -29,6 +33,8 @@ HUB_NAME = "pairstack-hub"
 NAMESPACE = "pairstack"
 #: seconds the Hub waits for an actor before it reports it as unavailable
 CALL_TIMEOUT_S = 10.0
+#: seconds a PairActor may take to warm up pairs added at run time (it reads the store)
+ADD_TIMEOUT_S = 300.0
 
 
 class Hub:
@@ -56,10 +62,13 @@ class Hub:
         self._feeds: dict[str, tuple[object | None, list[str]]] = {
             name: (None, list(syms)) for name, syms in (feeds or {}).items()
         }
+        self._store_path = store_path
         self._pair_actors: dict[str, tuple[object | None, list[str]]] = {}
         self._pair_home: dict[str, str] = {}
+        added = read_added(store_path) if pair_actors else {}
         for name, pairs in (pair_actors or {}).items():
-            self._pair_actors[name] = (None, list(pairs))
+            pairs = [*pairs, *hosted(list(pairs), added.get(name, []))]
+            self._pair_actors[name] = (None, pairs)
             self._pair_home.update(dict.fromkeys(pairs, name))
 
     def _handle(self, registry: dict, name: str) -> object | None:
@@ -83,6 +92,50 @@ class Hub:
     def pairs(self) -> list[str]:
         with self._lock:
             return sorted(self._pair_home)
+
+    def add_pairs(self, pairs: list[str]) -> list[str]:
+        """Step ``pairs`` ("Y/X") live from now on, without a restart; returns those added
+        (pairs already running are skipped). Each goes to a PairActor whose feeds carry both
+        legs (ConfigError naming the pair when none does: such a pair needs the config and a
+        restart); the actor warms it up from the store, and the addition is kept under
+        ``<store>/state/pairs_added.json`` so that a restarted Hub or PairActor has it too."""
+        import ray
+
+        with self._lock:
+            new = [p for p in dict.fromkeys(pairs) if p not in self._pair_home]
+            homes: dict[str, list[str]] = {}
+            for pair in new:
+                legs = set(parse_pair(pair))
+                home = next(
+                    (
+                        name
+                        for name, (_, hosted_pairs) in self._pair_actors.items()
+                        if legs <= {s for p in hosted_pairs for s in parse_pair(p)}
+                    ),
+                    None,
+                )
+                if home is None:
+                    raise ConfigError(
+                        f"pair {pair!r}: no pair actor is fed both legs (the live engine can "
+                        "add pairs of symbols one of its actors already steps together); add "
+                        "it to the config's pairs and restart the engine"
+                    )
+                homes.setdefault(home, []).append(pair)
+            handles = {name: self._handle(self._pair_actors, name) for name in homes}
+        missing = [name for name, h in handles.items() if h is None]
+        if missing:
+            raise KeyError(f"pair actors {missing} are not running: try again once they are")
+        refs = {name: handles[name].add_pairs.remote(group) for name, group in homes.items()}
+        added: list[str] = []
+        for name, ref in refs.items():
+            got = ray.get(ref, timeout=ADD_TIMEOUT_S)
+            with self._lock:
+                hosted_pairs = self._pair_actors[name][1]
+                hosted_pairs.extend(p for p in got if p not in hosted_pairs)
+                self._pair_home.update(dict.fromkeys(got, name))
+                record_added(self._store_path, name, got)
+            added.extend(got)
+        return added
 
     def _handles(self, registry: dict) -> list[object]:
         """Handles of every registered actor that exists (call with the lock held)."""

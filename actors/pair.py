@@ -28,7 +28,8 @@ from engine.checkpoint import (
     write_checkpoint,
 )
 from engine.errors import ConfigError
-from engine.pairbook import PairBook
+from engine.pairbook import PairBook, parse_pair
+from engine.runtime_pairs import hosted, read_added
 from engine.schemas import table_to_bars
 from strategies import make_strategy
 
@@ -65,8 +66,12 @@ class PairActor:
         checkpoint_s: float = CHECKPOINT_S,
     ):
         config = as_config(config)
+        if name:  # pairs added at run time ("watch live") come back after a restart
+            pairs = [*pairs, *hosted(pairs, read_added(config.store.path).get(name, []))]
+        self._config = config
         self.book = PairBook(config.analytics, make_strategy(config.strategy), pairs)
         self._hub = None
+        self._feeds: list = []
         self._fingerprint = config_fingerprint(config.analytics, config.strategy, pairs)
         self._ckpt = checkpoint_path(config.store.path, name) if name else None
         self._ckpt_every_s = float(checkpoint_s)
@@ -78,8 +83,6 @@ class PairActor:
     def _warm_up(
         self, config: object, feed_names: list[str], hub_name: str | None, ns: str | None
     ) -> None:
-        from engine.store import Store
-
         rules: list[AlertRule] = []
         hub = None
         feeds = []
@@ -102,22 +105,8 @@ class PairActor:
                 self.restored = True
             except ConfigError as exc:
                 log.warning("checkpoint %s not restored (%s): full replay", self._ckpt, exc)
-        store = Store(config.store.path)
-        entries = []
-        for sym, start in self.book.resume_from().items():
-            bars = table_to_bars(
-                store.read_bars(self.book.tf, sym, start=None if start == NO_WATERMARK else start)
-            )
-            wm = int(bars["ts"][-1]) + self.book.tf_ms if len(bars) else NO_WATERMARK
-            entries.append({"symbol": sym, "wm": wm, "bars": bars, "advances": []})
-        if feeds:
-            import ray
-
-            refs = [f.recent_for.remote(self.book.symbols, self.book.tf) for f in feeds]
-            for chunk in ray.get(refs):
-                entries.extend(chunk)
-        self._hub = hub
-        events, _ = self.book.feed(entries, live=False)
+        self._hub, self._feeds = hub, feeds
+        events, _ = self.book.feed(self._history(self.book.resume_from()), live=False)
         now = time.time() * 1000.0
         self._send_alerts([e for e in events if e["ts"] >= now - ALERT_RESEND_MS], now)
         log.info(
@@ -125,6 +114,47 @@ class PairActor:
             len(self.book.names),
             "from a checkpoint" if self.restored else "full replay",
         )
+
+    def _history(self, starts: dict[str, int]) -> list[dict]:
+        """Entries of the stored bars of each symbol from ``starts[symbol]`` (open time, ms;
+        NO_WATERMARK: all), then the feeds' recent in-memory bars of those symbols."""
+        from engine.store import Store
+
+        store = Store(self._config.store.path)
+        entries = []
+        for sym, start in starts.items():
+            bars = table_to_bars(
+                store.read_bars(self.book.tf, sym, start=None if start == NO_WATERMARK else start)
+            )
+            wm = int(bars["ts"][-1]) + self.book.tf_ms if len(bars) else NO_WATERMARK
+            entries.append({"symbol": sym, "wm": wm, "bars": bars, "advances": []})
+        if self._feeds:
+            import ray
+
+            refs = [f.recent_for.remote(list(starts), self.book.tf) for f in self._feeds]
+            for chunk in ray.get(refs):
+                entries.extend(chunk)
+        return entries
+
+    def add_pairs(self, pairs: list[str]) -> list[str]:
+        """Step ``pairs`` from now on (legs among this actor's symbols, else ConfigError),
+        warmed up on every stored bar of their legs and the feeds' recent ones; returns those
+        added. A checkpoint is taken at once (under the grown book's fingerprint); the Hub
+        records the pairs in the store (``engine.runtime_pairs``) for a restart."""
+        legs = sorted({s for p in pairs for s in parse_pair(p)})
+        missing = sorted(set(legs) - set(self.book.symbols))
+        if missing:
+            raise ConfigError(
+                f"pairs {pairs}: {', '.join(missing)} not fed to this pair actor (its symbols: "
+                f"{self.book.symbols})"
+            )
+        added = self.book.add_pairs(pairs, self._history(dict.fromkeys(legs, NO_WATERMARK)))
+        if added:
+            cfg = self._config
+            self._fingerprint = config_fingerprint(cfg.analytics, cfg.strategy, self.book.names)
+            self.checkpoint(wait=True)
+            log.info("pair actor: now also stepping %s", ", ".join(added))
+        return added
 
     def checkpoint(self, wait: bool = True) -> bool:
         """Save every pair's state now (copied here, written by a background thread; with

@@ -12,19 +12,36 @@ In-process or Ray (``ScreenRunner``, the CLI's ``runner``): a screen of fewer th
 2,000 pairs of 8,640 bars take about a second on one core); a larger one, or any screen given
 ``actors >= 1``, runs on ``actors`` workers (default: the cluster's CPUs). ``actors=0`` forces
 the calling process.
+
+The dashboard's screen (``screen_recent``: the liquid symbols' bars in memory with the store's
+before them) runs in a ``ScreenJob`` actor that the UI bridge starts, one per screen, and
+whose ``progress()`` it reads while the screen runs.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 
 from engine.errors import ConfigError
-from engine.screen import ChunkRows, ScreenData, run_in_process, screen_chunk
+from engine.schemas import timeframe_ms
+from engine.screen import (
+    ChunkRows,
+    ScreenData,
+    load_bars,
+    run_in_process,
+    screen_bars,
+    screen_chunk,
+)
 
 #: below this many pairs (and without ``actors``) a screen runs in the calling process
 RAY_MIN_PAIRS = 2_000
@@ -140,3 +157,106 @@ class ScreenRunner:
 
             ray.shutdown()
             self.owns_ray = False
+
+
+# ----------------------------------------------------------------------------- the dashboard's
+
+#: bars of the analytics timeframe a dashboard screen covers (the store's before the memory's)
+SCREEN_BARS = 20_000
+
+
+@dataclass(frozen=True)
+class ScreenOutcome:
+    """A dashboard screen: ``table`` (``screen_frame``), ``excluded`` {symbol: reason} and the
+    ``params`` of ``engine.screen.screen_bars``."""
+
+    table: pd.DataFrame
+    excluded: Mapping[str, str]
+    params: Mapping[str, Any]
+
+
+def screen_frame(table: pa.Table) -> pd.DataFrame:
+    """A screen's rows (``engine.screen`` columns, a saved or a fresh screen) as the dashboard
+    shows them: pair ("Y/X"), corr, eg_pvalue, qvalue, half_life (bars), beta, bars."""
+    return pd.DataFrame(
+        {
+            "pair": [
+                f"{y}/{x}"
+                for y, x in zip(table["y"].to_pylist(), table["x"].to_pylist(), strict=True)
+            ],
+            "corr": table["corr"].to_numpy(),
+            "eg_pvalue": table["pvalue"].to_numpy(),
+            "qvalue": table["qvalue"].to_numpy(),
+            "half_life": table["half_life"].to_numpy(),
+            "beta": table["beta"].to_numpy(),
+            "bars": table["n"].to_numpy(),
+        }
+    )
+
+
+def _with_stored(
+    bars: Mapping[str, np.ndarray], timeframe: str, store: str | os.PathLike | None
+) -> dict[str, np.ndarray]:
+    """Each symbol's bars in memory preceded by its stored bars, over the last ``SCREEN_BARS``
+    bars of ``timeframe`` (the memory copy wins where both hold a bar time)."""
+    held = {s: b for s, b in bars.items() if b.size}
+    if store is None or not held or not os.path.isdir(store):
+        return dict(bars)
+    end = max(int(b["ts"][-1]) for b in held.values()) + timeframe_ms(timeframe)
+    start = end - SCREEN_BARS * timeframe_ms(timeframe)
+    stored = load_bars(store, timeframe, list(bars), start, end)
+    out = {}
+    for s, b in bars.items():
+        old = stored[s]
+        if b.size:
+            old = old[old["ts"] < b["ts"][0]]
+        out[s] = np.concatenate([old, b]) if old.size else b
+    return out
+
+
+def screen_recent(
+    bars: Mapping[str, np.ndarray],
+    price: str,
+    timeframe: str,
+    *,
+    store: str | os.PathLike | None = None,
+    min_bars: int = 100,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> ScreenOutcome:
+    """``engine.screen.screen_bars`` (the CLI's screen) over the symbols of ``bars``: the bars
+    in memory with the store's before them (up to ``SCREEN_BARS``), in this process;
+    ``on_chunk(done, total)`` is called as chunks of pairs finish."""
+
+    def run(data: ScreenData, chunks: Sequence[np.ndarray]) -> Iterator[ChunkRows]:
+        for k, rows in enumerate(run_in_process(data, chunks)):
+            if on_chunk is not None:
+                on_chunk(k + 1, len(chunks))
+            yield rows
+
+    merged = _with_stored(bars, timeframe, store)
+    result = screen_bars(
+        merged, timeframe, min_bars=min_bars, price=price, runner=lambda n_pairs: (1, run)
+    )
+    return ScreenOutcome(screen_frame(result.table), dict(result.universe.excluded), result.params)
+
+
+class ScreenJob:
+    """Body of the actor that runs one dashboard screen (``screen_recent``); made with
+    ``max_concurrency=2`` so that ``progress()`` answers while ``run`` works."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._progress = (0, 0)
+
+    def _done(self, done: int, total: int) -> None:
+        with self._lock:
+            self._progress = (done, total)
+
+    def run(self, bars: Mapping[str, np.ndarray], price: str, timeframe: str, **kw: Any):
+        """``screen_recent(bars, price, timeframe, **kw)`` with its progress recorded."""
+        return screen_recent(bars, price, timeframe, on_chunk=self._done, **kw)
+
+    def progress(self) -> tuple[int, int]:
+        """(chunks done, chunks) of the running screen; (0, 0) before the chunks are planned."""
+        with self._lock:
+            return self._progress

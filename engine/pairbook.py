@@ -52,6 +52,15 @@ RING_FIELDS: dict[str, np.dtype] = {
 }
 
 
+def _append_bank(bank: PairBank, more: PairBank) -> None:
+    """Append the pair rows of ``more`` (same params) to ``bank``'s stacked state."""
+    bank.state = tuple(
+        np.ascontiguousarray(np.concatenate([a, b]))
+        for a, b in zip(bank.state, more.state, strict=True)
+    )
+    bank.n_pairs += more.n_pairs
+
+
 def parse_pair(name: str) -> tuple[str, str]:
     """``"ETHUSDT/BTCUSDT"`` -> ``("ETHUSDT", "BTCUSDT")`` (y, x)."""
     parts = name.split("/")
@@ -134,6 +143,7 @@ class PairBook:
     def __init__(self, analytics: AnalyticsConfig, strategy: Strategy, pairs: list[str]):
         """``analytics``: how pairs step (the config section); ``strategy``: built by the caller
         (``strategies.make_strategy(config.strategy)``); ``pairs``: "Y/X" names."""
+        self.analytics = analytics
         self.tf = analytics.timeframe
         self.tf_ms = timeframe_ms(self.tf)
         if len(set(pairs)) != len(pairs):
@@ -203,6 +213,54 @@ class PairBook:
             self.next_t[can] = limit[can] + 1
             self._trim()
         return events, finals
+
+    def add_pairs(
+        self, pairs: list[str], history: Iterable[dict] | packets.BarPacket = ()
+    ) -> list[str]:
+        """Host ``pairs`` ("Y/X", legs among this book's ``symbols``: its feeds send only those)
+        from now on; returns those added (pairs already hosted are skipped).
+
+        Each new pair is warmed up on ``history`` (entries or a packet, ``live=False``: the
+        store's bars and the feeds' recent ones, reaching at least this book's watermarks)
+        through the same step, in a book of its own, whose rows are then appended to this
+        book's stacked arrays: from the first bar after the warm-up, the pair steps exactly as
+        in a book built with it from the start. Bars of ``history`` this book has not stepped
+        yet still come in by ``feed``; a new pair skips the intervals it consumed in warm-up.
+        """
+        new = list(dict.fromkeys(p for p in pairs if p not in self.index))
+        for name in new:
+            missing = [s for s in parse_pair(name) if s not in self._sym_index]
+            if missing:
+                raise ConfigError(
+                    f"pair {name!r}: {', '.join(missing)} not among this book's symbols "
+                    f"{self.symbols}; add the pair where both legs are fed, or restart with it"
+                )
+        if not new:
+            return []
+        sub = PairBook(self.analytics, self.strategy, new)
+        sub.feed(history, live=False)
+        k = np.array([self._sym_index[s] for s in sub.symbols], dtype=np.intp)
+        self.iy = np.concatenate([self.iy, k[sub.iy]])
+        self.ix = np.concatenate([self.ix, k[sub.ix]])
+        align = LiveAlign(self.iy, self.ix)
+        align.last_y = np.concatenate([self.align.last_y, sub.align.last_y])
+        align.last_x = np.concatenate([self.align.last_x, sub.align.last_x])
+        self.align = align
+        _append_bank(self.bank, sub.bank)
+        if self.ols is not None:
+            _append_bank(self.ols, sub.ols)
+        self.strategy_state = np.concatenate([self.strategy_state, sub.strategy_state])
+        for key in _PAIR_ARRAYS:
+            setattr(self, key, np.concatenate([getattr(self, key), getattr(sub, key)]))
+        self.ring.cols = {
+            key: np.ascontiguousarray(np.concatenate([col, sub.ring.cols[key]]))
+            for key, col in self.ring.cols.items()
+        }
+        self.ring.count = np.concatenate([self.ring.count, sub.ring.count])
+        self.names.extend(new)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self._ruled = None
+        return new
 
     def _take_packet(self, packet: packets.BarPacket, live: bool) -> None:
         """A packet's bars, watermarks and (live) advances into the legs, in arrival order

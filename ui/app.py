@@ -2,9 +2,12 @@
 
 Every 500 ms (a periodic callback of the session) the App tells the bridge which pair and bars it
 looks at (``watch``, ``want``) and reads the bridge's cache; when it has changed it picks the
-frame to show (the live snapshot when the session's settings equal the live config, else the
-engine's pair step recomputed over the recent bars of the chosen timeframe, or the uploaded
-bars) and hands it to the views.
+frame to show (the live snapshot when the session's pair steps live and its settings equal the
+live config, else the engine's pair step recomputed over the recent bars of the chosen
+timeframe, or the uploaded bars) and hands it to the views. A recomputed frame is kept until
+its inputs change (the legs' bars: count, first and last bar; the settings), so a poll that
+brought nothing new for it costs nothing. The session never calls Ray: what it asks of the
+engine goes through the bridge (``ui.bridge.Job``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class App:
         self.frame: PairFrame = services.empty_frame(self.settings.pair, self.settings.timeframe)
         self._seen_seq = -1
         self._dirty = True
+        self._recomputed: tuple[tuple, PairFrame] | None = None  # (inputs, frame)
         state.bridge.watch(self.settings.pair)
         self.status = StatusView()
         self.charts = PairCharts()
@@ -120,6 +124,7 @@ class App:
 
     def show_upload(self, bars: dict[str, np.ndarray], pair: str) -> None:
         self.upload_bars = bars
+        self._recomputed = None  # new bars, whatever they look like
         self._set(pair=pair, source="upload")
 
     def back_to_live(self) -> None:
@@ -130,23 +135,31 @@ class App:
         s = self.settings
         return services.params_for(self.state.live_params, s.hedge, s.zscore_window)
 
+    def live_pairs(self) -> list[str]:
+        """The pairs the engine steps: the config's, then those added at run time."""
+        cfg = list(self.state.config.pair_names)
+        return cfg + [p for p in self.state.bridge.cache.pairs if p not in cfg]
+
     def is_live_view(self) -> bool:
         s, cfg, live = self.settings, self.state.config, self.state.live_params
         return (
             s.source == "live"
-            and s.pair in cfg.pair_names
+            and s.pair in self.live_pairs()
             and s.timeframe == cfg.analytics.timeframe
             and s.hedge == live.hedge
             and s.zscore_window == live.zscore_window
         )
 
     def leg_bars(self, timeframe: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-        """Both legs' bars behind the current view (uploaded, or the bridge's recent bars)."""
+        """Both legs' bars behind the current view (uploaded, or the bridge's recent bars; None
+        until the bridge has them, or when a leg is a symbol no feed carries)."""
         y, x = self.settings.legs
         if self.settings.source == "upload":
             return self.upload_bars[y], self.upload_bars[x]
         tf = timeframe or self.settings.timeframe
         bridge = self.state.bridge
+        if y not in bridge.symbols or x not in bridge.symbols:
+            return None
         bridge.want(y, tf)
         bridge.want(x, tf)
         bars = bridge.cache.bars
@@ -163,14 +176,22 @@ class App:
                 return services.empty_frame(s.pair, s.timeframe), "waiting for the engine"
             frame = services.from_snapshot(s.pair, s.timeframe, snap, self.state.live_params.hedge)
             return frame, "live engine state"
+        unfed = [leg for leg in s.legs if leg not in self.state.bridge.symbols]
+        if s.source == "live" and unfed:
+            why = f"no live feed for {', '.join(unfed)}: the engine streams only its symbols"
+            return services.empty_frame(s.pair, s.timeframe), why
         legs = self.leg_bars()
         if legs is None:
             return services.empty_frame(s.pair, s.timeframe), "loading recent bars…"
-        frame = services.recompute(
-            s.pair, s.timeframe, legs[0], legs[1], self.params(), self.state.config.strategy
-        )
         origin = "uploaded bars" if s.source == "upload" else "recomputed over recent bars"
-        return frame, origin
+        inputs = (s.pair, s.timeframe, s.hedge, s.zscore_window, s.source,
+                  *(_bars_key(b) for b in legs))  # fmt: skip
+        if self._recomputed is None or self._recomputed[0] != inputs:
+            frame = services.recompute(
+                s.pair, s.timeframe, legs[0], legs[1], self.params(), self.state.config.strategy
+            )
+            self._recomputed = (inputs, frame)
+        return self._recomputed[1], origin
 
     def update(self) -> None:
         cache = self.state.bridge.cache
@@ -203,8 +224,9 @@ class App:
         minimum = self.settings.min_quote_volume
         tf_ms = timeframe_ms(self.state.config.analytics.timeframe)
         vols = {s: services.quote_volume_1m(b, tf_ms) for s, b in cache.universe.items()}
-        allowed = services.liquid_pairs(list(self.state.config.pair_names), vols, minimum)
-        extra = [p for p in self.pair_select.options if p not in self.state.config.pair_names]
+        live = self.live_pairs()
+        allowed = services.liquid_pairs(live, vols, minimum)
+        extra = [p for p in self.pair_select.options if p not in live]
         options = allowed + [p for p in extra if p not in allowed]
         if self.settings.source == "live" and self.settings.pair not in options:
             options.append(self.settings.pair)
@@ -280,6 +302,14 @@ class App:
             self.update()
         except Exception:  # a bad tick must not kill the session's callback; it is logged
             log.exception("dashboard update failed")
+
+
+def _bars_key(bars: np.ndarray) -> tuple:
+    """What identifies a leg's bars for the recompute memo: count, first and last bar (ts ms
+    and close; a corrected last bar changes its close)."""
+    if not bars.size:
+        return (0,)
+    return (bars.size, int(bars["ts"][0]), int(bars["ts"][-1]), float(bars["close"][-1]))
 
 
 def build() -> pn.viewable.Viewable:

@@ -25,6 +25,9 @@ from ui.server import install_stop_handlers, start_server_state, stop_server_sta
 def on_server_loaded(server_context: object) -> None:
     start_server_state()
     install_stop_handlers()
+    # the page's modules (its views, HoloViews and its bokeh backend) load with the server, so
+    # that the first session does not pay for them
+    import ui.app  # noqa: F401
 
 
 def on_server_unloaded(server_context: object) -> None:

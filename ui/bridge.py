@@ -5,24 +5,37 @@ every pair), the alerts fired since the last poll, the snapshots of the pairs se
 looking at (``watch``; only the steps after the cached ones) and the recent bars that sessions
 asked for (``want``; after the first fetch only the bars since the cached ones), and swaps in a
 new immutable :class:`Cache`, shared by every session. The symbols' bars for the liquidity
-filter, the heatmap and the screen are refreshed every ``universe_every_s``. A pair or bars
-asked for the first time wake the poller at once. Sessions never call Ray. When a poll fails
-the cache keeps the last numbers and says since when it has failed; ``health`` turns a cache
-into what the page must say (live, feed down, feed unhealthy, engine unreachable).
+filter and the screen are refreshed every ``universe_every_s``, with the newest saved screen
+of the store (``engine.screen.latest_screen``, read again only when the folder changed). The
+live pairs come from the Hub on every poll (pairs added at run time appear). A pair or bars
+asked for the first time wake the poller at once.
+
+Sessions never call Ray: what they ask of the engine (alert rules, pairs to watch live, a
+backtest, a screen) they hand to the bridge as a :class:`Job`; the bridge's thread starts it on
+Ray (a Hub call, a Ray task, a ``ScreenJob`` actor), watches its ObjectRef with ``ray.wait``
+(no timeout) on every loop and stores the outcome (or the error) in the Job, which the session
+reads on a later tick. When a poll fails the cache keeps the last numbers and says since when it
+has failed; ``health`` turns a cache into what the page must say (live, feed down, feed
+unhealthy, engine unreachable).
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from engine.bars import RECENT_BARS
 from engine.schemas import timeframe_ms
+from engine.screen import SCREENS_DIR, latest_screen
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +70,46 @@ class Cache:
     universe: dict = field(default_factory=dict)  # symbol -> BAR_DTYPE (analytics tf)
     alerts: tuple = ()  # every fired alert seen, oldest first
     rules: tuple = ()  # current alert rules (dicts)
+    pairs: tuple = ()  # the pairs the engine steps live (Hub.pairs, sorted)
+    screen: SavedScreen | None = None  # the store's newest saved screen
+
+
+@dataclass(frozen=True)
+class SavedScreen:
+    """The newest screen saved under ``<store>/screens/`` (``pairstack screen``): its
+    ``engine.screen`` table, parameters and file name."""
+
+    table: Any  # pyarrow.Table
+    params: dict
+    name: str
+
+
+@dataclass(eq=False)
+class Job:
+    """A request a session handed the bridge. ``state``: "queued", "running", "done" (then
+    ``result``) or "failed" (then ``error``, the engine's message); ``progress`` (done, total)
+    while a screen runs. Written by the bridge's thread, read by the session: never waited on."""
+
+    what: str
+    state: str = "queued"
+    result: Any = None
+    error: str | None = None
+    progress: tuple[int, int] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed")
+
+
+@dataclass
+class _Started:
+    """A job on Ray: the ObjectRef of its outcome, a call that asks for its progress (an
+    ObjectRef) and one that releases what it started."""
+
+    ref: Any
+    progress: Callable[[], Any] | None = None
+    release: Callable[[], None] | None = None
+    progress_ref: Any = None
 
 
 @dataclass(frozen=True)
@@ -211,12 +264,14 @@ class Bridge:
         pairs: list[str],
         symbols: list[str],
         timeframe: str,
+        store: str | os.PathLike | None = None,
         interval_s: float = 0.5,
         universe_every_s: float = 5.0,
         call_timeout_s: float = 5.0,
     ):
         self.hub = hub
         self.pairs = list(pairs)
+        self.store = store
         self.symbols = list(symbols)
         self.timeframe = timeframe
         self.interval_s = interval_s
@@ -231,6 +286,10 @@ class Bridge:
         self._thread: threading.Thread | None = None
         self._universe_at = 0.0
         self._alerts_since: int | None = None
+        self._screens_seen: int | None = None  # mtime (ns) of the screens folder last read
+        self._queued: list[tuple[Job, Callable[[], _Started]]] = []
+        self._running: list[tuple[Job, _Started]] = []
+        self._backtest_task: Any = None  # ray.remote(backtest_bars), made on first use
         self.polls = 0
 
     def want(self, symbol: str, timeframe: str) -> None:
@@ -261,11 +320,16 @@ class Bridge:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10.0)
+        for _, started in self._running:  # screens still running: their actors go
+            if started.release is not None:
+                started.release()
+        self._running = []
 
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
             self._wake.clear()
+            self.run_jobs()
             self.poll()
             self._wake.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
 
@@ -286,6 +350,7 @@ class Bridge:
         try:
             refs = [self.hub.status.remote(), self.hub.alerts.remote(self._alerts_since)]
             refs.append(self.hub.rules.remote())
+            refs.append(self.hub.pairs.remote())
             refs.append(self.hub.snapshots_since.remote(since))
             refs += [
                 self.hub.recent_bars.remote(s, tf, n)
@@ -307,19 +372,21 @@ class Bridge:
             )
             log.warning("bridge poll failed: %s", exc)
             return
-        status, fired, rules, fresh = out[0], out[1], out[2], out[3]
+        status, fired, rules, pairs, fresh = out[:5]
+        self.pairs = list(pairs)
         snapshots = {p: _merge_snapshot(old.snapshots.get(p), fresh[p]) for p in watched}
-        k = 4
+        k = 5
         bars = {
             key: _merge_bars(old.bars.get(key), got, n)
             for key, got, n in zip(wanted, out[k : k + len(wanted)], counts, strict=True)
         }
         bars = {key: b for key, b in bars.items() if b is not None}
         k += len(wanted)
-        uni = old.universe
+        uni, saved = old.universe, old.screen
         if universe:
             uni = dict(zip(self.symbols, out[k:], strict=True))
             self._universe_at = now
+            saved = self._saved_screen(saved)
         if fired:
             self._alerts_since = max(int(e["fired_at"]) for e in fired)
         self.polls += 1
@@ -334,15 +401,137 @@ class Bridge:
             universe=uni,
             alerts=old.alerts + tuple(fired),
             rules=tuple(r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in rules),
+            pairs=tuple(pairs),
+            screen=saved,
         )
 
-    # -- commands the sessions send through the bridge (alert rules) ------------------------
-    def add_rule(self, rule: dict) -> None:
+    def _saved_screen(self, cached: SavedScreen | None) -> SavedScreen | None:
+        """The store's newest saved screen, read again only when its folder changed."""
+        folder = Path(self.store) / SCREENS_DIR if self.store is not None else None
+        if folder is None or not folder.is_dir():
+            return cached
+        stamp = folder.stat().st_mtime_ns
+        if stamp == self._screens_seen:
+            return cached
+        try:
+            got = latest_screen(self.store)
+        except (OSError, ValueError) as exc:  # a file being replaced, or not a screen
+            log.warning("bridge: saved screen not read: %s", exc)
+            return cached
+        self._screens_seen = stamp
+        if got is None:
+            return None
+        table, params = got
+        name = max(p.name for p in folder.glob("[0-9]*.parquet"))
+        return SavedScreen(table, params, name)
+
+    # -- jobs: what sessions ask of the engine, run from this thread -------------------------
+    def _submit(self, what: str, start: Callable[[], _Started]) -> Job:
+        job = Job(what)
+        with self._lock:
+            self._queued.append((job, start))
+        self._wake.set()
+        return job
+
+    def run_jobs(self) -> None:
+        """Start the queued jobs; record the outcome of those whose ObjectRef is ready and the
+        progress of the others (never blocks on a job)."""
         import ray
 
-        ray.get(self.hub.add_rule.remote(rule), timeout=self.call_timeout_s)
+        with self._lock:
+            queued, self._queued = self._queued, []
+        for job, start in queued:
+            try:
+                started = start()
+            except (ray.exceptions.RayError, TypeError, ValueError) as exc:  # the job fails
+                job.error, job.state = f"{type(exc).__name__}: {exc}", "failed"
+                continue
+            job.state = "running"
+            self._running.append((job, started))
+        if not self._running:
+            return
+        refs = [s.ref for _, s in self._running]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        ready = set(ready)
+        still = []
+        for job, started in self._running:
+            if started.ref in ready:
+                self._finish(job, started)
+            else:
+                self._progress(job, started)
+                still.append((job, started))
+        self._running = still
 
-    def remove_rule(self, key: str) -> None:
+    def _finish(self, job: Job, started: _Started) -> None:
         import ray
 
-        ray.get(self.hub.remove_rule.remote(key), timeout=self.call_timeout_s)
+        try:
+            job.result = ray.get(started.ref)
+            job.state = "done"
+        except ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None)
+            job.error = str(cause) if cause is not None else f"{type(exc).__name__}: {exc}"
+            job.state = "failed"
+        finally:
+            if started.release is not None:
+                started.release()
+
+    def _progress(self, job: Job, started: _Started) -> None:
+        import ray
+
+        if started.progress is None:
+            return
+        ref = started.progress_ref
+        if ref is not None:
+            if not ray.wait([ref], timeout=0)[0]:
+                return
+            try:
+                job.progress = tuple(ray.get(ref))
+            except ray.exceptions.RayError:
+                return
+        started.progress_ref = started.progress()
+
+    def add_rule(self, rule: dict) -> Job:
+        """Add an alert rule (``Hub.add_rule``)."""
+        return self._submit("add rule", lambda: _Started(self.hub.add_rule.remote(rule)))
+
+    def remove_rule(self, key: str) -> Job:
+        """Remove the alert rule ``key`` (``Hub.remove_rule``)."""
+        return self._submit("remove rule", lambda: _Started(self.hub.remove_rule.remote(key)))
+
+    def add_pairs(self, pairs: list[str]) -> Job:
+        """Step ``pairs`` live from now on (``Hub.add_pairs``; result: the pairs added)."""
+        return self._submit("add pairs", lambda: _Started(self.hub.add_pairs.remote(pairs)))
+
+    def backtest(self, *args: Any, **kwargs: Any) -> Job:
+        """``actors.backtest.backtest_bars(*args, **kwargs)`` as a Ray task (result: the
+        ``BacktestResult``)."""
+
+        def start() -> _Started:
+            if self._backtest_task is None:
+                import ray
+
+                from actors.backtest import backtest_bars
+
+                self._backtest_task = ray.remote(backtest_bars)
+            return _Started(self._backtest_task.remote(*args, **kwargs))
+
+        return self._submit("backtest", start)
+
+    def screen(self, *args: Any, **kwargs: Any) -> Job:
+        """``actors.screen.screen_recent(*args, **kwargs)`` in a ``ScreenJob`` actor of its own
+        (result: the ``ScreenOutcome``; progress in chunks of pairs)."""
+
+        def start() -> _Started:
+            import ray
+
+            from actors.screen import ScreenJob
+
+            actor = ray.remote(ScreenJob).options(max_concurrency=2).remote()
+            return _Started(
+                actor.run.remote(*args, **kwargs),
+                progress=actor.progress.remote,
+                release=lambda: ray.kill(actor),
+            )
+
+        return self._submit("screen", start)

@@ -62,6 +62,7 @@ def start_server_state() -> ServerState:
         pairs=list(config.pair_names),
         symbols=list(config.symbols),
         timeframe=config.analytics.timeframe,
+        store=config.store.path,
     )
     bridge.start()
     state = ServerState(

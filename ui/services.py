@@ -7,7 +7,11 @@ Every number comes from the engine (``engine.pairstep``, ``engine.stats``, ``eng
   the beta in use, spread, z, position), from a live snapshot or recomputed from bars.
 - ``recompute``: ``align_bars`` + ``run_pair`` + the strategy over recent or uploaded bars.
 - ``spread_tests``: ADF, Engle-Granger and half-life with a plain-words verdict.
-- ``run_backtest``, ``correlation``, ``screen``, ``quote_volume_1m``, ``export_bytes``.
+- ``drawdown``, ``symbol_grid`` (a screen column as a heatmap grid), ``quote_volume_1m``,
+  ``liquid_pairs``, ``export_bytes``.
+
+Backtests and screens started from the dashboard run on Ray (``actors.backtest.backtest_bars``,
+``actors.screen.ScreenJob``), submitted by the bridge; never here, in a session.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,15 +26,9 @@ import numpy as np
 import pandas as pd
 
 from engine.align import align_bars
-from engine.backtest import BacktestResult, Costs, run
-from engine.backtest_data import PairData, stored_funding
-from engine.config import StrategyConfig
-from engine.errors import DataError, NumericalError
+from engine.errors import DataError
 from engine.pairstep import PairParams, run_pair
-from engine.schemas import timeframe_ms
-from engine.screen import align_closes as screen_align
-from engine.screen import load_bars, screen_bars
-from engine.stats import adf, coint, half_life, log_return_corr
+from engine.stats import adf, coint, half_life
 from strategies import make_strategy
 
 #: columns of a PairFrame, in export order
@@ -171,31 +168,6 @@ def spread_tests(frame: PairFrame, price: str, alpha: float = 0.05) -> SpreadTes
     return SpreadTests(a.stat, a.pvalue, eg.stat, eg.pvalue, hl, int(ok.sum()), verdict)
 
 
-def run_backtest(
-    bars_y: np.ndarray,
-    bars_x: np.ndarray,
-    params: PairParams,
-    strategy_config: StrategyConfig,
-    timeframe: str,
-    *,
-    legs: tuple[str, str] = ("Y", "X"),
-    store: str | os.PathLike | None = None,
-) -> BacktestResult:
-    """``engine.backtest.run`` over the given bars (BAR_DTYPE) with the current settings, as the
-    CLI runs it: ``legs`` (y, x) are the symbols, and each leg's funding stored in ``store``
-    over the bars' range (first bar's open to last bar's end) is charged (none without a store).
-    """
-    y, x = legs
-    funding = None
-    if store is not None and bars_y.size and bars_x.size:
-        start = int(min(bars_y["ts"][0], bars_x["ts"][0]))
-        end = int(max(bars_y["ts"][-1], bars_x["ts"][-1])) + timeframe_ms(timeframe)
-        funding = stored_funding(store, y, x, start, end)
-    data = PairData.from_tables(bars_y, bars_x, y=y, x=x, timeframe=timeframe, funding=funding)
-    costs = Costs.from_config(strategy_config)
-    return run(data, params, make_strategy(strategy_config), costs)
-
-
 def drawdown(equity: np.ndarray) -> np.ndarray:
     """Drawdown from the running peak, as a fraction (<= 0)."""
     if equity.size == 0:
@@ -204,86 +176,26 @@ def drawdown(equity: np.ndarray) -> np.ndarray:
     return equity / peak - 1.0
 
 
-def align_closes(bars: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Closes of the symbols with bars on the union of their bar times, from the time all have
-    traded, last close carried forward (``engine.screen.align_closes``); {} below 2 symbols."""
-    bars = {s: b for s, b in bars.items() if b.size}
-    if len(bars) < 2:
-        return {}
-    closes = screen_align(bars)
-    return {s: closes.values[:, j] for j, s in enumerate(closes.symbols)}
-
-
-def correlation(bars: Mapping[str, np.ndarray]) -> tuple[tuple[str, ...], np.ndarray]:
-    """Correlation of log returns across symbols (``engine.stats.log_return_corr``)."""
-    closes = align_closes(bars)
-    if not closes:
-        raise NumericalError("correlation: needs bars of at least 2 symbols")
-    return log_return_corr(closes)
-
-
-#: bars of the analytics timeframe a dashboard screen reads back from the store (at most)
-SCREEN_BARS = 20_000
-
-
-@dataclass(frozen=True)
-class ScreenOutcome:
-    """A dashboard screen: ``table`` (pair, corr, eg_pvalue, qvalue, half_life, beta, bars),
-    ``bars`` of the symbols screened (stored + in memory), ``excluded`` {symbol: reason}."""
-
-    table: pd.DataFrame
-    bars: Mapping[str, np.ndarray]
-    excluded: Mapping[str, str]
-
-
-def _with_stored(
-    bars: Mapping[str, np.ndarray], timeframe: str, store: str | os.PathLike | None
-) -> dict[str, np.ndarray]:
-    """Each symbol's bars in memory preceded by its stored bars, over the last ``SCREEN_BARS``
-    bars of ``timeframe`` (the memory copy wins where both hold a bar time)."""
-    held = {s: b for s, b in bars.items() if b.size}
-    if store is None or not held or not os.path.isdir(store):
-        return dict(bars)
-    end = max(int(b["ts"][-1]) for b in held.values()) + timeframe_ms(timeframe)
-    start = end - SCREEN_BARS * timeframe_ms(timeframe)
-    stored = load_bars(store, timeframe, list(bars), start, end)
-    out = {}
-    for s, b in bars.items():
-        old = stored[s]
-        if b.size:
-            old = old[old["ts"] < b["ts"][0]]
-        out[s] = np.concatenate([old, b]) if old.size else b
-    return out
-
-
-def screen(
-    bars: Mapping[str, np.ndarray],
-    price: str,
-    timeframe: str,
-    *,
-    store: str | os.PathLike | None = None,
-    min_bars: int = 100,
-) -> ScreenOutcome:
-    """``engine.screen.screen_bars`` (the CLI's screen) over the symbols of ``bars``: the bars
-    in memory with the store's before them (up to ``SCREEN_BARS``), as the screening table."""
-    merged = _with_stored(bars, timeframe, store)
-    result = screen_bars(merged, timeframe, min_bars=min_bars, price=price)
-    t = result.table
-    table = pd.DataFrame(
-        {
-            "pair": [
-                f"{y}/{x}" for y, x in zip(t["y"].to_pylist(), t["x"].to_pylist(), strict=True)
-            ],
-            "corr": t["corr"].to_numpy(),
-            "eg_pvalue": t["pvalue"].to_numpy(),
-            "qvalue": t["qvalue"].to_numpy(),
-            "half_life": t["half_life"].to_numpy(),
-            "beta": t["beta"].to_numpy(),
-            "bars": t["n"].to_numpy(),
-        }
-    )
-    kept = {s: merged[s] for s in result.universe.kept}
-    return ScreenOutcome(table, kept, dict(result.universe.excluded))
+def symbol_grid(
+    table: pd.DataFrame, column: str, top: int, diagonal: float = math.nan
+) -> tuple[list[str], pd.DataFrame]:
+    """One column of a screen's rows (``actors.screen.screen_frame``: pairs "Y/X", best first)
+    as a symmetric symbol x symbol grid for a heatmap: the first ``top`` symbols met going down
+    the rows, and the long form ``a``, ``b``, ``column`` over every (a, b) of them ((a, a) is
+    ``diagonal``; a pair without a row is NaN)."""
+    symbols: list[str] = []
+    for pair in table["pair"]:
+        for s in pair.split("/"):
+            if s not in symbols and len(symbols) < top:
+                symbols.append(s)
+    value = {}
+    for pair, v in zip(table["pair"], table[column], strict=True):
+        y, x = pair.split("/")
+        value[(y, x)] = value[(x, y)] = float(v)
+    a = [s for s in symbols for _ in symbols]
+    b = [t for _ in symbols for t in symbols]
+    vals = [diagonal if i == j else value.get((i, j), math.nan) for i, j in zip(a, b, strict=True)]
+    return symbols, pd.DataFrame({"a": a, "b": b, column: vals})
 
 
 def quote_volume_1m(bars: np.ndarray, tf_ms: int) -> float:

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from actors.screen import RAY_MIN_PAIRS, ScreenRunner, run_on_ray
+from actors.screen import RAY_MIN_PAIRS, ScreenRunner, run_on_ray, screen_recent
 from engine import screen
 from engine.config import load_config
 from engine.store import Store
@@ -146,18 +146,16 @@ def test_pool_equals_in_process(ray_cluster):
 
 
 def test_dashboard_screen_reads_the_store_behind_its_bars(store):
-    """ui.services.screen over the last 200 bars held in memory equals the CLI's screen of the
-    store: the stored bars before them are read back."""
-    from ui import services
-
+    """actors.screen.screen_recent over the last 200 bars held in memory equals the CLI's screen
+    of the store: the stored bars before them are read back."""
     stored = screen.load_bars(store, "5m")
     memory = {s: b[-200:] for s, b in stored.items() if s in ("AAAUSDT", "BBBUSDT", "CCCUSDT")}
-    outcome = services.screen(memory, "log", "5m", store=store)
+    outcome = screen_recent(memory, "log", "5m", store=store)
     want = screen.screen_bars({s: stored[s] for s in memory}, "5m").table.to_pandas()
     assert outcome.table["pair"].tolist() == [
         f"{y}/{x}" for y, x in zip(want["y"], want["x"], strict=True)
     ]
     np.testing.assert_array_equal(outcome.table["eg_pvalue"], want["pvalue"])
     assert (outcome.table["bars"] > 1_000).all() and outcome.excluded == {}
-    only_memory = services.screen(memory, "log", "5m", store=None, min_bars=30)
+    only_memory = screen_recent(memory, "log", "5m", store=None, min_bars=30)
     assert (only_memory.table["bars"] < 250).all()  # the union of 3 x 200 bar times

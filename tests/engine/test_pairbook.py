@@ -277,3 +277,42 @@ def test_small_chunks_trims_and_capacity_equal_batch(monkeypatch):
         np.testing.assert_allclose(snap["beta_ols"], ols.beta, rtol=1e-12, equal_nan=True)
         np.testing.assert_allclose(snap["z"], series.z, rtol=1e-12, equal_nan=True)
         np.testing.assert_array_equal(snap["position"], pos)
+
+
+@pytest.mark.parametrize("seed", [2, 9])
+@pytest.mark.parametrize("hedge", ["kalman", "rolling_ols"])
+def test_pairs_added_at_runtime_step_like_pairs_there_from_the_start(seed, hedge):
+    """A book that gets a pair after part of the data (warmed up on the bars delivered so far,
+    as the store and the feeds give them) steps it exactly like a book built with it."""
+    cfg = make_config(hedge)
+    bars = legs(seed)
+    t0 = min(int(b["ts"][0]) for b in bars.values())
+    t1 = max(int(b["ts"][-1]) for b in bars.values()) + 2000
+    cuts = np.arange(t0, t1 + 5000, 390)
+    lag = {"ETHUSDT": 200, "BTCUSDT": 0, "SOLUSDT": 1100}
+    every = [*PAIRS, "SOLUSDT/ETHUSDT"]
+    whole = new_book(cfg, every)
+    deliver(whole, bars, cuts, lag)
+    grown = new_book(cfg, PAIRS)
+    k = len(cuts) // 2
+    deliver(grown, bars, cuts[:k], lag)
+    # the history a PairActor passes: stored bars up to some time, then the feeds' recent ones
+    # (overlapping them, reaching the book's watermarks)
+    c = cuts[k - 1]
+    history = [
+        {"symbol": s, "wm": int(c - lag[s]), "bars": b[b["ts"] + 1000 <= c - lag[s]],
+         "advances": []}
+        for s, b in bars.items()
+    ]  # fmt: skip
+    stored = [{**e, "bars": e["bars"][: len(e["bars"]) // 2]} for e in history]
+    assert grown.add_pairs(["SOLUSDT/ETHUSDT", PAIRS[0]], stored + history) == ["SOLUSDT/ETHUSDT"]
+    assert grown.names == every
+    deliver(grown, bars, cuts[k:], lag)
+    assert_books_equal(whole, grown)
+    np.testing.assert_equal(grown.checkpoint(), whole.checkpoint())
+    # the grown book's checkpoint restores into a book built with every pair
+    fresh = new_book(cfg, every)
+    fresh.restore(grown.checkpoint())
+    assert_books_equal(whole, fresh)
+    with pytest.raises(ConfigError, match="XRPUSDT not among this book's symbols"):
+        grown.add_pairs(["XRPUSDT/BTCUSDT"])

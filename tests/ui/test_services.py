@@ -18,6 +18,7 @@ import pytest
 from statsmodels.tsa.stattools import adfuller
 from statsmodels.tsa.stattools import coint as sm_coint
 
+from actors.backtest import backtest_bars
 from engine.config import StrategyConfig, load_config
 from engine.errors import DataError
 from engine.pairstep import PairParams
@@ -43,24 +44,19 @@ def _bars(close: np.ndarray, ts: np.ndarray, qv: float = 10.0) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_align_closes_matches_pandas_ffill(seed):
-    rng = np.random.default_rng(seed)
-    legs = {}
-    for i, sym in enumerate(["AAAUSDT", "BBBUSDT", "CCCUSDT"]):
-        ts = np.sort(rng.choice(np.arange(200), size=120, replace=False)) * 1000 + T0 + i
-        ts = (ts // 1000) * 1000
-        ts = np.unique(ts)
-        legs[sym] = _bars(100 + rng.random(ts.size), ts)
-    got = services.align_closes(legs)
-    frame = (
-        pd.concat({s: pd.Series(b["close"], index=b["ts"]) for s, b in legs.items()}, axis=1)
-        .sort_index()
-        .ffill()
-        .dropna()
+def test_symbol_grid_is_the_screen_column_over_its_top_symbols():
+    table = pd.DataFrame(
+        {"pair": ["BBB/AAA", "CCC/AAA", "DDD/EEE", "CCC/BBB"], "eg_pvalue": [0.01, 0.2, 0.3, 0.4]}
     )
-    for s in legs:
-        np.testing.assert_array_equal(got[s], frame[s].to_numpy())
+    symbols, grid = services.symbol_grid(table, "eg_pvalue", 3)
+    assert symbols == ["BBB", "AAA", "CCC"]  # met going down the rows, at most 3
+    value = grid.set_index(["a", "b"])["eg_pvalue"]
+    assert len(grid) == 9 and np.isnan(value[("AAA", "AAA")])
+    assert value[("AAA", "BBB")] == value[("BBB", "AAA")] == 0.01
+    assert value[("BBB", "CCC")] == 0.4 and value[("CCC", "AAA")] == 0.2
+    _, corr = services.symbol_grid(table, "eg_pvalue", 5, diagonal=1.0)
+    both = corr.set_index(["a", "b"])["eg_pvalue"]
+    assert both[("EEE", "EEE")] == 1.0 and np.isnan(both[("EEE", "AAA")])
 
 
 @pytest.mark.parametrize("tf_ms", [1_000, 60_000])
@@ -251,7 +247,8 @@ def _stored_pair_with_funding(path, n: int) -> None:
 
 def test_dashboard_backtest_charges_funding_exactly_as_the_cli(tmp_path):
     """The CLI (``pairstack backtest --json``, a fresh shell's environment) and the dashboard's
-    ``services.run_backtest`` on the same stored bars, funding and settings: the same result."""
+    ``actors.backtest.backtest_bars`` (its Ray task) on the same stored bars, funding and
+    settings: the same result."""
     store_dir, home, out = tmp_path / "store", tmp_path / "home", tmp_path / "bt.json"
     home.mkdir()
     _stored_pair_with_funding(store_dir, n=2000)
@@ -269,7 +266,7 @@ def test_dashboard_backtest_charges_funding_exactly_as_the_cli(tmp_path):
     config = load_config(config_file)
     store = Store(store_dir)
     legs = [as_bar_records(s, store.read_bars("1m", s)) for s in ("ETHUSDT", "BTCUSDT")]
-    ui = services.run_backtest(
+    ui = backtest_bars(
         legs[0],
         legs[1],
         PairParams.from_config(config.analytics),
@@ -289,7 +286,7 @@ def test_dashboard_backtest_charges_funding_exactly_as_the_cli(tmp_path):
         ui.trades["funding"].to_numpy(), [t["funding"] for t in cli["trades"]]
     )
     # without the store (no funding) the numbers differ: the test above can fail
-    bare = services.run_backtest(
+    bare = backtest_bars(
         legs[0], legs[1], PairParams.from_config(config.analytics), config.strategy, "1m"
     )
     assert bare.stats["funding_paid"] == 0.0

@@ -79,7 +79,9 @@ def test_spread_tests_and_backtest(page):
     expect(page.locator(".ps-tests-result")).to_contain_text("Engle-Granger p-value")
     open_tab(page, "Backtest")
     page.locator(".ps-run-backtest button").click()
-    expect(page.locator(".ps-backtest-summary")).to_contain_text("trades")
+    # it runs on Ray (a task; the first one starts a worker process): "running…" meanwhile
+    expect(page.locator(".ps-backtest-running")).to_be_visible()
+    expect(page.locator(".ps-backtest-summary")).to_contain_text("trades", timeout=90_000)
     eq = page.evaluate(
         """() => { for (const d of Bokeh.documents) { const s = d.get_model_by_name(
              'ps-equity-source'); if (s) return Array.from(s.data.equity) } }"""
@@ -96,7 +98,7 @@ def test_screen_heatmap_and_open_pair(page):
     for _ in range(30):  # the screen needs 30 bars of every symbol in the bridge's cache
         if summary.count():
             break
-        page.locator(".ps-run-screen button").click()
+        page.locator(".ps-run-screen button").click()  # runs on the engine: progress, result
         page.wait_for_timeout(2000)
     expect(summary).to_contain_text("9 liquid symbols, 36 pairs")
     cells = page.evaluate(

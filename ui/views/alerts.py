@@ -55,6 +55,7 @@ class AlertsView(Viewer):
             page_size=20,
         )
         self._seen = None  # alerts already toasted (count in the cache), set on first cache
+        self._job = None  # (bridge Job, message when done) of the last rule change
         self._rules_shown: tuple = ()
         self.remove = pn.widgets.Button(
             name="Remove selected rule", css_classes=["ps-alert-remove"], width=200
@@ -68,8 +69,8 @@ class AlertsView(Viewer):
         except ConfigError as exc:
             self.message.object = f"<p class='ps-error'>{html.escape(str(exc))}</p>"
             return
-        self.app.state.bridge.add_rule(rule.to_dict())
-        self.message.object = f"<p class='ps-ok'>Rule added: {html.escape(rule.key)}</p>"
+        self._job = (self.app.state.bridge.add_rule(rule.to_dict()), f"Rule added: {rule.key}")
+        self.message.object = f"<p>Adding rule {html.escape(rule.key)}…</p>"
 
     def remove_rule(self) -> None:
         sel = self.rules.selection
@@ -77,11 +78,27 @@ class AlertsView(Viewer):
             self.message.object = "<p class='ps-error'>Select a rule in the table first.</p>"
             return
         key = str(self.rules.value.iloc[sel[0]]["rule"])
-        self.app.state.bridge.remove_rule(key)
+        self._job = (self.app.state.bridge.remove_rule(key), f"Rule removed: {key}")
         self.rules.selection = []
-        self.message.object = f"<p class='ps-ok'>Rule removed: {html.escape(key)}</p>"
+        self.message.object = f"<p>Removing rule {html.escape(key)}…</p>"
+
+    def _job_done(self) -> None:
+        """Say how the last rule change ended, once the bridge has its outcome."""
+        job, said = self._job
+        if not job.finished:
+            return
+        self._job = None
+        if job.state == "failed":
+            self.message.object = f"<p class='ps-error'>{html.escape(job.error or '')}</p>"
+        else:
+            self.message.object = f"<p class='ps-ok'>{html.escape(said)}</p>"
 
     def on_cache(self, cache) -> None:
+        if self._job is not None:
+            self._job_done()
+        pairs = self.app.live_pairs()  # pairs added at run time too
+        if pairs != list(self.pair.options):
+            self.pair.options = pairs
         alerts = cache.alerts
         if self._seen is None:
             self._seen = len(alerts)  # a new session toasts what fires from now on

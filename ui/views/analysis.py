@@ -96,33 +96,43 @@ class BacktestView(Viewer):
         self.stats = pn.pane.HTML("", css_classes=["ps-backtest-stats"], width=380)
         self.trades = read_only_table("ps-trades", 260, pagination="local", page_size=10)
         self.pending = False
+        self.job = None  # the bridge Job of the running backtest
+        self.running: tuple[str, str] = ("", "")  # (pair, timeframe) it runs on
         self.button.on_click(lambda _: self.run())
 
     def run(self) -> None:
+        """Hand the backtest of the bars behind the view to the bridge (it runs on Ray); the
+        result is shown by ``on_cache`` once it is in."""
         app = self.app
+        if self.job is not None and not self.job.finished:
+            return  # one at a time
         legs = app.leg_bars()
         if legs is None:
             self.pending = True  # runs as soon as the bridge has fetched the bars
             self.message.object = "<p>Fetching the recent bars of both legs…</p>"
             return
         self.pending = False
-        tf = app.settings.timeframe
-        try:
-            res = services.run_backtest(
-                legs[0],
-                legs[1],
-                app.params(),
-                app.state.config.strategy,
-                tf,
-                legs=app.settings.legs,
-                store=app.state.config.store.path,
-            )
-        except PairstackError as exc:
-            self.message.object = f"<p class='ps-error'>{html.escape(str(exc))}</p>"
-            return
+        s = app.settings
+        self.job = app.state.bridge.backtest(
+            legs[0],
+            legs[1],
+            app.params(),
+            app.state.config.strategy,
+            s.timeframe,
+            legs=s.legs,
+            store=app.state.config.store.path,
+        )
+        self.running = (s.pair, s.timeframe)
+        self.message.object = (
+            f"<p class='ps-backtest-running'>Backtest of {html.escape(s.pair)} · {s.timeframe} "
+            "running on the engine…</p>"
+        )
+
+    def show(self, res: object) -> None:
+        pair, tf = self.running
         eq = res.equity
-        # a button click runs without the document lock: a raw Bokeh model is only changed
-        # inside unlocked(), which holds the document and sends the change itself
+        # called from the periodic callback; a raw Bokeh model is changed inside unlocked(),
+        # which holds the document and sends the change itself
         with pn.io.unlocked():
             self.source.data = {
                 "ts": eq.ts.astype(np.float64),
@@ -140,15 +150,24 @@ class BacktestView(Viewer):
         trades = res.trades.to_pandas()
         self.trades.value = trades
         self.message.object = (
-            f"<p class='ps-backtest-summary'>{html.escape(app.settings.pair)} · {tf} · "
+            f"<p class='ps-backtest-summary'>{html.escape(pair)} · {tf} · "
             f"{eq.ts.size} bars · {len(trades)} trades · total return "
             f"{_num(res.stats.get('total_return', math.nan), '{:.4%}')}</p>"
         )
 
     def on_cache(self, cache: object) -> None:
-        """Backtests run on demand; a request made before the bars arrived runs now."""
+        """Backtests run on demand; a request made before the bars arrived runs now, and a
+        finished one is shown."""
         if self.pending:
             self.run()
+        job = self.job
+        if job is None or not job.finished:
+            return
+        self.job = None
+        if job.state == "failed":
+            self.message.object = f"<p class='ps-error'>{html.escape(job.error or '')}</p>"
+        else:
+            self.show(job.result)
 
     def __panel__(self):
         return pn.Column(
