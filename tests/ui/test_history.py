@@ -93,7 +93,7 @@ def history_server(ray_address, tmp_path_factory):
     config = demo_config(tmp)
     raw = yaml.safe_load(config.read_text())
     # a slow Kalman hedge and a 4-hour z window on 1m bars: fewer, longer trades
-    raw["analytics"].update({"zscore_window": 240, "kalman": {"delta": 1.0e-7}})
+    raw["analytics"].update({"zscore_window": 240, "kalman": {"delta": 1.0e-8}})
     config.write_text(yaml.safe_dump(raw))
     write_history(tmp / "store", days=DAYS)
     srv = Server(config, ray_address, tmp / "panel.log")
