@@ -60,11 +60,13 @@ def _line(
 
 
 def _bands(entry: float, exit_: float, stop: float | None) -> list:
-    levels = [(entry, "#ff7f0e"), (-entry, "#ff7f0e"), (exit_, "#1f77b4"), (-exit_, "#1f77b4")]
+    """Dashed lines at +-entry (black), +-exit (grey) and dotted ones at +-stop (z units)."""
+    levels = {entry: ("#000000", "dashed"), -entry: ("#000000", "dashed")}
+    levels.update({exit_: ("#7f7f7f", "dashed"), -exit_: ("#7f7f7f", "dashed")})
     if stop is not None:
-        levels += [(stop, "#000000"), (-stop, "#000000")]
+        levels.update({stop: ("#000000", "dotted"), -stop: ("#000000", "dotted")})
     return [
-        hv.HLine(v).opts(color=c, line_dash="dashed", line_width=1) for v, c in dict(levels).items()
+        hv.HLine(v).opts(color=c, line_dash=dash, line_width=1.5) for v, (c, dash) in levels.items()
     ]
 
 

@@ -12,79 +12,26 @@ goes to docs/history.png (the README shows it).
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import ROOT, SCREENSHOTS, PageLog, Server, demo_config, screenshot, server_exceptions
 from history_kit import MINUTE, T0, X, Y, write_history
+from history_page import (
+    PANELS,
+    PLOTS_JS,
+    SOURCES_JS,
+    draw_history,
+    open_history,
+    zoom_history,
+)
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.ui
 
 DAYS = 90
 MAX_BYTES = 3_000_000
-#: History panels: both closes, beta, spread, z, position, equity
-PANELS = 7
-
-#: every History line's data source (HoloViews names the x column "time"): points, first/last
-#: x, and how many points fall in [lo, hi)
-SOURCES_JS = """([lo, hi]) => {
-  const out = [];
-  for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
-    for (const m of doc.all_models) {
-      const d = m.data;
-      if (!d || !d.time || !d.time.length) continue;
-      const t = Array.from(d.time);
-      const cols = Object.keys(d).filter((k) => k !== 'time');
-      out.push({n: t.length, first: t[0], last: t[t.length - 1], cols: cols,
-                inside: t.filter((v) => v >= lo && v < hi).length});
-    }
-  }
-  return out;
-}"""
-
-#: the History figures (plots whose renderers draw a "time" source): their x range ids and
-#: whether each has a hover and a save tool
-PLOTS_JS = """() => {
-  const out = [];
-  for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
-    for (const m of doc.all_models) {
-      if (!m.x_range || !m.renderers || !m.toolbar) continue;
-      const mine = m.renderers.some((r) => r.data_source && r.data_source.data
-                                     && r.data_source.data.time);
-      if (!mine) continue;
-      const tools = m.toolbar.tools.map((t) => t.type);
-      out.push({x_range: m.x_range.id, tools: tools});
-    }
-  }
-  return out;
-}"""
-
-#: the History plots' shared x range [start, end] (ms)
-XRANGE_JS = """() => {
-  for (const doc of Bokeh.documents) {
-    for (const m of doc.all_models) {
-      if (!m.x_range || !m.renderers) continue;
-      if (m.renderers.some((r) => r.data_source && r.data_source.data
-                           && r.data_source.data.time)) {
-        return [m.x_range.start, m.x_range.end];
-      }
-    }
-  }
-  return null;
-}"""
-
-#: the x values of the z line's source
-TIMES_JS = """() => {
-  for (const doc of Bokeh.documents) {
-    for (const m of doc.all_models) {
-      if (m.data && m.data.time && m.data.z) return Array.from(m.data.time);
-    }
-  }
-  return [];
-}"""
 
 
 @pytest.fixture(scope="module")
@@ -119,19 +66,10 @@ def test_history_draws_90_days_linked_downsampled_and_reaggregates_on_zoom(histo
         lambda ws: ws.on("framereceived", lambda payload: received.append(len(payload))),
     )
     page.goto(history_server.url)
-    page.locator(".ps-tabs .bk-tab", has_text="History").first.click()
-    expect(page.locator(".ps-history-message")).to_contain_text("Pick a pair", timeout=90_000)
-    page.locator(".ps-history-timeframe select").select_option("1m")
-    page.locator(".ps-history-pair select").select_option("")
-    page.locator(".ps-history-y select").select_option(Y)
-    page.locator(".ps-history-x select").select_option(X)
+    open_history(page)
     before = sum(received)
-    started = time.perf_counter()
-    page.locator(".ps-history-show button").click()
+    drawn_s = draw_history(page, Y, X, "1m")
     summary = page.locator(".ps-history-summary")
-    expect(summary).to_contain_text(f"{Y}/{X} · 1m", timeout=90_000)
-    page.wait_for_function(f"() => ({SOURCES_JS})([0, 0]).length >= {PANELS}")
-    drawn_s = time.perf_counter() - started
     n_bars = int(summary.get_attribute("data-bars"))
     assert n_bars == DAYS * 24 * 60
     sources = page.evaluate(SOURCES_JS, [0, 0])
@@ -153,30 +91,14 @@ def test_history_draws_90_days_linked_downsampled_and_reaggregates_on_zoom(histo
 
     # zoom in with the mouse wheel over the first panel (Bokeh's xwheel_zoom: a RangesUpdate
     # the server hears): the server re-aggregates the visible range, every panel follows
-    old = page.evaluate(TIMES_JS)
-    box = page.locator(".ps-history-plot").bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 130)
-    zoomed = time.perf_counter()
     full = DAYS * 86_400_000
-    for _ in range(50):  # small steps until about a tenth of the range shows
-        page.mouse.wheel(0, -100)
-        page.wait_for_timeout(100)
-        lo, hi = page.evaluate(XRANGE_JS)
-        if hi - lo < full / 8:
-            break
-    lo, hi = page.evaluate(XRANGE_JS)
-    shown = sum(lo <= t < hi for t in old)  # points of the full-range z inside the zoom
-    page.wait_for_function(
-        f"() => {{ const s = ({SOURCES_JS})([{lo}, {hi}]); "
-        f"return s.length === {PANELS} && s.every((s) => s.inside > {5 * max(shown, 20)}); }}",
-        timeout=30_000,
-    )
+    lo, hi, shown, zoom_s = zoom_history(page, full)
     sources = page.evaluate(SOURCES_JS, [lo, hi])
     assert len(sources) == PANELS and all(s["n"] <= 1_100 for s in sources), sources
-    assert full / 100 < hi - lo < full / 8
+    assert full / 100 < hi - lo < full / 8 and shown < 200
     print(
         f"zoom to {(hi - lo) / 86_400_000:.1f} days: {shown} -> {_z(sources)['inside']} z "
-        f"points inside, re-aggregated in {time.perf_counter() - zoomed:.2f} s"
+        f"points inside, re-aggregated in {zoom_s:.2f} s"
     )
 
     # Export HTML: one standalone file, nothing loaded from outside
