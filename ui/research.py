@@ -199,7 +199,9 @@ class Research:
         )
 
 
-def _settings(config: ConfigLike, overrides: Mapping[str, Any]) -> tuple[PairParams, Any]:
+def _settings(
+    config: ConfigLike, overrides: Mapping[str, Any]
+) -> tuple[PairParams, StrategyConfig]:
     """(PairParams, StrategyConfig) of ``config`` (defaults when None) with ``overrides``
     applied and checked (``engine.sweep.resolve_set``: ConfigError names a bad key)."""
     if config is None:

@@ -99,17 +99,19 @@ def zoom_history(page, full_ms: float) -> tuple[float, float, int, float]:
     """Zoom in with the mouse wheel over the first panel (Bokeh's xwheel_zoom, as a user does:
     the server hears the range change) until under an eighth of ``full_ms`` shows, then wait
     until every line holds over 5x the points it had inside that range (the server
-    re-aggregated it). Returns (lo, hi) ms, the z line's points inside before, seconds taken."""
+    re-aggregated it). Returns (lo, hi) ms, the z line's points inside before, and the seconds
+    from the last wheel event to the re-aggregated lines (each wheel event is a range change
+    the server answers too, so this includes answering those still queued)."""
     old = page.evaluate(TIMES_JS)
     box = page.locator(".ps-history-plot").bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 130)
-    started = time.perf_counter()
     for _ in range(50):
         page.mouse.wheel(0, -100)
         page.wait_for_timeout(100)
         lo, hi = page.evaluate(XRANGE_JS)
         if hi - lo < full_ms / 8:
             break
+    started = time.perf_counter()
     lo, hi = page.evaluate(XRANGE_JS)
     shown = sum(lo <= t < hi for t in old)
     page.wait_for_function(

@@ -105,6 +105,7 @@ class HistoryView(Viewer):
         self.timeframe.param.watch(lambda e: self._fill_symbols(), "value")
         self.button.on_click(lambda _: self.show())
         self._job: Job | None = None
+        self._then = None  # what to do with self._job once it is done
         self._poll: pn.io.PeriodicCallback | None = None
         self._await(self.jobs.submit("catalog"), self._on_catalog)
 
