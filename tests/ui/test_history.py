@@ -4,8 +4,9 @@ A server of its own (config/demo.yaml as the other UI tests, a store of its own)
 holds 90 days of 1m bars of HISTAUSDT and HISTBUSDT (``tests/history_kit.py``) before it starts.
 The page opens History, picks the two stored symbols and draws: seven linked panels (one x
 range), every line downsampled on the server, all the websocket bytes the page received well
-under 3 MB; a zoom (the shared x range set through Bokeh's document) brings new data with many
-more points inside the zoomed range; Export HTML downloads a standalone file. The screenshot
+under 3 MB; a zoom (the mouse wheel over a panel: Bokeh's range change, heard by the server)
+brings new data with many more points inside the zoomed range to every panel; Export HTML
+downloads a standalone file that loads nothing from outside. The screenshot
 goes to docs/history.png (the README shows it).
 """
 
