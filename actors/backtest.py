@@ -40,34 +40,14 @@ from typing import Any
 from engine.backtest import BacktestResult, Costs, run
 from engine.backtest_data import PairData, check_bars, split_index
 from engine.config import StrategyConfig
-from engine.errors import ConfigError, PairstackError
+from engine.errors import ConfigError
 from engine.pairbook import parse_pair
 from engine.pairstep import PairParams, PairSeries, run_pair
-from engine.sweep import ParamSet, assign_chunks, plan_sweep, set_label
+from engine.sweep import ParamSet, assign_chunks, plan_sweep
 from strategies import Strategy, make_strategy
 
 #: parameter sets whose pair step an actor keeps (keyed by PairParams)
 SERIES_CACHE = 2
-
-
-def check_strategies(
-    overrides: Sequence[Mapping[str, Any]],
-    sets: Sequence[ParamSet | None],
-    errors: Sequence[PairstackError | None],
-) -> tuple[list[ParamSet | None], list[PairstackError | None]]:
-    """``sets`` and ``errors`` with a ConfigError naming each parameter set whose strategy
-    cannot be built (unknown ``name``, ``zscore_timestop`` without ``max_hold_half_lives``) in
-    place of that set, before any actor starts."""
-    new_sets, new_errors = list(sets), list(errors)
-    for j, (o, ps) in enumerate(zip(overrides, sets, strict=True)):
-        if ps is None:
-            continue
-        try:
-            make_strategy(ps[1])
-        except ConfigError as exc:
-            new_sets[j] = None
-            new_errors[j] = ConfigError(f"parameter set ({set_label(o)}): {exc}")
-    return new_sets, new_errors
 
 
 # ----------------------------------------------------------------------------- the actor
@@ -309,7 +289,7 @@ def sweep(
 
     ``source`` is a store directory (with ``pair``, ``timeframe``, ``start``, ``end``) or a
     ``PairData``. The bars are read and the sets checked (``engine.sweep.plan_sweep``,
-    ``check_strategies``) here once, before any actor starts;
+    strategies built once by ``make_strategy``) here once, before any actor starts;
     the data goes to Ray's object store once and is shared by the actors (``SweepPool``).
     """
     import pandas as pd
@@ -321,8 +301,9 @@ def sweep(
         if pair is None or timeframe is None:
             raise ConfigError("sweep over a store needs pair and timeframe")
         data = PairData.from_store(source, *parse_pair(pair), timeframe, start, end)
-    overrides, sets, errors = plan_sweep(data, grid, params, strategy, train_frac)
-    sets, errors = check_strategies(overrides, sets, errors)
+    overrides, sets, errors = plan_sweep(
+        data, grid, params, strategy, train_frac, build_strategy=make_strategy
+    )
     valid = [ps for ps in sets if ps is not None]
     if not valid:
         raise next(e for e in errors if e is not None)
@@ -374,8 +355,9 @@ def walk_forward(
 
     _check_actors(n_actors)
     windows = walk_windows(data.n, train_bars, test_bars)
-    overrides, sets, errors = plan_sweep(data, grid, params, strategy, first_bars=train_bars)
-    sets, errors = check_strategies(overrides, sets, errors)
+    overrides, sets, errors = plan_sweep(
+        data, grid, params, strategy, first_bars=train_bars, build_strategy=make_strategy
+    )
     valid = [j for j, ps in enumerate(sets) if ps is not None]
     if not valid:
         raise next(e for e in errors if e is not None)

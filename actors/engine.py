@@ -30,6 +30,7 @@ from engine.atomic import write_atomic
 from engine.errors import ConfigError
 from engine.pairbook import parse_pair
 from engine.sizing import size_engine
+from strategies import check_config
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,7 @@ def start_engine(
     """
     import ray
 
+    check_config(config.strategy)  # a ConfigError here, not a traceback from inside an actor
     owns_ray = init_ray(ray_address or config.ray.address, namespace=namespace)
     opts = {"namespace": namespace}
     restartable = {**opts, "max_restarts": -1, "max_task_retries": -1}

@@ -13,7 +13,8 @@ import pandas as pd
 
 from bench.timing import best_of
 from engine.backtest import simulate_kernel
-from strategies.zscore import zscore_run
+from engine.config import StrategyConfig
+from strategies import make_strategy
 
 
 def _inputs(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -87,9 +88,8 @@ def run(quick: bool) -> list[dict]:
     entry, exit_, stop = 1.5, 0.0, 3.5
 
     def ours_strategy() -> np.ndarray:
-        out = np.empty(n, dtype=np.int8)
-        zscore_run(np.zeros(2), d["z"], entry, exit_, stop, out)
-        return out
+        config = StrategyConfig(name="zscore", entry=entry, exit=exit_, stop=stop)
+        return make_strategy(config).run(d["z"])
 
     def ours_simulate():
         return simulate_kernel(

@@ -8,7 +8,7 @@ The engine runs with the default sizing (``ray.pairs_per_actor`` and
 ``feed.symbols_per_connection`` "auto", from the cluster's CPUs: on this 2-core machine one
 PairActor and one FeedActor, the simulator and Ray's own processes beside them); the result
 records the actors it chose. Figures (no peer: nothing else does this job on this machine):
-latency p50/p99/max (ms, the DESIGN.md definition, samples of the measured window after
+latency p50/p99/max (ms, the docs/semantics.md definition, samples of the measured window after
 warm-up), pair steps per second, CPU of the engine's actor processes (% of one core, from
 /proc), their resident memory (MB), late ticks, and missed steps (aligned bars in the store, up
 to each pair's last step, that the pair did not step on).

@@ -1,9 +1,11 @@
 """Exchange simulator throughput: history generation and live websocket fan-out.
 
 Cases:
-- ``generate``: ``Market.generate`` over a span (trades/s made), beside a peer that makes the
-  same kind of trades (Poisson arrivals, AR(1) spread, tick rounding) with a plain-Python loop
-  per step and per trade, as a straightforward simulator would.
+- ``generate``: ``Market.trades`` over a span for every symbol (trades/s made), beside a peer
+  that makes the same kind of trades (Poisson arrivals, AR(1) spread, tick rounding) with a
+  plain-Python loop per step and per trade, as a straightforward simulator would.
+- ``klines``: Binance 1m kline rows of a market's past (symbols x days at 5 trades/s), straight
+  from a fresh market (every trade generated). No peer.
 - ``fanout``: a live simulator on loopback pushing ``rate`` trades/s for each of ``symbols``
   to ``clients`` websocket clients in the same process; figures: frames delivered per second
   (the offered rate is a long-run mean: bursts make short windows vary)
@@ -21,9 +23,10 @@ from websockets.asyncio.client import connect
 
 from engine.config import SimulatorConfig
 from engine.simulator import Market, Simulator
+from engine.simulator.klines import klines
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
-T0 = 1_700_000_000_000
+T0 = 1_699_999_200_000  # on the hour
 
 
 def _peer_generate(n_steps: int, rate: float, step_ms: int, seed: int) -> int:
@@ -52,12 +55,13 @@ def _peer_generate(n_steps: int, rate: float, step_ms: int, seed: int) -> int:
 
 
 def _generate_rows(quick: bool) -> list[dict]:
-    span_s = 600 if quick else 3600
+    span_s = 3600 if quick else 4 * 3600  # whole hours: the market generates by UTC hour
     rate = 20.0
     started = time.perf_counter()
-    made = Market(SYMBOLS, seed=1, rate=rate).generate(T0, T0 + span_s * 1000)
+    market = Market(SYMBOLS, seed=1, rate=rate)
+    made = [market.trades(s, T0, T0 + span_s * 1000) for s in SYMBOLS]
     ours = time.perf_counter() - started
-    n_ours = sum(len(t) for t in made.values())
+    n_ours = sum(len(t) for t in made)
     started = time.perf_counter()
     n_peer = 2 * _peer_generate(span_s * 10, rate, 100, 1)  # two pairs = four symbols
     peer = time.perf_counter() - started
@@ -73,6 +77,23 @@ def _generate_rows(quick: bool) -> list[dict]:
             "trades_per_s": n_ours / ours,
         }
     ]
+
+
+def _klines_row(symbols: int, days: int) -> dict:
+    names = tuple(f"S{i:03d}USDT" for i in range(symbols))
+    market = Market(names, seed=3, rate=5.0)
+    day_ms = 86_400_000
+    start = T0 // day_ms * day_ms
+    started = time.perf_counter()
+    rows = sum(len(klines(market, s, 60_000, start, start + days * day_ms - 60_000, start,
+                          start + days * day_ms)) for s in names)  # fmt: skip
+    seconds = time.perf_counter() - started
+    return {
+        "case": f"1m klines {symbols} symbols x {days} days at 5/s",
+        "ours_s": seconds,
+        "klines": rows,
+        "trades": market.per_block * 8640 * days * symbols,
+    }
 
 
 async def _fanout(symbols: int, rate: float, clients: int, seconds: float) -> dict:
@@ -116,6 +137,7 @@ async def _fanout(symbols: int, rate: float, clients: int, seconds: float) -> di
 
 def run(quick: bool) -> list[dict]:
     rows = _generate_rows(quick)
+    rows.append(_klines_row(4, 2) if quick else _klines_row(20, 30))
     seconds = 2.0 if quick else 6.0
     for symbols, rate, clients in ((4, 5.0, 1), (20, 50.0, 2)):
         rows.append(asyncio.run(_fanout(symbols, rate, clients, seconds)))

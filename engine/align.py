@@ -1,4 +1,4 @@
-"""THE alignment rule of two legs (DESIGN.md "Pair and backtest semantics", Alignment).
+"""THE alignment rule of two legs (docs/semantics.md "Pair and backtest semantics", Alignment).
 
 A pair steps on every interval in which at least one leg traded, once both legs have traded at
 least once; a leg with no bar in that interval carries its last close forward. Two forms:
@@ -59,7 +59,7 @@ def _leg_on(ts: np.ndarray, bars: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
 
 
 def align_bars(bars_y: Any, bars_x: Any) -> Aligned:
-    """Align two legs' bars (BAR_DTYPE arrays or BAR_SCHEMA tables) as DESIGN.md says."""
+    """Align two legs' bars (BAR_DTYPE arrays or BAR_SCHEMA tables) as docs/semantics.md says."""
     by = _bars("bars_y", bars_y)
     bx = _bars("bars_x", bars_x)
     if by.size == 0 or bx.size == 0:

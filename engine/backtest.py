@@ -5,17 +5,17 @@ call: the pair step (``engine.pairstep.run_pair``) over a ``PairData``'s aligned
 strategy object the caller built (engine/ never imports strategies/) on its z and spread, then
 the private simulation step: target positions -> fills, equity, trades, funding, stats.
 
-Semantics are DESIGN.md's "Pair and backtest semantics": the target decided at the close of bar
-t fills at the open of bar t+1 (the aligned ``open_*`` arrays already carry a leg's last close
-when it has no bar at t+1); a target on the last bar is not filled. Beta is taken at the
-decision bar and held until exit. Signed quantities: qty_y = p*notional/fill_y, and
-qty_x = -p*beta*notional/fill_x with log prices or -p*beta*|qty_y| with raw prices. Fills slip
-against the trader (open*(1 +/- slippage_bps/1e4)), every leg of every fill pays
-fee_bps/1e4*|qty|*fill. Equity = cash + sum(qty*close) at every close, starting at capital.
-Funding: at a funding time T each open leg pays qty*mark*rate with mark = the leg's close of
-the last bar that opened before T (booked at that bar's close); the times and rates come from
-the stored mark-price rows through ``engine.funding.funding_events`` (the exchange's announced
-next funding time, or the 8-hour grid for rows without it, counted in ``funding_assumed``).
+Semantics are docs/semantics.md "Pair and backtest semantics": the target decided at the close of
+bar t fills at the open of bar t+1 (the aligned ``open_*`` arrays already carry a leg's last close
+when it has no bar at t+1); a target on the last bar is not filled. Beta is taken at the decision
+bar and held until exit. Signed quantities: qty_y = p*notional/fill_y, and qty_x =
+-p*beta*notional/fill_x with log prices or -p*beta*|qty_y| with raw prices. Fills slip against the
+trader (open*(1 +/- slippage_bps/1e4)), every leg of every fill pays fee_bps/1e4*|qty|*fill. Equity
+= cash + sum(qty*close) at every close, starting at capital. Funding: at a funding time T each open
+leg pays qty*mark*rate with mark = the leg's close of the last bar that opened before T (booked at
+that bar's close); the times and rates come from the stored mark-price rows through
+``engine.funding.funding_events`` (the exchange's announced next funding time, or the 8-hour grid
+for rows without it, counted in ``funding_assumed``).
 
 Sizing (``Costs.sizing``): ``fixed`` is the rule above with ``notional``; ``vol`` replaces
 ``notional`` by vol_target / sd_t with sd_t the sample std (ddof=1) of the spread's bar-to-bar
@@ -116,7 +116,7 @@ def simulate_kernel(
     Returns (equity[n], position[n] held during each bar, trade_bars[k, 2] (entry, exit bar of
     the fills; exit -1 while open), sides[k], trade_values[k, 10] (T_* columns; NaN exit fills
     while open), fees, funding paid, ruin bar or -1). Oracle: the plain-Python loop written
-    from DESIGN.md in tests/engine/test_backtest.py.
+    from docs/semantics.md in tests/engine/test_backtest.py.
     """
     n = close_y.shape[0]
     equity = np.empty(n)
@@ -408,7 +408,7 @@ def _simulate(
     own_ruin: bool = True,
 ) -> BacktestResult:
     """The simulation step of ``run``: the pair from target positions decided at each close
-    (DESIGN.md semantics).
+    (docs/semantics.md semantics).
 
     ``ts`` bar open times (ms, strictly increasing); prices raw USDT (aligned, last close carried
     into the open of a leg without a bar); ``target`` -1/0/+1 per bar; ``beta`` hedge ratio per
@@ -531,7 +531,7 @@ def run(
     own_ruin: bool = True,
 ) -> BacktestResult:
     """The backtest, the one entry: the pair step over ``data``'s aligned bars, ``strategy`` on
-    its z and spread, fills, equity, funding and stats (DESIGN.md semantics).
+    its z and spread, fills, equity, funding and stats (docs/semantics.md semantics).
 
     ``data``: the pair's bars aligned once and each leg's funding settlements (``PairData``:
     stored funding is charged wherever it is stored); ``params``: the pair step

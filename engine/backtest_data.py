@@ -1,6 +1,7 @@
 """A pair's backtest data: both legs' bars, aligned once, and their funding settlements.
 
-``PairData.from_store`` reads the two legs' bars of one timeframe (start <= ts < end) and, where
+``PairData.from_store`` reads the two legs' bars of one timeframe (start <= ts < end; stored, or
+resampled from finer stored bars: ``engine.resample.read_timeframe``) and, where
 the store holds funding rows for a leg, that leg's funding rows over the same range
 (``stored_funding``); ``PairData.from_tables`` takes bars given as tables (uploaded, imported or
 the dashboard's recent bars) and optionally their funding rows. Either way the bars are aligned
@@ -35,6 +36,7 @@ from engine.align import Aligned, align_bars
 from engine.errors import ConfigError, DataError, NumericalError
 from engine.funding import FundingEvents, funding_events
 from engine.pairstep import PairParams
+from engine.resample import TimeframeBars, read_timeframe, symbols_for
 from engine.schemas import TIMEFRAME_MS, as_bar_records
 from engine.store import Store, to_ms
 
@@ -132,20 +134,21 @@ class PairData:
         if start_ms is not None and end_ms is not None and end_ms <= start_ms:
             raise DataError(f"empty range: end {end!r} is not after start {start!r}")
         store = Store(path)
-        stored = store.symbols(timeframe)
+        stored = symbols_for(store, timeframe)
         legs = []
         dropped = []
         for symbol in (y, x):
             if symbol not in stored:
                 raise DataError(
-                    f"unknown symbol {symbol!r}: no {timeframe} bars stored in {path} "
-                    f"(symbols with {timeframe} bars: {stored})"
+                    f"unknown symbol {symbol!r}: no {timeframe} bars (nor finer ones to build "
+                    f"them from) stored in {path} (symbols with {timeframe} bars: {stored})"
                 )
-            bars = store.read_bars(timeframe, symbol, start_ms, end_ms)
-            if bars.num_rows and _recording_starts_in(store, timeframe, symbol, bars):
-                bars = bars.slice(1)
+            read = read_timeframe(store, timeframe, symbol, start_ms, end_ms)
+            bars = read.bars
+            if bars.size and _recording_starts_in(store, read, symbol):
+                bars = bars[1:]
                 dropped.append(symbol)
-            if bars.num_rows == 0:
+            if bars.size == 0:
                 raise DataError(
                     f"no {timeframe} bars of {symbol} in the range start={start!r} end={end!r}"
                 )
@@ -155,13 +158,14 @@ class PairData:
         return dataclasses.replace(data, dropped=tuple(dropped))
 
 
-def _recording_starts_in(store: Store, timeframe: str, symbol: str, bars: Any) -> bool:
-    """True when ``bars``' first bar is the symbol's first stored bar and stored ticks fall in
-    it: the recording began inside that interval, so the bar may be partial."""
-    first = int(bars.column("ts").cast("int64")[0].as_py())
-    if store.read_bars(timeframe, symbol, None, first).num_rows:
+def _recording_starts_in(store: Store, read: TimeframeBars, symbol: str) -> bool:
+    """True when the first bar read is in the symbol's first stored interval (no bar of the
+    timeframes it was read from is stored before it) and stored ticks fall in it: the
+    recording began inside that interval, so the bar may be partial."""
+    first = int(read.bars["ts"][0])
+    if any(store.read_bars(tf, symbol, None, first).num_rows for tf in read.sources):
         return False
-    end = first + TIMEFRAME_MS[timeframe]
+    end = first + TIMEFRAME_MS[read.timeframe]
     return store.read_ticks(symbol, None, end).num_rows > 0
 
 

@@ -39,6 +39,19 @@ AGG_TRADES_PATH = "/fapi/v1/aggTrades"
 EXCHANGE_INFO_PATH = "/fapi/v1/exchangeInfo"
 TICKER_24HR_PATH = "/fapi/v1/ticker/24hr"
 PREMIUM_INDEX_PATH = "/fapi/v1/premiumIndex"
+KLINES_PATH = "/fapi/v1/klines"
+FUNDING_RATE_PATH = "/fapi/v1/fundingRate"
+#: Host of the public-data archive (``archive_path`` gives the paths under it).
+BINANCE_PUBLIC_DATA = "https://data.binance.vision"
+
+#: Most klines one REST call returns.
+KLINES_MAX_LIMIT = 1500
+#: Most funding-rate rows one REST call returns.
+FUNDING_RATE_MAX_LIMIT = 1000
+#: Intervals of USD-M futures klines (REST and archive); futures have no 1s klines.
+KLINE_INTERVALS: tuple[str, ...] = (
+    "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d",
+)  # fmt: skip
 
 #: Most aggTrades one REST call returns.
 AGG_TRADES_MAX_LIMIT = 1000
@@ -358,7 +371,7 @@ class RestClient:
             if resp.status_code in (418, 429):
                 if attempt >= self.max_retries:
                     raise _api_error(resp, path)
-                delay = _retry_after(resp, self.default_retry_after_s)
+                delay = retry_after_s(resp, self.default_retry_after_s)
                 log.warning(
                     "GET %s: HTTP %d, backing off %.2f s (Retry-After)",
                     path, resp.status_code, delay,
@@ -422,6 +435,33 @@ class RestClient:
             await self.get(TICKER_24HR_PATH, {"symbol": check_symbol(symbol, FeedError)})
         )
 
+    async def ticker_24hr_all(self) -> list[dict]:
+        """``GET /fapi/v1/ticker/24hr`` of every symbol (weight 40), decoded."""
+        return msgspec.json.decode(await self.get(TICKER_24HR_PATH))
+
+    async def klines(self, symbol: str, interval: str, start_ms: int, end_ms: int,
+                     limit: int = KLINES_MAX_LIMIT) -> list[list]:
+        """``GET /fapi/v1/klines``: Binance's array rows with ``start_ms <= open_time <=
+        end_ms``, at most ``limit``; the last row may be the bar still open."""
+        if interval not in KLINE_INTERVALS:
+            raise FeedError(f"kline interval {interval!r}: expected one of {KLINE_INTERVALS}")
+        if not 1 <= limit <= KLINES_MAX_LIMIT:
+            raise FeedError(f"limit must be in 1..{KLINES_MAX_LIMIT}, got {limit}")
+        params = {"symbol": check_symbol(symbol, FeedError), "interval": interval,
+                  "startTime": start_ms, "endTime": end_ms, "limit": limit}  # fmt: skip
+        return msgspec.json.decode(await self.get(KLINES_PATH, params))
+
+    async def funding_rates(self, symbol: str, start_ms: int, end_ms: int,
+                            limit: int = FUNDING_RATE_MAX_LIMIT) -> list[dict]:
+        """``GET /fapi/v1/fundingRate``: settlements (``fundingTime`` ms, ``fundingRate``,
+        ``markPrice``) with ``start_ms <= fundingTime <= end_ms``, oldest first, at most
+        ``limit``."""
+        if not 1 <= limit <= FUNDING_RATE_MAX_LIMIT:
+            raise FeedError(f"limit must be in 1..{FUNDING_RATE_MAX_LIMIT}, got {limit}")
+        params = {"symbol": check_symbol(symbol, FeedError), "startTime": start_ms,
+                  "endTime": end_ms, "limit": limit}  # fmt: skip
+        return msgspec.json.decode(await self.get(FUNDING_RATE_PATH, params))
+
     async def premium_index(self, symbol: str) -> dict:
         """``GET /fapi/v1/premiumIndex?symbol=`` (``markPrice``, ``lastFundingRate``, ...)."""
         return msgspec.json.decode(
@@ -429,7 +469,8 @@ class RestClient:
         )
 
 
-def _retry_after(resp: httpx.Response, default: float) -> float:
+def retry_after_s(resp: httpx.Response, default: float) -> float:
+    """Seconds an HTTP 429/418 answer asks to wait (``Retry-After``), else ``default``."""
     value = resp.headers.get("Retry-After")
     try:
         return max(0.0, float(value)) if value is not None else default
@@ -459,21 +500,51 @@ KLINES_CSV_COLUMNS: tuple[str, ...] = (
     "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
     "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
 )  # fmt: skip
+#: Columns of ``<SYM>-fundingRate-<YYYY-MM>.csv`` (ms, hours, fraction per interval).
+FUNDING_CSV_COLUMNS: tuple[str, ...] = (
+    "calc_time", "funding_interval_hours", "last_funding_rate",
+)  # fmt: skip
 #: A timestamp at or above this is in microseconds, not milliseconds.
 MICROSECONDS_FROM = 10**15
+#: A timestamp below this is in seconds: as ms it would be before March 1973.
+SECONDS_BELOW = 10**11
 
-_FILE_RE = re.compile(r"^(?P<symbol>[A-Z0-9]+)-(?P<kind>aggTrades|\d+[smhdwM])-(?P<date>[\d-]+)")
+_FILE_RE = re.compile(
+    r"^(?P<symbol>[A-Z0-9]+)-(?P<kind>aggTrades|fundingRate|\d+[smhdwM])-(?P<date>[\d-]+)"
+)
+
+
+def archive_path(period: str, kind: str, symbol: str, date: str) -> str:
+    """Path of a public-data zip under the archive host (``BINANCE_PUBLIC_DATA``).
+
+    ``period`` "daily" (``date`` YYYY-MM-DD) or "monthly" (YYYY-MM); ``kind`` "aggTrades",
+    "fundingRate" (monthly only) or a kline interval (``KLINE_INTERVALS``):
+    ``/data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-06-01.zip``. The checksum is
+    the same path + ``.CHECKSUM``.
+    """
+    if period not in ("daily", "monthly"):
+        raise DataError(f"archive period {period!r}: expected 'daily' or 'monthly'")
+    if kind == "fundingRate" and period != "monthly":
+        raise DataError("funding-rate archive files are monthly only")
+    if kind not in ("aggTrades", "fundingRate") and kind not in KLINE_INTERVALS:
+        raise DataError(
+            f"archive kind {kind!r}: expected aggTrades, fundingRate or one of {KLINE_INTERVALS}"
+        )
+    sym = check_symbol(symbol)
+    folder = f"klines/{sym}/{kind}" if kind in KLINE_INTERVALS else f"{kind}/{sym}"
+    return f"/data/futures/um/{period}/{folder}/{sym}-{kind}-{date}.zip"
 
 
 def parse_public_file_name(name: str) -> tuple[str, str, str]:
     """``BTCUSDT-aggTrades-2024-06-01.zip`` -> (``BTCUSDT``, ``aggTrades``, ``2024-06-01``).
 
-    For klines the kind is the interval (``1m``). DataError when the name does not fit.
+    For klines the kind is the interval (``1m``); funding-rate files are ``fundingRate``.
+    DataError when the name does not fit.
     """
     match = _FILE_RE.match(Path(name).name)
     if match is None:
         raise DataError(
             f"{name!r} is not a Binance public-data file name "
-            "(expected SYMBOL-aggTrades-DATE or SYMBOL-INTERVAL-DATE)"
+            "(expected SYMBOL-aggTrades-DATE, SYMBOL-fundingRate-MONTH or SYMBOL-INTERVAL-DATE)"
         )
     return check_symbol(match["symbol"]), match["kind"], match["date"].rstrip("-")

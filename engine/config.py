@@ -6,7 +6,9 @@ the file, the key path and what is wrong, e.g.
 ``config/demo.yaml: pairs[1].x: 'XRPUSDT' is not in symbols``. Unknown keys are errors.
 Required: ``symbols``, ``pairs`` and ``feed.source``; everything else has the DESIGN.md default.
 A config that type-checks but could not run is refused too: windows longer than
-``MAX_WINDOW_BARS``, a strategy not in ``strategies.REGISTRY``, a ``store.path`` that is a file.
+``MAX_WINDOW_BARS``, a ``strategy.name`` not shaped as a strategy name (which class it names is
+checked by ``strategies.check_config``: engine/ does not import strategies/), a ``store.path``
+that is a file.
 
 Defaults resolved at load time: ``feed.ws_url``/``rest_url`` become Binance's for
 ``source: binance`` (they stay ``None`` for ``simulator``: the engine points the feed at the
@@ -37,11 +39,13 @@ import yaml
 from engine.alerts import AlertRule
 from engine.binance import REJECT_REASONS, SYMBOL_PATTERN
 from engine.errors import ConfigError
+from engine.schemas import TIMEFRAME_MS
 
 __all__ = [
     "BINANCE_REST_URL",
     "BINANCE_WS_URL",
     "MAX_WINDOW_BARS",
+    "STRATEGY_NAME_PATTERN",
     "AnalyticsConfig",
     "Config",
     "FaultsConfig",
@@ -52,7 +56,6 @@ __all__ = [
     "SimulatorConfig",
     "StoreConfig",
     "StrategyConfig",
-    "StrategyName",
     "load_config",
     "parse_config",
     "parse_section",
@@ -64,7 +67,9 @@ BINANCE_WS_URL = "wss://fstream.binance.com/market"
 BINANCE_REST_URL = "https://fapi.binance.com"
 
 Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN)]
-Timeframe = Literal["1s", "1m", "5m"]
+#: a bar timeframe: any of ``engine.schemas.TIMEFRAME_MS`` (1s, 1m ... 1d); the live feed's
+#: ``BarBuilder`` builds every one of them from trades
+Timeframe = Literal[tuple(TIMEFRAME_MS)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 Bps = Annotated[float, msgspec.Meta(ge=0, lt=10_000)]
@@ -77,8 +82,12 @@ RejectReason = Literal[REJECT_REASONS]
 MAX_WINDOW_BARS = 1_000_000
 #: a window length in bars (2 .. MAX_WINDOW_BARS)
 WindowBars = Annotated[int, msgspec.Meta(ge=2, le=MAX_WINDOW_BARS)]
-#: the names in ``strategies.REGISTRY`` (engine/ cannot import it; a test keeps the two equal)
-StrategyName = Literal["zscore", "zscore_timestop"]
+#: the shape of ``strategy.name``: a built-in or registered strategy (a lowercase identifier
+#: such as ``zscore``) or a class as ``package.module:ClassName``. Only the shape is checked
+#: here (engine/ does not import strategies/); ``strategies.check_config`` resolves the name.
+STRATEGY_NAME_PATTERN = re.compile(
+    r"[a-z_][a-z0-9_]*|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
+)
 
 
 class _Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -171,9 +180,12 @@ class StrategyConfig(_Struct, kw_only=True):
     ruin_equity*capital ruins the run (position closed at the next open, no more trading).
     The one place where entry/exit/stop (and ``max_hold_half_lives``) are checked: the strategies
     (``strategies.make_strategy``) take a StrategyConfig and trust its thresholds.
+    ``name``: a built-in or registered strategy, or ``package.module:ClassName``
+    (``STRATEGY_NAME_PATTERN``); ``params``: the named strategy's own parameters, validated by
+    the strategy class where it is built (a built-in strategy takes none).
     """
 
-    name: StrategyName = "zscore"
+    name: str = "zscore"
     entry: PositiveFloat = 2.0
     exit: float = 0.0
     stop: PositiveFloat | None = 4.0
@@ -186,8 +198,16 @@ class StrategyConfig(_Struct, kw_only=True):
     vol_target: PositiveFloat | None = None
     max_gross: PositiveFloat | None = None
     ruin_equity: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.0
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.name, str) and STRATEGY_NAME_PATTERN.fullmatch(self.name)):
+            raise _invalid(
+                "name",
+                "expected a strategy name (a lowercase identifier such as zscore, built in or "
+                "registered under the entry point group pairstack.strategies) or a class as "
+                f"package.module:ClassName, got {self.name!r}",
+            )
         # Python-built structs skip the msgspec.Meta range checks, so the thresholds are
         # checked here in full (finite too: a stop of +inf is written null)
         if not (math.isfinite(self.entry) and self.entry > 0):
@@ -309,12 +329,17 @@ class SimulatorConfig(_Struct, kw_only=True):
 
     ``rate``: mean aggregate trades/s per symbol; ``port`` 0 picks a free port; ``groups``:
     cointegrated groups of symbols, each symbol in exactly one group, the first of a group its
-    leader (None: the simulator forms its own from the symbols); ``history_s``: seconds of
-    trades generated before the server starts (served by REST). Binance's limits as served:
-    server ping every ``ping_interval_s``, a client silent ``pong_timeout_s`` is dropped,
-    connections live ``max_lifetime_s``, at most ``max_streams`` streams and
-    ``max_incoming_per_s`` messages/s per connection, ``rest_weight_limit`` request weight per
-    minute (None: off) before 429s. ``step_ms``: the market clock's step.
+    leader (None: the simulator forms its own from the symbols). The market is a function of
+    (``seed``, wall time): ``history_days`` of past before the start are served by REST and the
+    public-data archive (``/data/futures/um/...``); ``listings`` maps a symbol to its listing
+    time (Unix ms), before which it has no trades and no archive files; ``history_s``: seconds
+    before the start that ``Simulator.history()`` returns by default (test checks; REST serves
+    all ``history_days``). Binance's limits as served: server ping every ``ping_interval_s``, a
+    client silent ``pong_timeout_s`` is dropped, connections live ``max_lifetime_s``, at most
+    ``max_streams`` streams and ``max_incoming_per_s`` messages/s per connection,
+    ``rest_weight_limit`` request weight per minute (None: off) before 429s. ``step_ms``: how
+    often the live stream publishes the trades of the elapsed span (the trades themselves do
+    not depend on it).
     """
 
     seed: Annotated[int, msgspec.Meta(ge=0)] = 7
@@ -322,6 +347,8 @@ class SimulatorConfig(_Struct, kw_only=True):
     host: Annotated[str, msgspec.Meta(min_length=1)] = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     groups: tuple[Annotated[tuple[Symbol, ...], msgspec.Meta(min_length=1)], ...] | None = None
+    history_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    listings: dict[Symbol, Any] = msgspec.field(default_factory=dict)
     faults: FaultsConfig = msgspec.field(default_factory=FaultsConfig)
     history_s: NonNegativeFloat = 0.0
     ping_interval_s: PositiveFloat = 180.0
@@ -331,6 +358,11 @@ class SimulatorConfig(_Struct, kw_only=True):
     max_streams: PositiveInt = 1024
     max_incoming_per_s: PositiveInt = 10
     rest_weight_limit: PositiveInt | None = None
+
+    def __post_init__(self) -> None:
+        for symbol, ms in self.listings.items():  # here, not in the type: the key in the path
+            if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
+                raise _invalid(f"listings.{symbol}", f"expected Unix ms (an int >= 0), got {ms!r}")
 
 
 def _duplicate(items: tuple, what: str) -> str | None:
@@ -396,6 +428,7 @@ class Config(_Struct, kw_only=True):
             for i, s in enumerate(group)
         ]
         refs.append(("simulator.faults.silent_symbol", self.simulator.faults.silent_symbol))
+        refs += [(f"simulator.listings.{s}", s) for s in self.simulator.listings]
         for key, symbol in refs:
             if symbol is not None and symbol not in known:
                 return f"{key}: {symbol!r} is not in symbols"
@@ -496,6 +529,8 @@ def _describe(exc: msgspec.ValidationError, mapping: Mapping, root: type) -> tup
     text, path = str(exc), ""
     keys = _KEY_IN.match(text)
     if keys:  # "Expected `str` - at `key` in `$.feed`"
+        if f"'{SYMBOL_PATTERN}'" in text:  # a mapping keyed by symbol
+            return keys["path"].lstrip("."), "keys must be upper-case symbols such as BTCUSDT"
         return keys["path"].lstrip("."), "keys must be strings"
     match = _AT.match(text)
     if match:
@@ -525,8 +560,8 @@ def _describe(exc: msgspec.ValidationError, mapping: Mapping, root: type) -> tup
 
 
 def _convert(mapping: object, root: type, source: str, prefix: str = "") -> Any:
-    """``mapping`` validated into ``root``; ConfigError names ``source``, the key path (below
-    ``prefix``), why."""
+    """``mapping`` validated into ``root``; ConfigError names ``source`` (when not empty), the
+    key path (below ``prefix``), why."""
     if not isinstance(mapping, Mapping):
         got = "nothing (empty document)" if mapping is None else type(mapping).__name__
         raise ConfigError(f"{source}: expected a mapping at the top level, got {got}")
@@ -535,7 +570,7 @@ def _convert(mapping: object, root: type, source: str, prefix: str = "") -> Any:
     except msgspec.ValidationError as exc:
         key, reason = _describe(exc, mapping, root)
         key = _join(prefix, key) if prefix else key
-        raise ConfigError(f"{source}: {key}: {reason}" if key else f"{source}: {reason}") from None
+        raise ConfigError(": ".join(part for part in (source, key, reason) if part)) from None
 
 
 def parse_config(mapping: object, source: str = "<config>") -> Config:

@@ -1,4 +1,5 @@
-"""Funding settlement events from stored mark-price rows (DESIGN.md "Funding").
+"""Funding settlement events from stored mark-price rows (docs/semantics.md "Pair and backtest
+semantics", Funding).
 
 Stored funding rows (``engine.store``: ``ts``, ``mark_price``, ``funding_rate`` and, when the
 writer had it, ``next_funding_time``) are mark-price updates, one a second or so. Binance's

@@ -1,28 +1,52 @@
-"""Import Binance public-data files (USD-M futures aggTrades and klines) into the store.
+"""Import Binance public-data files (USD-M futures aggTrades, klines, funding rates) into the store.
 
-Files: ``<SYM>-aggTrades-<date>.{csv,zip}`` and ``<SYM>-<interval>-<date>.{csv,zip}`` (klines of
-1s, 1m or 5m only), with or without a header row; a zip holds one CSV of the same name. A
-``<file>.CHECKSUM`` beside a file (``<sha256>  <name>``) is verified when present. Timestamps of
-1e15 or more are microseconds and are converted to ms (floor); the report says so.
+Files: ``<SYM>-aggTrades-<date>``, ``<SYM>-<interval>-<date>`` (klines of any timeframe the store
+knows, ``engine.schemas.TIMEFRAME_MS``: 1s and Binance's 1m ... 1d) and
+``<SYM>-fundingRate-<YYYY-MM>``, each ``.csv`` or ``.zip`` (one CSV of the same name), with or
+without a header row. A ``<file>.CHECKSUM`` beside a file (``<sha256>  <name>``) is verified
+when present.
 
-Every file is read and validated before anything is written: a malformed file is refused with
-its name, line (1-based, counting the header) and column, and the store is left untouched.
-Trades become ticks plus 1s, 1m and 5m bars (``engine.bars.build_bars``); klines become bars of
-their interval (intervals without trades, ``count`` 0, are dropped: the store keeps no empty
-bars). Importing the same file twice changes nothing: the store keeps one row per key.
+Streaming, memory bounded whatever the input: a file is never read whole. pyarrow's streaming
+CSV reader parses it in blocks of ``BLOCK_BYTES`` from the file or from the zip member's
+stream, and a zip member cannot expand beyond the size the archive declares for it (zipfile
+stops there and checks the CRC), so a zip bomb costs one block of memory and is refused at its
+first bad row. Lines are at most ``BLOCK_BYTES`` long.
+
+Two passes, so that a malformed file leaves the store untouched: the first reads every given
+file through and validates it (nothing is written; an error names the file, the line, 1-based
+and counting the header, and the column); the second reads them again and writes. Reading twice
+is cheaper than staging the rows in a second store and merging it in, and it needs no disk
+space. The second pass writes ticks as it goes (flushing the store every ``FLUSH_ROWS`` rows)
+and builds 1s, 1m and 5m bars across block boundaries: the trades of the last 5-minute interval
+of a block (the only bars still open) are carried over to the next block, so the bars equal
+those built from the whole file at once.
+
+Times are Unix ms. A file whose first time is 1e15 or more is in microseconds (floor to ms), one
+whose first time is below 1e11 is in seconds (x 1000; no ms time of a date after 1973 is that
+small); the report says so, and a row in another unit than the file's first row is refused.
+
+Trades become ticks plus 1s, 1m and 5m bars (``engine.bars.build_bar_records``); klines become
+bars of their interval (intervals without trades, ``count`` 0, are dropped: the store keeps no
+empty bars); a funding file's settlement (``calc_time``, ``last_funding_rate``) becomes a funding
+row at ``calc_time - 1`` ms announcing ``next_funding_time = calc_time``: the last update before
+the settlement, which is what ``engine.funding`` pays at ``calc_time`` (with the stored rate);
+its ``mark_price`` is null, the file has none (a backtest marks a leg at its close). Importing
+the same file twice changes nothing: the store keeps one row per key.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import re
 import sys
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -30,29 +54,41 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
-from engine.bars import build_bars
+from engine.bars import build_bar_records
 from engine.binance import (
     AGG_TRADES_CSV_COLUMNS,
+    FUNDING_CSV_COLUMNS,
     KLINES_CSV_COLUMNS,
     MICROSECONDS_FROM,
+    SECONDS_BELOW,
     parse_public_file_name,
 )
 from engine.errors import DataError, UploadError
-from engine.schemas import BAR_DTYPE, TICK_DTYPE, TIMEFRAME_MS, bars_to_table
-from engine.store import Store
+from engine.schemas import BAR_DTYPE, TICK_DTYPE, TIMEFRAME_MS, TS_TYPE
+from engine.store import Store, WriteCounts
 
 log = logging.getLogger(__name__)
 
 #: Bars built from imported trades.
 TRADE_TIMEFRAMES: tuple[str, ...] = ("1s", "1m", "5m")
-#: Plausible trade times (ms): 2000-01-01 to 2100-01-01; anything else is a unit or data error.
+#: Bytes pyarrow parses at a time (also the longest line accepted).
+BLOCK_BYTES = 4 << 20
+#: Buffered rows at which the second pass flushes the store.
+FLUSH_ROWS = 500_000
+#: Plausible times (ms): 2000-01-01 to 2100-01-01; anything else is a unit or data error.
 _MIN_MS, _MAX_MS = 946_684_800_000, 4_102_444_800_000
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+_TRUE, _FALSE = ["true", "True", "TRUE"], ["false", "False", "FALSE"]
+#: Trades of the last interval of the largest trade timeframe are carried to the next block;
+#: its boundaries are also the smaller timeframes' boundaries.
+_CARRY_MS = max(TIMEFRAME_MS[tf] for tf in TRADE_TIMEFRAMES)
+_UNIT_NOTE = {"us": "microseconds", "s": "seconds"}
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError)
 
 
 @dataclass(frozen=True)
 class ImportReport:
-    """What an import did: files read, rows written, duplicates skipped."""
+    """What an import did: files and rows read, rows written, duplicates skipped."""
 
     files: int
     ticks: int  # new ticks written
@@ -60,73 +96,205 @@ class ImportReport:
     microseconds: bool = False  # some file had µs timestamps (converted to ms)
     skipped_duplicates: int = 0  # rows already stored (ticks by agg_id, identical bars)
     empty_klines: int = 0  # kline rows without trades, not stored
+    seconds: bool = False  # some file had timestamps in seconds (converted to ms)
+    funding: int = 0  # funding rows written or corrected
+    rows: int = 0  # CSV rows read (header not counted)
 
     def lines(self) -> list[str]:
         """Human-readable summary, one fact per line."""
         bars = ", ".join(f"{tf} {n}" for tf, n in self.bars.items()) or "none"
         out = [
             f"files: {self.files}",
+            f"rows read: {self.rows}",
             f"ticks written: {self.ticks}",
             f"bars written: {bars}",
             f"skipped duplicates: {self.skipped_duplicates}",
         ]
+        if self.funding:
+            out.append(f"funding rows written: {self.funding}")
         if self.empty_klines:
             out.append(f"empty klines skipped: {self.empty_klines}")
         if self.microseconds:
             out.append("timestamps: microseconds found and converted to milliseconds")
+        if self.seconds:
+            out.append("timestamps: seconds found and converted to milliseconds")
         return out
 
 
+# ----------------------------------------------------------------------------- sources
+
+
 @dataclass(frozen=True)
-class ParsedFile:
-    """One validated public-data file, ready to store."""
+class _Source:
+    """One public-data file: what it holds and where its rows are (to name lines in errors)."""
 
     path: Path
     symbol: str
-    ticks: np.ndarray | None  # TICK_DTYPE (aggTrades) or None (klines)
-    bars: dict[str, pa.Table]  # timeframe -> BAR_SCHEMA table
-    microseconds: bool
-    empty_klines: int = 0
-
-    @property
-    def bars_rows(self) -> int:
-        return sum(t.num_rows for t in self.bars.values())
-
-
-@dataclass(frozen=True)
-class _Where:
-    """Where a CSV's rows are, to name line and column in errors."""
-
-    file: str
-    columns: Sequence[str]
+    kind: str  # "aggTrades", "fundingRate" or a timeframe (klines)
+    columns: tuple[str, ...]
+    types: dict[str, pa.DataType]
     header: bool
 
     def error(self, row: int, column: str, message: str) -> UploadError:
+        """UploadError at data row ``row`` (0-based, -1: the header) and ``column``."""
         line = row + 1 + int(self.header)
         col = self.columns.index(column) + 1
         return UploadError(
-            f"{self.file}: line {line}, column {col} ({column}): {message}",
+            f"{self.path}: line {line}, column {col} ({column}): {message}",
             line=line,
             column=column,
         )
 
 
-def _first(bad: np.ndarray) -> int | None:
-    hits = np.flatnonzero(bad)
-    return int(hits[0]) if hits.size else None
+def _types(columns: Iterable[str], ints: Iterable[str], strings: Iterable[str] = (),
+           bools: Iterable[str] = ()) -> dict[str, pa.DataType]:  # fmt: skip
+    ints, strings, bools = set(ints), set(strings), set(bools)
+    return {c: pa.int64() if c in ints else pa.string() if c in strings
+            else pa.bool_() if c in bools else pa.float64() for c in columns}  # fmt: skip
 
 
-def _require(bad: np.ndarray, where: _Where, column: str, message: Callable[[int], str]) -> None:
-    """Raise at the first row where `bad` is True."""
-    row = _first(bad)
-    if row is not None:
-        raise where.error(row, column, message(row))
+_LAYOUTS: dict[str, tuple[tuple[str, ...], dict[str, pa.DataType]]] = {
+    "aggTrades": (AGG_TRADES_CSV_COLUMNS, _types(
+        AGG_TRADES_CSV_COLUMNS, ("agg_trade_id", "first_trade_id", "last_trade_id",
+                                 "transact_time"), bools=("is_buyer_maker",))),
+    "klines": (KLINES_CSV_COLUMNS, _types(
+        KLINES_CSV_COLUMNS, ("open_time", "close_time", "count"), strings=("ignore",))),
+    "fundingRate": (FUNDING_CSV_COLUMNS, _types(
+        FUNDING_CSV_COLUMNS, ("calc_time", "funding_interval_hours"))),
+}  # fmt: skip
 
 
-def _cast(col: pa.Array, typ: pa.DataType, where: _Where, name: str) -> np.ndarray:
-    """String column -> NumPy of `typ`; on failure, bisect for the first bad row and name it."""
+def _verify_checksum(path: Path) -> None:
+    """Check ``<path>.CHECKSUM`` (``<sha256>  <name>``) when it exists (file hashed by blocks)."""
+    checksum = path.with_name(path.name + ".CHECKSUM")
+    if not checksum.exists():
+        return
+    parts = checksum.read_text(encoding="utf-8", errors="replace").split()
+    if len(parts) != 2 or not _SHA256_RE.match(parts[0]) or parts[1].lstrip("*") != path.name:
+        raise UploadError(
+            f"{checksum}: line 1: expected '<sha256>  {path.name}', found "
+            f"{' '.join(parts)[:120]!r}", line=1)
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    actual = digest.hexdigest()
+    if actual != parts[0].lower():
+        raise UploadError(
+            f"{path}: checksum mismatch: {checksum.name} says {parts[0].lower()}, the file's "
+            f"SHA-256 is {actual}; download the file again")
+
+
+@contextmanager
+def _open(path: Path) -> Iterator[BinaryIO]:
+    """The CSV bytes of ``path`` as a stream: the file, or the zip's one member."""
     try:
-        return pc.cast(col, typ).to_numpy(zero_copy_only=False)
+        if path.suffix == ".csv":
+            with path.open("rb") as stream:
+                yield stream
+            return
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            expected = path.stem + ".csv"
+            if names != [expected]:
+                raise UploadError(f"{path}: expected one member {expected!r}, found {names}")
+            with archive.open(expected) as stream:
+                yield stream
+    except FileNotFoundError:
+        raise UploadError(f"{path}: no such file") from None
+    except _ZIP_ERRORS as exc:
+        raise UploadError(f"{path}: not a valid zip file: {exc}") from None
+    except OSError as exc:
+        raise UploadError(f"{path}: cannot read: {exc}") from None
+
+
+def _source(path: str | Path) -> _Source:
+    """The file's layout and header, from its name and first line; UploadError if unusable."""
+    path = Path(path)
+    if path.suffix not in (".csv", ".zip"):
+        raise UploadError(f"{path}: expected a .csv or .zip Binance public-data file")
+    try:
+        symbol, kind, _ = parse_public_file_name(path.name)
+    except DataError as exc:
+        raise UploadError(f"{path}: {exc}") from None
+    if kind not in ("aggTrades", "fundingRate") and kind not in TIMEFRAME_MS:
+        raise UploadError(
+            f"{path}: klines interval {kind!r} is not supported: only {', '.join(TIMEFRAME_MS)} "
+            "bars are stored")
+    columns, types = _LAYOUTS["klines" if kind in TIMEFRAME_MS else kind]
+    with _open(path) as stream:
+        first = stream.readline(BLOCK_BYTES).decode("utf-8", "replace").strip()
+    _verify_checksum(path)
+    if not first:
+        raise UploadError(f"{path}: empty file, expected CSV rows", line=1)
+    cells = [c.strip().lower() for c in first.split(",")]
+    header = not cells[0].lstrip("-").isdigit()
+    src = _Source(path, symbol, kind, columns, types, header)
+    if header:
+        if len(cells) != len(columns):
+            raise UploadError(
+                f"{path}: line 1: header has {len(cells)} columns, expected {len(columns)}: "
+                f"{','.join(columns)}", line=1)
+        for cell, name in zip(cells, columns, strict=True):
+            if cell != name:
+                raise src.error(-1, name, f"header says {cell!r}, expected {name!r}")
+    return src
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _batches(src: _Source, types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+    """The file's rows in blocks, columns converted to ``types``."""
+    with _open(src.path) as stream:
+        try:
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(column_names=list(src.columns),
+                                               skip_rows=int(src.header),
+                                               block_size=BLOCK_BYTES),
+                parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=types, null_values=[], true_values=_TRUE,
+                    false_values=_FALSE, strings_can_be_null=False,
+                    quoted_strings_can_be_null=False),
+            )  # fmt: skip
+        except pa.ArrowInvalid as exc:
+            if "Empty CSV file" in str(exc):  # a header and no rows
+                return
+            raise
+        try:
+            yield from reader
+        except _ZIP_ERRORS as exc:
+            raise UploadError(f"{src.path}: corrupt zip member: {exc}") from None
+
+
+def _columns(src: _Source) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """(index of the block's first row, column -> NumPy values) of each block of the file.
+
+    The fast path parses typed columns; where a cell does not parse, the file is read again as
+    text to name the line and column (``_diagnose``)."""
+    base = 0
+    try:
+        for batch in _batches(src, src.types):
+            yield base, {name: batch.column(i).to_numpy(zero_copy_only=False)
+                         for i, name in enumerate(src.columns)}  # fmt: skip
+            base += batch.num_rows
+    except pa.ArrowInvalid as exc:
+        raise _diagnose(src, exc) from None
+
+
+def _cast(col: pa.Array, typ: pa.DataType, src: _Source, name: str, base: int) -> None:
+    """UploadError at the first cell of a text column that does not convert to ``typ``."""
+    if pa.types.is_boolean(typ):
+        bad = ~np.isin(col.to_numpy(zero_copy_only=False), _TRUE + _FALSE)
+        row = int(np.argmax(bad))
+        if bad.any():
+            raise src.error(base + row, name, f"expected true or false, found {col[row].as_py()!r}")
+        return
+    try:
+        pc.cast(col, typ)
+        return
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     lo, hi = 0, len(col)  # col[:lo] casts; col[:hi] does not
@@ -138,254 +306,346 @@ def _cast(col: pa.Array, typ: pa.DataType, where: _Where, name: str) -> np.ndarr
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             hi = mid
     expected = "an integer" if pa.types.is_integer(typ) else "a number"
-    raise where.error(lo, name, f"expected {expected}, found {col[lo].as_py()!r}")
+    raise src.error(base + lo, name, f"expected {expected}, found {col[lo].as_py()!r}")
 
 
-def _positive(values: np.ndarray, where: _Where, name: str, *, allow_zero: bool = False) -> None:
-    bad = ~np.isfinite(values) | ((values < 0) if allow_zero else (values <= 0))
-    what = "a finite number >= 0" if allow_zero else "a finite number > 0"
-    _require(bad, where, name, lambda r: f"expected {what}, found {values[r]!r}")
-
-
-def _times(values: np.ndarray, where: _Where, name: str, micro: bool) -> np.ndarray:
-    """Raw file times -> ms; the unit is the file's (decided by its first row)."""
-    in_micro = values >= MICROSECONDS_FROM
-    _require(in_micro != micro, where, name, lambda r: (
-        f"mixed time units: {values[r]} is {'ms' if micro else 'µs'} but the file's first row "
-        f"is {'µs' if micro else 'ms'}"
-    ))
-    ms = values // 1000 if micro else values
-    _require((ms < _MIN_MS) | (ms >= _MAX_MS), where, name,
-             lambda r: f"time {values[r]} is not a Unix time in ms or µs between 2000 and 2100")
-    return ms
-
-
-def _increasing(values: np.ndarray, where: _Where, name: str, *, strict: bool) -> None:
-    bad = np.zeros(len(values), dtype=bool)
-    bad[1:] = (values[1:] <= values[:-1]) if strict else (values[1:] < values[:-1])
-    order = "strictly increasing" if strict else "in time order"
-    _require(bad, where, name,
-             lambda r: f"rows must be {order}: {values[r]} after {values[r - 1]}")
-
-
-def _read_csv(data: bytes, file: str, columns: Sequence[str]) -> tuple[pa.Table, _Where]:
-    """CSV bytes -> table of string columns named `columns`, with or without a header row."""
-    data = data.rstrip(b"\r\n")
-    if not data.strip():
-        raise UploadError(f"{file}: empty file, expected CSV rows", line=1)
-    first = data.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
-    cells = [c.strip().lower() for c in first.split(",")]
-    header = not cells[0].lstrip("-").isdigit()
-    where = _Where(file, tuple(columns), header)
-    if header:
-        if len(cells) != len(columns):
-            raise UploadError(
-                f"{file}: line 1: header has {len(cells)} columns, expected {len(columns)}: "
-                f"{','.join(columns)}", line=1)
-        for cell, name in zip(cells, columns, strict=True):
-            if cell != name:
-                raise where.error(-1, name, f"header says {cell!r}, expected {name!r}")
+def _diagnose(src: _Source, exc: Exception) -> UploadError:
+    """The first cell or line of ``src`` that the typed read refused (``exc``), named."""
+    base = 0
+    text = dict.fromkeys(src.columns, pa.string())
     try:
-        table = pacsv.read_csv(
-            io.BytesIO(data),
-            read_options=pacsv.ReadOptions(column_names=list(columns), skip_rows=int(header)),
-            parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(columns, pa.string()),
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except pa.ArrowInvalid as exc:
-        raise _shape_error(data, where) or UploadError(f"{file}: malformed CSV: {exc}") from None
-    return table.combine_chunks(), where
+        for batch in _batches(src, text):
+            for i, name in enumerate(src.columns):
+                if src.types[name] != pa.string():
+                    _cast(batch.column(i), src.types[name], src, name, base)
+            base += batch.num_rows
+    except pa.ArrowInvalid as shape_exc:
+        return _shape_error(src) or UploadError(f"{src.path}: malformed CSV: {shape_exc}")
+    except UploadError as found:
+        return found
+    return UploadError(f"{src.path}: malformed CSV: {exc}")
 
 
-def _shape_error(data: bytes, where: _Where) -> UploadError | None:
+def _shape_error(src: _Source) -> UploadError | None:
     """The first line whose number of fields is wrong (pyarrow's message gives no line)."""
-    lines = data.decode("utf-8", "replace").split("\n")
-    for number, line in enumerate(lines[int(where.header):], start=int(where.header) + 1):
-        found = len(line.rstrip("\r").split(","))
-        if found != len(where.columns):  # name the first missing column, or the last one
-            col = min(found + 1, len(where.columns))
-            return UploadError(
-                f"{where.file}: line {number}, column {col}: expected {len(where.columns)} "
-                f"comma-separated fields, found {found}",
-                line=number,
-                column=where.columns[col - 1],
-            )
+    with _open(src.path) as stream:
+        number = 0
+        while line := stream.readline(BLOCK_BYTES + 1):
+            number += 1
+            if number == 1 and src.header:
+                continue
+            if len(line) > BLOCK_BYTES:
+                return UploadError(f"{src.path}: line {number}: longer than {BLOCK_BYTES} "
+                                   "bytes; not a Binance public-data CSV", line=number)
+            found = line.rstrip(b"\r\n").count(b",") + 1
+            if found != len(src.columns):  # name the first missing column, or the last one
+                col = min(found + 1, len(src.columns))
+                return UploadError(
+                    f"{src.path}: line {number}, column {col}: expected {len(src.columns)} "
+                    f"comma-separated fields, found {found}",
+                    line=number,
+                    column=src.columns[col - 1],
+                )
     return None
 
 
-def parse_agg_trades(data: bytes, file: str) -> tuple[np.ndarray, bool]:
-    """aggTrades CSV bytes -> (TICK_DTYPE in file order, microseconds); UploadError if malformed."""
-    table, where = _read_csv(data, file, AGG_TRADES_CSV_COLUMNS)
-    out = np.empty(table.num_rows, dtype=TICK_DTYPE)
-    if not table.num_rows:
-        return out, False
-    ints = {n: _cast(table.column(n).chunk(0), pa.int64(), where, n)
-            for n in ("agg_trade_id", "first_trade_id", "last_trade_id", "transact_time")}
-    price = _cast(table.column("price").chunk(0), pa.float64(), where, "price")
-    qty = _cast(table.column("quantity").chunk(0), pa.float64(), where, "quantity")
-    maker_text = pc.utf8_lower(pc.utf8_trim_whitespace(table.column("is_buyer_maker").chunk(0)))
-    maker = maker_text.to_numpy(zero_copy_only=False)
-    _require(~np.isin(maker, ["true", "false"]), where, "is_buyer_maker",
-             lambda r: f"expected true or false, found {maker[r]!r}")
-    for name in ("agg_trade_id", "first_trade_id"):
-        _require(ints[name] < 0, where, name, lambda r, n=name: f"negative id {ints[n][r]}")
-    _increasing(ints["agg_trade_id"], where, "agg_trade_id", strict=True)
-    _require(ints["last_trade_id"] < ints["first_trade_id"], where, "last_trade_id",
-             lambda r: f"last_trade_id {ints['last_trade_id'][r]} is below first_trade_id "
-                       f"{ints['first_trade_id'][r]}")
-    _positive(price, where, "price")
-    _positive(qty, where, "quantity")
-    raw_ts = ints["transact_time"]
-    micro = bool(raw_ts[0] >= MICROSECONDS_FROM)
-    ts = _times(raw_ts, where, "transact_time", micro)
-    _increasing(ts, where, "transact_time", strict=False)
-    out["ts"] = ts
-    out["agg_id"] = ints["agg_trade_id"]
-    out["price"] = price
-    out["qty"] = qty
-    out["first_id"] = ints["first_trade_id"]
-    out["last_id"] = ints["last_trade_id"]
-    out["buyer_maker"] = maker == "true"
-    return out, micro
+# ----------------------------------------------------------------------------- validation
 
 
-def parse_klines(data: bytes, file: str, timeframe: str) -> tuple[np.ndarray, bool, int]:
-    """Klines CSV bytes -> (BAR_DTYPE of bars with trades, microseconds, empty rows dropped)."""
-    tf_ms = TIMEFRAME_MS[timeframe]
-    table, where = _read_csv(data, file, KLINES_CSV_COLUMNS)
-    if not table.num_rows:
-        return np.empty(0, dtype=BAR_DTYPE), False, 0
-    col = {n: table.column(n).chunk(0) for n in KLINES_CSV_COLUMNS}
-    ints = {n: _cast(col[n], pa.int64(), where, n) for n in ("open_time", "close_time", "count")}
-    floats = {n: _cast(col[n], pa.float64(), where, n)
-              for n in KLINES_CSV_COLUMNS[1:6] + KLINES_CSV_COLUMNS[7:8] + KLINES_CSV_COLUMNS[9:11]}
-    micro = bool(ints["open_time"][0] >= MICROSECONDS_FROM)
-    open_ms = _times(ints["open_time"], where, "open_time", micro)
-    close_ms = _times(ints["close_time"], where, "close_time", micro)
-    _require(open_ms % tf_ms != 0, where, "open_time",
-             lambda r: f"open time {ints['open_time'][r]} is not on a {timeframe} boundary")
-    _increasing(open_ms, where, "open_time", strict=True)
-    _require(close_ms != open_ms + tf_ms - 1, where, "close_time",
-             lambda r: f"close time {ints['close_time'][r]} is not open time + {timeframe} - 1 ms")
-    for name in ("open", "high", "low", "close"):
-        _positive(floats[name], where, name)
-    for name in ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume"):
-        _positive(floats[name], where, name, allow_zero=True)
-    o, h, lo, c = (floats[n] for n in ("open", "high", "low", "close"))
-    _require(h < np.maximum(o, c), where, "high", lambda r: f"high {h[r]} is below open or close")
-    _require(lo > np.minimum(o, c), where, "low", lambda r: f"low {lo[r]} is above open or close")
-    count = ints["count"]
-    _require(count < 0, where, "count", lambda r: f"negative trade count {count[r]}")
-    _require((count == 0) & (floats["volume"] > 0), where, "volume",
-             lambda r: f"volume {floats['volume'][r]} in a kline without trades")
-    keep = count > 0
-    out = np.empty(int(keep.sum()), dtype=BAR_DTYPE)
-    out["ts"] = open_ms[keep]
-    for name in ("open", "high", "low", "close", "volume", "quote_volume"):
-        out[name] = floats[name][keep]
-    out["trades"] = count[keep]
-    return out, micro, int((~keep).sum())
+def _require(bad: np.ndarray, src: _Source, base: int, column: str,
+             message: Callable[[int], str]) -> None:  # fmt: skip
+    """Raise at the first row where ``bad`` is True (``base``: file row of ``bad[0]``)."""
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise src.error(base + row, column, message(row))
 
 
-def _verify_checksum(path: Path, data: bytes) -> None:
-    """Check `<path>.CHECKSUM` (``<sha256>  <name>``) when it exists."""
-    checksum = path.with_name(path.name + ".CHECKSUM")
-    if not checksum.exists():
-        return
-    parts = checksum.read_text(encoding="utf-8", errors="replace").split()
-    if len(parts) != 2 or not _SHA256_RE.match(parts[0]) or parts[1].lstrip("*") != path.name:
-        raise UploadError(
-            f"{checksum}: line 1: expected '<sha256>  {path.name}', found "
-            f"{' '.join(parts)[:120]!r}", line=1)
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != parts[0].lower():
-        raise UploadError(
-            f"{path}: checksum mismatch: {checksum.name} says {parts[0].lower()}, the file's "
-            f"SHA-256 is {actual}; download the file again")
+def _positive(values: np.ndarray, src: _Source, base: int, name: str, *,
+              allow_zero: bool = False) -> None:  # fmt: skip
+    bad = ~np.isfinite(values) | ((values < 0) if allow_zero else (values <= 0))
+    what = "a finite number >= 0" if allow_zero else "a finite number > 0"
+    _require(bad, src, base, name, lambda r: f"expected {what}, found {values[r]!r}")
 
 
-def _csv_bytes(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UploadError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise UploadError(f"{path}: cannot read: {exc}") from None
-    _verify_checksum(path, data)
-    if path.suffix == ".csv":
-        return data
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            names = archive.namelist()
-            expected = path.stem + ".csv"
-            if names != [expected]:
-                raise UploadError(f"{path}: expected one member {expected!r}, found {names}")
-            return archive.read(expected)
-    except zipfile.BadZipFile as exc:
-        raise UploadError(f"{path}: not a valid zip file: {exc}") from None
+def _unit_of(values: np.ndarray) -> np.ndarray:
+    """Per value: 0 seconds, 1 milliseconds, 2 microseconds (by magnitude)."""
+    return (values >= SECONDS_BELOW).astype(np.int8) + (values >= MICROSECONDS_FROM)
 
 
-def parse_file(path: str | Path) -> ParsedFile:
-    """Read and validate one public-data file (CSV or ZIP); UploadError when it is malformed."""
-    path = Path(path)
-    if path.suffix not in (".csv", ".zip"):
-        raise UploadError(f"{path}: expected a .csv or .zip Binance public-data file")
-    try:
-        symbol, kind, _ = parse_public_file_name(path.name)
-    except DataError as exc:
-        raise UploadError(f"{path}: {exc}") from None
-    if kind != "aggTrades" and kind not in TIMEFRAME_MS:
-        raise UploadError(
-            f"{path}: klines interval {kind!r} is not supported: only {', '.join(TIMEFRAME_MS)} "
-            "bars are stored")
-    data = _csv_bytes(path)
-    if kind == "aggTrades":
-        ticks, micro = parse_agg_trades(data, str(path))
-        bars = {tf: build_bars(ticks["ts"], ticks["price"], ticks["qty"], tf)
-                for tf in TRADE_TIMEFRAMES}
-        return ParsedFile(path, symbol, ticks, bars, micro)
-    records, micro, empty = parse_klines(data, str(path), kind)
-    return ParsedFile(path, symbol, None, {kind: bars_to_table(records)}, micro, empty)
+_TO_MS = {0: lambda v: v * 1000, 1: lambda v: v, 2: lambda v: v // 1000}
+_UNIT_NAMES = ("s", "ms", "us")
+
+
+class _Times:
+    """A file's time unit (its first row's) and the conversion of its times to ms."""
+
+    def __init__(self, src: _Source) -> None:
+        self.src = src
+        self.unit: int | None = None
+
+    def to_ms(self, values: np.ndarray, base: int, name: str) -> np.ndarray:
+        if self.unit is None and values.size:
+            self.unit = int(_unit_of(values[:1])[0])
+        own = _unit_of(values)
+        plausible = np.zeros(values.shape, dtype=bool)
+        for unit, convert in _TO_MS.items():
+            ms = convert(values)
+            plausible |= (own == unit) & (ms >= _MIN_MS) & (ms < _MAX_MS)
+        file_unit = _UNIT_NAMES[self.unit] if self.unit is not None else "ms"
+        _require(plausible & (own != self.unit), self.src, base, name, lambda r: (
+            f"mixed time units: {values[r]} is {_UNIT_NAMES[own[r]]} but the file's first row "
+            f"is {file_unit}"))
+        ms = _TO_MS[self.unit](values) if self.unit is not None else values
+        _require((ms < _MIN_MS) | (ms >= _MAX_MS), self.src, base, name, lambda r: (
+            f"time {values[r]} is not a Unix time in s, ms or µs between 2000 and 2100"))
+        return ms
+
+    @property
+    def note(self) -> str | None:
+        """"microseconds"/"seconds" when the file's times were not in ms."""
+        return _UNIT_NOTE.get(_UNIT_NAMES[self.unit]) if self.unit is not None else None
+
+
+class _Order:
+    """Row order across blocks: each value after the previous block's last."""
+
+    def __init__(self, src: _Source, name: str, *, strict: bool) -> None:
+        self.src, self.name, self.strict = src, name, strict
+        self.last: int | None = None
+
+    def check(self, values: np.ndarray, base: int) -> None:
+        if not values.size:
+            return
+        prev = np.empty_like(values)
+        prev[1:] = values[:-1]
+        prev[0] = values[0] - 1 if self.last is None else self.last
+        bad = (values <= prev) if self.strict else (values < prev)
+        order = "strictly increasing" if self.strict else "in time order"
+        _require(bad, self.src, base, self.name, lambda r: (
+            f"rows must be {order}: {values[r]} after {prev[r]}"))
+        self.last = int(values[-1])
+
+
+class _Decoder:
+    """Validates a file's blocks in order and turns them into records."""
+
+    def __init__(self, src: _Source) -> None:
+        self.src = src
+        self.times = _Times(src)
+        key = {"aggTrades": "agg_trade_id", "fundingRate": "calc_time"}.get(src.kind, "open_time")
+        self.order = _Order(src, key, strict=True)
+        self.time_order = _Order(src, "transact_time", strict=False)
+        self.empty_klines = 0
+
+    def decode(self, base: int, cols: dict[str, np.ndarray]) -> np.ndarray | pa.Table:
+        if self.src.kind == "aggTrades":
+            return self._trades(base, cols)
+        if self.src.kind == "fundingRate":
+            return self._funding(base, cols)
+        return self._klines(base, cols)
+
+    def _trades(self, base: int, c: dict[str, np.ndarray]) -> np.ndarray:
+        src = self.src
+        for name in ("agg_trade_id", "first_trade_id"):
+            _require(c[name] < 0, src, base, name, lambda r, n=name: f"negative id {c[n][r]}")
+        self.order.check(c["agg_trade_id"], base)
+        first, last = c["first_trade_id"], c["last_trade_id"]
+        _require(last < first, src, base, "last_trade_id",
+                 lambda r: f"last_trade_id {last[r]} is below first_trade_id {first[r]}")
+        _positive(c["price"], src, base, "price")
+        _positive(c["quantity"], src, base, "quantity")
+        ts = self.times.to_ms(c["transact_time"], base, "transact_time")
+        self.time_order.check(ts, base)
+        out = np.empty(len(ts), dtype=TICK_DTYPE)
+        out["ts"] = ts
+        out["agg_id"] = c["agg_trade_id"]
+        out["price"] = c["price"]
+        out["qty"] = c["quantity"]
+        out["first_id"] = first
+        out["last_id"] = last
+        out["buyer_maker"] = c["is_buyer_maker"]
+        return out
+
+    def _klines(self, base: int, c: dict[str, np.ndarray]) -> np.ndarray:
+        src, tf = self.src, self.src.kind
+        tf_ms = TIMEFRAME_MS[tf]
+        open_ms = self.times.to_ms(c["open_time"], base, "open_time")
+        close_ms = self.times.to_ms(c["close_time"], base, "close_time")
+        _require(open_ms % tf_ms != 0, src, base, "open_time",
+                 lambda r: f"open time {c['open_time'][r]} is not on a {tf} boundary")
+        self.order.check(open_ms, base)
+        close_expected = open_ms + tf_ms - 1
+        if self.times.unit == 0:  # seconds: the close time's last ms is cut off
+            close_expected = close_expected // 1000 * 1000
+        _require(close_ms != close_expected, src, base, "close_time",
+                 lambda r: f"close time {c['close_time'][r]} is not open time + {tf} - 1 ms")
+        for name in ("open", "high", "low", "close"):
+            _positive(c[name], src, base, name)
+        for name in ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume"):
+            _positive(c[name], src, base, name, allow_zero=True)
+        o, h, lo, cl = (c[n] for n in ("open", "high", "low", "close"))
+        _require(h < np.maximum(o, cl), src, base, "high",
+                 lambda r: f"high {h[r]} is below open or close")
+        _require(lo > np.minimum(o, cl), src, base, "low",
+                 lambda r: f"low {lo[r]} is above open or close")
+        count = c["count"]
+        _require(count < 0, src, base, "count", lambda r: f"negative trade count {count[r]}")
+        _require((count == 0) & (c["volume"] > 0), src, base, "volume",
+                 lambda r: f"volume {c['volume'][r]} in a kline without trades")
+        keep = count > 0
+        self.empty_klines += int((~keep).sum())
+        out = np.empty(int(keep.sum()), dtype=BAR_DTYPE)
+        out["ts"] = open_ms[keep]
+        for name in ("open", "high", "low", "close", "volume", "quote_volume"):
+            out[name] = c[name][keep]
+        out["trades"] = count[keep]
+        return out
+
+    def _funding(self, base: int, c: dict[str, np.ndarray]) -> pa.Table:
+        src = self.src
+        calc = self.times.to_ms(c["calc_time"], base, "calc_time")
+        self.order.check(calc, base)
+        hours = c["funding_interval_hours"]
+        _require((hours <= 0) | (hours > 24), src, base, "funding_interval_hours",
+                 lambda r: f"expected 1 to 24 hours, found {hours[r]}")
+        rate = c["last_funding_rate"]
+        _require(~np.isfinite(rate) | (np.abs(rate) >= 1), src, base, "last_funding_rate",
+                 lambda r: f"expected a fraction between -1 and 1, found {rate[r]!r}")
+        return funding_rows(calc, rate)
+
+
+def funding_rows(settle_ms: np.ndarray, rate: np.ndarray,
+                 mark: np.ndarray | None = None) -> pa.Table:  # fmt: skip
+    """Funding rows of settlements (time ms, rate per interval, mark price or None: null): each
+    the last update before its settlement, ``ts = settle_ms - 1`` announcing
+    ``next_funding_time = settle_ms``, which ``engine.funding`` pays at ``settle_ms``."""
+    settle_ms = np.asarray(settle_ms, dtype=np.int64)
+    return pa.table({
+        "ts": pa.array(settle_ms - 1).cast(TS_TYPE),
+        "mark_price": (pa.nulls(len(settle_ms), pa.float64()) if mark is None
+                       else pa.array(mark, type=pa.float64(), from_pandas=True)),
+        "funding_rate": pa.array(rate, type=pa.float64()),
+        "next_funding_time": pa.array(settle_ms).cast(TS_TYPE),
+    })  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+class _Writer:
+    """Writes decoded blocks into the store, flushing every ``FLUSH_ROWS`` buffered rows."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.counts: dict[str, WriteCounts] = {}
+
+    def maybe_flush(self) -> None:
+        if self.store.buffered_rows >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        for label, got in self.store.flush().items():
+            self.counts[label] = self.counts.get(label, WriteCounts()) + got
+
+    def trades(self, symbol: str, blocks: Iterator[np.ndarray]) -> None:
+        """Ticks as they come; bars of the intervals closed by each block (see module doc)."""
+        carry = np.empty(0, dtype=TICK_DTYPE)
+        for ticks in blocks:
+            if not ticks.size:
+                continue
+            self.store.write_ticks(symbol, ticks)
+            joined = np.concatenate((carry, ticks)) if carry.size else ticks
+            ts = joined["ts"]
+            cut = int(np.searchsorted(ts, ts[-1] // _CARRY_MS * _CARRY_MS, side="left"))
+            self._bars(symbol, joined[:cut])
+            carry = joined[cut:].copy()
+            self.maybe_flush()
+        self._bars(symbol, carry)
+        self.maybe_flush()
+
+    def _bars(self, symbol: str, ticks: np.ndarray) -> None:
+        if ticks.size:
+            for tf in TRADE_TIMEFRAMES:
+                records = build_bar_records(ticks["ts"], ticks["price"], ticks["qty"], tf)
+                self.store.write_bars(tf, symbol, records)
+
+
+def _decoded(src: _Source, decoder: _Decoder) -> Iterator[np.ndarray | pa.Table]:
+    for base, cols in _columns(src):
+        yield decoder.decode(base, cols)
+
+
+def _check(src: _Source) -> tuple[int, str | None]:
+    """First pass: read and validate the whole file; (rows read, unit note)."""
+    decoder = _Decoder(src)
+    rows = 0
+    for base, cols in _columns(src):
+        decoder.decode(base, cols)
+        rows = base + len(cols[src.columns[0]])
+    return rows, decoder.times.note
+
+
+def _write(src: _Source, writer: _Writer) -> int:
+    """Second pass: write the file; empty klines dropped."""
+    decoder = _Decoder(src)
+    blocks = _decoded(src, decoder)
+    if src.kind == "aggTrades":
+        writer.trades(src.symbol, blocks)
+    else:
+        for block in blocks:
+            if src.kind == "fundingRate":
+                writer.store.write_funding(src.symbol, block)
+            else:
+                writer.store.write_bars(src.kind, src.symbol, block)
+            writer.maybe_flush()
+    return decoder.empty_klines
 
 
 def import_files(paths: Iterable[str | Path], store: Store, *,
                  progress: bool = False) -> ImportReport:
-    """Validate every file, then write them all into `store`; `progress`: tqdm bar on stderr.
+    """Validate every file, then write them all into ``store``; ``progress``: tqdm bars on
+    stderr (checking, then importing).
 
-    ``<zip>.CHECKSUM`` files given among `paths` are skipped (they are checked beside their zip).
+    ``<zip>.CHECKSUM`` files given among ``paths`` are skipped (they are checked beside their zip).
     """
     files = [Path(p) for p in paths if not str(p).endswith(".CHECKSUM")]
     if not files:
         raise UploadError("no public-data files given (expected .csv or .zip files)")
-    parsed: list[ParsedFile] = []
+    sources: list[_Source] = []
+    notes: set[str] = set()
     rows = 0
-    with tqdm(files, desc="import", unit="file", file=sys.stderr, disable=not progress) as bar:
+    with tqdm(files, desc="check", unit="file", file=sys.stderr, disable=not progress) as bar:
         for path in bar:
-            item = parse_file(path)
-            rows += len(item.ticks) if item.ticks is not None else item.bars_rows
+            src = _source(path)
+            n, note = _check(src)
+            rows += n
+            if note:
+                notes.add(note)
             bar.set_postfix(rows=rows)
-            parsed.append(item)
-    for item in parsed:
-        if item.ticks is not None:
-            store.write_ticks(item.symbol, item.ticks)
-        for tf, table in item.bars.items():
-            store.write_bars(tf, item.symbol, table)
-    counts = store.flush()
+            sources.append(src)
+    writer = _Writer(store)
+    empty = 0
+    with tqdm(sources, desc="import", unit="file", file=sys.stderr,
+              disable=not progress) as bar:  # fmt: skip
+        for src in bar:
+            empty += _write(src, writer)
+    writer.flush()
+    counts = writer.counts
     ticks = counts.get("ticks")
+    funding = counts.get("funding")
     bars = {tf: counts[f"bars/{tf}"].added + counts[f"bars/{tf}"].replaced
             for tf in TIMEFRAME_MS if f"bars/{tf}" in counts}
     skipped = sum(c.duplicates for label, c in counts.items() if label != "funding")
     report = ImportReport(
-        files=len(parsed),
+        files=len(sources),
         ticks=ticks.added if ticks else 0,
         bars=bars,
-        microseconds=any(p.microseconds for p in parsed),
+        microseconds="microseconds" in notes,
         skipped_duplicates=skipped,
-        empty_klines=sum(p.empty_klines for p in parsed),
+        empty_klines=empty,
+        seconds="seconds" in notes,
+        funding=funding.added + funding.replaced if funding else 0,
+        rows=rows,
     )
     log.info("import done: %s", "; ".join(report.lines()))
     return report

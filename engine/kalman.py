@@ -1,6 +1,6 @@
 """Kalman filter hedge ratio: y_t = beta_t * x_t + alpha_t + e_t, state [beta, alpha] a random walk.
 
-Model (DESIGN.md contract): identity transition, state noise Q = delta/(1-delta) * I,
+Model (docs/semantics.md): identity transition, state noise Q = delta/(1-delta) * I,
 observation noise Var(e) = obs_var, initial state mean 0 with covariance init_var * I describing
 the state at the first bar (the first observation updates it directly; Q is added before every
 later one). That is pykalman's ``KalmanFilter.filter`` convention, the oracle in the tests.
@@ -148,7 +148,7 @@ _HINT = "the Kalman filter needs finite prices"
 def kalman_hedge(
     y: object, x: object, delta: float = 1e-5, obs_var: float = 1e-3, init_var: float = 1.0
 ) -> KalmanResult:
-    """Kalman-filtered hedge of y on x (DESIGN.md model); arrays of the same length as y.
+    """Kalman-filtered hedge of y on x (docs/semantics.md model); arrays of the same length as y.
 
     ``beta``/``alpha`` are the filtered state after observing t; ``innovation`` and
     ``innovation_var`` are e_t and S_t, in the units of y (and y squared).

@@ -1,6 +1,6 @@
 """The pair step: aligned closes -> price transform -> hedge -> spread -> z-score.
 
-DESIGN.md "Pair and backtest semantics": price = log(close) or close; the hedge known at t
+docs/semantics.md "Pair and backtest semantics": price = log(close) or close; the hedge known at t
 (Kalman: filtered state after observing t; rolling OLS: fitted on the window ending at t;
 static OLS: fitted once on the first ``ols_window`` bars, then held, NaN before);
 spread_t = py_t - beta_t * px_t - alpha_t; z_t = rolling z-score of the spread over
@@ -45,7 +45,7 @@ _ROLLING_Z, _INNOVATION_Z = 0, 1
 
 @dataclass(frozen=True)
 class PairParams:
-    """How a pair is stepped (the ``analytics`` config section; defaults as in DESIGN.md)."""
+    """How a pair is stepped (the ``analytics`` config section; defaults: docs/semantics.md)."""
 
     price: str = "log"
     hedge: str = "kalman"

@@ -12,8 +12,24 @@ import pyarrow as pa
 
 from engine.errors import DataError
 
-#: Bar timeframes and their length in milliseconds.
-TIMEFRAME_MS: dict[str, int] = {"1s": 1_000, "1m": 60_000, "5m": 300_000}
+#: Bar timeframes the store knows and their length in milliseconds: the live feed's 1s, 1m and
+#: 5m, and every interval of Binance's futures klines (imported or downloaded as bars of their
+#: interval).
+TIMEFRAME_MS: dict[str, int] = {
+    "1s": 1_000,
+    "1m": 60_000,
+    "3m": 180_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "30m": 1_800_000,
+    "1h": 3_600_000,
+    "2h": 7_200_000,
+    "4h": 14_400_000,
+    "6h": 21_600_000,
+    "8h": 28_800_000,
+    "12h": 43_200_000,
+    "1d": 86_400_000,
+}
 
 TICK_DTYPE = np.dtype(
     [
@@ -69,7 +85,7 @@ BAR_SCHEMA = pa.schema(
 
 
 def timeframe_ms(timeframe: str) -> int:
-    """Length of a timeframe ("1s", "1m", "5m") in ms; DataError for anything else."""
+    """Length of a timeframe ("1s", "1m", ..., "1d") in ms; DataError for anything else."""
     try:
         return TIMEFRAME_MS[timeframe]
     except KeyError:

@@ -3,7 +3,8 @@
 The steps, each a function a caller may use alone:
 
 - ``load_bars(store, timeframe, symbols, start, end)``: bars of one timeframe per symbol
-  (``Store.read_bars``, start inclusive, end exclusive).
+  (``engine.resample.read_timeframe``: stored, or resampled from finer stored bars; start
+  inclusive, end exclusive).
 - ``choose_universe(bars, ...) -> Universe``: which symbols are screened. The rule, in order:
   a symbol without bars in the window, or with fewer than ``min_bars``, is left out; so is one
   listed late, whose first bar leaves less than ``min_coverage`` of the window (from the
@@ -59,7 +60,8 @@ import yaml
 from engine import unitroot
 from engine.config import Config
 from engine.errors import DataError
-from engine.schemas import table_to_bars, timeframe_ms
+from engine.resample import read_timeframe, symbols_for
+from engine.schemas import timeframe_ms
 from engine.stats import log_return_corr
 from engine.store import Store, to_ms
 
@@ -141,13 +143,14 @@ def load_bars(
     end: object = None,
 ) -> dict[str, np.ndarray]:
     """BAR_DTYPE bars with start <= ts < end of each symbol (default: every symbol the store
-    has bars of ``timeframe`` for); a symbol without bars there maps to an empty array."""
+    has bars of ``timeframe``, or finer ones, for); a symbol without bars there maps to an
+    empty array."""
     timeframe_ms(timeframe)
     st = store if isinstance(store, Store) else Store(store)
     if not isinstance(store, Store) and not st.path.is_dir():
         raise DataError(f"store {st.path}: no such directory; give the --store of your data")
-    names = list(dict.fromkeys(symbols)) if symbols else st.symbols(timeframe)
-    return {s: table_to_bars(st.read_bars(timeframe, s, start, end)) for s in names}
+    names = list(dict.fromkeys(symbols)) if symbols else symbols_for(st, timeframe)
+    return {s: read_timeframe(st, timeframe, s, start, end).bars for s in names}
 
 
 # ----------------------------------------------------------------------------- universe

@@ -1,4 +1,4 @@
-"""The ``pairstack status --json`` object (DESIGN.md "CLI") from feed stats, pair rows and
+"""The ``pairstack status --json`` object (docs/semantics.md "CLI") from feed stats, pair rows and
 latency samples: plain data in, JSON-safe builtins out (NaN/inf become null, times ISO-8601 UTC).
 """
 

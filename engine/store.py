@@ -1,4 +1,4 @@
-"""The Hive-partitioned Parquet store (DESIGN.md "Store").
+"""The Hive-partitioned Parquet store (docs/semantics.md "Store").
 
 Layout under the store's root (partition columns live in directory names, never in files)::
 
@@ -79,7 +79,8 @@ FUNDING_SCHEMA = pa.schema(
     [("ts", TS_TYPE), ("mark_price", pa.float64()), ("funding_rate", pa.float64())]
 )
 #: Funding rows as stored and read: FUNDING_SCHEMA + the next funding time the update announced
-#: (Binance markPrice ``T``), null for rows written without it (old or imported rows).
+#: (Binance markPrice ``T``), null for rows written without it (old rows). ``mark_price`` is null
+#: where the source has none (Binance's funding-rate archive files, ``engine.importer``).
 FUNDING_STORED_SCHEMA = FUNDING_SCHEMA.append(pa.field("next_funding_time", TS_TYPE))
 
 DAY_MS = 86_400_000
@@ -118,7 +119,8 @@ class _Kind:
 
 _TICKS = _Kind(TICK_SCHEMA, "agg_id", replace=False, dtype=TICK_DTYPE)
 _BARS = _Kind(BAR_SCHEMA, "ts", replace=True, dtype=BAR_DTYPE)
-_FUNDING = _Kind(FUNDING_STORED_SCHEMA, "ts", replace=True, optional=("next_funding_time",))
+_FUNDING = _Kind(FUNDING_STORED_SCHEMA, "ts", replace=True,
+                 optional=("mark_price", "next_funding_time"))
 
 
 @dataclass
@@ -252,8 +254,11 @@ def _coerce(data: object, kind: _Kind, what: str) -> pa.Table:
             ) from None
         if pa.types.is_floating(field.type):
             values = col.to_numpy()
-            if not np.isfinite(values).all():
-                bad = int(np.flatnonzero(~np.isfinite(values))[0])
+            finite = np.isfinite(values)
+            if col.null_count:  # nulls (optional columns) read as NaN
+                finite |= ~col.is_valid().to_numpy()
+            if not finite.all():
+                bad = int(np.flatnonzero(~finite)[0])
                 raise DataError(f"{what}: column {field.name!r} row {bad} is {values[bad]}")
         columns.append(col)
     return pa.Table.from_arrays(columns, schema=kind.schema)
@@ -503,8 +508,8 @@ class Store:
         self._buffers[directory] = buffer
 
     def write_funding(self, symbol: str, funding: pa.Table | object) -> None:
-        """Buffer funding rows (ts, mark_price, funding_rate and optionally next_funding_time,
-        ms or timestamp, null where unknown); same ts replaces the stored row."""
+        """Buffer funding rows (ts, funding_rate, and mark_price and next_funding_time, ms or
+        timestamp, each null or left out where unknown); same ts replaces the stored row."""
         table = _coerce(funding, _FUNDING, f"funding of {symbol}")
         directory = self._funding_dir(symbol)
         if table.num_rows:

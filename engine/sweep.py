@@ -4,10 +4,11 @@ parameter sets and how they are cut into chunks for the actors (``actors.backtes
 A parameter set is a mapping of overrides on top of a base ``PairParams`` (the ``analytics``
 section: price, hedge, delta, obs_var, init_var, ols_window, zscore, zscore_window) and a base
 ``StrategyConfig`` (name, entry, exit, stop, notional, capital, fee_bps, slippage_bps,
-max_hold_half_lives). ``capital`` keeps its configured value when ``notional`` is swept.
-Overrides are checked by the config types themselves (``PairParams``, ``StrategyConfig``); the
-strategy ``name`` is checked where strategies are built (``actors.backtest``: engine/ does not
-import strategies/).
+max_hold_half_lives, ...), and ``params.KEY`` keys: one of the strategy's own parameters
+(``strategy.params.KEY``, e.g. ``params.cooldown_bars`` of a plug-in strategy). ``capital`` keeps
+its configured value when ``notional`` is swept. Overrides are checked by the config types
+themselves (``PairParams``, ``StrategyConfig``); the strategy ``name`` and its ``params`` are
+checked where strategies are built (``actors.backtest``: engine/ does not import strategies/).
 
 Train/test split (``train_frac``): ``engine.backtest_data.split_index`` splits the aligned bars
 once, by time. Rolling walk-forward: ``parse_walk_forward`` (``TRAIN:TEST`` bars),
@@ -23,7 +24,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields, replace
 from typing import Any
 
@@ -36,7 +38,9 @@ from engine.pairstep import PairParams
 
 #: sweepable keys of the analytics section (PairParams fields) and of the strategy section
 ANALYTICS_KEYS: tuple[str, ...] = tuple(f.name for f in fields(PairParams))
-STRATEGY_KEYS: tuple[str, ...] = tuple(StrategyConfig.__struct_fields__)
+STRATEGY_KEYS: tuple[str, ...] = tuple(k for k in StrategyConfig.__struct_fields__ if k != "params")
+#: ``params.KEY``: the key KEY of ``strategy.params`` (the strategy's own parameters)
+PARAMS_KEY = re.compile(r"params\.(?P<key>[A-Za-z_]\w*)")
 #: upper bound on the default chunk (sets per actor call)
 MAX_CHUNK = 32
 #: default chunks per actor: enough for the last ones to even out the actors' finishing times
@@ -50,6 +54,10 @@ _OPTIONAL_KEYS = ("stop", "capital", "max_hold_half_lives", "vol_target", "max_g
 ParamSet = tuple[PairParams, StrategyConfig]
 
 
+def _known(key: str) -> bool:
+    return key in ANALYTICS_KEYS or key in STRATEGY_KEYS or PARAMS_KEY.fullmatch(key) is not None
+
+
 def set_label(overrides: Mapping[str, Any]) -> str:
     """``"entry=1.5, exit=0"``: how error messages name a parameter set."""
     return ", ".join(f"{k}={v}" for k, v in overrides.items())
@@ -59,14 +67,19 @@ def resolve_set(
     overrides: Mapping[str, Any], params: PairParams, strategy: StrategyConfig
 ) -> ParamSet:
     """The base params and strategy with ``overrides`` applied and validated (ConfigError)."""
-    unknown = [k for k in overrides if k not in ANALYTICS_KEYS and k not in STRATEGY_KEYS]
+    unknown = [k for k in overrides if not _known(k)]
     if unknown:
         raise ConfigError(
-            f"unknown parameter(s) {unknown}: expected analytics keys {list(ANALYTICS_KEYS)} "
-            f"or strategy keys {list(STRATEGY_KEYS)}"
+            f"unknown parameter(s) {unknown}: expected analytics keys {list(ANALYTICS_KEYS)}, "
+            f"strategy keys {list(STRATEGY_KEYS)} or params.KEY (a key of strategy.params)"
         )
     a_over = {k: v for k, v in overrides.items() if k in ANALYTICS_KEYS}
     s_over = {k: v for k, v in overrides.items() if k in STRATEGY_KEYS}
+    p_over = {
+        m["key"]: v for k, v in overrides.items() if (m := PARAMS_KEY.fullmatch(k)) is not None
+    }
+    if p_over:
+        s_over["params"] = {**strategy.params, **p_over}
     label = set_label(overrides)
     try:
         new_params = replace(params, **a_over) if a_over else params
@@ -76,6 +89,15 @@ def resolve_set(
         return new_params, strategy
     merged = {**msgspec.to_builtins(strategy), **s_over}
     return new_params, parse_section(merged, StrategyConfig, f"parameter set ({label})", "strategy")
+
+
+def _check_strategy(
+    build: Callable[[StrategyConfig], object], overrides: Mapping[str, Any], s: StrategyConfig
+) -> None:
+    try:
+        build(s)
+    except ConfigError as exc:
+        raise ConfigError(f"parameter set ({set_label(overrides)}): {exc}") from None
 
 
 def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -93,8 +115,31 @@ def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo, strict=True)) for combo in combos]
 
 
+def _parse_param(text: str) -> Any:
+    """A ``params.KEY`` value as YAML would read it: integer, number, true/false, none/null,
+    else the text (the strategy's ``params_type`` checks it)."""
+    lowered = text.lower()
+    if lowered in ("none", "null"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{text!r} is not a finite number")
+        return value
+    if not text:
+        raise ValueError("empty value")
+    return text
+
+
 def _parse_value(key: str, text: str) -> Any:
     text = text.strip()
+    if PARAMS_KEY.fullmatch(key):
+        return _parse_param(text)
     if key in _OPTIONAL_KEYS and text.lower() in ("none", "null"):
         return None
     if key in _STR_KEYS:
@@ -113,7 +158,8 @@ def parse_sweep(specs: Iterable[str]) -> dict[str, list[Any]]:
     """``["entry=1.5,2", "zscore_window=30,60"]`` -> ``{"entry": [1.5, 2.0], ...}``.
 
     Windows are integers, price/hedge/zscore/name strings, stop/capital/max_hold_half_lives
-    numbers or ``none``, everything else numbers. ConfigError names the bad spec.
+    numbers or ``none``, ``params.KEY`` values integers, numbers, true/false, none or text
+    (checked by the strategy), everything else numbers. ConfigError names the bad spec.
     """
     grid: dict[str, list[Any]] = {}
     for spec in specs:
@@ -121,17 +167,19 @@ def parse_sweep(specs: Iterable[str]) -> dict[str, list[Any]]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--sweep {spec!r}: expected KEY=V1,V2,... (e.g. entry=1.5,2,2.5)")
-        if key not in ANALYTICS_KEYS and key not in STRATEGY_KEYS:
+        if not _known(key):
             raise ConfigError(
                 f"--sweep {spec!r}: unknown key {key!r}; expected one of "
-                f"{sorted(ANALYTICS_KEYS + STRATEGY_KEYS)}"
+                f"{sorted(ANALYTICS_KEYS + STRATEGY_KEYS)} or params.KEY (a key of the "
+                "strategy's own params)"
             )
         if key in grid:
             raise ConfigError(f"--sweep {spec!r}: {key} is swept twice; list its values once")
         try:
             parsed = [_parse_value(key, v) for v in values.split(",")]
         except ValueError as exc:
-            kind = "integers" if key in _INT_KEYS else "values" if key in _STR_KEYS else "numbers"
+            text_keys = key in _STR_KEYS or PARAMS_KEY.fullmatch(key) is not None
+            kind = "integers" if key in _INT_KEYS else "values" if text_keys else "numbers"
             raise ConfigError(
                 f"--sweep {spec!r}: {key} takes comma-separated {kind} ({exc})"
             ) from None
@@ -150,12 +198,15 @@ def plan_sweep(
     strategy: StrategyConfig | None = None,
     train_frac: float | None = None,
     first_bars: int | None = None,
+    build_strategy: Callable[[StrategyConfig], object] | None = None,
 ) -> tuple[list[dict[str, Any]], list[ParamSet | None], list[PairstackError | None]]:
     """The grid's override dicts, their resolved, checked sets and, per set, the error that
     makes it invalid (ConfigError, NumericalError; then its set is None), before any actor
     starts. ``train_frac`` itself is checked here (ConfigError). ``first_bars``: the z-score
     must warm up within the first so many bars (a walk-forward's first train part; default:
-    all of them)."""
+    all of them). ``build_strategy``: the caller's strategy builder
+    (``strategies.make_strategy``; engine/ does not import strategies/), called once per set to
+    check its strategy name and params (ConfigError), before the bars are checked."""
     split_index(data.n, train_frac)
     overrides = expand_grid(grid)
     base_params, base_strategy = params or PairParams(), strategy or StrategyConfig()
@@ -164,6 +215,8 @@ def plan_sweep(
     for o in overrides:
         try:
             p, s = resolve_set(o, base_params, base_strategy)
+            if build_strategy is not None:
+                _check_strategy(build_strategy, o, s)
             check_bars(data.n if first_bars is None else first_bars, p, train_frac)
         except (ConfigError, NumericalError) as exc:
             sets.append(None)

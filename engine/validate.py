@@ -11,7 +11,7 @@ Reasons (exactly one per rejected frame): ``not_json``, ``bad_frame``, ``missing
 ``bad_type``, ``bad_price``, ``bad_qty``, ``unknown_symbol``, ``duplicate``. Checks run in that
 order.
 
-A rejected frame does not advance the symbol's last-seen aggregate id (DESIGN.md), so the
+A rejected frame does not advance the symbol's last-seen aggregate id (docs/semantics.md), so the
 trade it carried shows up as a gap and is refilled from REST by the feed.
 
 Ids gone backwards: a trade whose id lies more than ``BEHIND_MARGIN`` below the symbol's

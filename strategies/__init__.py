@@ -1,39 +1,31 @@
 """Signal/position logic, one class per strategy, used unchanged live and in backtests.
 
-``make_strategy(strategy_config)`` builds the strategy named by ``strategy_config.name`` from
-``REGISTRY``. The package imports nothing of the project but ``engine``; entry/exit/stop are
-checked by ``engine.config.StrategyConfig`` (the one place), not again here.
+``make_strategy(strategy_config)`` builds the strategy ``strategy_config.name`` names: a
+built-in one (``REGISTRY``), one an installed distribution registered under the entry point
+group ``pairstack.strategies``, or a class given as ``package.module:ClassName``
+(``strategies.registry``; writing one: docs/strategies.md). ``check_config`` does it once where
+a config is loaded. The package imports nothing of the project but ``engine``; entry/exit/stop
+are checked by ``engine.config.StrategyConfig`` (the one place), not again here.
 """
 
 from __future__ import annotations
 
-from engine.config import StrategyConfig
-from engine.errors import ConfigError
 from strategies.base import Strategy
-from strategies.timestop import TimeStopStrategy
-from strategies.zscore import ZScoreStrategy
+from strategies.registry import (
+    ENTRY_POINT_GROUP,
+    REGISTRY,
+    check_config,
+    make_strategy,
+    registered,
+    resolve,
+)
 
-#: strategy name -> class built from a StrategyConfig
-REGISTRY: dict[str, type[Strategy]] = {cls.name: cls for cls in (ZScoreStrategy, TimeStopStrategy)}
-
-
-def make_strategy(strategy_config: StrategyConfig) -> Strategy:
-    """The strategy named by ``strategy_config.name``, built from it (ConfigError if unknown).
-
-    Only a StrategyConfig is taken: it is what guarantees checked thresholds."""
-    if not isinstance(strategy_config, StrategyConfig):
-        raise TypeError(
-            "make_strategy: expected an engine.config.StrategyConfig (its thresholds are "
-            f"checked there), got {type(strategy_config).__name__}; build one with "
-            "StrategyConfig(name=..., entry=..., ...)"
-        )
-    cls = REGISTRY.get(strategy_config.name)
-    if cls is None:
-        raise ConfigError(
-            f"strategy.name: unknown strategy {strategy_config.name!r}; "
-            f"expected one of {sorted(REGISTRY)}"
-        )
-    return cls(strategy_config)
-
-
-__all__ = ["REGISTRY", "Strategy", "make_strategy"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "REGISTRY",
+    "Strategy",
+    "check_config",
+    "make_strategy",
+    "registered",
+    "resolve",
+]

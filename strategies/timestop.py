@@ -19,8 +19,8 @@ from numba import njit
 
 from engine.config import StrategyConfig
 from engine.errors import ConfigError
-from strategies.base import Strategy
-from strategies.zscore import BLOCKED, POS, bands, zscore_decide
+from strategies.base import Strategy, bands
+from strategies.zscore import BLOCKED, POS, zscore_decide
 
 # state layout after POS, BLOCKED
 BAR = 2  # index of the current bar (bars seen so far - 1)
@@ -70,16 +70,11 @@ def half_life_bars(state: np.ndarray) -> float:
 
 
 @njit(cache=True)
-def timestop_step(
-    state: np.ndarray,
-    z: float,
-    spread: float,
-    entry: float,
-    exit_: float,
-    stop: float,
-    max_half_lives: float,
-) -> int:
-    """Advance ``state`` by one bar (zscore rules + time stop); returns the target position."""
+def timestop_step(state: np.ndarray, z: float, spread: float, args: tuple) -> int:
+    """Advance ``state`` by one bar (zscore rules + time stop); returns the target position.
+
+    ``args``: (entry, exit, stop, max_hold_half_lives) with stop +inf when there is none."""
+    entry, exit_, stop, max_half_lives = args
     state[BAR] += 1.0
     half_life_update(state, spread)
     pos = int(state[POS])
@@ -96,43 +91,6 @@ def timestop_step(
     return new_pos
 
 
-@njit(cache=True)
-def timestop_run(
-    state: np.ndarray,
-    z: np.ndarray,
-    spread: np.ndarray,
-    entry: float,
-    exit_: float,
-    stop: float,
-    max_half_lives: float,
-    out: np.ndarray,
-) -> None:
-    """``timestop_step`` over every bar, positions into ``out`` (int8)."""
-    for i in range(z.shape[0]):
-        out[i] = timestop_step(state, z[i], spread[i], entry, exit_, stop, max_half_lives)
-
-
-@njit(cache=True)
-def timestop_step_many(
-    states: np.ndarray,
-    z: np.ndarray,
-    spread: np.ndarray,
-    mask: np.ndarray,
-    entry: float,
-    exit_: float,
-    stop: float,
-    max_half_lives: float,
-    out: np.ndarray,
-) -> None:
-    """``timestop_step`` on each row i of ``states`` with ``mask[i]``; every row's position into
-    ``out`` (int8). Oracle: ``timestop_step`` per row, in tests/strategies/test_step_many.py."""
-    for i in range(states.shape[0]):
-        if mask[i]:
-            out[i] = timestop_step(states[i], z[i], spread[i], entry, exit_, stop, max_half_lives)
-        else:
-            out[i] = int(states[i, POS])
-
-
 class TimeStopStrategy(Strategy):
     """zscore rules plus a time stop after k half-lives (``name: zscore_timestop``).
 
@@ -140,7 +98,8 @@ class TimeStopStrategy(Strategy):
     """
 
     name = "zscore_timestop"
-    _initial_state = INITIAL_STATE
+    initial_state = INITIAL_STATE
+    kernel = timestop_step
 
     def __init__(self, config: StrategyConfig) -> None:
         if config.max_hold_half_lives is None:
@@ -149,25 +108,12 @@ class TimeStopStrategy(Strategy):
                 "of half-lives); set it or use name: zscore"
             )
         super().__init__(config)
-        self._args = (*bands(config), float(config.max_hold_half_lives))
+
+    def kernel_args(self) -> tuple:
+        """(entry, exit, stop, max_hold_half_lives), stop +inf when None."""
+        return (*bands(self.config), float(self.config.max_hold_half_lives))
 
     @property
     def half_life(self) -> float:
         """The current half-life estimate in bars (inf when unknown or not reverting)."""
         return float(half_life_bars(self._state))
-
-    def _step(self, state: np.ndarray, z: float, spread: float) -> int:
-        return timestop_step(state, z, spread, *self._args)
-
-    def _run(self, state: np.ndarray, z: np.ndarray, spread: np.ndarray, out: np.ndarray) -> None:
-        timestop_run(state, z, spread, *self._args, out)
-
-    def _step_many(
-        self,
-        states: np.ndarray,
-        z: np.ndarray,
-        spread: np.ndarray,
-        mask: np.ndarray,
-        out: np.ndarray,
-    ) -> None:
-        timestop_step_many(states, z, spread, mask, *self._args, out)

@@ -1,4 +1,4 @@
-"""The ``zscore`` strategy (DESIGN.md "Pair and backtest semantics").
+"""The ``zscore`` strategy (docs/semantics.md "Pair and backtest semantics").
 
 No signal while z is NaN. Flat: short spread when entry < z (<= stop), long spread when
 z < -entry (>= -stop). A long exits when z >= -exit, a short when z <= exit. In a position,
@@ -13,7 +13,6 @@ import math
 import numpy as np
 from numba import njit
 
-from engine.config import StrategyConfig
 from strategies.base import Strategy
 
 # state layout shared by the z-score strategies
@@ -26,7 +25,7 @@ def zscore_decide(pos: int, blocked: bool, z: float, entry: float, exit_: float,
     """One bar of the zscore rules -> (new position, new blocked flag).
 
     ``stop`` is +inf when there is none. Oracle: the plain-Python rule loop written from
-    DESIGN.md in tests/strategies/test_zscore.py.
+    docs/semantics.md in tests/strategies/test_zscore.py.
     """
     if math.isnan(z):
         return pos, blocked
@@ -48,72 +47,20 @@ def zscore_decide(pos: int, blocked: bool, z: float, entry: float, exit_: float,
 
 
 @njit(cache=True)
-def zscore_step(state: np.ndarray, z: float, entry: float, exit_: float, stop: float) -> int:
-    """Advance ``state`` [position, blocked] by one bar; returns the target position."""
+def zscore_step(state: np.ndarray, z: float, spread: float, args: tuple) -> int:
+    """Advance ``state`` [position, blocked] by one bar; returns the target position.
+
+    ``args``: (entry, exit, stop) with stop +inf when there is none; the spread is not used."""
+    entry, exit_, stop = args
     pos, blocked = zscore_decide(int(state[POS]), state[BLOCKED] != 0.0, z, entry, exit_, stop)
     state[POS] = pos
     state[BLOCKED] = 1.0 if blocked else 0.0
     return pos
 
 
-@njit(cache=True)
-def zscore_run(
-    state: np.ndarray, z: np.ndarray, entry: float, exit_: float, stop: float, out: np.ndarray
-) -> None:
-    """``zscore_step`` over every bar of ``z``, positions into ``out`` (int8)."""
-    for i in range(z.shape[0]):
-        out[i] = zscore_step(state, z[i], entry, exit_, stop)
-
-
-@njit(cache=True)
-def zscore_step_many(
-    states: np.ndarray,
-    z: np.ndarray,
-    mask: np.ndarray,
-    entry: float,
-    exit_: float,
-    stop: float,
-    out: np.ndarray,
-) -> None:
-    """``zscore_step`` on each row i of ``states`` with ``mask[i]``; every row's position into
-    ``out`` (int8). Oracle: ``zscore_step`` per row, in tests/strategies/test_step_many.py."""
-    for i in range(states.shape[0]):
-        if mask[i]:
-            out[i] = zscore_step(states[i], z[i], entry, exit_, stop)
-        else:
-            out[i] = int(states[i, POS])
-
-
-def bands(config: StrategyConfig) -> tuple[float, float, float]:
-    """(entry, exit, stop) of a StrategyConfig as the kernels take them: stop +inf when None.
-
-    The thresholds were checked by StrategyConfig (engine.config), the one place that does."""
-    stop = math.inf if config.stop is None else float(config.stop)
-    return float(config.entry), float(config.exit), stop
-
-
 class ZScoreStrategy(Strategy):
     """Mean reversion on the z-score with entry/exit/stop bands (``name: zscore``)."""
 
     name = "zscore"
-    _initial_state = (0.0, 0.0)
-
-    def __init__(self, config: StrategyConfig) -> None:
-        super().__init__(config)
-        self._args = bands(config)
-
-    def _step(self, state: np.ndarray, z: float, spread: float) -> int:
-        return zscore_step(state, z, *self._args)
-
-    def _run(self, state: np.ndarray, z: np.ndarray, spread: np.ndarray, out: np.ndarray) -> None:
-        zscore_run(state, z, *self._args, out)
-
-    def _step_many(
-        self,
-        states: np.ndarray,
-        z: np.ndarray,
-        spread: np.ndarray,
-        mask: np.ndarray,
-        out: np.ndarray,
-    ) -> None:
-        zscore_step_many(states, z, mask, *self._args, out)
+    initial_state = (0.0, 0.0)
+    kernel = zscore_step

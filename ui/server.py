@@ -12,6 +12,7 @@ from actors.hub import HUB_NAME, NAMESPACE
 from actors.ray_init import init_ray
 from engine.config import load_config
 from engine.pairstep import PairParams
+from strategies import check_config
 from ui.bridge import Bridge
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def start_server_state() -> ServerState:
         return pn.state.cache[CACHE_KEY]
     path = os.environ.get("PAIRSTACK_CONFIG", DEFAULT_CONFIG)
     config = load_config(path)
+    check_config(config.strategy, path)
     hub_name = os.environ.get("PAIRSTACK_HUB", HUB_NAME)
     owns_ray = init_ray(config.ray.address, namespace=NAMESPACE, log_to_driver=False)
     engine = None

@@ -1,12 +1,12 @@
 """``pairstack backtest``: the strategy over stored bars, a portfolio of pairs, or a sweep.
 
 Single run: ``--store DIR --pair Y/X [--timeframe TF] [--start ISO] [--end ISO] [--config FILE]
-[--json OUT]`` runs ``engine.backtest.run`` in-process, prints a stats table and, with
-``--json``, writes ``{"stats", "trades", "equity": {"ts", "equity"}}`` (DESIGN.md "CLI") plus
-what reproduces it: ``"config"`` (analytics, strategy and costs as used), ``"data"`` (store,
-pair, timeframe, first and last bar, bars) and ``"version"`` (package version, git commit or
-null). ``--json -`` writes the document to stdout and the table to stderr. Without ``--config``
-the DESIGN.md defaults of ``analytics`` and ``strategy`` apply; the timeframe defaults to
+[--json OUT]`` runs ``engine.backtest.run`` in-process, prints a stats table and, with ``--json``,
+writes ``{"stats", "trades", "equity": {"ts", "equity"}}`` (docs/semantics.md "CLI") plus what
+reproduces it: ``"config"`` (analytics, strategy and costs as used), ``"data"`` (store, pair,
+timeframe, first and last bar, bars) and ``"version"`` (package version, git commit or null).
+``--json -`` writes the document to stdout and the table to stderr. Without ``--config`` the
+documented defaults of ``analytics`` and ``strategy`` apply; the timeframe defaults to
 ``analytics.timeframe``, ``--store`` to the config's ``store.path``.
 
 Portfolio: ``--pair`` repeated trades every pair on one capital
@@ -43,6 +43,7 @@ import msgspec
 from actors.ray_init import init_ray
 from engine.config import Config
 from engine.errors import ConfigError
+from engine.schemas import TIMEFRAME_MS
 
 #: stats shown in the printed sweep table (the file gets all of them)
 SHOWN_STATS = (
@@ -72,16 +73,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeframe",
-        choices=("1s", "1m", "5m"),
+        choices=tuple(TIMEFRAME_MS),
         default=None,
-        help="bar timeframe (default: analytics.timeframe of the config)",
+        help="bar timeframe; bars not stored in it are built from finer stored ones, e.g. 1h from "
+        "1m (default: analytics.timeframe of the config)",
     )
     parser.add_argument("--start", metavar="ISO", help="first bar time (inclusive)")
     parser.add_argument("--end", metavar="ISO", help="end time (exclusive)")
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="YAML config (analytics + strategy; default: DESIGN.md defaults)",
+        help="YAML config (analytics + strategy; default: the documented defaults)",
     )
     parser.add_argument(
         "--json",

@@ -7,7 +7,8 @@ import argparse
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE",
-                        help="aggTrades or klines (1s/1m/5m) files, .csv or .zip")
+                        help="aggTrades, klines (1s, or any Binance interval 1m ... 1d) or "
+                             "fundingRate files, .csv or .zip")
     parser.add_argument("--store", required=True, metavar="DIR", help="store directory")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -24,6 +24,7 @@ VERBS: dict[str, str] = {
     "status": "show a running engine's status",
     "sim": "serve the local exchange simulator (Binance wire protocol)",
     "import": "import Binance public-data files into the store",
+    "download": "download history from Binance's public-data archive into the store",
     "backtest": "backtest a pair over stored bars (or sweep a grid)",
     "screen": "test every pair of stored symbols for cointegration, on all cores",
 }
@@ -40,6 +41,8 @@ def verb_module(verb: str) -> ModuleType:
             from actors.cli import sim as module
         case "import":
             from actors.cli import import_files as module
+        case "download":
+            from actors.cli import download as module
         case "backtest":
             from actors.cli import backtest as module
         case "screen":

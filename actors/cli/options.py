@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from engine.config import Config, load_config
+from strategies import check_config
 
 
 def add_config_option(parser: argparse.ArgumentParser, *, required: bool, help: str) -> None:
@@ -21,6 +22,12 @@ def load_config_option(args: argparse.Namespace) -> Config | None:
     """The validated config of ``--config`` (None when not given).
 
     A file that cannot run is refused here, before anything starts: ConfigError naming the file,
-    the key path and what is wrong (the dispatcher turns it into exit code 2).
+    the key path and what is wrong (the dispatcher turns it into exit code 2). That includes a
+    ``strategy`` section that names no usable strategy class or gives it bad ``params``
+    (``strategies.check_config`` builds the strategy once).
     """
-    return None if args.config is None else load_config(args.config)
+    if args.config is None:
+        return None
+    config = load_config(args.config)
+    check_config(config.strategy, args.config)
+    return config

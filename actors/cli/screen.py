@@ -21,17 +21,19 @@ from typing import Any
 from actors.cli.options import add_config_option
 from engine.config import Config
 from engine.errors import ConfigError
+from engine.schemas import TIMEFRAME_MS
 
 OUT_FORMATS = (".parquet", ".csv")
 #: rows printed
 SHOWN = 20
 
 EPILOG = """\
-Symbols: without --symbols every symbol with bars of the timeframe in the store. A symbol is
-left out (and listed) when it has no bars in the window or fewer than --min-bars, when its
-first bar leaves less than 80% of the window after it (listed late: it would cut everyone's
-history), when its median daily quote volume (USDT, over the UTC days it has bars) is below
---min-quote-volume, or when it is not among the --top N by that volume. Closes are aligned on
+Symbols: without --symbols every symbol with bars of the timeframe (or finer ones to build them
+from) in the store. A symbol is left out (and listed) when it has no bars in the window or fewer
+than --min-bars, when its first bar leaves less than 80% of the window after it (listed late:
+it would cut everyone's history), when its median daily quote volume (USDT, over the UTC
+days it has bars) is below --min-quote-volume, or when it is not among the --top N by that
+volume. Closes are aligned on
 the union of bar times from where all kept symbols have traded, the last close carried forward.
 
 Rows: y, x, stat, pvalue (Engle-Granger, statsmodels' coint figures; both orders tested, the
@@ -49,7 +51,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--store", required=True, metavar="DIR", help="store directory")
     parser.add_argument(
-        "--timeframe", choices=("1s", "1m", "5m"), default="5m", help="bars to screen (default 5m)"
+        "--timeframe",
+        choices=tuple(TIMEFRAME_MS),
+        default="5m",
+        help="bars to screen; bars not stored in it are built from finer stored ones, e.g. 4h "
+        "from 1m (default 5m)",
     )
     parser.add_argument("--start", metavar="ISO", help="first bar time (inclusive)")
     parser.add_argument("--end", metavar="ISO", help="end time (exclusive)")

@@ -24,8 +24,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--rate", type=float, default=5.0,
                         help="mean aggregate trades per second per symbol (default 5)")  # fmt: skip
-    parser.add_argument("--history", type=float, default=0.0, metavar="SECONDS",
-                        help="seconds of past trades that REST serves at start")  # fmt: skip
+    parser.add_argument("--history-days", type=float, default=30.0, metavar="N",
+                        help="days of market before the start that REST and the public-data "
+                             "archive (/data/futures/um/...) serve (default 30)")  # fmt: skip
     faults = parser.add_argument_group("fault injection (all off by default)")
     faults.add_argument("--disconnect-every", type=float, metavar="SECONDS",
                         help="close every websocket after this many seconds")  # fmt: skip
@@ -105,7 +106,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[SimulatorConfig, tuple
         "faults": faults,
         "ping_interval_s": args.ping_interval,
         "max_lifetime_s": args.max_lifetime,
-        "history_s": args.history,
+        "history_days": args.history_days,
     }, source="pairstack sim")  # fmt: skip
     return config, tuple(s.upper() for s in args.symbols)
 
@@ -122,7 +123,8 @@ async def serve_until_stopped(config: SimulatorConfig, symbols: tuple[str, ...])
         sys.stdout.write(
             f"pairstack sim: websocket {sim.url_ws}/stream?streams=<sym>@aggTrade/...\n"
             f"pairstack sim: REST      {sim.url_rest}/fapi/v1/...\n"
-            f"pairstack sim: symbols {' '.join(sim.symbols)}; Ctrl-C to stop\n"
+            f"pairstack sim: symbols {' '.join(sim.symbols)}; {config.history_days:g} days of "
+            f"history (REST, {sim.url_rest}/data/futures/um/...); Ctrl-C to stop\n"
         )
         sys.stdout.flush()
         await stop.wait()

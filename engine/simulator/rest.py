@@ -1,6 +1,10 @@
 """The REST side of the simulator: ``/fapi/v1/...`` GETs answered like Binance.
 
-Every response carries ``X-MBX-USED-WEIGHT-1M`` (request weight used over the last minute).
+History: the trades with ``history_start <= T < served`` (``span()``: the simulator's start
+minus ``history_days``, or the symbol's listing when later; the end of the trades published on
+the stream so far, so REST never runs ahead of the stream); klines and funding rates
+are built from the same market, so they agree with the trades. Every response carries
+``X-MBX-USED-WEIGHT-1M`` (request weight used over the last minute).
 Errors are HTTP 4xx with ``{"code": <negative int>, "msg": "..."}``; 429 carries ``Retry-After``.
 """
 
@@ -15,8 +19,13 @@ import numpy as np
 import orjson
 
 from engine.config import FaultsConfig
-from engine.simulator.history import TickLog
-from engine.simulator.market import INTEREST_RATE, Market, next_funding_ms
+from engine.simulator.klines import INTERVALS, klines
+from engine.simulator.market import (
+    FUNDING_INTERVAL_MS,
+    INTEREST_RATE,
+    Market,
+    next_funding_ms,
+)
 from engine.simulator.wire import rest_agg_trades
 
 DAY_MS = 86_400_000
@@ -65,18 +74,19 @@ def _int_param(params: dict[str, str], name: str, lo: int, hi: int) -> int | Non
 
 
 class RestApi:
-    """Answers REST requests from the market model and the trade history."""
+    """Answers REST requests from the market model; ``span()`` is (first ms of the history,
+    end ms (exclusive) of the trades published so far)."""
 
     def __init__(
         self,
         market: Market,
-        logs: dict[str, TickLog],
+        span: Callable[[], tuple[int, int]],
         faults: FaultsConfig,
         weight_limit: int | None,
         count_event: Callable[[str], None],
     ) -> None:
         self._market = market
-        self._logs = logs
+        self._span = span
         self._faults = faults
         self._weight_limit = weight_limit
         self._count_event = count_event
@@ -87,6 +97,8 @@ class RestApi:
             "/fapi/v1/time": lambda p, now: (1, {"serverTime": now}),
             "/fapi/v1/exchangeInfo": self._exchange_info,
             "/fapi/v1/aggTrades": self._agg_trades,
+            "/fapi/v1/klines": self._klines,
+            "/fapi/v1/fundingRate": self._funding_rate,
             "/fapi/v1/ticker/24hr": self._ticker_24hr,
             "/fapi/v1/premiumIndex": self._premium_index,
         }
@@ -135,9 +147,13 @@ class RestApi:
             if required:
                 raise _missing("symbol")
             return None
-        if symbol not in self._logs:
+        if symbol not in self._market.specs:
             raise ApiError(400, -1121, "Invalid symbol.")
         return symbol
+
+    def lo_ms(self, symbol: str) -> int:
+        """First ms of ``symbol``'s history: the history start or its listing, the later."""
+        return max(self._span()[0], self._market.epochs[symbol])
 
     def _exchange_info(self, params: dict[str, str], now_ms: int) -> tuple[int, object]:
         symbols = []
@@ -174,19 +190,64 @@ class RestApi:
         from_id = _int_param(params, "fromId", 0, 2**63 - 1)
         start = _int_param(params, "startTime", 0, 2**63 - 1)
         end = _int_param(params, "endTime", 0, 2**63 - 1)
-        log = self._logs[symbol]
+        market, lo, hi = self._market, self.lo_ms(symbol), self._span()[1]
         if from_id is not None:
             if start is not None or end is not None:
                 raise ApiError(400, -1128, "Combination of optional parameters invalid.")
-            ticks = log.from_id(from_id, limit)
+            from_id = max(from_id, market.first_id_at(symbol, lo))
+            ticks = market.trades_from_id(symbol, from_id, limit, hi)
         else:
             if start is not None and end is not None:
                 if end < start:
                     raise ApiError(400, -1128, "startTime must not be after endTime.")
                 if end - start > HOUR_MS:
                     raise ApiError(400, -1127, "More than 1 hours between startTime and endTime.")
-            ticks = log.between(start, end, limit)
-        return 20, rest_agg_trades(ticks, self._market.specs[symbol])
+            if start is not None:
+                end = start + HOUR_MS if end is None else end
+                ticks = market.trades(symbol, max(lo, start), min(hi, end + 1))[:limit]
+            else:
+                end = hi - 1 if end is None else end
+                ticks = market.trades(symbol, max(lo, end - HOUR_MS), min(hi, end + 1))[-limit:]
+        return 20, rest_agg_trades(ticks, market.specs[symbol])
+
+    def _klines(self, params: dict[str, str], now_ms: int) -> tuple[int, object]:
+        symbol = self._symbol(params, required=True)
+        interval = params.get("interval")
+        if not interval:
+            raise _missing("interval")
+        tf = INTERVALS.get(interval)
+        if tf is None:
+            raise ApiError(400, -1120, "Invalid interval.")
+        limit = _int_param(params, "limit", 1, 1500) or 500
+        start = _int_param(params, "startTime", 0, 2**63 - 1)
+        end = _int_param(params, "endTime", 0, 2**63 - 1)
+        if start is not None and end is not None and end < start:
+            raise ApiError(400, -1128, "startTime must not be after endTime.")
+        lo, hi = self.lo_ms(symbol), self._span()[1]
+        first_bar, last_bar = lo // tf * tf, (hi - 1) // tf * tf
+        if end is not None:
+            last_bar = min(last_bar, end // tf * tf)
+        if start is not None:
+            first_open = max(first_bar, -(-start // tf) * tf)
+            last_open = min(last_bar, first_open + (limit - 1) * tf)
+        else:
+            last_open = last_bar
+            first_open = max(first_bar, last_open - (limit - 1) * tf)
+        rows = klines(self._market, symbol, tf, first_open, last_open, lo, hi)
+        weight = 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
+        return weight, rows
+
+    def _funding_rate(self, params: dict[str, str], now_ms: int) -> tuple[int, object]:
+        symbol = self._symbol(params, required=True)
+        limit = _int_param(params, "limit", 1, 1000) or 100
+        start = _int_param(params, "startTime", 0, 2**63 - 1)
+        end = _int_param(params, "endTime", 0, 2**63 - 1)
+        step = FUNDING_INTERVAL_MS
+        first = -(-max(self.lo_ms(symbol), start or 0) // step) * step
+        last = min(now_ms, now_ms if end is None else end) // step * step
+        times = range(first, last + 1, step)
+        times = times[:limit] if start is not None else times[-limit:]
+        return 1, [funding_row(self._market, symbol, t) for t in times]
 
     def _ticker_24hr(self, params: dict[str, str], now_ms: int) -> tuple[int, object]:
         symbol = self._symbol(params, required=False)
@@ -197,7 +258,8 @@ class RestApi:
     def _ticker(self, symbol: str, now_ms: int) -> dict:
         spec = self._market.specs[symbol]
         pp, qp = spec.price_precision, spec.quantity_precision
-        ticks = self._logs[symbol].between(now_ms - DAY_MS, now_ms, 2**62)
+        lo, hi = self.lo_ms(symbol), self._span()[1]
+        ticks = self._market.trades(symbol, max(lo, now_ms - DAY_MS), hi)
         if len(ticks):
             price, qty = ticks["price"], ticks["qty"]
             first, last = ticks[0], ticks[-1]
@@ -207,7 +269,7 @@ class RestApi:
             quote = float(np.dot(price, qty))
             first_id, last_id = int(first["agg_id"]), int(last["agg_id"])
         else:
-            open_ = last_price = high = low = self._market.mark(symbol).index
+            open_ = last_price = high = low = self._market.mark_at(symbol, now_ms).index
             last_qty = volume = quote = 0.0
             first_id = last_id = -1
         change = last_price - open_
@@ -238,7 +300,7 @@ class RestApi:
 
     def _premium(self, symbol: str, now_ms: int) -> dict:
         spec = self._market.specs[symbol]
-        quote = self._market.mark(symbol)
+        quote = self._market.mark_at(symbol, now_ms)
         return {
             "symbol": symbol,
             "markPrice": f"{quote.mark:.{spec.price_precision}f}",
@@ -249,3 +311,14 @@ class RestApi:
             "nextFundingTime": next_funding_ms(now_ms),
             "time": now_ms,
         }
+
+
+def funding_row(market: Market, symbol: str, funding_ms: int) -> dict:
+    """``GET /fapi/v1/fundingRate`` row: the rate and mark price at ``funding_ms``."""
+    quote = market.mark_at(symbol, funding_ms)
+    return {
+        "symbol": symbol,
+        "fundingTime": funding_ms,
+        "fundingRate": f"{quote.funding_rate:.8f}",
+        "markPrice": f"{quote.mark:.8f}",
+    }

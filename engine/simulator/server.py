@@ -3,9 +3,12 @@
 Websocket paths (../shared/BINANCE.md): ``/market/stream?streams=a/b`` (combined frames
 ``{"stream": name, "data": payload}``), ``/market/ws[/<stream>...]`` (raw payloads). The
 unrouted ``/stream``, ``/ws`` (and ``/public/...``, ``/private/...``) accept connections and
-control messages but deliver no market stream, like the real exchange. Any plain HTTP GET is
-answered by ``RestApi``. One asyncio task steps the market every ``step_ms`` and fans the new
-trades out to per-connection send queues; markPrice is pushed on whole seconds.
+control messages but deliver no market stream, like the real exchange. A plain HTTP GET under
+``/data/`` is answered by the public-data ``Archive``, any other by ``RestApi``. One asyncio task
+steps the clock every ``step_ms``, takes the market's trades of the elapsed span and fans them out
+to per-connection send queues; markPrice is pushed on whole seconds. The market is a function of
+the seed and wall time (``Market``): the live stream continues the history's ids, and a restarted
+simulator serves the same trades for any time both runs cover.
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ from websockets.http11 import Request, Response
 from engine.binance import REJECT_REASONS, check_symbol
 from engine.config import SimulatorConfig
 from engine.errors import ConfigError, DataError, FeedError
+from engine.simulator.archive import Archive
 from engine.simulator.faults import DELIVER, DROP, FaultInjector, dumps, truncate
-from engine.simulator.history import TickLog
-from engine.simulator.market import Market, next_funding_ms
+from engine.simulator.market import BLOCK_MS, DAY_MS, Market, next_funding_ms
 from engine.simulator.rest import RestApi, RestResponse
 from engine.simulator.wire import (
     AGG_TRADE,
@@ -127,9 +130,9 @@ class _Conn:
 class Simulator:
     """Local exchange simulator speaking Binance's USD-M wire protocol on loopback.
 
-    ``history(symbol)`` holds every trade ever made (also the ones a fault kept off the
-    stream); ``injected`` counts the frames sent per client reject reason; ``fault_events``
-    counts the other faults and limits (see ``EVENTS``).
+    ``history(symbol)`` holds the trades made since ``history_s`` before the start (also the
+    ones a fault kept off the stream); ``injected`` counts the frames sent per client reject
+    reason; ``fault_events`` counts the other faults and limits (see ``EVENTS``).
     """
 
     def __init__(
@@ -137,19 +140,24 @@ class Simulator:
     ) -> None:
         self.config = s = config or SimulatorConfig()
         self.symbols = tuple(check_symbol(sym, ConfigError) for sym in symbols)
-        silent = s.faults.silent_symbol
-        if silent is not None and silent not in self.symbols:
-            raise ConfigError(
-                f"simulator faults.silent_symbol {silent!r} is not one of {list(self.symbols)}"
-            )
+        refs = [(f"listings.{sym}", sym) for sym in s.listings]
+        refs.append(("faults.silent_symbol", s.faults.silent_symbol))
+        for key, sym in refs:
+            if sym is not None and sym not in self.symbols:
+                raise ConfigError(
+                    f"simulator.{key}: expected one of the simulator's symbols "
+                    f"{list(self.symbols)}, got {sym!r}"
+                )
         self.market = Market(self.symbols, seed=s.seed, rate=s.rate, groups=s.groups,
-                             step_ms=s.step_ms)  # fmt: skip
-        self._logs = {sym: TickLog() for sym in self.symbols}
+                             listings=s.listings)  # fmt: skip
+        self.started_ms: int | None = None
+        self._served_ms: int | None = None  # trades with T < this were published
         self._faults = FaultInjector(s.faults, s.seed)
         self.injected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
         self.fault_events: dict[str, int] = dict.fromkeys(EVENTS, 0)
-        self._rest = RestApi(self.market, self._logs, s.faults, s.rest_weight_limit,
+        self._rest = RestApi(self.market, self._span, s.faults, s.rest_weight_limit,
                              self._count_event)  # fmt: skip
+        self._archive = Archive(self.market, self._history_start)
         self._server: Server | None = None
         self._ticker: asyncio.Task | None = None
         self._conns: set[_Conn] = set()
@@ -180,14 +188,36 @@ class Simulator:
         """Open websocket connections."""
         return len(self._conns)
 
-    def history(self, symbol: str) -> np.ndarray:
-        """Every trade of ``symbol`` so far (TICK_DTYPE, ascending ids, consecutive)."""
-        try:
-            return self._logs[symbol].all()
-        except KeyError:
+    def history(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> np.ndarray:
+        """Trades of ``symbol`` with ``start_ms <= T < end_ms`` (TICK_DTYPE, consecutive ids).
+
+        Defaults: from ``history_s`` before the start to the last trade published so far.
+        """
+        if symbol not in self.market.specs:
             raise DataError(
                 f"unknown symbol {symbol!r}: simulator has {list(self.symbols)}"
-            ) from None
+            )
+        if self.started_ms is None or self._served_ms is None:
+            raise FeedError("simulator not started: no history yet")
+        if start_ms is None:
+            start_ms = self.started_ms - int(self.config.history_s * 1000)
+        start_ms = max(start_ms, self._history_start())
+        return self.market.trades(symbol, start_ms, self._served_ms if end_ms is None else end_ms)
+
+    def _span(self) -> tuple[int, int]:
+        """(first ms of the history, end ms (exclusive) of the trades published so far)."""
+        if self._served_ms is None:
+            raise FeedError("simulator not started: no history yet")
+        return self._history_start(), self._served_ms
+
+    def _history_start(self) -> int:
+        """First ms of the market's past: the start minus ``history_days`` (on the block grid)."""
+        if self.started_ms is None:
+            raise FeedError("simulator not started: no history yet")
+        days_ms = int(self.config.history_days * DAY_MS)
+        return (self.started_ms - days_ms) // BLOCK_MS * BLOCK_MS
 
     def _count_event(self, name: str, n: int = 1) -> None:
         self.fault_events[name] += n
@@ -195,13 +225,15 @@ class Simulator:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Generate ``history_s`` of past trades, bind the port and start the market clock."""
+        """Bind the port and start the market clock (the past is served from ``history_days``
+        before now)."""
         if self._server is not None:
             raise FeedError("simulator already started")
         s = self.config
-        now = _now_ms()
-        for sym, ticks in self.market.generate(now - int(s.history_s * 1000), now).items():
-            self._logs[sym].append(ticks)
+        self.started_ms = _now_ms()
+        self._served_ms = self.started_ms + 1
+        for sym in self.symbols:  # make the current hour now, not in the first live step
+            self.market.trades(sym, self.started_ms, self._served_ms)
         try:
             self._server = await serve(
                 self._handle,
@@ -295,9 +327,10 @@ class Simulator:
             now = _now_ms()
             await asyncio.sleep(((now // step + 1) * step - now) / 1000.0)
             now = _now_ms()
-            for sym, ticks in self.market.advance(now).items():
+            served, self._served_ms = self._served_ms, now + 1
+            for sym in self.symbols:
+                ticks = self.market.trades(sym, served, now + 1)
                 if len(ticks):
-                    self._logs[sym].append(ticks)
                     self._publish_trades(sym, ticks, now)
             second = now // 1000
             if second != last_second:
@@ -350,7 +383,7 @@ class Simulator:
                 continue
             for (symbol, kind), names in conn.by_symbol.items():
                 period = MARK_PERIOD_MS.get(kind)
-                if period is None or second_ms % period or symbol not in self._logs:
+                if period is None or second_ms % period or symbol not in self.market.specs:
                     continue
                 for name in names:
                     if self._silent(conn, symbol, name, mono):
@@ -358,7 +391,8 @@ class Simulator:
                     payload = cache.get(symbol)
                     if payload is None:
                         payload = cache[symbol] = mark_payload(
-                            symbol, self.market.mark(symbol), self.market.specs[symbol],
+                            symbol, self.market.mark_at(symbol, second_ms),
+                            self.market.specs[symbol],
                             second_ms, next_funding_ms(second_ms),
                         )  # fmt: skip
                     conn.queue.put_nowait((conn.frame(name, payload).decode(), None))
@@ -367,6 +401,8 @@ class Simulator:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() != "websocket":
+            if request.path.startswith("/data/"):
+                return _http_response(self._archive.handle(urlsplit(request.path).path, _now_ms()))
             return _http_response(self._rest.handle(request.path, _now_ms()))
         route = parse_route(request.path)
         if route is None:
@@ -497,10 +533,15 @@ def _error(code: int, msg: str, msg_id: int | str | None) -> dict:
 
 
 def _http_response(resp: RestResponse) -> Response:
+    """The HTTP answer; JSON unless the response names its own Content-Type."""
     status = http.HTTPStatus(resp.status)
+    named = {k.lower() for k, _ in resp.headers}
+    json_type = (
+        () if "content-type" in named else (("Content-Type", "application/json;charset=UTF-8"),)
+    )
     headers = Headers(
         [
-            ("Content-Type", "application/json;charset=UTF-8"),
+            *json_type,
             ("Content-Length", str(len(resp.body))),
             ("Connection", "close"),
             *resp.headers,

@@ -470,7 +470,8 @@ def test_sweep_walk_forward_over_tables(ray_cluster, store_dir):
         (
             {"grid": {"name": ["nope"]}},
             ConfigError,
-            r"parameter set \(name=nope\): strategy.name: expected one of 'zscore'",
+            r"parameter set \(name=nope\): strategy.name: unknown strategy 'nope'; expected a "
+            r"built-in one \['zscore', 'zscore_timestop'\]",
         ),
         (
             {"grid": {"name": ["zscore_timestop"]}},
@@ -503,7 +504,7 @@ def test_sweep_reports_invalid_points_in_their_rows(ray_cluster, store_dir):
     actor = BacktestActor(str(store_dir), PAIR, "1m")
     for row in table.to_dict("records"):
         if row["name"] == "nope":  # refused when the set is resolved, before any run
-            assert "strategy.name: expected one of 'zscore'" in row["error"]
+            assert "strategy.name: unknown strategy 'nope'; expected a built-in" in row["error"]
         elif row["zscore_window"] == 5000:
             assert "too few bars" in row["error"] and math.isnan(row["sharpe"])
         else:

@@ -84,7 +84,9 @@ def test_bad_config_exits_2_from_the_console_command(tmp_path):
         ("ols_window: 10", "ols_window: 9223372036854775807",
          "analytics.ols_window: expected int <= 1000000"),
         ("store: {path: STORE}", "strategy: {name: os.system}\nstore: {path: STORE}",
-         "strategy.name: expected one of 'zscore', 'zscore_timestop', got 'os.system'"),
+         "strategy.name: expected a strategy name (a lowercase identifier such as zscore"),
+        ("store: {path: STORE}", "strategy: {name: 'nosuch.module:X'}\nstore: {path: STORE}",
+         "strategy.name: cannot import module 'nosuch.module' for nosuch.module:X"),
         ("store: {path: STORE}", "store: {path: FILE}", "store.path: expected a directory"),
     ],
 )  # fmt: skip

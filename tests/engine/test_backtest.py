@@ -1,4 +1,4 @@
-"""The backtest against a plain-Python loop written from DESIGN.md, stats against pandas."""
+"""The backtest against a plain-Python loop written from docs/semantics.md, stats against pandas."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def hedge(close_y, close_x, mode, window=60):
 def reference(
     ts, oy, cy, ox, cx, target, beta, costs, mode, fund_y=(), fund_x=(), spread=None, window=60
 ):
-    """DESIGN.md "Timing", "Sides and sizing", "Costs", "Equity", "Funding", literally, plus
+    """docs/semantics.md "Timing", "Sides and sizing", "Costs", "Equity", "Funding", literally, plus
     the ruin rule (equity at a close <= ruin_equity*capital: close at the next open, stop),
     vol sizing (notional = vol_target / std of the last ``window`` spread changes) and the
     gross cap (both legs scaled down to max_gross). Returns (equity, trades, ruin bar or -1)."""
@@ -401,7 +401,7 @@ def test_bad_beta_mode_funding_and_costs():
     with pytest.raises(DataError, match="lengths differ"):
         _simulate(*args, Costs(1e4, 1e4), "log", funding=({"ts": [1, 2], "rate": [0.1]}, None))
     with pytest.raises(DataError, match="unknown timeframe"):
-        _simulate(*args, Costs(1e4, 1e4), "log", timeframe="3m")
+        _simulate(*args, Costs(1e4, 1e4), "log", timeframe="7m")
     for bad in (
         dict(notional=0.0),
         dict(capital=-1.0),

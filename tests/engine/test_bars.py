@@ -178,7 +178,7 @@ def test_build_bars_rejects_unsorted_naming_first_index(index: int) -> None:
     [
         (lambda ts, p, q: (ts, p[:-1], q, "1s"), "same length, got 50, 49 and 50"),
         (lambda ts, p, q: (ts, p, q[:10], "1s"), "same length"),
-        (lambda ts, p, q: (ts, p, q, "15m"), "unknown timeframe '15m'"),
+        (lambda ts, p, q: (ts, p, q, "7m"), "unknown timeframe '7m'"),
         (lambda ts, p, q: (ts, p, q, 60), "timeframe must be a string"),
         (lambda ts, p, q: (ts.astype(float), p, q, "1s"), "integer Unix milliseconds"),
         (lambda ts, p, q: (_with_nat(ts), p, q, "1s"), r"ts_ms\[4\] is NaT"),

@@ -14,7 +14,9 @@ import pytest
 
 from engine import binance
 from engine.errors import DataError, FeedError
-from engine.importer import parse_agg_trades, parse_klines
+from engine.importer import import_files
+from engine.schemas import table_to_bars, table_to_ticks
+from engine.store import Store
 from tests.kit import random_ticks
 
 
@@ -158,15 +160,25 @@ AGG_ROWS = [(26129, "0.01", "0.5", 1, 3, 1_600_000_000_000, "true"),
             (26130, "0.02", "1.5", 4, 4, 1_600_000_000_500, "False")]  # fmt: skip
 
 
+def _import_text(tmp_path, name: str, data: bytes):
+    """Import one public-data file with these bytes; (report, store)."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    store = Store(tmp_path / "store", durable=False)
+    return import_files([path], store), store
+
+
 @pytest.mark.parametrize("header", [True, False])
 @pytest.mark.parametrize("micro", [False, True])
-def test_agg_trades_csv(header: bool, micro: bool) -> None:
+def test_agg_trades_csv(header: bool, micro: bool, tmp_path) -> None:
     lines = [",".join(binance.AGG_TRADES_CSV_COLUMNS)] if header else []
     for r in AGG_ROWS:
         ts = r[5] * 1000 if micro else r[5]
         lines.append(",".join(map(str, (*r[:5], ts, r[6]))))
-    ticks, was_micro = parse_agg_trades("\n".join(lines).encode(), "BTCUSDT-aggTrades.csv")
-    assert was_micro is micro
+    report, store = _import_text(tmp_path, "BTCUSDT-aggTrades-2020-09-13.csv",
+                                 "\n".join(lines).encode())
+    assert report.microseconds is micro
+    ticks = table_to_ticks(store.read_ticks("BTCUSDT"))
     assert ticks["agg_id"].tolist() == [26129, 26130]
     assert ticks["ts"].tolist() == [1_600_000_000_000, 1_600_000_000_500]
     np.testing.assert_allclose(ticks["price"], [0.01, 0.02], rtol=1e-15)
@@ -179,26 +191,27 @@ def test_klines_csv(header: bool, tmp_path) -> None:
     text = (",".join(binance.KLINES_CSV_COLUMNS) + "\n" if header else "") + row + "\n"
     path = tmp_path / "BTCUSDT-1m-2020-09-13.csv"
     path.write_text(text)
-    bars, micro, empty = parse_klines(path.read_bytes(), str(path), "1m")
-    assert not micro and empty == 0
+    report = import_files([path], Store(tmp_path / "store", durable=False))
+    assert not report.microseconds and report.empty_klines == 0
+    bars = table_to_bars(Store(tmp_path / "store").read_bars("1m", "BTCUSDT"))
     assert bars[0]["ts"] == 1_599_999_960_000 and bars[0]["trades"] == 7
     np.testing.assert_allclose([bars[0][k] for k in ("open", "high", "low", "close", "volume",
                                 "quote_volume")], [1.0, 2.0, 0.5, 1.5, 10.0, 15.0], rtol=1e-15)
     assert binance.parse_public_file_name(str(path)) == ("BTCUSDT", "1m", "2020-09-13")
 
 
-def test_public_data_errors() -> None:
+def test_public_data_errors(tmp_path) -> None:
     assert binance.parse_public_file_name("ETHUSDT-aggTrades-2024-06-01.zip") == (
         "ETHUSDT", "aggTrades", "2024-06-01")
     with pytest.raises(DataError, match="not a Binance public-data file name"):
         binance.parse_public_file_name("trades.csv")
     name = "BTCUSDT-aggTrades-2020-09-13.csv"
     with pytest.raises(DataError, match="header has 2 columns"):
-        parse_agg_trades(b"hello,world\n", name)
+        _import_text(tmp_path, name, b"hello,world\n")
     bad = b"1,0.01,0.5,1,3,1600000000000,maybe\n"
     with pytest.raises(DataError, match="expected true or false"):
-        parse_agg_trades(bad, name)
+        _import_text(tmp_path, name, bad)
     with pytest.raises(DataError, match="expected a number"):
-        parse_agg_trades(b"1,abc,0.5,1,3,1600000000000,true\n", name)
+        _import_text(tmp_path, name, b"1,abc,0.5,1,3,1600000000000,true\n")
     with pytest.raises(DataError, match="empty file"):
-        parse_agg_trades(b"", name)
+        _import_text(tmp_path, name, b"")

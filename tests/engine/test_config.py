@@ -1,12 +1,11 @@
-"""engine.config: shipped files load, DESIGN.md defaults, and every malformed config, or one that
-type-checks but could not run, is refused with the file, the key path and the reason."""
+"""engine.config: shipped files load, docs/semantics.md defaults, and every malformed config, or
+one that type-checks but could not run, is refused with the file, the key path and the reason."""
 
 from __future__ import annotations
 
 import copy
 import json
 import pickle
-import typing
 from pathlib import Path
 
 import msgspec
@@ -18,11 +17,11 @@ from engine.config import (
     BINANCE_REST_URL,
     BINANCE_WS_URL,
     MAX_WINDOW_BARS,
+    STRATEGY_NAME_PATTERN,
     Config,
     FaultsConfig,
     PairConfig,
     StrategyConfig,
-    StrategyName,
     load_config,
     parse_config,
 )
@@ -124,6 +123,7 @@ def test_defaults_are_the_design_values() -> None:
         "vol_target": None,
         "max_gross": None,
         "ruin_equity": 0.0,
+        "params": {},
     }
     assert cfg.alerts == ()
     assert cfg.store.path == "data"
@@ -258,7 +258,7 @@ BAD = [
     ),
     pytest.param(_with(pairs=[{"y": "ETHUSDT"}]), "pairs[0].x", "required", id="pair-no-x"),
     pytest.param(_with(pairs=[]), "pairs", "length >= 1", id="pairs-empty"),
-    pytest.param(_with(timeframes=["1s", "1h"]), "timeframes[1]", "one of", id="timeframe"),
+    pytest.param(_with(timeframes=["1s", "1w"]), "timeframes[1]", "one of", id="timeframe"),
     pytest.param(
         _with(timeframes=["1m"]), "analytics.timeframe", "'1s' is not in timeframes", id="tf-in"
     ),
@@ -335,6 +335,30 @@ BAD = [
         "simulator.faults.silent_symbol",
         "not in symbols",
         id="silent",
+    ),
+    pytest.param(
+        _with(simulator={"listings": {"SOLUSDT": 0, "XRPUSDT": 1_700_000_000_000}}),
+        "simulator.listings.XRPUSDT",
+        "'XRPUSDT' is not in symbols",
+        id="listing-symbol",
+    ),
+    pytest.param(
+        _with(simulator={"listings": {"SOLUSDT": -1}}),
+        "simulator.listings.SOLUSDT",
+        "expected Unix ms (an int >= 0), got -1",
+        id="listing-ms",
+    ),
+    pytest.param(
+        _with(simulator={"listings": {"solusdt": 0}}),
+        "simulator.listings",
+        "keys must be upper-case symbols",
+        id="listing-key",
+    ),
+    pytest.param(
+        _with(simulator={"history_days": -2}),
+        "simulator.history_days",
+        ">= 0",
+        id="history-days",
     ),
     pytest.param(
         _with(simulator={"faults": {"explode": True}}),
@@ -445,8 +469,16 @@ pairs: [{y: ETHUSDT, x: BTCUSDT}]
         pytest.param(
             "strategy: {name: os.system}",
             "strategy.name",
-            "expected one of 'zscore', 'zscore_timestop', got 'os.system'",
+            "expected a strategy name (a lowercase identifier such as zscore, built in or "
+            "registered under the entry point group pairstack.strategies) or a class as "
+            "package.module:ClassName, got 'os.system'",
             id="unknown-strategy",
+        ),
+        pytest.param(
+            "strategy: {params: [1, 2]}",
+            "strategy.params",
+            "expected mapping, got [1, 2]",
+            id="params-not-a-mapping",
         ),
     ],
 )
@@ -476,9 +508,38 @@ def test_the_largest_window_loads_and_runs() -> None:
 def test_strategy_names_are_the_registry() -> None:
     from strategies import REGISTRY
 
-    assert set(typing.get_args(StrategyName)) == set(REGISTRY)
     for name in REGISTRY:
+        assert STRATEGY_NAME_PATTERN.fullmatch(name)
         assert parse_config(_with(strategy={"name": name})).strategy.name == name
+
+
+@pytest.mark.parametrize(
+    ("name", "shaped"),
+    [
+        ("cooldown", True),
+        ("my_strategies.cooldown:Cooldown", True),
+        ("pkg:Cls", True),
+        ("nosuch.module:X", True),
+        ("os.system", False),
+        ("Cooldown", False),
+        ("my-strategy", False),
+        ("pkg:", False),
+        (":Cls", False),
+        ("a..b:C", False),
+        ("pkg:Cls.attr", False),
+        ("", False),
+    ],
+)
+def test_strategy_name_shape(name: str, shaped: bool) -> None:
+    """Only the shape is checked at load: which class a name names is strategies' business."""
+    if shaped:
+        cfg = parse_config(_with(strategy={"name": name, "params": {"k": 1}}))
+        assert (cfg.strategy.name, cfg.strategy.params) == (name, {"k": 1})
+    else:
+        with pytest.raises(ConfigError, match=r"^c\.yaml: strategy\.name: expected a strategy"):
+            parse_config(_with(strategy={"name": name}), source="c.yaml")
+        with pytest.raises(ValueError, match="name: expected a strategy name"):
+            StrategyConfig(name=name)
 
 
 def test_store_path_that_is_a_file_is_refused(tmp_path: Path) -> None:

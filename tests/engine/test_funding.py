@@ -182,6 +182,6 @@ def test_store_refuses_bad_funding_times(tmp_path):
     with pytest.raises(DataError, match="next_funding_time"):
         st.write_funding("BTCUSDT", {"ts": [1], "mark_price": [1.0], "funding_rate": [0.0],
                                      "next_funding_time": ["soon"]})
-    with pytest.raises(DataError, match="'mark_price' has 1 null"):
-        st.write_funding("BTCUSDT", {"ts": [1], "mark_price": [None], "funding_rate": [0.0],
+    with pytest.raises(DataError, match="'funding_rate' has 1 null"):
+        st.write_funding("BTCUSDT", {"ts": [1], "mark_price": [None], "funding_rate": [None],
                                      "next_funding_time": [None]})

@@ -8,16 +8,23 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
+import struct
+import subprocess
+import sys
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 
 from actors.cli import import_files as cli_import
+from engine import importer
 from engine.errors import UploadError
+from engine.funding import funding_events
 from engine.importer import ImportReport, import_files
 from engine.schemas import TIMEFRAME_MS, table_to_bars, table_to_ticks
 from engine.store import Store
@@ -118,7 +125,7 @@ def test_agg_trades_round_trip(tmp_path, zipped, header, micro, bool_case):
     bars = {tf: _oracle_bars(oracle, tf) for tf in ("1s", "1m", "5m")}
     assert report == ImportReport(files=1, ticks=len(lines),
                                   bars={tf: len(b) for tf, b in bars.items()},
-                                  microseconds=micro, skipped_duplicates=0)
+                                  microseconds=micro, skipped_duplicates=0, rows=len(lines))
     got = table_to_ticks(Store(tmp_path / "store").read_ticks("BTCUSDT"))
     for name in oracle.columns:
         np.testing.assert_array_equal(got[name], oracle[name].to_numpy(), err_msg=name)
@@ -197,13 +204,14 @@ def test_klines_round_trip(tmp_path, tf, header, zipped, micro):
                   header=KLINE_HEADER if header else None, zipped=zipped, checksum="good")
     report = import_files([path], Store(tmp_path / "store"))
     assert report == ImportReport(files=1, ticks=0, bars={tf: len(oracle)}, microseconds=micro,
-                                  skipped_duplicates=0, empty_klines=len(lines) - len(oracle))
+                                  skipped_duplicates=0, empty_klines=len(lines) - len(oracle),
+                                  rows=len(lines))
     _assert_bars(Store(tmp_path / "store").read_bars(tf, "SOLUSDT"), oracle)
     again = import_files([path], Store(tmp_path / "store"))
     assert again.bars == {tf: 0} and again.skipped_duplicates == len(oracle)
 
 
-@pytest.mark.parametrize("interval", ["1h", "15m", "3m", "1d"])
+@pytest.mark.parametrize("interval", ["1w", "1M", "7m", "2d"])
 def test_unsupported_kline_interval_is_refused(tmp_path, interval):
     lines, _ = _kline_lines("1m", 5)
     path = _write(tmp_path, f"BTCUSDT-{interval}-2024-06-01", lines, header=None, zipped=True)
@@ -365,3 +373,208 @@ def test_cli_import_error_names_line_and_column(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     with pytest.raises(SystemExit):
         _run_verb(["--store", str(tmp_path / "store")])  # no FILE
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def test_blocks_and_flushes_give_the_whole_file_bars(tmp_path, monkeypatch):
+    """Tiny blocks and flushes: bars carried across block boundaries equal the whole-file build
+    (the pandas group-by) and the default import, bit for bit."""
+    lines = _agg_lines(20_000, seed=11)
+    path = _write(tmp_path, "BTCUSDT-aggTrades-2024-06-01", lines, header=AGG_HEADER,
+                  zipped=True)
+    whole = Store(tmp_path / "whole")
+    import_files([path], whole)
+    monkeypatch.setattr(importer, "BLOCK_BYTES", 4096)  # about 80 rows a block
+    monkeypatch.setattr(importer, "FLUSH_ROWS", 1000)
+    store = Store(tmp_path / "blocks")
+    report = import_files([path], store)
+    assert report.ticks == len(lines) and report.rows == len(lines)
+    oracle = _oracle_ticks(lines)
+    for tf in ("1s", "1m", "5m"):
+        got = Store(tmp_path / "blocks").read_bars(tf, "BTCUSDT")
+        _assert_bars(got, _oracle_bars(oracle, tf))
+        assert got.equals(Store(tmp_path / "whole").read_bars(tf, "BTCUSDT"))
+    assert Store(tmp_path / "blocks").read_ticks("BTCUSDT").equals(whole.read_ticks("BTCUSDT"))
+
+
+def test_error_in_a_late_block_names_its_line_and_leaves_the_store_untouched(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setattr(importer, "BLOCK_BYTES", 4096)
+    lines = _mutate(_agg_lines(5000, seed=12), 4321, 1, "1.2.3")
+    bad = _write(tmp_path, "BTCUSDT-aggTrades-2024-06-01", lines, header=AGG_HEADER, zipped=True)
+    with pytest.raises(UploadError, match=r"line 4323, column 2 \(price\)"):
+        import_files([bad], Store(tmp_path / "store"))
+    lines = _mutate(_agg_lines(5000, seed=12), 4000, 0, "1000")  # id order across blocks
+    bad = _write(tmp_path, "ETHUSDT-aggTrades-2024-06-01", lines, header=None, zipped=False)
+    with pytest.raises(UploadError, match="strictly increasing") as info:
+        import_files([bad], Store(tmp_path / "store"))
+    assert info.value.line == 4001
+    assert _store_files(tmp_path / "store") == []
+
+
+@pytest.mark.parametrize("tf", ["3m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d"])
+def test_klines_of_every_binance_interval(tmp_path, tf):
+    lines, oracle = _kline_lines(tf, 60, seed=3, empty_every=9)
+    path = _write(tmp_path, f"ETHUSDT-{tf}-2024-06", lines, header=KLINE_HEADER, zipped=True,
+                  checksum="good")
+    report = import_files([path], Store(tmp_path / "store"))
+    assert report.bars == {tf: len(oracle)}
+    _assert_bars(Store(tmp_path / "store").read_bars(tf, "ETHUSDT"), oracle)
+
+
+def test_seconds_are_detected_and_converted(tmp_path):
+    """Times below 1e11 cannot be ms after 1973: seconds, x 1000, said in the report."""
+    ms_lines = _agg_lines(500, seed=13)
+    seconds = [",".join([*c[:5], str(int(c[5]) // 1000), c[6]])
+               for c in (line.split(",") for line in ms_lines)]
+    path = _write(tmp_path, "BTCUSDT-aggTrades-2024-06-01", seconds, header=None, zipped=True)
+    report = import_files([path], Store(tmp_path / "store"))
+    assert report.seconds and not report.microseconds
+    assert "seconds found and converted" in "\n".join(report.lines())
+    got = table_to_ticks(Store(tmp_path / "store").read_ticks("BTCUSDT"))
+    np.testing.assert_array_equal(got["ts"], _oracle_ticks(ms_lines)["ts"] // 1000 * 1000)
+    assert got["ts"].min() >= DAY0  # never read as 1970
+    lines, oracle = _kline_lines("1h", 30, seed=4)
+    sec = [",".join([str(int(c[0]) // 1000), *c[1:6], str(int(c[6]) // 1000), *c[7:]])
+           for c in (line.split(",") for line in lines)]
+    kpath = _write(tmp_path, "SOLUSDT-1h-2024-06-01", sec, header=KLINE_HEADER, zipped=False)
+    assert import_files([kpath], Store(tmp_path / "store")).seconds
+    _assert_bars(Store(tmp_path / "store").read_bars("1h", "SOLUSDT"), oracle)
+    sec = [",".join([str(int(c[0]) // 1000), *c[1:6], str(int(c[6]) // 1000 + 1), *c[7:]])
+           for c in (line.split(",") for line in lines)]
+    kpath = _write(tmp_path, "ETHUSDT-1h-2024-06-01", sec, header=KLINE_HEADER, zipped=False)
+    with pytest.raises(UploadError, match="close time"):  # one second too late
+        import_files([kpath], Store(tmp_path / "store"))
+
+
+FUNDING_HEADER = "calc_time,funding_interval_hours,last_funding_rate"
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_funding_rate_files_become_settlements(tmp_path, header):
+    times = [DAY0 + k * 8 * 3_600_000 for k in range(90)]  # a month of 8 h settlements
+    rng = np.random.default_rng(5)
+    rates = np.round(rng.normal(1e-4, 2e-4, len(times)), 8)
+    lines = [f"{t},8,{r:.8f}" for t, r in zip(times, rates, strict=True)]
+    path = _write(tmp_path, "BTCUSDT-fundingRate-2024-06", lines,
+                  header=FUNDING_HEADER if header else None, zipped=True, checksum="good")
+    report = import_files([path], Store(tmp_path / "store"))
+    assert report.funding == len(times) and report.rows == len(times)
+    stored = Store(tmp_path / "store").read_funding("BTCUSDT")
+    assert stored.column("mark_price").null_count == len(times)
+    events = funding_events(stored)  # what the backtest pays: at calc_time, the file's rate
+    np.testing.assert_array_equal(events.ts, times)
+    np.testing.assert_array_equal(events.rate, [float(f"{r:.8f}") for r in rates])
+    assert not events.assumed.any()
+    assert import_files([path], Store(tmp_path / "store")).funding == 0
+    bad = _write(tmp_path, "ETHUSDT-fundingRate-2024-06", _mutate(lines, 7, 2, "1.5"),
+                 header=FUNDING_HEADER, zipped=False)
+    with pytest.raises(UploadError, match=r"line 9, column 3 \(last_funding_rate\)"):
+        import_files([bad], Store(tmp_path / "store"))
+
+
+# ----------------------------------------------------------------------------- hostile zips
+
+
+def _zip_stream(path: Path, member: str, chunks: Iterable[bytes]) -> None:
+    with (zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive,
+          archive.open(member, "w", force_zip64=True) as out):
+        for chunk in chunks:
+            out.write(chunk)
+
+
+_PEAK_SCRIPT = """
+import sys
+from engine.errors import UploadError
+from engine.importer import import_files
+from engine.store import Store
+
+def peak_kb():  # this process's peak RSS (VmHWM; getrusage's maxrss survives exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+before = peak_kb()
+try:
+    report = import_files([sys.argv[1]], Store(sys.argv[2], durable=False))
+    outcome = f"ok {report.ticks}"
+except UploadError as exc:
+    outcome = f"refused {exc}"
+print(before, peak_kb())
+print(outcome[:300])
+"""
+
+
+def _peak_import(path: Path, store: Path) -> tuple[int, str]:
+    """Import in a fresh process: (peak RSS growth in MB, outcome line)."""
+    done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(path), str(store)],
+                          capture_output=True, text=True, timeout=600, check=True)
+    sizes, outcome = done.stdout.splitlines()[:2]
+    before, after = (int(v) for v in sizes.split())
+    return (after - before) // 1024, outcome
+
+
+def test_zip_bombs_are_refused_without_expanding_them(tmp_path):
+    row = b"1000,97012.40,0.013,100,105,1717200000000,true\n"
+    rows = tmp_path / "BTCUSDT-aggTrades-2024-06-01.zip"
+    block = row * (1 << 20 // len(row))
+    _zip_stream(rows, "BTCUSDT-aggTrades-2024-06-01.csv",
+                (block for _ in range(300)))  # ~300 MB of one repeated row
+    assert rows.stat().st_size < 3_000_000
+    grown, outcome = _peak_import(rows, tmp_path / "store")
+    assert outcome.startswith("refused") and "line 2" in outcome, outcome
+    assert "strictly increasing" in outcome
+    assert grown < 100, f"peak RSS grew by {grown} MB"
+    zeros = tmp_path / "ETHUSDT-aggTrades-2024-06-01.zip"  # no line end at all
+    _zip_stream(zeros, "ETHUSDT-aggTrades-2024-06-01.csv", (b"0" * (1 << 20) for _ in range(300)))
+    grown, outcome = _peak_import(zeros, tmp_path / "store")
+    assert outcome.startswith("refused") and "line 1" in outcome, outcome
+    assert grown < 100, f"peak RSS grew by {grown} MB"
+    assert _store_files(tmp_path / "store") == []
+
+
+def test_member_larger_than_declared_is_refused(tmp_path):
+    """A member whose data expands beyond the size the zip declares: zipfile stops at the
+    declared size and its CRC check fails; nothing is stored."""
+    lines = _agg_lines(3000, seed=14)
+    path = _write(tmp_path, "BTCUSDT-aggTrades-2024-06-01", lines, header=AGG_HEADER, zipped=True)
+    data = bytearray(path.read_bytes())
+    central = data.rfind(b"PK\x01\x02")
+    declared = struct.unpack_from("<I", data, central + 24)[0]
+    struct.pack_into("<I", data, central + 24, declared // 3)  # uncompressed size
+    path.write_bytes(bytes(data))
+    with pytest.raises(UploadError, match="zip"):
+        import_files([path], Store(tmp_path / "store"))
+    assert _store_files(tmp_path / "store") == []
+
+
+def _big_agg_trades_csv(path: Path, n: int) -> None:
+    """``n`` aggTrades rows over one day (header row), written a million rows at a time."""
+    with path.open("wb") as out:
+        out.write((AGG_HEADER + "\n").encode())
+        for start in range(0, n, 1_000_000):
+            ids = np.arange(start, min(n, start + 1_000_000), dtype=np.int64)
+            table = pa.table({
+                "agg_trade_id": ids, "price": 60_000 + (ids % 977) * 0.1,
+                "quantity": 0.001 + (ids % 13) * 0.01, "first_trade_id": ids,
+                "last_trade_id": ids, "transact_time": DAY0 + ids * 86_400_000 // n,
+                "is_buyer_maker": ids % 3 == 0,
+            })  # fmt: skip
+            pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False))
+
+
+def test_peak_memory_of_a_large_import_is_bounded(tmp_path):
+    """Peak RSS of an import does not grow with the file: 1.5 M rows and 6 M rows (~330 MB
+    of CSV, ~290 MB of tick records) peak within a few tens of MB of each other."""
+    grown = {}
+    for n in (1_500_000, 6_000_000):
+        path = tmp_path / str(n) / "BTCUSDT-aggTrades-2024-06-01.csv"
+        path.parent.mkdir()
+        _big_agg_trades_csv(path, n)
+        grown[n], outcome = _peak_import(path, tmp_path / str(n) / "store")
+        assert outcome == f"ok {n}"
+        path.unlink()
+    assert grown[6_000_000] - grown[1_500_000] < 80, grown
+    assert grown[6_000_000] < 450, grown

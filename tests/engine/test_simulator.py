@@ -8,6 +8,7 @@ market model.
 from __future__ import annotations
 
 import base64
+import itertools
 import math
 import os
 import signal
@@ -157,8 +158,8 @@ def _all_rest_trades(sim: Simulator, symbol: str, from_id: int, to_id: int) -> l
 
 @pytest.fixture(scope="module")
 def sim():
-    """A fault-free simulator with 30 s of history and lively streams."""
-    with Simulator(SimulatorConfig(seed=7, rate=40.0, history_s=30.0)) as s:
+    """A fault-free simulator with 15 minutes of market history and lively streams."""
+    with Simulator(SimulatorConfig(seed=7, rate=40.0, history_s=30.0, history_days=0.01)) as s:
         yield s
 
 
@@ -175,27 +176,34 @@ def _run(**fault_kwargs) -> Simulator:
 # -- market model ----------------------------------------------------------------------------
 
 
+def _generate(market: Market, start_ms: int, end_ms: int) -> dict[str, np.ndarray]:
+    return {sym: market.trades(sym, start_ms, end_ms) for sym in market.symbols}
+
+
 @pytest.mark.parametrize("seed", [0, 1, 5])
 def test_market_is_deterministic_for_a_seed(seed):
-    a = Market(["BTCUSDT", "ETHUSDT", "XYZUSDT"], seed=seed, rate=10).generate(T0, T0 + 120_000)
-    b = Market(["BTCUSDT", "ETHUSDT", "XYZUSDT"], seed=seed, rate=10).generate(T0, T0 + 120_000)
-    c = Market(["BTCUSDT", "ETHUSDT", "XYZUSDT"], seed=seed + 1, rate=10).generate(T0, T0 + 120_000)
+    symbols = ["BTCUSDT", "ETHUSDT", "XYZUSDT"]
+    a = _generate(Market(symbols, seed=seed, rate=10), T0, T0 + 120_000)
+    b = _generate(Market(symbols, seed=seed, rate=10), T0, T0 + 120_000)
+    c = _generate(Market(symbols, seed=seed + 1, rate=10), T0, T0 + 120_000)
     for sym in a:
         np.testing.assert_array_equal(a[sym], b[sym])
         assert not np.array_equal(a[sym]["price"][:50], c[sym]["price"][:50])
 
 
-@pytest.mark.parametrize("chunk_ms", [100, 777, 10_000])
-def test_market_advance_in_chunks_equals_one_generate(chunk_ms):
-    whole = Market(["BTCUSDT", "ETHUSDT", "SOLUSDT"], seed=2, rate=20).generate(T0, T0 + 60_000)
-    market = Market(["BTCUSDT", "ETHUSDT", "SOLUSDT"], seed=2, rate=20)
-    parts = [market.generate(T0, T0 + 50)]
-    t = T0
-    while t < T0 + 60_000:
-        t = min(t + chunk_ms, T0 + 60_000)
-        parts.append(market.advance(t))
+@pytest.mark.parametrize("chunk_ms", [100, 777, 10_000, 50_000])
+def test_market_spans_generated_apart_equal_one_span(chunk_ms):
+    """Random access: pieces made last-first on a fresh market join into the whole span."""
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    start, end = T0 + 3_500_000, T0 + 3_700_000  # across an hour boundary
+    whole = _generate(Market(symbols, seed=2, rate=20), start, end)
+    cuts = [*range(start, end, chunk_ms), end]
+    market = Market(symbols, seed=2, rate=20)
+    parts = [_generate(market, a, b)
+             for a, b in reversed(list(itertools.pairwise(cuts)))]  # fmt: skip
     for sym, ticks in whole.items():
-        np.testing.assert_array_equal(np.concatenate([p[sym] for p in parts]), ticks)
+        assert len(ticks) > 1000
+        np.testing.assert_array_equal(np.concatenate([p[sym] for p in parts[::-1]]), ticks)
 
 
 @pytest.mark.parametrize(
@@ -203,21 +211,21 @@ def test_market_advance_in_chunks_equals_one_generate(chunk_ms):
 )
 def test_market_trades_respect_exchange_rules(symbol, rate):
     market = Market([symbol], seed=4, rate=rate)
-    ticks = market.generate(T0, T0 + 1_800_000)[symbol]
+    ticks = market.trades(symbol, T0, T0 + 1_800_000)
     spec = market.specs[symbol]
     assert ticks.dtype == TICK_DTYPE
     np.testing.assert_array_equal(np.diff(ticks["agg_id"]), 1)
     np.testing.assert_array_equal(ticks["first_id"][1:], ticks["last_id"][:-1] + 1)
     assert np.all(ticks["last_id"] >= ticks["first_id"])
     assert np.all(np.diff(ticks["ts"]) >= 0)
-    assert ticks["ts"][0] > T0 and ticks["ts"][-1] <= T0 + 1_800_000
+    assert ticks["ts"][0] >= T0 and ticks["ts"][-1] < T0 + 1_800_000
     tick, step = Decimal(spec.tick_size), Decimal(spec.step_size)
     for row in ticks[:: max(1, len(ticks) // 500)]:
         assert Decimal(f"{row['price']:.{spec.price_precision}f}") % tick == 0
         assert Decimal(f"{row['qty']:.{spec.quantity_precision}f}") % step == 0
         assert row["qty"] >= float(step)
-    # Poisson arrivals with bursts keep the mean rate (1800 s): within 12 %
-    np.testing.assert_allclose(len(ticks), rate * 1800, rtol=0.12)
+    # a fixed count per 10 s block (bursts move trades inside a block): the rate exactly
+    assert len(ticks) == rate * 1800
     assert 0.4 < ticks["buyer_maker"].mean() < 0.6
 
 
@@ -230,7 +238,7 @@ def _closes(ticks: np.ndarray, bar: str) -> pd.Series:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_market_groups_are_cointegrated_with_the_true_parameters(seed):
     market = Market(["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"], seed=seed, rate=10)
-    trades = market.generate(T0, T0 + 4 * 3_600_000)
+    trades = _generate(market, T0, T0 + 4 * 3_600_000)
     assert market.groups == (("BTCUSDT", "ETHUSDT"), ("SOLUSDT", "BNBUSDT"))
     for y, x in (("ETHUSDT", "BTCUSDT"), ("BNBUSDT", "SOLUSDT")):
         truth = market.truth(y)
@@ -256,8 +264,7 @@ def test_market_groups_are_cointegrated_with_the_true_parameters(seed):
 
 def test_market_mark_and_funding():
     market = Market(["ETHUSDT"], seed=1)
-    market.generate(T0, T0 + 600_000)
-    quote = market.mark("ETHUSDT")
+    quote = market.mark_at("ETHUSDT", T0 + 600_000)
     np.testing.assert_allclose(quote.settle, 0.5 * (quote.mark + quote.index), rtol=1e-12)
     premium = quote.mark / quote.index - 1.0
     expected = premium + min(max(1e-4 - premium, -5e-4), 5e-4)  # Binance's funding formula
@@ -589,7 +596,7 @@ def test_rest_exchange_info(sim):
 
 def test_rest_ticker_24hr_matches_history(sim):
     body = _rest(sim, "/fapi/v1/ticker/24hr", symbol="BNBUSDT").json()
-    history = sim.history("BNBUSDT")
+    history = sim.history("BNBUSDT", body["openTime"], body["closeTime"] + 1)
     rows = history[(history["agg_id"] >= body["firstId"]) & (history["agg_id"] <= body["lastId"])]
     assert body["count"] == len(rows) == body["lastId"] - body["firstId"] + 1
     pp, qp = _precision(sim, "BNBUSDT")
@@ -817,6 +824,8 @@ def test_slow_consumer_pauses_then_delivers_the_backlog_intact():
         {"max_lifetime_s": -5},
         {"max_streams": 0},
         {"faults": {"silent_symbol": "SOLUSDT"}, "symbols": ("BTCUSDT",)},
+        {"listings": {"SOLUSDT": T0}, "symbols": ("BTCUSDT",)},
+        {"history_days": -1.0},
     ],
 )
 def test_bad_settings_raise_config_error(kwargs):
@@ -824,6 +833,12 @@ def test_bad_settings_raise_config_error(kwargs):
     symbols = kwargs.pop("symbols", ("BTCUSDT", "ETHUSDT"))
     with pytest.raises(ConfigError):
         Simulator(parse_simulator(kwargs), symbols)
+
+
+def test_a_listing_of_a_symbol_the_simulator_lacks_names_the_key():
+    config = SimulatorConfig(listings={"BTCUSDT": T0, "SOLUSDT": T0})
+    with pytest.raises(ConfigError, match=r"^simulator\.listings\.SOLUSDT: .*'SOLUSDT'"):
+        Simulator(config, ("BTCUSDT", "ETHUSDT"))
 
 
 @pytest.mark.parametrize(
@@ -863,12 +878,10 @@ def test_explicit_groups_are_used():
 def test_market_and_simulator_misuse_raise_typed_errors():
     market = Market(["BTCUSDT"])
     with pytest.raises(DataError):
-        market.advance(T0)
+        market.trades("ETHUSDT", T0, T0 + 1000)
     with pytest.raises(DataError):
-        market.generate(T0, T0 - 1)
-    market.generate(T0, T0 + 1000)
-    with pytest.raises(DataError):
-        market.start(T0)
+        market.mark_at("BTCUSDT", 0)  # before the market's epoch
+    assert market.trades("BTCUSDT", T0, T0 - 1).size == 0
     with pytest.raises(DataError):
         market.truth("ETHUSDT")
     sim = Simulator(SimulatorConfig(), ("BTCUSDT",))
@@ -909,6 +922,48 @@ def test_cli_arguments_build_settings():
     assert settings.faults.drop_rate == 0.1 and settings.faults.silent_symbol == "ETHUSDT"
     assert settings.faults.silent_until == "reconnect"
     assert settings.faults.disconnect_every_s == 60.0 and settings.port == 0
+    assert settings.history_days == 30.0  # DESIGN.md's default
+    settings, _ = settings_from_args(parser.parse_args(["--history-days", "2.5"]))
+    assert settings.history_days == 2.5
+
+
+def test_pairstack_sim_history_days_sets_how_far_back_rest_and_the_archive_go(tmp_path):
+    before = int(time.time() * 1000)
+    proc = subprocess.Popen(
+        pairstack("sim", "--symbols", "ETHUSDT", "--rate", "1", "--history-days", "2"),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=scrubbed_env(tmp_path / "home"),
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        after = int(time.time() * 1000)
+        base = line.split("websocket ")[1].split("/market")[0].replace("ws://", "http://")
+        assert "2 days of history" in proc.stdout.readline() + proc.stdout.readline()
+        first = httpx.get(f"{base}/fapi/v1/aggTrades",
+                          params={"symbol": "ETHUSDT", "fromId": 0, "limit": 1},
+                          timeout=30).json()[0]  # fmt: skip
+        # the history starts 2 days before the start, on the 10 s block grid
+        two_days = 2 * 86_400_000
+        assert (before - two_days) // 10_000 * 10_000 <= first["T"] < after - two_days + 10_000
+        day = 86_400_000
+        today = after // day * day
+
+        def daily(day_ms: int) -> int:
+            date = time.strftime("%Y-%m-%d", time.gmtime(day_ms / 1000))
+            path = f"/data/futures/um/daily/klines/ETHUSDT/1h/ETHUSDT-1h-{date}.zip"
+            return httpx.get(f"{base}{path}", timeout=60).status_code
+
+        assert daily(today - day) == 200  # yesterday: inside the 2 days
+        assert daily(today - 3 * day) == 404  # before the history
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    bad = subprocess.run(
+        pairstack("sim", "--history-days", "-1"), capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, env=scrubbed_env(tmp_path / "home"),
+    )  # fmt: skip
+    assert bad.returncode == 2 and "history_days" in bad.stderr, bad.stderr
 
 
 def test_pairstack_sim_command_serves_until_interrupted(tmp_path):

@@ -624,7 +624,7 @@ def test_bad_inputs_are_refused_with_clear_errors(tmp_path):
         with pytest.raises(DataError, match="symbol"):
             st.write_ticks(symbol, ticks)
     with pytest.raises(DataError, match="timeframe"):
-        st.write_bars("1h", "BTCUSDT", _bars(3))
+        st.write_bars("1w", "BTCUSDT", _bars(3))
     with pytest.raises(DataError, match="ISO-8601"):
         st.read_ticks("BTCUSDT", start="yesterday")
     with pytest.raises(DataError, match="bool"):

@@ -1,4 +1,4 @@
-"""The zscore strategy against a plain-Python loop written from DESIGN.md, live == batch."""
+"""The zscore strategy against a plain-Python loop written from docs/semantics.md, live == batch."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from strategies.zscore import ZScoreStrategy
 
 
 def reference_positions(z, entry, exit_, stop):
-    """DESIGN.md "Strategy zscore", read literally, one bar at a time."""
+    """docs/semantics.md "Strategy zscore", read literally, one bar at a time."""
     pos, blocked, out = 0, False, []
     for v in z:
         if math.isnan(v):  # no signal while z is NaN
@@ -137,7 +137,8 @@ def test_registry_and_config():
     ("fields", "match"),
     [
         ({"name": "momentum"}, "unknown strategy 'momentum'"),
-        ({"name": ""}, "unknown strategy"),
+        # the empty name is refused by StrategyConfig itself (tests/engine/test_config.py)
+        ({"name": "nosuch"}, r"unknown strategy .nosuch.; expected a built-in one"),
     ],
 )
 def test_bad_name(fields, match):

@@ -1,0 +1,76 @@
+"""Klines of the simulated market, as Binance serves them (REST rows and archive CSV rows).
+
+A kline covers [open_time, open_time + interval) and is built from the market's own trades, so
+klines equal the bars of the trades the simulator serves. Unlike the store, Binance lists empty
+intervals too: count 0, volumes 0, open = high = low = close = the previous close.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.simulator.market import MINUTE_MS, Market
+
+#: Binance USD-M kline intervals (no 1s on futures) and their length in ms.
+INTERVALS: dict[str, int] = {
+    "1m": MINUTE_MS, "3m": 3 * MINUTE_MS, "5m": 5 * MINUTE_MS, "15m": 15 * MINUTE_MS,
+    "30m": 30 * MINUTE_MS, "1h": 60 * MINUTE_MS, "2h": 120 * MINUTE_MS, "4h": 240 * MINUTE_MS,
+    "6h": 360 * MINUTE_MS, "8h": 480 * MINUTE_MS, "12h": 720 * MINUTE_MS, "1d": 1440 * MINUTE_MS,
+}  # fmt: skip
+
+
+def klines(
+    market: Market, symbol: str, interval_ms: int, first_open: int, last_open: int,
+    lo_ms: int, hi_ms: int,
+) -> list[list]:  # fmt: skip
+    """Binance kline rows with ``first_open <= open_time <= last_open`` (both on the interval
+    grid) from the trades with ``lo_ms <= T < hi_ms``; rows before the first trade are left out.
+
+    Row: ``[open_time, "open", "high", "low", "close", "volume", close_time, "quote_volume",
+    count, "taker_buy_volume", "taker_buy_quote_volume", "0"]`` (prices at the symbol's price
+    precision, base volumes at its quantity precision, quote volumes at their sum).
+    """
+    if last_open < first_open:
+        return []
+    bars = market.minute_bars(symbol, max(lo_ms, first_open),
+                              min(hi_ms, last_open + interval_ms))  # fmt: skip
+    opens = bars["open_time"]
+    if not len(opens):
+        return []
+    key = (opens - first_open) // interval_ms
+    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    ends = np.append(starts[1:], len(opens)) - 1
+    n = int((last_open - first_open) // interval_ms) + 1
+    slot = key[starts]
+    agg = {
+        "open": bars["open"][starts],
+        "high": np.maximum.reduceat(bars["high"], starts),
+        "low": np.minimum.reduceat(bars["low"], starts),
+        "close": bars["close"][ends],
+    }
+    summed = ("volume", "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume")
+    sums = {k: np.add.reduceat(bars[k], starts) for k in summed}
+    # dense grid from the first traded interval on; empty ones repeat the previous close
+    first = int(slot[0])
+    filled = np.full(n, -1, dtype=np.int64)
+    filled[slot] = np.arange(len(slot))
+    last_seen = np.maximum.accumulate(filled)
+    spec = market.specs[symbol]
+    pp, qp = spec.price_precision, spec.quantity_precision
+    vp = pp + qp
+    rows = []
+    for i in range(first, n):
+        j = int(last_seen[i])
+        open_time = first_open + i * interval_ms
+        if filled[i] >= 0:
+            o, h, lo, c = (agg["open"][j], agg["high"][j], agg["low"][j], agg["close"][j])
+            v, qv, cnt = sums["volume"][j], sums["quote_volume"][j], int(sums["count"][j])
+            tv, tqv = sums["taker_buy_volume"][j], sums["taker_buy_quote_volume"][j]
+        else:
+            o = h = lo = c = agg["close"][j]
+            v = qv = tv = tqv = 0.0
+            cnt = 0
+        rows.append([open_time, f"{o:.{pp}f}", f"{h:.{pp}f}", f"{lo:.{pp}f}", f"{c:.{pp}f}",
+                     f"{v:.{qp}f}", open_time + interval_ms - 1, f"{qv:.{vp}f}", cnt,
+                     f"{tv:.{qp}f}", f"{tqv:.{vp}f}", "0"])  # fmt: skip
+    return rows
