@@ -27,6 +27,7 @@ from ui.server import CACHE_KEY, ServerState
 from ui.services import PairFrame
 from ui.session import HEDGES, Settings
 from ui.views.charts import PairCharts
+from ui.views.history import HistoryView
 from ui.views.status import StatusView
 from ui.views.tools import Tools
 
@@ -98,6 +99,7 @@ class App:
         self.kpis = pn.pane.HTML("", css_classes=["ps-kpis"], sizing_mode="stretch_width")
         self.info = pn.pane.HTML("", css_classes=["ps-chart-info"], sizing_mode="stretch_width")
         self.tools = Tools(self)
+        self.history = HistoryView(self)
         self.tabs: pn.Tabs | None = None
         self.pair_select.param.watch(lambda e: self._set(pair=e.new), "value")
         self.timeframe.param.watch(lambda e: self._set(timeframe=e.new), "value")
@@ -281,6 +283,7 @@ class App:
         self.tabs = tabs = pn.Tabs(
             ("Live", live),
             *self.tools.tabs(),
+            (HistoryView.title, self.history),
             css_classes=["ps-tabs"],
             sizing_mode="stretch_width",
             dynamic=False,
