@@ -14,6 +14,7 @@ from engine.config import load_config
 from engine.pairstep import PairParams
 from strategies import check_config
 from ui.bridge import Bridge
+from ui.history_jobs import CACHE_KEY as HISTORY_CACHE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ def stop_server_state() -> None:
     state = pn.state.cache.pop(CACHE_KEY, None)
     if state is None:
         return
+    history = pn.state.cache.pop(HISTORY_CACHE_KEY, None)
+    if history is not None:
+        history.stop()
     state.bridge.stop()
     try:
         if state.engine is not None:
