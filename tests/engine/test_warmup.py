@@ -15,6 +15,7 @@ import pytest
 from rest_proxy import NoEndpoint
 
 from engine.config import SimulatorConfig, parse_config
+from engine.errors import ConfigError
 from engine.pairbook import PairBook
 from engine.pairstep import PairParams, run_pair
 from engine.schemas import table_to_bars, table_to_ticks, timeframe_ms
@@ -149,3 +150,23 @@ def test_book_fed_the_window_has_z_of_pandas(sim, tmp_path, tf):
     np.testing.assert_allclose(book.z[0], series.z[-1], rtol=1e-9)
     np.testing.assert_allclose(book.snapshot("ETHUSDT/BTCUSDT")["z"], series.z, rtol=1e-9,
                                equal_nan=True)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("analytics", "n"),
+    [({}, 900), ({"zscore_window": 500}, 1500), ({"warmup_bars": 7}, 7),
+     ({"warmup_bars": 0}, 0), ({"ols_window": 1_000_000}, 1_000_000)],
+)  # fmt: skip
+def test_warmup_bar_count(analytics, n):
+    cfg = parse_config({"feed": {"source": "simulator"}, "symbols": list(SYMBOLS),
+                        "pairs": [{"y": "ETHUSDT", "x": "BTCUSDT"}],
+                        "analytics": analytics})  # fmt: skip
+    assert cfg.analytics.warmup_bar_count == n
+
+
+@pytest.mark.parametrize("bad", [-1, 1_000_001, "many", 2.5])
+def test_warmup_bars_out_of_range_is_refused(bad):
+    with pytest.raises(ConfigError, match="warmup_bars"):
+        parse_config({"feed": {"source": "simulator"}, "symbols": list(SYMBOLS),
+                      "pairs": [{"y": "ETHUSDT", "x": "BTCUSDT"}],
+                      "analytics": {"warmup_bars": bad}})  # fmt: skip
