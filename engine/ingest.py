@@ -30,6 +30,7 @@ from engine.config import FeedConfig, Timeframe
 from engine.feed import FeedBatch, FeedStats
 from engine.schemas import BAR_DTYPE, table_to_bars, table_to_ticks, timeframe_ms
 from engine.store import Store
+from engine.warmup import recent_start
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class FeedCore:
             return
         starts = {}
         for tf in self.timeframes:
-            bars = table_to_bars(self.store.read_bars(tf, symbol))
+            bars = self._stored_bars(symbol, tf)
             starts[tf] = int(bars["ts"][-1]) + timeframe_ms(tf) if len(bars) else None
             keep = bars[-RECENT_BARS:]
             self.builders[(symbol, tf)].seed(keep)
@@ -118,10 +119,17 @@ class FeedCore:
     def _seed_bars(self, symbol: str) -> None:
         """No stored trades: seed the analytics timeframe's builder with the stored bars (from
         klines: the warm-up) and repeat the last ``repeat_ms`` of them at the first publish."""
-        bars = table_to_bars(self.store.read_bars(self.tf, symbol))
+        bars = self._stored_bars(symbol, self.tf)
         if len(bars):
             self.builders[(symbol, self.tf)].seed(bars[-RECENT_BARS:])
             self._pending[symbol].append(bars[bars["ts"] >= bars["ts"][-1] - self.repeat_ms])
+
+    def _stored_bars(self, symbol: str, tf: str) -> np.ndarray:
+        """The stored bars a resume needs: the recent ones kept and repeated (not a store of
+        months), all of them when there are none that recent."""
+        n = max(RECENT_BARS, self.repeat_ms // timeframe_ms(tf))
+        start = recent_start(self.store, tf, symbol, n)
+        return table_to_bars(self.store.read_bars(tf, symbol, start=start))
 
     def on_ticks(self, symbol: str, ticks: np.ndarray, wall_ms: float) -> None:
         """A batch of validated ticks of one symbol (TICK_DTYPE, id order), received at wall_ms."""

@@ -101,6 +101,17 @@ def missing(stored_ts: np.ndarray, start: int, end: int, tf_ms: int,
     return out
 
 
+def recent_start(store: Store, timeframe: str, symbol: str, n_bars: int,
+                 now_ms: float | None = None) -> int | None:  # fmt: skip
+    """Where a replay of ``symbol``'s stored bars needs to start (ms): the window of the last
+    ``n_bars`` bars before now when the store has bars there, else None (read them all: a
+    store that ends earlier, e.g. one written by hand)."""
+    now = time.time() * 1000.0 if now_ms is None else now_ms
+    start = window(n_bars, timeframe, now)[0]
+    recent = store.read_bars(timeframe, symbol, start=start)
+    return start if recent.num_rows else None
+
+
 async def _fetch_klines(rest: RestClient, budget: WeightBudget, symbol: str, timeframe: str,
                         a: int, b: int, now_ms: float) -> np.ndarray:  # fmt: skip
     """Closed klines with open time in [a, b) as BAR_DTYPE."""
