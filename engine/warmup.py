@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -220,9 +220,13 @@ def warm_up(symbols: Sequence[str], store: Store, rest_url: str, timeframe: str,
         if into_bar < lateness_ms:
             time.sleep((lateness_ms - into_bar) / 1000.0)
             now = time.time() * 1000.0
-        results = asyncio.run(
+        passed = asyncio.run(
             warm_up_async(symbols, store, rest_url, timeframe, n_bars, budget=budget, now_ms=now)
         )
+        results = {  # the latest window; bars fetched counted over both passes
+            s: replace(r, fetched=r.fetched + (results[s].fetched if s in results else 0))
+            for s, r in passed.items()
+        }
         if int(time.time() * 1000.0) // tf * tf == window(n_bars, timeframe, now)[1]:
             break
     return results
