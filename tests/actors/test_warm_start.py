@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from rest_proxy import NoEndpoint
 
+from actors.cli.status import format_status
 from actors.engine import start_engine
 from engine.config import SimulatorConfig, parse_config
 from engine.pairbook import parse_pair
@@ -121,3 +122,14 @@ def test_exchange_without_klines_starts_cold_and_runs_on(ray_cluster, sim, tmp_p
                                  for s in SYMBOLS), 30.0, "1s bars in the store")  # fmt: skip
         finally:
             handle.stop()
+
+
+def test_status_text_says_cold():
+    pair = {"last_bar": None, "beta": None, "z": None, "position": 0, "bars": 0}
+    status = {
+        "feeds": [],
+        "pairs": [{"pair": "A/B", "warm": False, **pair}, {"pair": "B/A", "warm": True, **pair}],
+        "latency_ms": {"p50": None, "p99": None, "max": None},
+    }
+    lines = format_status(status).splitlines()
+    assert lines[0].endswith("position +0  cold") and lines[1].endswith("position +0")
