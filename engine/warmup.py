@@ -31,6 +31,7 @@ from engine.binance import (
     AGG_TRADES_WEIGHT,
     KLINES_MAX_LIMIT,
     REST_WEIGHT_PER_MINUTE,
+    BinanceError,
     RestClient,
     kline_bars,
     klines_weight,
@@ -147,7 +148,8 @@ async def _fetch_trades(rest: RestClient, budget: WeightBudget, symbol: str,
 async def warm_symbol(rest: RestClient, store: Store, symbol: str, timeframe: str, n_bars: int,
                       budget: WeightBudget, now_ms: float) -> WarmResult:  # fmt: skip
     """Fill ``symbol``'s window of ``n_bars`` bars of ``timeframe`` before ``now_ms`` (see the
-    module docstring); the caller flushes the store."""
+    module docstring); the caller flushes the store. REST failures raise (``BinanceError``: the
+    exchange answered with an error; ``FeedError``: it could not be reached)."""
     tf = timeframe_ms(timeframe)
     start, end = window(n_bars, timeframe, now_ms)
     stored = table_to_bars(store.read_bars(timeframe, symbol, start=start, end=end))["ts"]
@@ -163,23 +165,18 @@ async def warm_symbol(rest: RestClient, store: Store, symbol: str, timeframe: st
         todo = missing(stored, start, end, tf, cover_tail=True)
         first = int(stored[0]) if len(stored) else end
     fetched = 0
-    try:
-        for a, b in todo:
-            if timeframe == "1s":
-                ticks = await _fetch_trades(rest, budget, symbol, a, b)
-                bars = build_bar_records(ticks["ts"], ticks["price"], ticks["qty"], "1s")
-                if len(ticks):
-                    store.write_ticks(symbol, ticks)
-            else:
-                bars = await _fetch_klines(rest, budget, symbol, timeframe, a, b, now_ms)
-            if len(bars):
-                store.write_bars(timeframe, symbol, bars)
-                fetched += len(bars)
-                first = min(first, int(bars["ts"][0]))
-    except (PairstackError, OSError) as exc:
-        log.warning("%s: no %s history before going live (%s): it starts cold", symbol,
-                    timeframe, exc)  # fmt: skip
-        return WarmResult(symbol, False, start, end, fetched, str(exc))
+    for a, b in todo:
+        if timeframe == "1s":
+            ticks = await _fetch_trades(rest, budget, symbol, a, b)
+            bars = build_bar_records(ticks["ts"], ticks["price"], ticks["qty"], "1s")
+            if len(ticks):
+                store.write_ticks(symbol, ticks)
+        else:
+            bars = await _fetch_klines(rest, budget, symbol, timeframe, a, b, now_ms)
+        if len(bars):
+            store.write_bars(timeframe, symbol, bars)
+            fetched += len(bars)
+            first = min(first, int(bars["ts"][0]))
     # quiet intervals have no bar: the window is full when history reaches its first minute
     full = first < start + max(tf, 60_000)
     log.info("%s: warm-up of %d %s bars: %d fetched, %s", symbol, n_bars, timeframe, fetched,
@@ -190,15 +187,30 @@ async def warm_symbol(rest: RestClient, store: Store, symbol: str, timeframe: st
 async def warm_up_async(symbols: Sequence[str], store: Store, rest_url: str, timeframe: str,
                         n_bars: int, *, budget: WeightBudget | None = None,
                         now_ms: float | None = None) -> dict[str, WarmResult]:  # fmt: skip
-    """``warm_symbol`` for each symbol (in turn, sharing ``budget``), the store flushed."""
+    """``warm_symbol`` for each symbol (in turn, sharing ``budget``), the store flushed. A
+    symbol the exchange answers with an error for starts cold; when it cannot be reached, every
+    symbol left starts cold (no waiting on each one in turn)."""
     budget = WeightBudget() if budget is None else budget
     now = time.time() * 1000.0 if now_ms is None else now_ms
+    start, end = window(n_bars, timeframe, now)
     out = {}
     async with RestClient(rest_url) as rest:
-        for sym in symbols:
-            out[sym] = await warm_symbol(rest, store, sym, timeframe, n_bars, budget, now)
+        for i, sym in enumerate(symbols):
+            try:
+                out[sym] = await warm_symbol(rest, store, sym, timeframe, n_bars, budget, now)
+            except BinanceError as exc:
+                out[sym] = _cold(sym, timeframe, start, end, exc)
+            except (PairstackError, OSError) as exc:
+                out.update({s: _cold(s, timeframe, start, end, exc) for s in symbols[i:]})
+                break
     store.flush()
     return out
+
+
+def _cold(symbol: str, timeframe: str, start: int, end: int, exc: Exception) -> WarmResult:
+    log.warning("%s: no %s history before going live (%s): it starts cold", symbol, timeframe,
+                exc)  # fmt: skip
+    return WarmResult(symbol, False, start, end, 0, str(exc))
 
 
 def warm_up(symbols: Sequence[str], store: Store, rest_url: str, timeframe: str, n_bars: int,

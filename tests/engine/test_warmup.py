@@ -107,6 +107,17 @@ def test_no_klines_endpoint_starts_cold(sim, tmp_path):
         assert table_to_bars(store.read_bars("1m", sym)).size == 0
 
 
+def test_unreachable_exchange_leaves_every_symbol_cold_at_once(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    res = warm_up(list(SYMBOLS), Store(tmp_path), url, "1m", 20)
+    assert [r.full for r in res.values()] == [False, False]
+    assert res["BTCUSDT"].error == res["ETHUSDT"].error != ""
+
+
 def test_no_warm_up_asked():
     assert warm_up(list(SYMBOLS), None, "http://127.0.0.1:9", "1m", 0) == {}
 
