@@ -5,7 +5,9 @@ that loop as each batch is cut (no hand-off to another thread), sending each Pai
 ``on_bars`` call per batch (its entries packed into one ``engine.packets.BarPacket``), with at
 most ``MAX_IN_FLIGHT`` calls outstanding per PairActor (bounded with ``ray.wait``); it writes
 the store from a second thread, right after bar closes and at least once a second, so file I/O
-never delays bars or publishing.
+never delays bars or publishing. Before going live it warms its symbols up (``engine.warmup``:
+the window of ``analytics.warmup_bars`` from the store, REST for the rest); its first publish
+repeats that window, so the pairs step it before their first live bar.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from engine import packets
 from engine.feed import FeedBatch, FeedClient
 from engine.ingest import CLIENT_BATCHING, FeedCore, feed_row
 from engine.store import Store
+from engine.warmup import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +61,19 @@ class FeedActor:
         self.symbols = list(symbols)
         self._namespace = namespace
         self._lock = threading.Lock()
+        store = Store(config.store.path)
+        n_warm = config.analytics.warmup_bar_count
+        # history before going live: the first publish repeats the window to the PairActors
+        warm = warm_up(self.symbols, store, rest_url, config.analytics.timeframe, n_warm,
+                       lateness_ms=config.feed.lateness_ms)  # fmt: skip
+        self.warm = {s: bool(s in warm and warm[s].full) for s in self.symbols}
         self.core = FeedCore(
             self.symbols,
-            Store(config.store.path),
+            store,
             feed=config.feed,
             timeframe=config.analytics.timeframe,
             timeframes=config.timeframes,
+            repeat_bars=n_warm,
         )
         resume = {s: i for s, i in self.core.last_ids.items() if i is not None}
         self.client = FeedClient(
@@ -181,7 +191,7 @@ class FeedActor:
         """This connection's row of ``status()["feeds"]`` (plus a few extra keys)."""
         with self._lock:
             late = self.core.late_ticks
-        return feed_row(self.client.stats, late)
+        return feed_row(self.client.stats, late, self.warm)
 
     def recent_bars(self, symbol: str, timeframe: str, n: int) -> np.ndarray:
         with self._lock:

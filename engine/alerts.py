@@ -229,12 +229,16 @@ class AlertLog:
         write_atomic(self.rules_path, json.dumps([r.to_dict() for r in self.rules], indent=1))
 
     def record(self, events: list[dict]) -> list[dict]:
-        """Append the events not recorded yet (one per rule and bar ts); returns them."""
+        """Append the events not recorded yet (one per rule and bar ts), the history kept in bar
+        time order; returns them."""
         seen = {(e["rule"], e["ts"]) for e in self.history}
         events = [e for e in events if (e["rule"], e["ts"]) not in seen]
         if not events:
             return []
         self.history.extend(events)
+        # by bar time: calls of a threaded Hub may run out of order (a warm start's first batch
+        # fires many events, the next bar's follow within milliseconds)
+        self.history.sort(key=lambda e: e["ts"])
         del self.history[:-HISTORY_LIMIT]
         write_atomic(
             self.history_path, "".join(json.dumps(e, allow_nan=False) + "\n" for e in self.history)

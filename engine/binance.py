@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 
 from engine.errors import DataError, FeedError, PairstackError
-from engine.schemas import TICK_DTYPE
+from engine.schemas import BAR_DTYPE, TICK_DTYPE, TIMEFRAME_MS
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,11 @@ KLINE_INTERVALS: tuple[str, ...] = (
 
 #: Most aggTrades one REST call returns.
 AGG_TRADES_MAX_LIMIT = 1000
+#: the most ``/fapi/v1/aggTrades`` allows between startTime and endTime (ms)
+AGG_TRADES_MAX_SPAN_MS = 3_600_000
+#: request weight of ``/fapi/v1/aggTrades``; weight Binance allows per minute and IP
+AGG_TRADES_WEIGHT = 20
+REST_WEIGHT_PER_MINUTE = 2_400
 #: How far back REST aggTrades reach (ms); older gaps are open gaps (public data only).
 REST_HISTORY_MS = 48 * 3600 * 1000
 #: Incoming messages per second a connection accepts before Binance drops it.
@@ -425,6 +430,30 @@ class RestClient:
             return np.empty(0, dtype=TICK_DTYPE)
         return np.concatenate(parts)
 
+    async def agg_trades_by_time(self, symbol: str, start_ms: int, end_ms: int) -> np.ndarray:
+        """Aggregate trades with ``start_ms <= T < end_ms`` (TICK_DTYPE, id order): the first
+        page by time (``startTime``/``endTime``, under 1 hour apart as Binance requires), the
+        rest by id. Weight 20 a request."""
+        if not 0 <= end_ms - start_ms <= AGG_TRADES_MAX_SPAN_MS:
+            raise FeedError(
+                f"aggTrades by time: expected 0 <= end - start <= {AGG_TRADES_MAX_SPAN_MS} ms,"
+                f" got {start_ms}..{end_ms}"
+            )
+        if end_ms == start_ms:
+            return np.empty(0, dtype=TICK_DTYPE)
+        params = {"symbol": check_symbol(symbol, FeedError), "startTime": start_ms,
+                  "endTime": end_ms - 1, "limit": AGG_TRADES_MAX_LIMIT}  # fmt: skip
+        page, rejects = parse_rest_agg_trades(await self.get(AGG_TRADES_PATH, params))
+        if rejects:
+            log.warning("aggTrades %s from %d ms: dropped malformed rows %s", symbol, start_ms,
+                        rejects)  # fmt: skip
+        parts = [page]
+        while len(page) == AGG_TRADES_MAX_LIMIT and page["ts"][-1] < end_ms:
+            page = await self.agg_trades(symbol, int(page["agg_id"][-1]) + 1)
+            parts.append(page)
+        ticks = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return ticks[(ticks["ts"] >= start_ms) & (ticks["ts"] < end_ms)]
+
     async def exchange_info(self) -> dict:
         """``GET /fapi/v1/exchangeInfo`` decoded."""
         return msgspec.json.decode(await self.get(EXCHANGE_INFO_PATH))
@@ -467,6 +496,28 @@ class RestClient:
         return msgspec.json.decode(
             await self.get(PREMIUM_INDEX_PATH, {"symbol": check_symbol(symbol, FeedError)})
         )
+
+
+def kline_bars(rows: list, interval: str, closed_before_ms: int) -> np.ndarray:
+    """REST kline rows -> BAR_DTYPE of the closed bars with trades: a row whose close time is
+    not before ``closed_before_ms`` (Unix ms; the bar still open) is left out."""
+    tf = TIMEFRAME_MS[interval]
+    try:
+        keep = [r for r in rows if int(r[6]) < closed_before_ms and int(r[8]) > 0]
+        out = np.empty(len(keep), dtype=BAR_DTYPE)
+        for i, r in enumerate(keep):
+            if int(r[0]) % tf or int(r[6]) != int(r[0]) + tf - 1:
+                raise ValueError(f"row {r[:1]} is not a {interval} kline")
+            out[i] = (int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]),
+                      float(r[5]), float(r[7]), int(r[8]))  # fmt: skip
+    except (ValueError, TypeError, IndexError) as exc:
+        raise FeedError(f"/fapi/v1/klines {interval}: unexpected row ({exc})") from None
+    return out
+
+
+def klines_weight(limit: int) -> int:
+    """Request weight of ``GET /fapi/v1/klines`` with ``limit`` rows (Binance's table)."""
+    return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
 
 
 def retry_after_s(resp: httpx.Response, default: float) -> float:

@@ -162,10 +162,25 @@ class AnalyticsConfig(_Struct, kw_only=True):
     ols_window: WindowBars = 300
     zscore: Literal["rolling", "innovation"] = "rolling"
     zscore_window: WindowBars = 60
+    #: bars of ``timeframe`` loaded before going live (engine.warmup): "auto" is
+    #: 3 x max(zscore_window, ols_window) (at most MAX_WINDOW_BARS); 0: no warm-up
+    warmup_bars: Annotated[int, msgspec.Meta(ge=0, le=MAX_WINDOW_BARS)] | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         if self.zscore == "innovation" and self.hedge != "kalman":
             raise _invalid("zscore", f"'innovation' needs hedge 'kalman', got hedge {self.hedge!r}")
+        n = self.warmup_bars
+        if n != "auto" and (isinstance(n, bool) or not isinstance(n, int)
+                            or not 0 <= n <= MAX_WINDOW_BARS):  # fmt: skip
+            raise _invalid("warmup_bars", f"expected 'auto' or an int in 0..{MAX_WINDOW_BARS},"
+                           f" got {n!r}")  # fmt: skip
+
+    @property
+    def warmup_bar_count(self) -> int:
+        """Bars loaded before going live: ``warmup_bars`` with "auto" resolved."""
+        if self.warmup_bars == "auto":
+            return min(3 * max(self.zscore_window, self.ols_window), MAX_WINDOW_BARS)
+        return int(self.warmup_bars)
 
 
 class StrategyConfig(_Struct, kw_only=True):

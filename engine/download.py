@@ -54,11 +54,12 @@ from engine.binance import (
     RestClient,
     archive_path,
     check_symbol,
+    kline_bars,
     retry_after_s,
 )
 from engine.errors import DataError, FeedError, UploadError
 from engine.importer import funding_rows, import_files
-from engine.schemas import BAR_DTYPE, TIMEFRAME_MS
+from engine.schemas import TIMEFRAME_MS
 from engine.store import Store
 
 log = logging.getLogger(__name__)
@@ -277,22 +278,6 @@ class _Refused(Exception):
 
 
 # ----------------------------------------------------------------------------- fetching
-
-
-def _kline_records(rows: list, interval: str, closed_before_ms: int) -> np.ndarray:
-    """REST kline rows -> BAR_DTYPE of the closed bars with trades."""
-    tf = TIMEFRAME_MS[interval]
-    try:
-        keep = [r for r in rows if int(r[6]) < closed_before_ms and int(r[8]) > 0]
-        out = np.empty(len(keep), dtype=BAR_DTYPE)
-        for i, r in enumerate(keep):
-            if int(r[0]) % tf or int(r[6]) != int(r[0]) + tf - 1:
-                raise ValueError(f"row {r[:1]} is not a {interval} kline")
-            out[i] = (int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]),
-                      float(r[5]), float(r[7]), int(r[8]))  # fmt: skip
-    except (ValueError, TypeError, IndexError) as exc:
-        raise FeedError(f"/fapi/v1/klines {interval}: unexpected row ({exc})") from None
-    return out
 
 
 class Downloader:
@@ -514,7 +499,7 @@ class Downloader:
                                      KLINES_MAX_LIMIT)  # fmt: skip
             if not page:
                 break
-            bars = _kline_records(page, part.kind, min(part.end_ms, time.time_ns() // 10**6))
+            bars = kline_bars(page, part.kind, min(part.end_ms, time.time_ns() // 10**6))
             if bars.size:
                 await write(lambda b=bars: self.store.write_bars(part.kind, part.symbol, b))
                 rows += bars.size

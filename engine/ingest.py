@@ -10,8 +10,9 @@ event loop).
 corrections included). On (re)start it resumes from the store: each builder is seeded with the
 recent stored bars and refed with the stored ticks after its timeframe's last stored bar, the
 feed resumes after the store's last aggregate id (REST backfill closes the hole), and the first
-publish repeats the recent stored bars so a PairActor that missed some gets them (it drops what
-it already has).
+publish repeats the recent stored bars (``repeat_bars``, at least ``RESUME_REPEAT_MS``) so a
+PairActor that missed some gets them (it drops what it already has). A symbol with stored bars
+but no stored trades (bars from klines: ``engine.warmup``) is seeded with them, repeated alike.
 
 ``feed_row`` turns a client's ``FeedStats`` into one row of ``status()["feeds"]``.
 """
@@ -29,6 +30,7 @@ from engine.config import FeedConfig, Timeframe
 from engine.feed import FeedBatch, FeedStats
 from engine.schemas import BAR_DTYPE, table_to_bars, table_to_ticks, timeframe_ms
 from engine.store import Store
+from engine.warmup import recent_start
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +58,14 @@ class FeedCore:
         feed: FeedConfig,
         timeframe: Timeframe,
         timeframes: Sequence[Timeframe],
+        repeat_bars: int = 0,
     ):
         """``feed``: the config's feed section (``lateness_ms``); ``timeframe``: the one pairs
         step on (``analytics.timeframe``), published; ``timeframes``: every one built and
-        stored."""
+        stored; ``repeat_bars``: the first publish repeats at least this many stored bars of
+        ``timeframe`` (the warm-up window: ``engine.warmup``)."""
         self.symbols = list(symbols)
+        self.repeat_ms = max(RESUME_REPEAT_MS, int(repeat_bars) * timeframe_ms(timeframe))
         self.store = store
         self._writes: list[tuple] = []  # (store method, args), applied by ``write``
         self.tf = timeframe
@@ -86,15 +91,16 @@ class FeedCore:
         """Rebuild the open bars from stored ticks after each timeframe's last stored bar."""
         self.last_ids[symbol] = self.store.last_agg_id(symbol)
         if self.last_ids[symbol] is None:
+            self._seed_bars(symbol)
             return
         starts = {}
         for tf in self.timeframes:
-            bars = table_to_bars(self.store.read_bars(tf, symbol))
+            bars = self._stored_bars(symbol, tf)
             starts[tf] = int(bars["ts"][-1]) + timeframe_ms(tf) if len(bars) else None
             keep = bars[-RECENT_BARS:]
             self.builders[(symbol, tf)].seed(keep)
-            if tf == self.tf and len(keep):
-                self._pending[symbol].append(keep[keep["ts"] >= keep["ts"][-1] - RESUME_REPEAT_MS])
+            if tf == self.tf and len(bars):
+                self._pending[symbol].append(bars[bars["ts"] >= bars["ts"][-1] - self.repeat_ms])
         known = [v for v in starts.values() if v is not None]
         first = min(known) if len(known) == len(starts) else None
         ticks = table_to_ticks(self.store.read_ticks(symbol, start=first))
@@ -109,6 +115,21 @@ class FeedCore:
             self.last_ids[symbol],
             len(ticks),
         )
+
+    def _seed_bars(self, symbol: str) -> None:
+        """No stored trades: seed the analytics timeframe's builder with the stored bars (from
+        klines: the warm-up) and repeat the last ``repeat_ms`` of them at the first publish."""
+        bars = self._stored_bars(symbol, self.tf)
+        if len(bars):
+            self.builders[(symbol, self.tf)].seed(bars[-RECENT_BARS:])
+            self._pending[symbol].append(bars[bars["ts"] >= bars["ts"][-1] - self.repeat_ms])
+
+    def _stored_bars(self, symbol: str, tf: str) -> np.ndarray:
+        """The stored bars a resume needs: the recent ones kept and repeated (not a store of
+        months), all of them when there are none that recent."""
+        n = max(RECENT_BARS, self.repeat_ms // timeframe_ms(tf))
+        start = recent_start(self.store, tf, symbol, n)
+        return table_to_bars(self.store.read_bars(tf, symbol, start=start))
 
     def on_ticks(self, symbol: str, ticks: np.ndarray, wall_ms: float) -> None:
         """A batch of validated ticks of one symbol (TICK_DTYPE, id order), received at wall_ms."""
@@ -265,7 +286,7 @@ class FeedCore:
         return self.store.compact_closed(self.symbols, None if now_ms is None else int(now_ms))
 
 
-def feed_row(s: FeedStats, late_ticks: int) -> dict:
+def feed_row(s: FeedStats, late_ticks: int, warm: dict[str, bool] | None = None) -> dict:
     """One ``status()["feeds"]`` row (builtins only) from a client's stats and the late ticks,
     plus ``open_gaps`` (count), ``open_gap_list`` (``{"symbol", "first", "last", "why"}``,
     aggregate ids inclusive: trades REST could not refill), ``watchdog_recoveries``,
@@ -273,7 +294,8 @@ def feed_row(s: FeedStats, late_ticks: int) -> dict:
     "" when none), ``ids_behind`` (``{symbol: {"stream", "store"}}``: the stream's latest
     aggregate id and the id the store holds, for symbols whose stream ids fell far below the
     store's; their trades are rejected, never stored), ``starved`` (frames arrive, all
-    rejected) and ``healthy`` (connected, nothing behind, not starved: what "up" means)."""
+    rejected), ``healthy`` (connected, nothing behind, not starved: what "up" means) and
+    ``warm_symbols`` (``{symbol: bool}``: its warm-up window was full when it went live)."""
     return {
         "symbols": list(s.symbols),
         "connected": bool(s.connected),
@@ -297,4 +319,5 @@ def feed_row(s: FeedStats, late_ticks: int) -> dict:
         },
         "starved": bool(s.starved),
         "healthy": bool(s.healthy),
+        "warm_symbols": {sym: bool(w) for sym, w in (warm or {}).items()},
     }

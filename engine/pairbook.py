@@ -357,7 +357,8 @@ class PairBook:
         return self.ring.arrays(self.index[pair])
 
     def rows(self) -> list[dict]:
-        """Per pair: ``pair``, ``last_bar`` (ms or None), ``beta``, ``z``, ``position``."""
+        """Per pair: ``pair``, ``last_bar`` (ms or None), ``beta``, ``z``, ``position``,
+        ``bars`` (bars stepped)."""
         return [
             {
                 "pair": name,
@@ -365,6 +366,7 @@ class PairBook:
                 "beta": float(self.beta[i]),
                 "z": float(self.z[i]),
                 "position": int(self.position[i]),
+                "bars": int(self.ring.count[i]),
             }
             for i, name in enumerate(self.names)
         ]

@@ -36,8 +36,11 @@ def latency_summary(samples_ms: np.ndarray) -> dict:
 def build_status(feeds: list[dict], pairs: list[dict], latency_ms: np.ndarray) -> dict:
     """The ``pairstack status --json`` object from feed stats, pair states and latency samples.
 
-    ``pairs`` rows carry ``pair``, ``last_bar`` (ms or None), ``beta``, ``z``, ``position``.
+    ``pairs`` rows carry ``pair``, ``last_bar`` (ms or None), ``beta``, ``z``, ``position``,
+    ``bars`` (bars stepped); a pair is ``warm`` when both legs are warm in some feed's
+    ``warm_symbols`` (their warm-up windows were full when the feeds went live).
     """
+    warm = {s for f in feeds for s, w in f.get("warm_symbols", {}).items() if w}
     feed_keys = (
         "symbols",
         "connected",
@@ -60,6 +63,8 @@ def build_status(feeds: list[dict], pairs: list[dict], latency_ms: np.ndarray) -
             "beta": _num(p["beta"]),
             "z": _num(p["z"]),
             "position": int(p["position"]),
+            "warm": all(s in warm for s in p["pair"].split("/")),
+            "bars": int(p.get("bars", 0)),
         }
         for p in sorted(pairs, key=lambda p: p["pair"])
     ]

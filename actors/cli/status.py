@@ -56,6 +56,7 @@ def format_status(status: dict) -> str:
         beta = "nan" if p["beta"] is None else f"{p['beta']:.4f}"
         z = "nan" if p["z"] is None else f"{p['z']:+.3f}"
         stale = "  STALE" if p.get("stale") else ""
+        stale += "" if p.get("warm", True) else "  cold"
         lines.append(
             f"pair {p['pair']:<24} last bar {p['last_bar']}  beta {beta}  z {z}"
             f"  position {p['position']:+d}{stale}"

@@ -46,7 +46,8 @@ def engine_config(store_path) -> object:
             "alerts": [{"pair": "ETHUSDT/BTCUSDT", "abs_above": 0.8}],
             "store": {"path": str(store_path)},
             "ray": {"pairs_per_actor": 2},
-            "simulator": {"rate": 8.0, "seed": 11},
+            # history() from before the start: the warm-up stores the last 30 s of trades
+            "simulator": {"rate": 8.0, "seed": 11, "history_s": 120.0},
         }
     )
 

@@ -108,6 +108,7 @@ def test_defaults_are_the_design_values() -> None:
         "ols_window": 300,
         "zscore": "rolling",
         "zscore_window": 60,
+        "warmup_bars": "auto",
     }
     assert msgspec.to_builtins(cfg.strategy) == {
         "name": "zscore",

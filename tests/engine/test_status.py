@@ -44,7 +44,8 @@ def test_latency_summary_matches_pandas(n, seed):
 def test_status_object_shape_and_json():
     pairs = [
         {"pair": "SOLUSDT/BNBUSDT", "last_bar": None, "beta": np.nan, "z": np.nan, "position": 0},
-        {"pair": PAIR, "last_bar": 1_767_323_045_000, "beta": 0.8, "z": -2.5, "position": 1},
+        {"pair": PAIR, "last_bar": 1_767_323_045_000, "beta": 0.8, "z": -2.5, "position": 1,
+         "bars": 42},
     ]
     st = build_status([FEED], pairs, np.array([1.0, 2.0, 3.0]))
     assert list(st) == ["feeds", "pairs", "latency_ms"]
@@ -64,6 +65,8 @@ def test_status_object_shape_and_json():
         "beta": 0.8,
         "z": -2.5,
         "position": 1,
+        "warm": False,
+        "bars": 42,
     }
     assert st["pairs"][1]["last_bar"] is None and st["pairs"][1]["z"] is None
     assert st["latency_ms"] == {"p50": 2.0, "p99": pytest.approx(2.98), "max": 3.0}
@@ -78,3 +81,18 @@ def test_status_object_shape_and_json():
 )
 def test_iso_ms(ms, iso):
     assert iso_ms(ms) == iso
+
+
+def test_pair_is_warm_when_both_legs_are_warm_in_some_feed():
+    feeds = [
+        {**FEED, "symbols": ["BTCUSDT"], "warm_symbols": {"BTCUSDT": True}},
+        {**FEED, "symbols": ["ETHUSDT", "SOLUSDT"],
+         "warm_symbols": {"ETHUSDT": True, "SOLUSDT": False}},
+    ]  # fmt: skip
+    pairs = [
+        {"pair": p, "last_bar": None, "beta": np.nan, "z": np.nan, "position": 0, "bars": 3}
+        for p in (PAIR, "SOLUSDT/BTCUSDT")
+    ]
+    st = build_status(feeds, pairs, np.empty(0))
+    assert {p["pair"]: p["warm"] for p in st["pairs"]} == {PAIR: True, "SOLUSDT/BTCUSDT": False}
+    assert st["feeds"][1]["warm_symbols"] == {"ETHUSDT": True, "SOLUSDT": False}
