@@ -380,9 +380,16 @@ class FeedClient:
         )
 
     def _starved(self, now: float) -> bool:
-        """Rejected frames arrived and no trade was accepted for ``starved_s`` (monotonic s)."""
+        """Rejected frames arrived and no trade was accepted for ``starved_s`` (monotonic s);
+        said once per episode, the first time it is found (by a batch or a stats reading)."""
         since = self._rejecting_since
-        return since is not None and now - since >= self.starved_s
+        starved = since is not None and now - since >= self.starved_s
+        if starved and not self._starved_said:
+            self._starved_said = True
+            log.warning("no trade accepted for %.0f s although frames arrive: all rejected "
+                        "(totals %s); the feed is not healthy", self.starved_s,
+                        self._validator.rejected)  # fmt: skip
+        return starved
 
     # ---------------------------------------------------------------- connections
 
@@ -611,11 +618,7 @@ class FeedClient:
             return
         if decoded.rejects and self._rejecting_since is None:
             self._rejecting_since = now
-        if self._starved(now) and not self._starved_said:
-            self._starved_said = True
-            log.warning("no trade accepted for %.0f s although frames arrive: all rejected "
-                        "(totals %s); the feed is not healthy", self.starved_s,
-                        self._validator.rejected)  # fmt: skip
+        self._starved(now)
 
     def _take(self, sym: str, ticks: np.ndarray, released: dict[str, list[np.ndarray]]) -> None:
         st = self._states[sym]
