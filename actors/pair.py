@@ -30,7 +30,6 @@ from engine.checkpoint import (
 from engine.errors import ConfigError
 from engine.pairbook import PairBook, parse_pair
 from engine.runtime_pairs import hosted, read_added
-from engine.schemas import table_to_bars
 from strategies import make_strategy
 
 log = logging.getLogger(__name__)
@@ -117,15 +116,16 @@ class PairActor:
 
     def _history(self, starts: dict[str, int]) -> list[dict]:
         """Entries of the stored bars of each symbol from ``starts[symbol]`` (open time, ms;
-        NO_WATERMARK: all), then the feeds' recent in-memory bars of those symbols."""
+        NO_WATERMARK: all; resampled from finer stored bars where the store lacks the
+        timeframe), then the feeds' recent in-memory bars of those symbols."""
+        from engine.resample import read_timeframe
         from engine.store import Store
 
         store = Store(self._config.store.path)
         entries = []
         for sym, start in starts.items():
-            bars = table_to_bars(
-                store.read_bars(self.book.tf, sym, start=None if start == NO_WATERMARK else start)
-            )
+            since = None if start == NO_WATERMARK else start
+            bars = read_timeframe(store, self.book.tf, sym, start=since).bars
             wm = int(bars["ts"][-1]) + self.book.tf_ms if len(bars) else NO_WATERMARK
             entries.append({"symbol": sym, "wm": wm, "bars": bars, "advances": []})
         if self._feeds:
