@@ -45,7 +45,6 @@ import errno
 import logging
 import math
 import os
-import re
 import shutil
 import time
 import uuid
@@ -61,6 +60,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.atomic import atomic_path, fsync_path
+from engine.binance import check_symbol
 from engine.errors import DataError, StoreError
 from engine.schemas import (
     BAR_DTYPE,
@@ -85,7 +85,6 @@ FUNDING_STORED_SCHEMA = FUNDING_SCHEMA.append(pa.field("next_funding_time", TS_T
 
 DAY_MS = 86_400_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9_]*$")
 _STAGING = ".staging"
 _READ_RETRIES = 20
 #: files of one size tier that ``compact_closed`` merges into one (today's partitions)
@@ -161,11 +160,7 @@ def to_ms(value: int | datetime | date | str | None, what: str = "time") -> int 
 
 
 def _check_symbol(symbol: str) -> str:
-    if not isinstance(symbol, str) or not _SYMBOL_RE.match(symbol):
-        raise DataError(
-            f"symbol {symbol!r}: expected an uppercase Binance symbol such as 'BTCUSDT'"
-        )
-    return symbol
+    return check_symbol(symbol, DataError)
 
 
 def _check_timeframe(timeframe: str) -> str:
