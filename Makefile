@@ -29,11 +29,11 @@ chromium:
 
 run: $(STAMP)
 	@echo "pairstack dashboard (live Binance, config/pairs.yaml): http://$(HOST):$(PORT)/ui"
-	PAIRSTACK_CONFIG=config/pairs.yaml $(VENV)/bin/panel serve ui/ $(PANEL_ARGS)
+	PAIRSTACK_CONFIG=config/pairs.yaml exec $(VENV)/bin/panel serve ui/ $(PANEL_ARGS)
 
 demo: $(STAMP)
 	@echo "pairstack dashboard (local simulator, config/demo.yaml): http://$(HOST):$(PORT)/ui"
-	PAIRSTACK_CONFIG=config/demo.yaml $(VENV)/bin/panel serve ui/ $(PANEL_ARGS)
+	PAIRSTACK_CONFIG=config/demo.yaml exec $(VENV)/bin/panel serve ui/ $(PANEL_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
