@@ -165,6 +165,10 @@ class AnalyticsConfig(_Struct, kw_only=True):
     #: bars of ``timeframe`` loaded before going live (engine.warmup): "auto" is
     #: 3 x max(zscore_window, ols_window) (at most MAX_WINDOW_BARS); 0: no warm-up
     warmup_bars: Annotated[int, msgspec.Meta(ge=0, le=MAX_WINDOW_BARS)] | Literal["auto"] = "auto"
+    #: bars a leg's last close may be carried forward over bars of the other leg only
+    #: (engine.align): older, the pair does not step on that bar; "auto": a per-timeframe
+    #: default (engine.align.AUTO_MAX_CARRY, e.g. 60 for 1s, 30 for 1m, 2 for 1d)
+    max_carry: Annotated[int, msgspec.Meta(ge=0)] | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         if self.zscore == "innovation" and self.hedge != "kalman":

@@ -27,7 +27,7 @@ import numpy as np
 
 from engine import packets
 from engine.alerts import AlertBook
-from engine.align import LiveAlign
+from engine.align import LiveAlign, max_carry_ms
 from engine.bars import NO_WATERMARK, RECENT_BARS
 from engine.config import AnalyticsConfig
 from engine.errors import ConfigError
@@ -119,6 +119,8 @@ class LatencyWindow:
 
 #: per-pair state arrays of a PairBook saved in a checkpoint (besides steppers and rings)
 _PAIR_ARRAYS = ("next_t", "last_ts", "beta", "z", "position")
+#: per-pair arrays of ``LiveAlign`` kept in checkpoints and appended by ``add_pairs``
+_ALIGN_ARRAYS = ("last_y", "last_x", "last_ty", "last_tx")
 
 
 class Strategy(Protocol):
@@ -156,7 +158,9 @@ class PairBook:
         sym_index = {s: k for k, s in enumerate(self.symbols)}
         self.iy = np.array([sym_index[y] for y, _ in legs], dtype=np.intp)
         self.ix = np.array([sym_index[x] for _, x in legs], dtype=np.intp)
-        self.align = LiveAlign(self.iy, self.ix)  # last close of each leg, carried forward
+        self.carry_ms = max_carry_ms(analytics.max_carry, self.tf)
+        # last close of each leg, carried forward up to analytics.max_carry bars
+        self.align = LiveAlign(self.iy, self.ix, self.carry_ms)
         self._sym_index = sym_index
         self.legs = Legs(len(self.symbols))
         self.wm = np.full(len(self.symbols), NO_WATERMARK, dtype=np.int64)
@@ -242,9 +246,9 @@ class PairBook:
         k = np.array([self._sym_index[s] for s in sub.symbols], dtype=np.intp)
         self.iy = np.concatenate([self.iy, k[sub.iy]])
         self.ix = np.concatenate([self.ix, k[sub.ix]])
-        align = LiveAlign(self.iy, self.ix)
-        align.last_y = np.concatenate([self.align.last_y, sub.align.last_y])
-        align.last_x = np.concatenate([self.align.last_x, sub.align.last_x])
+        align = LiveAlign(self.iy, self.ix, self.carry_ms)
+        for key in _ALIGN_ARRAYS:
+            setattr(align, key, np.concatenate([getattr(self.align, key), getattr(sub.align, key)]))
         self.align = align
         _append_bank(self.bank, sub.bank)
         if self.ols is not None:
@@ -378,7 +382,7 @@ class PairBook:
         if self.ols is not None:
             out.update({f"ols.{i}": a for i, a in enumerate(self.ols.state)})
         out["strategy"] = self.strategy_state
-        out["align.last_y"], out["align.last_x"] = self.align.last_y, self.align.last_x
+        out.update({f"align.{k}": getattr(self.align, k) for k in _ALIGN_ARRAYS})
         out.update({f"pair.{k}": getattr(self, k) for k in _PAIR_ARRAYS})
         out.update({f"ring.{k}": v for k, v in self.ring.cols.items()})
         out["ring.count"] = self.ring.count

@@ -109,6 +109,7 @@ def test_defaults_are_the_design_values() -> None:
         "zscore": "rolling",
         "zscore_window": 60,
         "warmup_bars": "auto",
+        "max_carry": "auto",
     }
     assert msgspec.to_builtins(cfg.strategy) == {
         "name": "zscore",
@@ -560,3 +561,23 @@ def test_store_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
     fresh = tmp_path / "new" / "store"
     assert parse_config(_with(store={"path": str(fresh)})).store.path == str(fresh)
     assert not fresh.exists()  # loading never makes the directory
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "never"])
+def test_max_carry_refuses_what_is_not_a_bar_count(value) -> None:
+    with pytest.raises(ConfigError, match="max_carry"):
+        parse_config(
+        {"feed": {"source": "simulator"}, "symbols": ["ETHUSDT", "BTCUSDT"],
+         "pairs": [{"y": "ETHUSDT", "x": "BTCUSDT"}],
+         "analytics": {"max_carry": value}}
+    )
+
+
+@pytest.mark.parametrize("value", [0, 7, "auto"])
+def test_max_carry_takes_bars_or_auto(value) -> None:
+    cfg = parse_config(
+        {"feed": {"source": "simulator"}, "symbols": ["ETHUSDT", "BTCUSDT"],
+         "pairs": [{"y": "ETHUSDT", "x": "BTCUSDT"}],
+         "analytics": {"max_carry": value}}
+    )
+    assert cfg.analytics.max_carry == value
