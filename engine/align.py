@@ -55,8 +55,9 @@ class Aligned:
 
     A leg without a bar at ``ts`` carries its last close forward, which also stands in for its
     open; ``has_y``/``has_x`` say which leg really had a bar. Times where a leg's last own bar
-    is older than the carry limit are left out: ``dropped`` counts them; ``carried`` counts the
-    rows kept where one leg carried its close.
+    is older than the carry limit are left out: ``dropped`` counts them (``dropped_before[k]``:
+    those between row k-1, or the start, and row k; the rest came after the last row);
+    ``carried`` counts the rows kept where one leg carried its close.
     """
 
     ts: np.ndarray
@@ -66,8 +67,9 @@ class Aligned:
     close_x: np.ndarray
     has_y: np.ndarray
     has_x: np.ndarray
-    carried: int = 0
-    dropped: int = 0
+    dropped_before: np.ndarray
+    carried: int
+    dropped: int
 
 
 def _bars(name: str, bars: Any) -> np.ndarray:
@@ -113,7 +115,8 @@ def align_bars(bars_y: Any, bars_x: Any, limit_ms: int = NO_CARRY_LIMIT) -> Alig
         ts = np.empty(0, dtype=np.int64)
         empty = np.empty(0)
         none = np.empty(0, dtype=bool)
-        return Aligned(ts, empty, empty.copy(), empty.copy(), empty.copy(), none, none.copy())
+        return Aligned(ts, empty, empty.copy(), empty.copy(), empty.copy(), none, none.copy(),
+                       ts.copy(), 0, 0)  # fmt: skip
     ts = np.union1d(by["ts"], bx["ts"])
     ts = ts[ts >= max(by["ts"][0], bx["ts"][0])]
     open_y, close_y, has_y, own_y = _leg_on(ts, by)
@@ -121,7 +124,8 @@ def align_bars(bars_y: Any, bars_x: Any, limit_ms: int = NO_CARRY_LIMIT) -> Alig
     keep = fresh(ts, own_y, limit_ms) & fresh(ts, own_x, limit_ms)
     cols = [c[keep] for c in (ts, open_y, close_y, open_x, close_x, has_y, has_x)]
     carried = int(np.count_nonzero(~(cols[5] & cols[6])))
-    return Aligned(*cols, carried=carried, dropped=int(ts.size - cols[0].size))
+    dropped_before = np.diff(np.cumsum(~keep)[keep], prepend=0)
+    return Aligned(*cols, dropped_before, carried, int(ts.size - cols[0].size))
 
 
 # ---------------------------------------------------------------- streaming

@@ -557,7 +557,7 @@ def run(
     part = slice(lo, hi)
     strategy.reset()
     target = strategy.run(series.z[part], series.spread[part])
-    return _simulate(
+    result = _simulate(
         a.ts[part],
         a.open_y[part],
         a.close_y[part],
@@ -574,3 +574,5 @@ def run(
         halt_ts=halt_ts,
         own_ruin=own_ruin,
     )
+    result.stats.update(data.carry_counts(lo, hi))
+    return result

@@ -5,7 +5,8 @@ resampled from finer stored bars: ``engine.resample.read_timeframe``) and, where
 the store holds funding rows for a leg, that leg's funding rows over the same range
 (``stored_funding``); ``PairData.from_tables`` takes bars given as tables (uploaded, imported or
 the dashboard's recent bars) and optionally their funding rows. Either way the bars are aligned
-by ``engine.pairstep.align_bars`` and the funding rows become settlement events
+by ``engine.align.align_bars`` with the carry limit ``max_carry`` (bars, or "auto": the
+timeframe's default; ``engine.align.max_carry_ms``) and the funding rows become settlement events
 (``engine.funding.funding_events``) here, once, so every backtest of the data
 (``engine.backtest.run``) charges the same funding.
 
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.align import Aligned, align_bars
+from engine.align import Aligned, align_bars, max_carry_ms
 from engine.errors import ConfigError, DataError, NumericalError
 from engine.funding import FundingEvents, funding_events
 from engine.pairstep import PairParams
@@ -86,6 +87,20 @@ class PairData:
         """Number of aligned bars."""
         return int(self.aligned.ts.shape[0])
 
+    def carry_counts(self, lo: int = 0, hi: int | None = None) -> dict[str, int]:
+        """``carried_bars``: aligned bars [lo, hi) on which a leg carried its last close;
+        ``dropped_bars``: bar times left out (a leg's close older than the carry limit) between
+        the part's first and last bar, with those before it when lo is 0 and after it when
+        it ends at the last bar."""
+        a = self.aligned
+        end = self.n if hi is None else min(hi, self.n)
+        carried = int(np.count_nonzero(~(a.has_y[lo:end] & a.has_x[lo:end])))
+        d = a.dropped_before
+        dropped = int(d[(lo + 1 if lo > 0 else 0) : end].sum())
+        if end == self.n:
+            dropped += a.dropped - int(d.sum())
+        return {"carried_bars": carried, "dropped_bars": dropped}
+
     @classmethod
     def from_tables(
         cls,
@@ -96,20 +111,25 @@ class PairData:
         x: str = "X",
         timeframe: str = "1m",
         funding: tuple[Any, Any] | None = None,
+        max_carry: int | str = "auto",
     ) -> PairData:
         """From two legs' bars (BAR_SCHEMA tables or BAR_DTYPE records) of ``timeframe``;
         ``funding`` (rows_y, rows_x): each leg's stored funding rows (``Store.read_funding``) or
-        None, turned into settlement events here, once."""
+        None, turned into settlement events here, once; ``max_carry``: bars a leg's last close
+        may be carried (``analytics.max_carry``)."""
         _check_legs(y, x, timeframe)
         by, bx = as_bar_records(f"{y} bars", bars_y), as_bar_records(f"{x} bars", bars_x)
         for symbol, bars in ((y, by), (x, bx)):
             if bars.size == 0:
                 raise DataError(f"no {timeframe} bars for {symbol}")
-        aligned = align_bars(by, bx)
+        aligned = align_bars(by, bx, max_carry_ms(max_carry, timeframe))
         if aligned.ts.shape[0] < 2:
             raise DataError(
                 f"{y}/{x}: {aligned.ts.shape[0]} aligned {timeframe} bar(s); a backtest needs 2"
-            )
+                + (f" ({aligned.dropped} dropped: a leg's last close was more than max_carry "
+                   f"{max_carry} bars old; raise analytics.max_carry or pick overlapping data)"
+                   if aligned.dropped else "")
+            )  # fmt: skip
         events = None
         if funding is not None:
             events = tuple(None if rows is None else funding_events(rows) for rows in funding)
@@ -126,9 +146,11 @@ class PairData:
         end: Any = None,
         *,
         funding: bool = True,
+        max_carry: int | str = "auto",
     ) -> PairData:
         """Read both legs' bars with start <= ts < end and, with ``funding``, their stored
-        funding rows over the same range (``stored_funding``)."""
+        funding rows over the same range (``stored_funding``); ``max_carry`` as in
+        ``from_tables``."""
         _check_legs(y, x, timeframe)
         start_ms, end_ms = to_ms(start, "start"), to_ms(end, "end")
         if start_ms is not None and end_ms is not None and end_ms <= start_ms:
@@ -154,7 +176,8 @@ class PairData:
                 )
             legs.append(bars)
         rows = stored_funding(store, y, x, start_ms, end_ms) if funding else None
-        data = cls.from_tables(legs[0], legs[1], y=y, x=x, timeframe=timeframe, funding=rows)
+        data = cls.from_tables(legs[0], legs[1], y=y, x=x, timeframe=timeframe, funding=rows,
+                               max_carry=max_carry)  # fmt: skip
         return dataclasses.replace(data, dropped=tuple(dropped))
 
 
