@@ -89,14 +89,14 @@ class PairData:
 
     def carry_counts(self, lo: int = 0, hi: int | None = None) -> dict[str, int]:
         """``carried_bars``: aligned bars [lo, hi) on which a leg carried its last close;
-        ``dropped_bars``: bar times left out (a leg's close older than the carry limit) between
-        the part's first and last bar, with those before it when lo is 0 and after it when
-        it ends at the last bar."""
+        ``dropped_bars``: bar times left out (a leg's close older than the carry limit) since
+        the aligned bar before each of the part's bars, and after its last bar when it ends at
+        the last aligned bar (so the counts of a train/test split add up to the whole)."""
         a = self.aligned
         end = self.n if hi is None else min(hi, self.n)
         carried = int(np.count_nonzero(~(a.has_y[lo:end] & a.has_x[lo:end])))
         d = a.dropped_before
-        dropped = int(d[(lo + 1 if lo > 0 else 0) : end].sum())
+        dropped = int(d[lo:end].sum())
         if end == self.n:
             dropped += a.dropped - int(d.sum())
         return {"carried_bars": carried, "dropped_bars": dropped}

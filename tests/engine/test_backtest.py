@@ -432,28 +432,42 @@ def leg_bars(ts, close, rng, keep):
     return out
 
 
-def pandas_align(by, bx):
-    """Independent alignment: outer join on ts from the first bar of the later leg, carry."""
-    fy = pd.DataFrame({"oy": by["open"], "cy": by["close"]}, index=by["ts"])
-    fx = pd.DataFrame({"ox": bx["open"], "cx": bx["close"]}, index=bx["ts"])
+def pandas_align(by, bx, limit_ms=None):
+    """Independent alignment: outer join on ts from the first bar of the later leg, carry;
+    rows where a leg's own bar is older than ``limit_ms`` are dropped (None: no limit).
+    Returns (times, frame, carried rows, dropped rows)."""
+    fy = pd.DataFrame({"oy": by["open"], "cy": by["close"], "ty": by["ts"]}, index=by["ts"])
+    fx = pd.DataFrame({"ox": bx["open"], "cx": bx["close"], "tx": bx["ts"]}, index=bx["ts"])
     frame = fy.join(fx, how="outer")
     frame = frame[frame.index >= max(by["ts"][0], bx["ts"][0])]
-    for o, c in (("oy", "cy"), ("ox", "cx")):
+    carried = frame["ty"].isna() | frame["tx"].isna()
+    for o, c, t in (("oy", "cy", "ty"), ("ox", "cx", "tx")):
         frame[o] = frame[o].fillna(frame[c].ffill())  # no bar: the last close stands in
         frame[c] = frame[c].ffill()
-    return tuple(frame.index.to_numpy()), frame
+        frame[t] = frame[t].ffill()
+    keep = pd.Series(True, index=frame.index)
+    if limit_ms is not None:
+        age = np.maximum(frame.index - frame["ty"], frame.index - frame["tx"])
+        keep = age <= limit_ms
+    frame = frame[keep]
+    return tuple(frame.index.to_numpy()), frame, int(carried[keep].sum()), int((~keep).sum())
 
 
 @pytest.mark.parametrize("hedge", ["kalman", "rolling_ols"])
 @pytest.mark.parametrize("mode", ["log", "raw"])
 @pytest.mark.parametrize("name", ["zscore", "zscore_timestop"])
-def test_backtest_pipeline_matches_reference(hedge, mode, name):
+@pytest.mark.parametrize("max_carry", [None, 4])
+def test_backtest_pipeline_matches_reference(hedge, mode, name, max_carry):
     n = 1200
     rng = np.random.default_rng(11)
     y, x = cointegrated_pair(n, seed=11, half_life=10.0)
     ts = T0 + MINUTE * np.arange(n)
     by = leg_bars(ts, y, rng, np.r_[False, rng.random(n - 1) > 0.1])
-    bx = leg_bars(ts, x, rng, rng.random(n) > 0.1)
+    has_x = rng.random(n) > 0.1
+    if max_carry is not None:  # x falls silent for stretches of 3 to 40 bars
+        for start in rng.choice(np.arange(100, n - 50), 12, replace=False):
+            has_x[start : start + int(rng.integers(3, 41))] = False
+    bx = leg_bars(ts, x, rng, has_x)
     params = PairParams(price=mode, hedge=hedge, ols_window=100, zscore_window=50)
     config = StrategyConfig(
         name=name,
@@ -468,9 +482,18 @@ def test_backtest_pipeline_matches_reference(hedge, mode, name):
     # Y settles every 4 h at the announced T, X's rows carry no T (the 8 h grid is assumed)
     rows_y = mark_price_rows(T0, int(ts[-1]), every_ms=7 * MINUTE, interval_h=4, seed=1)
     rows_x = mark_price_rows(T0, int(ts[-1]), every_ms=5 * MINUTE, with_t="none", seed=2)
-    data = PairData.from_tables(by, bx, timeframe="1m", funding=(rows_y, rows_x))
+    limit = 10**9 if max_carry is None else max_carry
+    data = PairData.from_tables(
+        by, bx, timeframe="1m", funding=(rows_y, rows_x), max_carry=limit
+    )
     result = backtest(data, params, config)
-    aligned_ts, frame = pandas_align(by, bx)
+    aligned_ts, frame, carried, dropped = pandas_align(by, bx, limit * MINUTE)
+    assert result.stats["carried_bars"] == carried > 100
+    assert result.stats["dropped_bars"] == dropped
+    assert (dropped > 50) == (max_carry is not None)
+    k = data.n // 3
+    parts = data.carry_counts(0, k), data.carry_counts(k, None)
+    assert {key: parts[0][key] + parts[1][key] for key in parts[0]} == data.carry_counts()
     series = run_pair(frame.cy.to_numpy(), frame.cx.to_numpy(), params)
     target = make_strategy(config).run(series.z, series.spread)
     bars = (np.array(aligned_ts), *(frame[c].to_numpy() for c in ("oy", "cy", "ox", "cx")))
