@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.align import LiveAlign, align_bars
-from engine.errors import DataError
-from engine.schemas import BAR_DTYPE, bars_to_table
+from engine.align import AUTO_MAX_CARRY, NO_CARRY_LIMIT, LiveAlign, align_bars, max_carry_ms
+from engine.errors import ConfigError, DataError
+from engine.schemas import BAR_DTYPE, TIMEFRAME_MS, bars_to_table
+from engine.unitroot import coint_pairs
 
 
 def _bars(ts: list[int], close: list[float]) -> np.ndarray:
@@ -98,6 +99,117 @@ def test_streaming_bar_by_bar_equals_align_bars(seed: int) -> None:
     np.testing.assert_array_equal([r[0] for r in rows], a.ts)
     np.testing.assert_array_equal([r[1] for r in rows], a.close_y)
     np.testing.assert_array_equal([r[2] for r in rows], a.close_x)
+
+
+def _reference(y: np.ndarray, x: np.ndarray, max_carry: int, tf: int):
+    """Plain-Python carry rule: walk the union of bar times from the first time both legs have
+    traded; a leg without a bar carries its last close (as open and close) while its last own
+    bar is at most max_carry bars old, else the time is dropped. Returns (rows, carried,
+    dropped), rows (ts, open_y, close_y, open_x, close_x, has_y, has_x)."""
+    by = {int(t): (o, c) for t, o, c in zip(y["ts"], y["open"], y["close"], strict=True)}
+    bx = {int(t): (o, c) for t, o, c in zip(x["ts"], x["open"], x["close"], strict=True)}
+    rows, dropped = [], 0
+    last = {"y": None, "x": None}  # (own bar time, close)
+    for t in sorted(set(by) | set(bx)):
+        row = [t]
+        for leg, bars in (("y", by), ("x", bx)):
+            if t in bars:
+                last[leg] = (t, bars[t][1])
+        if last["y"] is None or last["x"] is None:
+            continue
+        if any(t - last[leg][0] > max_carry * tf for leg in ("y", "x")):
+            dropped += 1
+            continue
+        for leg, bars in (("y", by), ("x", bx)):
+            o, c = bars[t] if t in bars else (last[leg][1], last[leg][1])
+            row += [o, c]
+        rows.append((*row, t in by, t in bx))
+    carried = sum(1 for r in rows if not (r[5] and r[6]))
+    return rows, carried, dropped
+
+
+def _sparse_legs(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two legs on random seconds, each falling silent for random stretches of 1 to 30 s."""
+    rng = np.random.default_rng(seed)
+    legs = []
+    for p in (0.7, 0.4):
+        on = rng.random(600) < p
+        for start in rng.integers(0, 600, 8):
+            on[start : start + int(rng.integers(1, 31))] = False
+        secs = np.flatnonzero(on)
+        legs.append(_bars((secs * 1000).tolist(), (50.0 + rng.normal(0, 1, secs.size)).tolist()))
+    return legs[0], legs[1]
+
+
+def _stream(y: np.ndarray, x: np.ndarray, limit_ms: int) -> list[tuple]:
+    live = LiveAlign(np.array([2]), np.array([1]), limit_ms)
+    by = dict(zip(y["ts"].tolist(), y["close"].tolist(), strict=True))
+    bx = dict(zip(x["ts"].tolist(), x["close"].tolist(), strict=True))
+    never = np.array([np.iinfo(np.int64).min]), np.array([np.iinfo(np.int64).max])
+    rows = []
+    for t in sorted(set(by) | set(bx)):
+        if live.step(t, np.array([1.0, bx.get(t, np.nan), by.get(t, np.nan)]), *never):
+            rows.append((t, live.last_y[0], live.last_x[0]))
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("max_carry", [0, 1, 3, 10, 10**9])
+def test_carry_limit_batch_and_streaming_equal_the_reference(seed: int, max_carry: int) -> None:
+    y, x = _sparse_legs(seed)
+    rows, carried, dropped = _reference(y, x, max_carry, 1000)
+    a = align_bars(y, x, max_carry_ms(max_carry, "1s"))
+    got = list(zip(*(c.tolist() for c in (a.ts, a.open_y, a.close_y, a.open_x, a.close_x,
+                                          a.has_y, a.has_x)), strict=True))  # fmt: skip
+    assert got == rows and len(rows) > 20
+    assert (a.carried, a.dropped) == (carried, dropped)
+    assert int(a.dropped_before.sum()) <= a.dropped
+    if max_carry == 0:
+        assert carried == 0 and dropped > 0
+    if max_carry == 10**9:
+        assert dropped == 0
+    assert _stream(y, x, max_carry_ms(max_carry, "1s")) == [(r[0], r[2], r[4]) for r in rows]
+
+
+def test_max_carry_ms_auto_and_refusals() -> None:
+    assert set(AUTO_MAX_CARRY) == set(TIMEFRAME_MS)
+    assert max_carry_ms("auto", "1s") == 60_000 and max_carry_ms("auto", "1m") == 30 * 60_000
+    assert max_carry_ms(0, "1d") == 0 and max_carry_ms(10**30, "1d") == NO_CARRY_LIMIT
+    for bad in (-1, 1.5, True, "never"):
+        with pytest.raises(ConfigError, match="max_carry"):
+            max_carry_ms(bad, "1m")
+    with pytest.raises(DataError, match="timeframe"):
+        max_carry_ms(3, "7m")
+
+
+def test_daily_against_monthly_drops_the_monthly_only_stretches() -> None:
+    """The issue: one leg daily, the other daily in 2013 and then monthly to 2024. Without a
+    limit the monthly leg's close is carried across every month; with the daily default
+    (2 bars) only the days next to a monthly bar are kept, the counts say so, and the
+    Engle-Granger test on what remains of two independent walks is not significant."""
+    day = 86_400_000
+    t0 = 1_356_998_400_000  # 2013-01-01
+    rng = np.random.default_rng(3)
+    days = np.arange(12 * 365)
+    y = _bars((t0 + days * day).tolist(), np.exp(4 + np.cumsum(rng.normal(0, 0.02, days.size))))
+    x_days = np.r_[days[:365], days[365::30]]  # daily in 2013, then one bar a month
+    walk = np.exp(3 + np.cumsum(rng.normal(0, 0.02, days.size)))
+    x = _bars((t0 + x_days * day).tolist(), walk[x_days])
+    free = align_bars(y, x)
+    assert free.ts.size == days.size and free.dropped == 0
+    assert free.carried == days.size - x_days.size
+    a = align_bars(y, x, max_carry_ms("auto", "1d"))
+    rows, carried, dropped = _reference(y, x, 2, day)
+    assert a.ts.tolist() == [r[0] for r in rows]
+    assert (a.carried, a.dropped) == (carried, dropped)
+    monthly = x_days.size - 365  # each monthly bar keeps its day and the 2 after it
+    assert a.ts.size == 365 + 3 * monthly and a.dropped == days.size - a.ts.size
+    # every kept day has x's own bar at most 2 days before it
+    idx = np.searchsorted(x["ts"], a.ts, side="right") - 1
+    assert (a.ts - x["ts"][idx] <= 2 * day).all()
+    closes = np.column_stack([np.log(a.close_y), np.log(a.close_x)])
+    res = coint_pairs(np.ascontiguousarray(closes.T), np.array([[0, 1]]))
+    assert res.pvalue[0] > 0.05
 
 
 def test_streaming_steps_only_inside_each_pairs_window() -> None:
