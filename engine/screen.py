@@ -58,6 +58,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from engine import unitroot
+from engine.align import NO_CARRY_LIMIT, fresh, last_own, max_carry_ms
 from engine.config import Config
 from engine.errors import DataError
 from engine.resample import read_timeframe, symbols_for
@@ -96,11 +97,15 @@ class Universe:
 @dataclass(frozen=True)
 class Closes:
     """Closes of many symbols aligned on the same bars: ``ts`` (ms, bar open times),
-    ``values`` (bars, symbols) float64 raw prices, column ``j`` is ``symbols[j]``."""
+    ``values`` (bars, symbols) float64 raw prices, column ``j`` is ``symbols[j]``;
+    ``carried``: bars on which some symbol carried its last close; ``dropped``: bar times left
+    out because some symbol's last close was older than the carry limit."""
 
     ts: np.ndarray
     symbols: tuple[str, ...]
     values: np.ndarray
+    carried: int = 0
+    dropped: int = 0
 
 
 class ChunkRows(NamedTuple):
@@ -233,10 +238,14 @@ def _iso(ms: int) -> str:
 # ----------------------------------------------------------------------------- alignment
 
 
-def align_closes(bars: Mapping[str, np.ndarray]) -> Closes:
+def align_closes(bars: Mapping[str, np.ndarray], limit_ms: int = NO_CARRY_LIMIT) -> Closes:
     """Closes of every symbol on the union of their bar times (ms), from the first time all of
-    them have traded; a symbol without a bar at a time carries its last close forward.
-    Symbols without bars are refused (``choose_universe`` leaves them out first)."""
+    them have traded; a symbol without a bar at a time carries its last close forward, up to
+    the carry limit ``limit_ms`` (``engine.align.max_carry_ms``). A time where any symbol's last
+    own bar is older is dropped for every pair (``engine.align.fresh``, the pair rule applied
+    to all symbols at once: stricter than per pair, but the pairs keep one common bar grid, so
+    the screen's shared co-moments stay exact). Symbols without bars are refused
+    (``choose_universe`` leaves them out first)."""
     names = tuple(bars)
     empty = [s for s in names if bars[s].size == 0]
     if empty:
@@ -246,10 +255,17 @@ def align_closes(bars: Mapping[str, np.ndarray]) -> Closes:
     start = max(int(bars[s]["ts"][0]) for s in names)
     ts = np.unique(np.concatenate([bars[s]["ts"][bars[s]["ts"] >= start] for s in names]))
     values = np.empty((ts.size, len(names)))
+    keep = np.ones(ts.size, dtype=bool)
+    carried = np.zeros(ts.size, dtype=bool)
     for j, s in enumerate(names):
-        idx = np.searchsorted(bars[s]["ts"], ts, side="right") - 1  # >= 0: ts >= its first bar
+        idx = last_own(ts, bars[s]["ts"])  # >= 0: ts >= its first bar
+        own = bars[s]["ts"][idx]
         values[:, j] = bars[s]["close"][idx]
-    return Closes(ts.astype(np.int64), names, values)
+        keep &= fresh(ts, own, limit_ms)
+        carried |= own != ts
+    dropped = int(ts.size - np.count_nonzero(keep))
+    return Closes(ts[keep].astype(np.int64), names, values[keep],
+                  int(np.count_nonzero(carried[keep])), dropped)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- pairs and chunks
@@ -431,12 +447,16 @@ def screen_bars(
     price: str = "log",
     runner: Runner | None = None,
     window: tuple[object, object] = (None, None),
+    max_carry: int | str = "auto",
 ) -> ScreenResult:
     """Screen the bars of many symbols (BAR_DTYPE per symbol, one ``timeframe``): the universe,
     the aligned closes, every pair's figures, the table. ``runner(n_pairs) -> (n_workers,
     run_chunks)`` says who runs the chunks (planned for ``n_workers``; default: this process);
-    ``window`` (start, end) is only recorded in ``params``. DataError when fewer than 2 symbols
-    are kept (the reasons are in the message) or fewer than ``min_bars`` aligned bars remain."""
+    ``window`` (start, end) is only recorded in ``params``; ``max_carry``: bars a symbol's last
+    close may be carried (``analytics.max_carry``; ``align_closes``), the bars carried and
+    dropped are in ``params`` (``carried_bars``, ``dropped_bars``). DataError when fewer than 2
+    symbols are kept (the reasons are in the message) or fewer than ``min_bars`` aligned bars
+    remain."""
     universe = choose_universe(
         bars,
         timeframe,
@@ -451,12 +471,16 @@ def screen_bars(
             f"a screen needs at least 2 symbols, {len(universe.kept)} kept "
             f"(left out: {why}); widen the window or relax the filters"
         )
-    closes = align_closes({s: bars[s] for s in universe.kept})
+    closes = align_closes(
+        {s: bars[s] for s in universe.kept}, max_carry_ms(max_carry, timeframe)
+    )
     if closes.ts.size < max(min_bars, unitroot.MIN_OBS):
+        start = f" from {_iso(int(closes.ts[0]))}" if closes.ts.size else ""
         raise DataError(
-            f"only {closes.ts.size} aligned {timeframe} bars from "
-            f"{_iso(int(closes.ts[0]))} where all {len(closes.symbols)} symbols "
-            f"have traded (< {max(min_bars, unitroot.MIN_OBS)}); widen the window"
+            f"only {closes.ts.size} aligned {timeframe} bars{start} where all "
+            f"{len(closes.symbols)} symbols have traded (< {max(min_bars, unitroot.MIN_OBS)}; "
+            f"{closes.dropped} dropped where a symbol's last close was more than max_carry "
+            f"{max_carry} bars old); widen the window or raise analytics.max_carry"
         )
     series = screen_series(closes, price)
     pairs = pair_index(len(closes.symbols))
@@ -471,6 +495,9 @@ def screen_bars(
         "first_bar": int(closes.ts[0]),
         "last_bar": int(closes.ts[-1]),
         "bars": int(closes.ts.size),
+        "max_carry": max_carry,
+        "carried_bars": closes.carried,
+        "dropped_bars": closes.dropped,
         "price": price,
         "min_bars": min_bars,
         "min_coverage": min_coverage,

@@ -15,6 +15,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.tsa.stattools import coint as sm_coint
 
 from engine import screen
+from engine.align import max_carry_ms
 from engine.config import load_config, parse_config
 from engine.errors import DataError
 from engine.schemas import BAR_DTYPE
@@ -79,17 +80,30 @@ def store(tmp_path_factory):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_align_closes_matches_pandas_reindex_ffill(seed):
+@pytest.mark.parametrize("max_carry", [None, 0, 2, 8])
+def test_align_closes_matches_pandas_reindex_ffill(seed, max_carry):
     rng = np.random.default_rng(seed)
     bars = {}
     for k in range(6):
         ts = np.unique(rng.choice(np.arange(400), size=rng.integers(5, 300), replace=False))
         bars[f"S{k}USDT"] = make_bars(100 + rng.random(ts.size), T0 + TF * ts, 1.0)
-    got = screen.align_closes(bars)
+    if max_carry is None:
+        got = screen.align_closes(bars)
+    else:
+        got = screen.align_closes(bars, max_carry_ms(max_carry, "5m"))
     union = np.unique(np.concatenate([b["ts"] for b in bars.values()]))
     frame = pd.DataFrame(
         {s: pd.Series(b["close"], index=b["ts"]).reindex(union).ffill() for s, b in bars.items()}
     ).dropna()
+    own = pd.DataFrame(
+        {s: pd.Series(b["ts"], index=b["ts"]).reindex(union).ffill() for s, b in bars.items()}
+    ).loc[frame.index]
+    age = own.rsub(frame.index.to_numpy(), axis=0)
+    keep = (age.max(axis=1) <= (np.inf if max_carry is None else max_carry * TF)).to_numpy()
+    carried = int((age[keep].max(axis=1) > 0).sum())
+    assert (got.carried, got.dropped) == (carried, int((~keep).sum()))
+    assert got.dropped > 0 or max_carry is None
+    frame = frame[keep]
     np.testing.assert_array_equal(got.ts, frame.index.to_numpy())
     assert got.symbols == tuple(bars)
     np.testing.assert_array_equal(got.values, frame.to_numpy())
@@ -207,6 +221,22 @@ def test_screen_refuses_too_few_symbols(store):
         DataError, match=r"at least 2 symbols, 1 kept.*SHORTUSDT: \d+ bars \(< 100\)"
     ):
         screen.screen_bars(bars, "5m")
+
+
+def test_screen_reports_carried_and_dropped_bars():
+    """A symbol silent for 100 bars: with the 5m default (12 bars) the 88 bars after its first
+    12 carried ones are dropped for every pair and the params say so."""
+    bars = {s: b for s, b in generated_bars().items() if s in ("AAAUSDT", "BBBUSDT", "EEEUSDT")}
+    b = bars["EEEUSDT"]
+    silent = (b["ts"] >= T0 + 600 * TF) & (b["ts"] < T0 + 700 * TF)
+    bars["EEEUSDT"] = b[~silent]
+    free = screen.screen_bars(bars, "5m", max_carry=10**6).params
+    auto = screen.screen_bars(bars, "5m").params
+    assert free["dropped_bars"] == 0 and free["carried_bars"] > 100
+    # the two other symbols trade on ~90% of the 88 bars past the 12 carried ones
+    assert auto["max_carry"] == "auto" and auto["dropped_bars"] >= 70
+    assert auto["bars"] + auto["dropped_bars"] == free["bars"]
+    assert auto["carried_bars"] < free["carried_bars"]
 
 
 def test_config_for_is_accepted_by_the_loader(store, tmp_path):
