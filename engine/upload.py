@@ -3,7 +3,9 @@
 A file holds bars of one symbol, or of several with a ``symbol`` column. Header (any column
 order, names case-insensitive): ``ts, open, high, low, close, volume`` and optionally ``symbol``,
 ``quote_volume``, ``trades``. ``ts`` is the bar open time: Unix ms (integer) or an ISO-8601
-date-time (UTC unless it carries an offset). Prices must be finite and > 0 with
+date-time (UTC unless it carries an offset). An integer below ``MIN_MS`` (1e11: ms before March
+1973) is refused as Unix seconds, never read as a 1970 time: the message says to multiply by
+1000. Prices must be finite and > 0 with
 ``low <= min(open, close)`` and ``high >= max(open, close)``; volumes finite and >= 0; times
 strictly increasing per symbol. Without a ``symbol`` column the symbol comes from the file name
 (``ETHUSDT.csv``, ``ETHUSDT-1m-2024-06.csv``) or the caller.
@@ -30,6 +32,9 @@ from engine.schemas import BAR_DTYPE
 
 #: default size cap of one uploaded file (bytes)
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # base64 on the websocket stays under its 20 MB cap
+
+#: smallest integer ``ts`` read as Unix ms; below it a time is taken for Unix seconds (refused)
+MIN_MS = 100_000_000_000
 
 REQUIRED = ("ts", "open", "high", "low", "close", "volume")
 OPTIONAL = ("symbol", "quote_volume", "trades")
@@ -148,6 +153,14 @@ def parse_ohlc_csv(
             raise _fail(
                 filename, line, "ts", f"expected Unix ms or ISO-8601, got {row[index['ts']]!r}"
             ) from None
+        if ts < MIN_MS and re.fullmatch(r"\s*-?\d+\s*", row[index["ts"]]):
+            raise _fail(
+                filename,
+                line,
+                "ts",
+                f"expected Unix ms, got {ts}: below {MIN_MS} it would be a time before 1973, "
+                f"so it looks like Unix seconds; give ms ({ts * 1000}) or ISO-8601 times",
+            )
         rec = {c: _number(filename, line, c, row[index[c]]) for c in REQUIRED if c != "ts"}
         if "quote_volume" in index:
             qv = row[index["quote_volume"]]

@@ -212,3 +212,20 @@ def test_uploads_refuse_a_symbol_twice_and_nothing():
         parse_uploads({"ETHUSDT.csv": data, "ethusdt-copy.csv": data})
     with pytest.raises(UploadError, match="no file given"):
         parse_uploads({})
+
+
+@pytest.mark.parametrize("scale", [1, 1000])
+def test_unix_seconds_are_refused_never_read_as_1970(scale):
+    """Integer times below 1e11 (ms before 1973) are Unix seconds: refused at the first such row
+    with its line, column 'ts' and the ms to give instead; the same times in ms are read."""
+    df = _frame(5, 7, step_ms=60_000)
+    df["ts"] = (df["ts"] // 1000) * scale
+    if scale == 1000:
+        assert parse_ohlc_csv(_csv(df), filename="ETHUSDT.csv")["ETHUSDT"]["ts"].tolist() == (
+            df["ts"].tolist()
+        )
+        return
+    with pytest.raises(UploadError, match=r"line 2, column 'ts'.*Unix seconds") as info:
+        parse_ohlc_csv(_csv(df), filename="ETHUSDT.csv")
+    assert (info.value.line, info.value.column) == (2, "ts")
+    assert str(int(df["ts"][0]) * 1000) in str(info.value)
