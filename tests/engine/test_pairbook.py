@@ -119,6 +119,7 @@ def test_live_equals_batch(seed, hedge, zscore, price, warm_up_until, max_carry)
     for pair in PAIRS:
         y, x = parse_pair(pair)
         al, series, ols, pos = batch_oracle(cfg, bars[y], bars[x])
+        assert (al.dropped > 0) == (max_carry != 100_000)  # BTC stops after ~270 s
         snap = book.snapshot(pair)
         np.testing.assert_array_equal(snap["ts"], al.ts)
         np.testing.assert_array_equal(snap["close_y"], al.close_y)
