@@ -268,7 +268,9 @@ def main(args: argparse.Namespace, config: Config | None) -> int:
     params = PairParams.from_config(analytics)
     timeframe = args.timeframe or analytics.timeframe
     datas = [
-        PairData.from_store(store, *parse_pair(p), timeframe, args.start, args.end)
+        PairData.from_store(
+            store, *parse_pair(p), timeframe, args.start, args.end, max_carry=analytics.max_carry
+        )
         for p in args.pair
     ]
     costs = Costs.from_config(strategy)
