@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -209,6 +210,13 @@ def open_page(browser, url: str):
 def page(browser, server):
     with open_page(browser, server.url) as pg:
         yield pg
+
+
+def to_docs(picture: Path, name: str) -> None:
+    """Copy a screenshot to docs/ (the README shows it) when ``PAIRSTACK_UPDATE_DOCS=1``: an
+    ordinary test run leaves the work tree as it was."""
+    if os.environ.get("PAIRSTACK_UPDATE_DOCS") == "1":
+        shutil.copy(picture, ROOT / "docs" / name)
 
 
 def screenshot(page, name: str) -> None:

@@ -7,7 +7,7 @@ range), every line downsampled on the server, all the websocket bytes the page r
 under 3 MB; a zoom (the mouse wheel over a panel: Bokeh's range change, heard by the server)
 brings new data with many more points inside the zoomed range to every panel; Export HTML
 downloads a standalone file that loads nothing from outside. The screenshot
-goes to docs/history.png (the README shows it).
+goes to docs/history.png (the README shows it) with PAIRSTACK_UPDATE_DOCS=1.
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, SCREENSHOTS, PageLog, Server, demo_config, screenshot, server_exceptions
+from conftest import (
+    SCREENSHOTS,
+    PageLog,
+    Server,
+    demo_config,
+    screenshot,
+    server_exceptions,
+    to_docs,
+)
 from history_kit import MINUTE, T0, X, Y, write_history
 from history_page import (
     PANELS,
@@ -87,7 +95,8 @@ def test_history_draws_90_days_linked_downsampled_and_reaggregates_on_zoom(histo
     print(f"history drawn in {drawn_s:.2f} s, {history_bytes} bytes for it, {sum(received)} total")
     page.wait_for_timeout(500)
     screenshot(page, "history")
-    page.locator(".ps-history-plot").screenshot(path=str(ROOT / "docs" / "history.png"))
+    page.locator(".ps-history-plot").screenshot(path=str(SCREENSHOTS / "history_plot.png"))
+    to_docs(SCREENSHOTS / "history_plot.png", "history.png")
     assert (SCREENSHOTS / "history.png").exists()
 
     # zoom in with the mouse wheel over the first panel (Bokeh's xwheel_zoom: a RangesUpdate

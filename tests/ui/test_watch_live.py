@@ -7,12 +7,10 @@ This module runs after the other browser tests on the shared server: the pair it
 from __future__ import annotations
 
 import re
-import shutil
 import time
-from pathlib import Path
 
 import pytest
-from conftest import SCREENSHOTS, screenshot
+from conftest import SCREENSHOTS, screenshot, to_docs
 from playwright.sync_api import expect
 from test_live import SOURCE_JS
 from test_tools import info, open_tab
@@ -26,7 +24,6 @@ pytestmark = pytest.mark.ui
 #: the generated symbols under names the demo engine streams (all stepped by one PairActor)
 NAMES = {"AAAUSDT": "ADAUSDT", "BBBUSDT": "XRPUSDT", "CCCUSDT": "LTCUSDT",
          "DDDUSDT": "DOGEUSDT", "EEEUSDT": "BNBUSDT"}  # fmt: skip
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +65,7 @@ def test_screen_tab_shows_the_saved_screen_opens_and_watches_a_pair(page, hub, r
         assert y in text
     rows.locator(".tabulator-cell[tabulator-field='pair']", has_text=pair).click()
     screenshot(page, "screen_tab")
-    shutil.copy(SCREENSHOTS / "screen_tab.png", DOCS / "screen.png")
+    to_docs(SCREENSHOTS / "screen_tab.png", "screen.png")
     page.locator(".ps-open-pair button").click()
     expect(page.locator(".ps-chart-info .ps-info")).to_contain_text(pair)
     expect(page.locator(".ps-chart-info .ps-info")).to_contain_text("recomputed")
