@@ -15,7 +15,7 @@ from engine.store import Store
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 FAULTS = FaultsConfig(drop_rate=0.05, corrupt_rate=0.1, duplicate_rate=0.05,
-                      disconnect_every_s=1.5, silent_symbol="SOLUSDT", silent_after_s=1.0,
+                      disconnect_every_s=1.5, silent_symbol="SOLUSDT", silent_after_s=0.4,
                       slow_consumer=0.2, slow_every_s=1.0, rest_429_every=2,
                       retry_after_s=0)  # fmt: skip
 
