@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.schemas import TICK_DTYPE
+from engine.schemas import BAR_DTYPE, TICK_DTYPE
 
 
 def cointegrated_pair(
@@ -59,3 +59,13 @@ def random_ticks(
     out["last_id"] = 10 * out["agg_id"] + rng.integers(0, 5, n)
     out["buyer_maker"] = rng.random(n) < 0.5
     return out
+
+
+def assert_bars_equal(ours: np.ndarray, expected: np.ndarray) -> None:
+    """Times, OHLC and counts exactly; sums to 1e-12 (pandas sums with compensation)."""
+    assert ours.dtype == BAR_DTYPE
+    np.testing.assert_array_equal(ours["ts"], expected["ts"])
+    for name in ("open", "high", "low", "close", "trades"):
+        np.testing.assert_array_equal(ours[name], expected[name], err_msg=name)
+    for name in ("volume", "quote_volume"):
+        np.testing.assert_allclose(ours[name], expected[name], rtol=1e-12, err_msg=name)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from kit import random_ticks
+from kit import assert_bars_equal, random_ticks
 
 from engine.bars import NO_WATERMARK, BarBuilder, BarUpdate, build_bar_records, build_bars
 from engine.errors import DataError
@@ -36,16 +36,6 @@ def pandas_bars(ts: np.ndarray, price: np.ndarray, qty: np.ndarray, timeframe: s
     for name in BAR_DTYPE.names[1:]:
         out[name] = frame[name].to_numpy()
     return out
-
-
-def assert_bars_equal(ours: np.ndarray, expected: np.ndarray) -> None:
-    """Times, OHLC and counts exactly; sums to 1e-12 (pandas sums with compensation)."""
-    assert ours.dtype == BAR_DTYPE
-    np.testing.assert_array_equal(ours["ts"], expected["ts"])
-    for name in ("open", "high", "low", "close", "trades"):
-        np.testing.assert_array_equal(ours[name], expected[name], err_msg=name)
-    for name in ("volume", "quote_volume"):
-        np.testing.assert_allclose(ours[name], expected[name], rtol=1e-12, err_msg=name)
 
 
 def boundary_ticks(timeframe: str, seed: int) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from kit import random_ticks
+from kit import assert_bars_equal, random_ticks
 
 from engine.bars import build_bar_records
 from engine.errors import DataError
@@ -53,16 +53,6 @@ def pandas_resample(bars: np.ndarray, to: str) -> np.ndarray:
     for name in BAR_DTYPE.names[1:]:
         out[name] = agg[name].to_numpy()
     return out
-
-
-def assert_bars_equal(ours: np.ndarray, expected: np.ndarray) -> None:
-    """Times, OHLC and trades exactly; float sums to 1e-12 (summation order may differ)."""
-    assert ours.dtype == BAR_DTYPE
-    np.testing.assert_array_equal(ours["ts"], expected["ts"])
-    for name in ("open", "high", "low", "close", "trades"):
-        np.testing.assert_array_equal(ours[name], expected[name], err_msg=name)
-    for name in ("volume", "quote_volume"):
-        np.testing.assert_allclose(ours[name], expected[name], rtol=1e-12, err_msg=name)
 
 
 @pytest.mark.parametrize("fine,coarse", GRID)
