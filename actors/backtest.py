@@ -63,7 +63,8 @@ class BacktestActor:
     """One pair's bars, loaded and aligned once; runs many parameter sets over them.
 
     ``source`` is a store directory (then ``pair``, ``timeframe``, ``start``, ``end`` select the
-    bars) or a ready ``PairData`` (uploaded/imported tables: ``PairData.from_tables``).
+    bars and ``max_carry``, ``analytics.max_carry``, limits the carry of a leg's last close) or
+    a ready ``PairData`` (uploaded/imported tables: ``PairData.from_tables``, aligned already).
     """
 
     def __init__(
@@ -73,13 +74,17 @@ class BacktestActor:
         timeframe: str | None = None,
         start: Any = None,
         end: Any = None,
+        *,
+        max_carry: int | str = "auto",
     ):
         if isinstance(source, PairData):
             self.data = source
         else:
             if pair is None or timeframe is None:
                 raise ConfigError("BacktestActor on a store needs pair and timeframe")
-            self.data = PairData.from_store(source, *parse_pair(pair), timeframe, start, end)
+            self.data = PairData.from_store(
+                source, *parse_pair(pair), timeframe, start, end, max_carry=max_carry
+            )
         self._series: OrderedDict[PairParams, PairSeries] = OrderedDict()
 
     def info(self) -> dict[str, Any]:
@@ -184,18 +189,22 @@ def backtest_bars(
     *,
     legs: tuple[str, str] = ("Y", "X"),
     store: str | os.PathLike | None = None,
+    max_carry: int | str = "auto",
 ) -> BacktestResult:
     """The backtest of two legs' bars (BAR_DTYPE) with the given settings, as the CLI runs it
     (``BacktestActor.result``, i.e. ``engine.backtest.run``): ``legs`` (y, x) are the symbols,
     and each leg's funding stored in ``store`` over the bars' range (first bar's open to last
-    bar's end) is charged (none without a store). The dashboard runs it as a Ray task."""
+    bar's end) is charged (none without a store); ``max_carry``: ``analytics.max_carry`` (bars
+    a leg's last close may be carried). The dashboard runs it as a Ray task."""
     y, x = legs
     funding = None
     if store is not None and bars_y.size and bars_x.size:
         start = int(min(bars_y["ts"][0], bars_x["ts"][0]))
         end = int(max(bars_y["ts"][-1], bars_x["ts"][-1])) + timeframe_ms(timeframe)
         funding = stored_funding(store, y, x, start, end)
-    data = PairData.from_tables(bars_y, bars_x, y=y, x=x, timeframe=timeframe, funding=funding)
+    data = PairData.from_tables(
+        bars_y, bars_x, y=y, x=x, timeframe=timeframe, funding=funding, max_carry=max_carry
+    )
     return BacktestActor(data).result(params, strategy_config)
 
 
@@ -311,16 +320,18 @@ def sweep(
     chunk_size: int | None = None,
     max_in_flight: int = 2,
     progress: bool = False,
+    max_carry: int | str = "auto",
 ) -> Any:
     """Run the cartesian product of ``grid`` over ``n_actors`` BacktestActors (Ray must be
     initialised); returns a pandas DataFrame, one row per set: the swept keys, then the stats,
     then ``error``: None, or why the set is invalid (its stats are then missing). When every
     set is invalid, the first one's error is raised instead.
 
-    ``source`` is a store directory (with ``pair``, ``timeframe``, ``start``, ``end``) or a
-    ``PairData``. The bars are read and the sets checked (``engine.sweep.plan_sweep``,
-    strategies built once by ``make_strategy``) here once, before any actor starts;
-    the data goes to Ray's object store once and is shared by the actors (``SweepPool``).
+    ``source`` is a store directory (with ``pair``, ``timeframe``, ``start``, ``end`` and
+    ``max_carry``, ``analytics.max_carry``) or a ``PairData`` (aligned already). The bars are
+    read and the sets checked (``engine.sweep.plan_sweep``, strategies built once by
+    ``make_strategy``) here once, before any actor starts; the data goes to Ray's object store
+    once and is shared by the actors (``SweepPool``).
     """
     import pandas as pd
 
@@ -330,7 +341,9 @@ def sweep(
     else:
         if pair is None or timeframe is None:
             raise ConfigError("sweep over a store needs pair and timeframe")
-        data = PairData.from_store(source, *parse_pair(pair), timeframe, start, end)
+        data = PairData.from_store(
+            source, *parse_pair(pair), timeframe, start, end, max_carry=max_carry
+        )
     overrides, sets, errors = plan_sweep(
         data, grid, params, strategy, train_frac, build_strategy=make_strategy
     )

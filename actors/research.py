@@ -3,8 +3,9 @@
 A plain class (``ray.remote`` is applied by its caller, ``ui.history_jobs``) that reads a
 store: ``catalog()`` says which symbols it holds per timeframe, ``history(...)`` reads a pair's
 bars over a range (``engine.backtest_data.PairData.from_store``, aligned once by
-``engine.align.align_bars``) and returns ``engine.history.pair_history`` of them: the one
-pair step and the one backtest entry, the strategy built here (``strategies.make_strategy``).
+``engine.align.align_bars`` with the config's ``analytics.max_carry``) and returns
+``engine.history.pair_history`` of them: the one pair step and the one backtest entry, the
+strategy built here (``strategies.make_strategy``).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from strategies import make_strategy
 
 
 class ResearchActor:
-    """History of pairs over one store (a directory path)."""
+    """History of pairs over one store (a directory path); ``max_carry``: the served config's
+    ``analytics.max_carry`` (bars a leg's last close may be carried)."""
 
-    def __init__(self, store: str | os.PathLike):
+    def __init__(self, store: str | os.PathLike, max_carry: int | str = "auto"):
         self.store = str(store)
+        self.max_carry = max_carry
 
     def catalog(self) -> dict[str, list[str]]:
         """{timeframe: symbols with bars of it} (``engine.history.store_catalog``)."""
@@ -43,6 +46,8 @@ class ResearchActor:
         """``pair`` ("Y/X") over the stored ``timeframe`` bars with start <= ts < end (None:
         all the store holds), funding charged where stored."""
         y, x = parse_pair(pair)
-        data = PairData.from_store(self.store, y, x, timeframe, start, end)
+        data = PairData.from_store(
+            self.store, y, x, timeframe, start, end, max_carry=self.max_carry
+        )
         strategy = make_strategy(strategy_config)
         return pair_history(data, params, strategy, Costs.from_config(strategy_config))

@@ -16,6 +16,12 @@ MINUTE = 60_000
 Y, X = "HISTAUSDT", "HISTBUSDT"
 
 
+def dropped_by(hole: int, max_carry: int) -> int:
+    """Bar times a carry limit of ``max_carry`` bars drops in a ``hole`` of one leg while the
+    other trades every bar: inside the hole the leg's close is 1, 2, ..., ``hole`` bars old."""
+    return max(0, hole - max_carry)
+
+
 def leg_bars(close: np.ndarray, seed: int, start_ms: int = T0) -> np.ndarray:
     """BAR_DTYPE 1m bars from closes (opens near the previous close), one every minute."""
     rng = np.random.default_rng(seed)
@@ -33,16 +39,23 @@ def leg_bars(close: np.ndarray, seed: int, start_ms: int = T0) -> np.ndarray:
 
 
 def write_history(
-    path: str | os.PathLike, days: float = 90.0, *, missing: float = 0.0, seed: int = 3
+    path: str | os.PathLike,
+    days: float = 90.0,
+    *,
+    missing: float = 0.0,
+    seed: int = 3,
+    hole: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``days`` of 1m bars of ``Y`` and ``X`` (cointegrated, half-life 30 bars) written to the
-    store at ``path``, a ``missing`` fraction of each leg's bars left out (not the first);
-    returns the bars written (y, x)."""
+    store at ``path``, a ``missing`` fraction of each leg's bars left out (not the first) and
+    ``hole`` consecutive bars of ``X`` from bar ``n // 2`` on; returns the bars
+    written (y, x)."""
     n = int(days * 24 * 60)
     y, x = cointegrated_pair(n, beta=1.2, half_life=30.0, noise=0.002, x0=3_000.0, seed=seed)
     rng = np.random.default_rng(seed + 3)
     keep = rng.random((2, n)) >= missing
     keep[:, 0] = True
+    keep[1, n // 2 : n // 2 + hole] = False
     bars_y, bars_x = leg_bars(y, seed + 1)[keep[0]], leg_bars(x, seed + 2)[keep[1]]
     store = Store(path, durable=False)
     store.write_bars("1m", Y, bars_y)

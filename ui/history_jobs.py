@@ -36,10 +36,12 @@ class Job:
 
 
 class HistoryJobs:
-    """Submits Jobs to one ResearchActor on ``store`` from a daemon thread."""
+    """Submits Jobs to one ResearchActor on ``store`` from a daemon thread; ``max_carry``: the
+    served config's ``analytics.max_carry``, handed to the actor."""
 
-    def __init__(self, store: str):
+    def __init__(self, store: str, max_carry: int | str = "auto"):
         self.store = store
+        self.max_carry = max_carry
         self._queue: queue.Queue[Job] = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pairstack-history", daemon=True)
@@ -68,7 +70,9 @@ class HistoryJobs:
                 while True:
                     job = self._queue.get(block=not pending, timeout=WAIT_S)
                     if actor is None:
-                        actor = ray.remote(num_cpus=0)(ResearchActor).remote(self.store)
+                        actor = ray.remote(num_cpus=0)(ResearchActor).remote(
+                            self.store, self.max_carry
+                        )
                     ref = getattr(actor, job.method).remote(*job.args, **job.kwargs)
                     pending[ref] = job
             except queue.Empty:
@@ -88,12 +92,13 @@ class HistoryJobs:
                 job.done = True
 
 
-def history_jobs(store: str) -> HistoryJobs:
-    """The server's one HistoryJobs (made at first use, kept in ``pn.state.cache``)."""
+def history_jobs(store: str, max_carry: int | str) -> HistoryJobs:
+    """The server's one HistoryJobs (made at first use, kept in ``pn.state.cache``) on the
+    served config's store and ``analytics.max_carry``."""
     import panel as pn
 
     with _lock:
         jobs = pn.state.cache.get(CACHE_KEY)
         if jobs is None:
-            jobs = pn.state.cache[CACHE_KEY] = HistoryJobs(store)
+            jobs = pn.state.cache[CACHE_KEY] = HistoryJobs(store, max_carry)
         return jobs

@@ -25,7 +25,7 @@ from engine.config import StrategyConfig
 from engine.errors import ConfigError, DataError, NumericalError
 from engine.funding import funding_events
 from engine.pairstep import PairParams, PairStepper
-from engine.schemas import BAR_DTYPE, BAR_SCHEMA
+from engine.schemas import BAR_DTYPE, BAR_SCHEMA, as_bar_records
 from engine.store import Store
 from engine.sweep import assign_chunks, expand_grid, parse_sweep, resolve_set
 from strategies import make_strategy
@@ -594,3 +594,48 @@ def test_walk_forward_picks_the_best_train_set(ray_cluster, store_dir):
 
 def _ms(iso: str) -> int:
     return int(np.datetime64(iso.removesuffix("Z"), "ms").astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- analytics.max_carry
+
+HOLE = 10  # bars X misses: longer than a configured max_carry of 2, shorter than auto (30 of 1m)
+
+
+@pytest.fixture(scope="module")
+def hole_store(tmp_path_factory):
+    from history_kit import write_history
+
+    path = tmp_path_factory.mktemp("hole-store")
+    write_history(path, days=1, seed=5, hole=HOLE)
+    return path
+
+
+@pytest.mark.ray
+def test_store_paths_honour_max_carry(ray_cluster, hole_store):
+    """The actor on a store, a sweep over a store and the dashboard's backtest (a Ray task of
+    ``backtest_bars``, as the bridge submits it) align with the max_carry they are given."""
+    import ray
+    from history_kit import X as HX
+    from history_kit import Y as HY
+    from history_kit import dropped_by
+
+    from actors.backtest import backtest_bars
+
+    pair, params, strat = f"{HY}/{HX}", PairParams(zscore_window=30), StrategyConfig(entry=1.5)
+    auto = BacktestActor(str(hole_store), pair, "1m")
+    two = BacktestActor(str(hole_store), pair, "1m", max_carry=2)
+    assert auto.result(params, strat).stats["dropped_bars"] == 0
+    assert two.result(params, strat).stats["dropped_bars"] == dropped_by(HOLE, 2) > 0
+    assert two.info()["bars"] == auto.info()["bars"] - dropped_by(HOLE, 2)
+    table = sweep(
+        str(hole_store), pair, {"entry": [1.5, 2.0]}, 2, timeframe="1m", params=params,
+        strategy=strat, max_carry=2,
+    )  # fmt: skip
+    assert table["dropped_bars"].tolist() == [dropped_by(HOLE, 2)] * 2
+    store = Store(hole_store)
+    legs = [as_bar_records(s, store.read_bars("1m", s)) for s in (HY, HX)]
+    task = ray.remote(backtest_bars)
+    kw = {"legs": (HY, HX), "store": str(hole_store)}
+    got = ray.get(task.remote(*legs, params, strat, "1m", max_carry=2, **kw))
+    assert got.stats["dropped_bars"] == dropped_by(HOLE, 2)
+    assert ray.get(task.remote(*legs, params, strat, "1m", **kw)).stats["dropped_bars"] == 0

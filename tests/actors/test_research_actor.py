@@ -97,3 +97,33 @@ def test_history_jobs_run_in_the_actor(store, ray_cluster):
     np.testing.assert_array_equal(good.value.z, local.z)
     np.testing.assert_array_equal(good.value.equity, local.equity)
     assert bad.done and bad.value is None and "NOPEUSDT" in bad.error
+
+
+HOLE = 10  # bars X misses: longer than a configured max_carry of 2, shorter than auto (30 of 1m)
+
+
+@pytest.mark.ray
+def test_history_honours_max_carry(ray_cluster, tmp_path):
+    """The ResearchActor, and the dashboard's HistoryJobs that start it on Ray, align with the
+    max_carry of the served config: the bars of the hole past the limit are not stepped."""
+    from history_kit import dropped_by
+
+    write_history(tmp_path, days=1, seed=5, hole=HOLE)
+    params = PairParams(zscore_window=30)
+    auto = ResearchActor(tmp_path).history(PAIR, "1m", params, STRATEGY)
+    two = ResearchActor(tmp_path, max_carry=2).history(PAIR, "1m", params, STRATEGY)
+    assert auto.stats["dropped_bars"] == 0
+    assert two.stats["dropped_bars"] == dropped_by(HOLE, 2) > 0
+    assert two.n == auto.n - dropped_by(HOLE, 2)
+    assert set(two.ts) < set(auto.ts)
+    jobs = HistoryJobs(str(tmp_path), 2)
+    try:
+        job = jobs.submit("history", PAIR, "1m", params, STRATEGY)
+        deadline = time.monotonic() + 120
+        while not job.done and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert job.done and job.error is None, job.error
+        np.testing.assert_array_equal(job.value.ts, two.ts)
+        assert job.value.stats["dropped_bars"] == dropped_by(HOLE, 2)
+    finally:
+        jobs.stop()

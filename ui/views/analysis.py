@@ -121,6 +121,7 @@ class BacktestView(Viewer):
             s.timeframe,
             legs=s.legs,
             store=app.state.config.store.path,
+            max_carry=app.state.config.analytics.max_carry,
         )
         self.running = (s.pair, s.timeframe)
         self.message.object = (

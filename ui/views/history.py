@@ -51,7 +51,7 @@ class HistoryView(Viewer):
         super().__init__(**params)
         self.app = app
         cfg = app.state.config
-        self.jobs = history_jobs(str(cfg.store.path))
+        self.jobs = history_jobs(str(cfg.store.path), cfg.analytics.max_carry)
         self.catalog: dict[str, list[str]] = {}
         self.result: PairHistory | None = None
         pairs = list(cfg.pair_names)
