@@ -14,7 +14,8 @@ one), and ``history_plot`` draws ``engine.history.pair_history`` as the dashboar
 does (the same HoloViews Layout, ``ui.history_plot.history_layout``).
 
 Parameters: ``config`` is a pairstack YAML file or a loaded ``engine.config.Config`` (its
-``analytics`` and ``strategy``), or None for the defaults; keyword overrides take the keys of
+``analytics``, including ``max_carry`` for every alignment, and ``strategy``), or None for the
+defaults; keyword overrides take the keys of
 ``pairstack backtest --sweep`` (analytics: ``hedge``, ``zscore_window``, ``ols_window``, ...;
 strategy: ``entry``, ``exit``, ``stop``, ``notional``, ``fee_bps``, ...). Times: ``start``
 inclusive, ``end`` exclusive, as ISO strings, datetimes, dates or ms; frames are indexed by
@@ -32,9 +33,10 @@ from typing import Any
 import pandas as pd
 
 from actors.backtest import BacktestActor
+from engine.align import max_carry_ms
 from engine.backtest import BacktestResult, Costs
 from engine.backtest_data import PairData
-from engine.config import Config, StrategyConfig, load_config
+from engine.config import AnalyticsConfig, Config, StrategyConfig, load_config
 from engine.errors import DataError
 from engine.history import PairHistory, pair_history, store_catalog
 from engine.pairbook import parse_pair
@@ -95,11 +97,18 @@ class Research:
         )
 
     def closes(
-        self, symbols: Sequence[str], timeframe: str = "1m", start: Any = None, end: Any = None
+        self,
+        symbols: Sequence[str],
+        timeframe: str = "1m",
+        start: Any = None,
+        end: Any = None,
+        config: ConfigLike = None,
     ) -> pd.DataFrame:
         """Closes of ``symbols`` aligned as pairs are (union of bar times from the first time
-        all have traded, a missing bar's close carried forward), one column per symbol."""
-        c = align_closes(load_bars(self.path, timeframe, list(symbols), start, end))
+        all have traded, a missing bar's close carried forward at most ``analytics.max_carry``
+        bars of ``config``; older, the time is left out), one column per symbol."""
+        limit = max_carry_ms(_analytics(config).max_carry, timeframe)
+        c = align_closes(load_bars(self.path, timeframe, list(symbols), start, end), limit)
         return pd.DataFrame(c.values, index=_times(c.ts), columns=list(c.symbols))
 
     def screen(
@@ -108,12 +117,16 @@ class Research:
         symbols: Sequence[str] | None = None,
         start: Any = None,
         end: Any = None,
+        config: ConfigLike = None,
         **options: Any,
     ) -> pd.DataFrame:
         """Every pair of the symbols tested for cointegration (``pairstack screen``'s rows:
-        y, x, stat, pvalue, qvalue, beta, half_life, corr, n; sorted by p-value). ``options``:
-        ``engine.screen.screen_bars``' (min_bars, min_coverage, min_quote_volume, top, price)."""
+        y, x, stat, pvalue, qvalue, beta, half_life, corr, n; sorted by p-value), closes
+        carried at most ``analytics.max_carry`` bars of ``config``. ``options``:
+        ``engine.screen.screen_bars``' (min_bars, min_coverage, min_quote_volume, top, price,
+        max_carry: overrides the config's)."""
         bars = load_bars(self.path, timeframe, symbols, start, end)
+        options.setdefault("max_carry", _analytics(config).max_carry)
         return screen_bars(bars, timeframe, window=(start, end), **options).table.to_pandas()
 
     # -- backtests ------------------------------------------------------------------------------
@@ -127,8 +140,8 @@ class Research:
         **overrides: Any,
     ) -> Backtest:
         """``pair`` ("Y/X") backtested over its stored bars, as ``pairstack backtest`` does."""
-        params, strategy = _settings(config, overrides)
-        actor = BacktestActor(self.path, pair, timeframe, start, end)
+        params, strategy, max_carry = _settings(config, overrides)
+        actor = BacktestActor(self.path, pair, timeframe, start, end, max_carry=max_carry)
         res = actor.result(params, strategy)
         eq = res.equity
         equity = pd.DataFrame({"equity": eq.equity, "position": eq.position}, index=_times(eq.ts))
@@ -155,11 +168,11 @@ class Research:
 
         if not isinstance(grid, Mapping):
             grid = parse_sweep(grid)
-        params, strategy = _settings(config, overrides)
+        params, strategy, max_carry = _settings(config, overrides)
         init_ray(None, log_to_driver=False)
         return sweep(
             self.path, pair, grid, actors, timeframe=timeframe, start=start, end=end,
-            params=params, strategy=strategy, train_frac=train_frac,
+            params=params, strategy=strategy, train_frac=train_frac, max_carry=max_carry,
         )  # fmt: skip
 
     # -- the History tab's chart ----------------------------------------------------------------
@@ -173,8 +186,10 @@ class Research:
         **overrides: Any,
     ) -> PairHistory:
         """The arrays the History tab draws (``engine.history.pair_history``)."""
-        params, strategy = _settings(config, overrides)
-        data = PairData.from_store(self.path, *parse_pair(pair), timeframe, start, end)
+        params, strategy, max_carry = _settings(config, overrides)
+        data = PairData.from_store(
+            self.path, *parse_pair(pair), timeframe, start, end, max_carry=max_carry
+        )
         return pair_history(data, params, make_strategy(strategy), Costs.from_config(strategy))
 
     def history_plot(
@@ -193,20 +208,29 @@ class Research:
         from ui.history_plot import history_layout
 
         h = self.history(pair, timeframe, start, end, config, **overrides)
-        _, strategy = _settings(config, overrides)
+        _, strategy, _ = _settings(config, overrides)
         return history_layout(
             h, entry=strategy.entry, exit=strategy.exit, stop=strategy.stop, dynamic=dynamic
         )
 
 
+def _analytics(config: ConfigLike) -> AnalyticsConfig:
+    """The ``analytics`` section of ``config`` (the defaults when None)."""
+    if config is None:
+        return AnalyticsConfig()
+    return (config if isinstance(config, Config) else load_config(config)).analytics
+
+
 def _settings(
     config: ConfigLike, overrides: Mapping[str, Any]
-) -> tuple[PairParams, StrategyConfig]:
-    """(PairParams, StrategyConfig) of ``config`` (defaults when None) with ``overrides``
-    applied and checked (``engine.sweep.resolve_set``: ConfigError names a bad key)."""
+) -> tuple[PairParams, StrategyConfig, int | str]:
+    """(PairParams, StrategyConfig, analytics.max_carry) of ``config`` (defaults when None)
+    with ``overrides`` applied and checked (``engine.sweep.resolve_set``: ConfigError names a
+    bad key)."""
     if config is None:
-        params, strategy = PairParams(), StrategyConfig()
+        analytics, strategy = AnalyticsConfig(), StrategyConfig()
     else:
         cfg = config if isinstance(config, Config) else load_config(config)
-        params, strategy = PairParams.from_config(cfg.analytics), cfg.strategy
-    return resolve_set(overrides, params, strategy)
+        analytics, strategy = cfg.analytics, cfg.strategy
+    params, strategy = resolve_set(overrides, PairParams.from_config(analytics), strategy)
+    return params, strategy, analytics.max_carry
