@@ -221,11 +221,13 @@ def screen_recent(
     *,
     store: str | os.PathLike | None = None,
     min_bars: int = 100,
+    max_carry: int | str = "auto",
     on_chunk: Callable[[int, int], None] | None = None,
 ) -> ScreenOutcome:
     """``engine.screen.screen_bars`` (the CLI's screen) over the symbols of ``bars``: the bars
-    in memory with the store's before them (up to ``SCREEN_BARS``), in this process;
-    ``on_chunk(done, total)`` is called as chunks of pairs finish."""
+    in memory with the store's before them (up to ``SCREEN_BARS``), in this process, closes
+    carried at most ``max_carry`` bars (``analytics.max_carry``); ``on_chunk(done, total)`` is
+    called as chunks of pairs finish."""
 
     def run(data: ScreenData, chunks: Sequence[np.ndarray]) -> Iterator[ChunkRows]:
         for k, rows in enumerate(run_in_process(data, chunks)):
@@ -235,7 +237,12 @@ def screen_recent(
 
     merged = _with_stored(bars, timeframe, store)
     result = screen_bars(
-        merged, timeframe, min_bars=min_bars, price=price, runner=lambda n_pairs: (1, run)
+        merged,
+        timeframe,
+        min_bars=min_bars,
+        price=price,
+        runner=lambda n_pairs: (1, run),
+        max_carry=max_carry,
     )
     return ScreenOutcome(screen_frame(result.table), dict(result.universe.excluded), result.params)
 

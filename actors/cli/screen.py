@@ -8,7 +8,8 @@ store, chooses the symbols (``engine.screen.choose_universe``), tests every pair
 the symbols left out, writes the table (``--out``) and keeps it in the store
 (``<store>/screens/``). ``--config-out`` writes a pairs config of the ``--config-top`` best rows
 (``--top`` chooses symbols, not rows), with the feed, analytics and strategy of ``--config``
-when given. Bad input exits 2 with the reason (the dispatcher prints PairstackError).
+when given; the ``analytics.max_carry`` of ``--config`` (default auto) limits the carry of a
+symbol's last close. Bad input exits 2 with the reason (the dispatcher prints PairstackError).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ than --min-bars, when its first bar leaves less than 80% of the window after it 
 it would cut everyone's history), when its median daily quote volume (USDT, over the UTC
 days it has bars) is below --min-quote-volume, or when it is not among the --top N by that
 volume. Closes are aligned on
-the union of bar times from where all kept symbols have traded, the last close carried forward.
+the union of bar times from where all kept symbols have traded, the last close carried forward
+at most analytics.max_carry bars of --config (default auto); a time where a symbol's close is
+older is dropped.
 
 Rows: y, x, stat, pvalue (Engle-Granger, statsmodels' coint figures; both orders tested, the
 lower p-value kept), qvalue (Benjamini-Hochberg over all pairs), beta (OLS hedge of log
@@ -88,7 +91,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_option(
         parser,
         required=False,
-        help="base of the --config-out config (feed, analytics, strategy, store; default: "
+        help="its analytics.max_carry limits how long a symbol's last close is carried; also the "
+        "base of the --config-out config (feed, analytics, strategy, store; default: "
         "feed.source binance and this --store)",
     )
     parser.add_argument(
@@ -159,6 +163,7 @@ def main(args: argparse.Namespace, config: Config | None) -> int:
             top=args.top,
             runner=runner,
             window=(args.start, args.end),
+            max_carry=base.analytics.max_carry if base is not None else "auto",
         )
     finally:
         runner.close()
@@ -176,7 +181,8 @@ def main(args: argparse.Namespace, config: Config | None) -> int:
     where = f"on {runner.workers} Ray actors" if runner.workers else "in this process"
     print(
         f"{len(p['symbols'])} symbols, {p['pairs']} pairs, {p['bars']} {args.timeframe} bars "
-        f"each ({where}); saved {saved}"
+        f"each ({where}); {p['carried_bars']} carried, {p['dropped_bars']} dropped (max_carry "
+        f"{p['max_carry']}); saved {saved}"
     )
     print(table_text(table.slice(0, SHOWN).to_pylist(), COLUMNS))
     if result.universe.excluded:

@@ -159,3 +159,58 @@ def test_dashboard_screen_reads_the_store_behind_its_bars(store):
     assert (outcome.table["bars"] > 1_000).all() and outcome.excluded == {}
     only_memory = screen_recent(memory, "log", "5m", store=None, min_bars=30)
     assert (only_memory.table["bars"] < 250).all()  # the union of 3 x 200 bar times
+
+
+HOLE = 10  # bars one symbol misses: past a configured max_carry of 2, within auto (30 of 1m)
+
+
+@pytest.fixture(scope="module")
+def hole_store(tmp_path_factory):
+    from history_kit import write_history
+
+    path = tmp_path_factory.mktemp("cli_screen_hole") / "store"
+    write_history(path, days=1, seed=5, hole=HOLE)
+    return path
+
+
+def test_cli_screen_honours_the_configs_max_carry(hole_store, tmp_path):
+    """``pairstack screen --config`` aligns with the config's analytics.max_carry: the saved
+    screen's params and the printed line report the bars dropped; without --config, auto."""
+    from history_kit import dropped_by
+
+    args = ("screen", "--store", str(hole_store), "--timeframe", "1m", "--actors", "0")
+    free = pairstack(*args)
+    assert free.returncode == 0, free.stderr
+    free_params = screen.latest_screen(hole_store)[1]
+    assert free_params["max_carry"] == "auto" and free_params["dropped_bars"] == 0
+    config = tmp_path / "config.yaml"
+    config.write_text(BASE.replace("STORE", str(tmp_path / "s")).replace(
+        "zscore_window: 8}", "zscore_window: 8, max_carry: 2}"))  # fmt: skip
+    proc = pairstack(*args, "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    params = screen.latest_screen(hole_store)[1]
+    assert params["max_carry"] == 2
+    assert params["dropped_bars"] == dropped_by(HOLE, 2) > 0
+    assert params["bars"] == free_params["bars"] - dropped_by(HOLE, 2)
+    assert f"{dropped_by(HOLE, 2)} dropped (max_carry 2)" in proc.stdout
+
+
+@pytest.mark.ray
+def test_dashboard_screen_job_honours_max_carry(ray_cluster, hole_store):
+    """The dashboard's screen (a ScreenJob actor, as the bridge starts it) aligns with the
+    max_carry it is handed (the served config's)."""
+    import ray
+    from history_kit import dropped_by
+
+    from actors.screen import ScreenJob
+
+    bars = screen.load_bars(hole_store, "1m")
+    actor = ray.remote(ScreenJob).options(max_concurrency=2).remote()
+    try:
+        two = ray.get(actor.run.remote(bars, "log", "1m", store=None, max_carry=2))
+        auto = ray.get(actor.run.remote(bars, "log", "1m", store=None))
+    finally:
+        ray.kill(actor)
+    assert two.params["dropped_bars"] == dropped_by(HOLE, 2) > 0
+    assert auto.params["dropped_bars"] == 0
+    assert (auto.table["bars"] - two.table["bars"]).tolist() == [dropped_by(HOLE, 2)]

@@ -192,6 +192,7 @@ class ScreenView(Viewer):
             app.state.config.analytics.timeframe,
             store=app.state.config.store.path,
             min_bars=30,
+            max_carry=app.state.config.analytics.max_carry,
         )
         self.progress.object = "<p>Screen queued on the engine…</p>"
 
