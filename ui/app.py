@@ -189,9 +189,11 @@ class App:
         inputs = (s.pair, s.timeframe, s.hedge, s.zscore_window, s.source,
                   *(_bars_key(b) for b in legs))  # fmt: skip
         if self._recomputed is None or self._recomputed[0] != inputs:
+            cfg = self.state.config
             frame = services.recompute(
-                s.pair, s.timeframe, legs[0], legs[1], self.params(), self.state.config.strategy
-            )
+                s.pair, s.timeframe, legs[0], legs[1], self.params(), cfg.strategy,
+                cfg.analytics.max_carry,
+            )  # fmt: skip
             self._recomputed = (inputs, frame)
         return self._recomputed[1], origin
 

@@ -5,7 +5,8 @@ Every number comes from the engine (``engine.pairstep``, ``engine.stats``, ``eng
 
 - ``PairFrame``: the columns on screen (ts ms, both legs' closes, Kalman and rolling-OLS beta,
   the beta in use, spread, z, position), from a live snapshot or recomputed from bars.
-- ``recompute``: ``align_bars`` + ``run_pair`` + the strategy over recent or uploaded bars.
+- ``recompute``: ``align_bars`` (with ``analytics.max_carry``) + ``run_pair`` + the strategy
+  over recent or uploaded bars.
 - ``spread_tests``: ADF, Engle-Granger and half-life with a plain-words verdict.
 - ``drawdown``, ``symbol_grid`` (a screen column as a heatmap grid), ``quote_volume_1m``,
   ``liquid_pairs``, ``export_bytes``.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from engine.align import align_bars
+from engine.align import align_bars, max_carry_ms
 from engine.errors import DataError
 from engine.pairstep import PairParams, run_pair
 from engine.stats import adf, coint, half_life
@@ -101,9 +102,11 @@ def recompute(
     bars_x: np.ndarray,
     params: PairParams,
     strategy_config: object,
+    max_carry: int | str = "auto",
 ) -> PairFrame:
-    """The pair step and strategy over two legs' bars (BAR_DTYPE), as the engine runs them."""
-    aligned = align_bars(bars_y, bars_x)
+    """The pair step and strategy over two legs' bars (BAR_DTYPE), as the engine runs them:
+    a leg's last close is carried at most ``max_carry`` bars (``analytics.max_carry``)."""
+    aligned = align_bars(bars_y, bars_x, max_carry_ms(max_carry, timeframe))
     if aligned.ts.size == 0:
         return empty_frame(pair, timeframe)
     series = run_pair(aligned.close_y, aligned.close_x, params)

@@ -291,3 +291,20 @@ def test_dashboard_backtest_charges_funding_exactly_as_the_cli(tmp_path):
     )
     assert bare.stats["funding_paid"] == 0.0
     assert bare.stats["final_equity"] != cli["stats"]["final_equity"]
+
+
+def test_recompute_honours_max_carry():
+    """The dashboard's recompute aligns as the engine does: a leg silent for 10 bars is carried
+    at most max_carry bars; the bar times past it are not stepped."""
+    y, x = cointegrated_pair(300, seed=7)
+    ts = T0 + 1000 * np.arange(300)
+    keep = np.ones(300, dtype=bool)
+    keep[150:160] = False  # x misses 10 bars
+    by, bx = _bars(y, ts), _bars(x[keep], ts[keep])
+    params, strat = PairParams(ols_window=20, zscore_window=20), StrategyConfig(name="zscore")
+    auto = services.recompute("Y/X", "1s", by, bx, params, strat)  # auto: 60 bars of 1s
+    two = services.recompute("Y/X", "1s", by, bx, params, strat, 2)
+    assert len(auto) == 300 and len(two) == 300 - (10 - 2)
+    np.testing.assert_array_equal(
+        two.cols["ts"], np.concatenate([ts[:152], ts[160:]])
+    )
