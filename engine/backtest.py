@@ -23,8 +23,9 @@ changes over the ``vol_window`` changes ending at the decision bar t (past data 
 position's spread PnL per bar has a std of about vol_target USDT (log prices: notional =
 vol_target/sd_t USDT; raw prices: |qty_y| = vol_target/sd_t). No entry where sd_t is not yet
 known or zero. ``max_gross``: an entry whose gross |qty_y|*fill_y + |qty_x|*fill_x exceeds it has
-both quantities scaled down by max_gross/gross. An entry that was skipped is not retried until
-the target changes.
+both quantities scaled down by max_gross/gross (a portfolio lowers the cap of each entry by the
+gross its other pairs hold: ``engine.backtest_portfolio``); an entry with no gross left under
+the cap is skipped. An entry that was skipped is not retried until the target changes.
 
 Ruin: when equity at a bar close t is at or below ``ruin_equity * capital`` (default 0), the run
 is ruined at t: an open position is closed at the open of bar t+1 like every fill (slippage
@@ -99,7 +100,7 @@ def simulate_kernel(
     rate_x: np.ndarray,
     size: np.ndarray,
     size_is_qty: bool,
-    max_gross: float,
+    max_gross: np.ndarray,
     capital: float,
     ruin_floor: float,
     halt_bar: int,
@@ -110,9 +111,10 @@ def simulate_kernel(
     """Two-leg simulation from int8 targets (see the module docstring for the rules).
 
     ``size[t]``: the entry size decided at bar t, USDT of the y leg (or |qty_y| when
-    ``size_is_qty``); a non-finite or non-positive size skips that entry. ``max_gross``: cap
-    on an entry's gross USDT (inf: none). ``ruin_floor``: equity (USDT) at or below which, at a
-    bar close, the run is ruined: the position closes at the next open and trading stops.
+    ``size_is_qty``); a non-finite or non-positive size skips that entry. ``max_gross[t]``:
+    cap on the gross USDT of an entry filled at the open of bar t (inf: none; <= 0 skips it).
+    ``ruin_floor``: equity (USDT) at or below which, at a bar close, the run is ruined: the
+    position closes at the next open and trading stops.
     Returns (equity[n], position[n] held during each bar, trade_bars[k, 2] (entry, exit bar of
     the fills; exit -1 while open), sides[k], trade_values[k, 10] (T_* columns; NaN exit fills
     while open), fees, funding paid, ruin bar or -1). Oracle: the plain-Python loop written
@@ -160,16 +162,17 @@ def simulate_kernel(
                 qy = 0.0
                 qx = 0.0
             s = size[t - 1]
-            if want != 0 and s > 0.0 and math.isfinite(s):
+            cap = max_gross[t]
+            if want != 0 and s > 0.0 and math.isfinite(s) and cap > 0.0:
                 b = beta[t - 1]
                 fy = open_y[t] * (1.0 + slip * want)
                 qy = want * s if size_is_qty else want * s / fy
                 fx = _fill(open_x[t], -want * b, slip)
                 qx = -want * b * (s / fx if log_prices else abs(qy))
                 gross = abs(qy) * fy + abs(qx) * fx
-                if gross > max_gross:
-                    qy *= max_gross / gross
-                    qx *= max_gross / gross
+                if gross > cap:
+                    qy *= cap / gross
+                    qx *= cap / gross
                 fee = fee_rate * (abs(qy) * fy + abs(qx) * fx)
                 cash -= qy * fy + qx * fx + fee
                 fees += fee
@@ -406,6 +409,7 @@ def _simulate(
     vol_window: int = 60,
     halt_ts: int | None = None,
     own_ruin: bool = True,
+    gross_cap: Any = None,
 ) -> BacktestResult:
     """The simulation step of ``run``: the pair from target positions decided at each close
     (docs/semantics.md semantics).
@@ -414,7 +418,8 @@ def _simulate(
     into the open of a leg without a bar); ``target`` -1/0/+1 per bar; ``beta`` hedge ratio per
     bar (log or raw prices as ``price_mode``); ``funding`` (events_y, events_x), each None, a
     ``FundingEvents`` or with "ts"/"rate" columns; ``timeframe`` sets the annualisation
-    (default: the smallest ts step).
+    (default: the smallest ts step); ``gross_cap``: per bar, the gross USDT an entry filled at
+    its open may take (default: ``costs.max_gross`` on every bar, or none).
     """
     if price_mode not in PRICE_MODES:
         raise ConfigError(f"analytics.price: expected one of {PRICE_MODES}, got {price_mode!r}")
@@ -452,6 +457,10 @@ def _simulate(
     rates_y, n_y, assumed_y = _funding_per_bar(ts_arr, None if funding is None else funding[0])
     rates_x, n_x, assumed_x = _funding_per_bar(ts_arr, None if funding is None else funding[1])
     spread_arr = None if spread is None else _series("spread", spread, n)
+    if gross_cap is None:
+        cap = np.full(n, math.inf if costs.max_gross is None else costs.max_gross)
+    else:
+        cap = _series("gross_cap", gross_cap, n)
     equity, position, bars, sides, vals, fees, funding_paid, ruin = simulate_kernel(
         prices["open_y"],
         prices["close_y"],
@@ -463,7 +472,7 @@ def _simulate(
         rates_x,
         entry_sizes(costs, spread_arr, vol_window, n),
         costs.sizing == "vol" and price_mode == "raw",
-        math.inf if costs.max_gross is None else costs.max_gross,
+        cap,
         costs.capital,
         costs.ruin_equity * costs.capital if own_ruin else -math.inf,
         n if halt_ts is None else max(0, int(np.searchsorted(ts_arr, halt_ts, "right")) - 1),
@@ -529,6 +538,7 @@ def run(
     hi: int | None = None,
     halt_ts: int | None = None,
     own_ruin: bool = True,
+    gross_cap: np.ndarray | None = None,
 ) -> BacktestResult:
     """The backtest, the one entry: the pair step over ``data``'s aligned bars, ``strategy`` on
     its z and spread, fills, equity, funding and stats (docs/semantics.md semantics).
@@ -541,8 +551,9 @@ def run(
     runs over all bars (its state enters the part warmed up, no look-ahead), the strategy starts
     flat at ``lo`` and the simulation with fresh capital and no position. ``series``: the pair
     step of ``params`` over all of ``data``'s bars when the caller keeps it (a sweep reuses one
-    for many strategies); computed here by default. ``halt_ts``/``own_ruin``: how a portfolio
-    (``engine.backtest_portfolio``) imposes its own ruin on a pair (see ``_simulate``).
+    for many strategies); computed here by default. ``halt_ts``/``own_ruin``/``gross_cap`` (per
+    aligned bar, the gross USDT an entry filled at its open may take): how a portfolio
+    (``engine.backtest_portfolio``) imposes its ruin and its gross cap on a pair (``_simulate``).
     NumericalError when the bars are too few for the z-score to warm up (``check_bars``).
     """
     check_bars(data.n, params)
@@ -573,6 +584,7 @@ def run(
         vol_window=params.zscore_window,
         halt_ts=halt_ts,
         own_ruin=own_ruin,
+        gross_cap=None if gross_cap is None else gross_cap[part],
     )
     result.stats.update(data.carry_counts(lo, hi))
     return result

@@ -688,8 +688,9 @@ def test_sizing_config_is_validated():
     )
 
 
-def portfolio_legs(n=900, seeds=(31, 32, 33)):
-    """Three pairs of 1m bars with different, partly overlapping time ranges."""
+def portfolio_legs(n=900, seeds=(31, 32, 33), max_carry="auto"):
+    """Three pairs of 1m bars with different, partly overlapping time ranges, each leg missing
+    about 10% of its bars (aligned with ``max_carry``)."""
     rng = np.random.default_rng(30)
     legs = []
     for k, seed in enumerate(seeds):
@@ -697,7 +698,11 @@ def portfolio_legs(n=900, seeds=(31, 32, 33)):
         ts = T0 + MINUTE * (np.arange(n) + 37 * k)  # pairs start at different times
         by = leg_bars(ts, y, rng, np.r_[True, rng.random(n - 1) > 0.1])
         bx = leg_bars(ts, x, rng, np.r_[True, rng.random(n - 1) > 0.1])
-        legs.append(PairData.from_tables(by, bx, y=f"Y{k}USDT", x=f"X{k}USDT", timeframe="1m"))
+        legs.append(
+            PairData.from_tables(
+                by, bx, y=f"Y{k}USDT", x=f"X{k}USDT", timeframe="1m", max_carry=max_carry
+            )
+        )
     return legs
 
 
@@ -770,3 +775,114 @@ def test_portfolio_ruin_stops_every_pair():
         later = r.equity.ts > at
         assert not r.equity.position[later][1:].any()
     assert np.all(folio.equity.equity[bar + 2 :] == folio.equity.equity[-1])
+
+
+def test_portfolio_carry_counts_are_the_sums_of_the_pairs():
+    """Total carried/dropped bars: the sums of the single-pair runs; per-pair rows their own."""
+    from engine.backtest_portfolio import run_portfolio
+
+    legs = portfolio_legs(max_carry=1)  # two bars in a row missing on a leg: dropped
+    params = PairParams(hedge="kalman", zscore_window=40)
+    config = StrategyConfig(entry=1.5, exit=0.0, stop=3.5, notional=1e4, capital=1e5)
+    folio = run_portfolio(
+        [(d, make_strategy(config)) for d in legs], params, Costs.from_config(config)
+    )
+    alone = [backtest(d, params, config) for d in legs]
+    for key in ("carried_bars", "dropped_bars"):
+        assert folio.stats[key] == sum(r.stats[key] for r in alone)
+        assert [folio.pairs[d.pair].stats[key] for d in legs] == [r.stats[key] for r in alone]
+    assert folio.stats["dropped_bars"] > 0 and folio.stats["carried_bars"] > 0
+    assert folio.stats["dropped_bars"] == sum(d.aligned.dropped for d in legs)
+
+
+def portfolio_gross_reference(legs, params, config, max_gross):
+    """Plain Python, docs/semantics.md "Portfolio": the pairs on the union of their bar times;
+    at each time every pair's exit first, then the entries in the listed order, each entry's
+    gross |qty_y|*fill_y + |qty_x|*fill_x capped at max_gross minus the entry gross the other
+    pairs hold (skipped when less than a billionth of max_gross is left: rounding). Log
+    prices, fixed sizing, no funding, no ruin. Returns per pair (equity per bar, [(entry ms,
+    qty_y, qty_x)]) and the most gross held."""
+    slip, fee = config.slippage_bps / 1e4, config.fee_bps / 1e4
+
+    def fill(price, qty):
+        return price * (1 + slip) if qty > 0 else price * (1 - slip)
+
+    book = []
+    for d in legs:
+        a = d.aligned
+        s = run_pair(a.close_y, a.close_x, params)
+        book.append(
+            dict(
+                at={int(t): i for i, t in enumerate(a.ts)},
+                oy=a.open_y.tolist(), cy=a.close_y.tolist(), ox=a.open_x.tolist(),
+                cx=a.close_x.tolist(), beta=s.beta.tolist(),
+                target=make_strategy(config).run(s.z, s.spread).tolist(),
+                cash=config.capital, pos=0, qy=0.0, qx=0.0, gross=0.0, equity=[], trades=[],
+            )
+        )  # fmt: skip
+    most = 0.0
+    for when in sorted({t for b in book for t in b["at"]}):
+        here = [(b, b["at"][when]) for b in book if when in b["at"]]
+        for b, t in here:  # exits
+            b["want"] = b["target"][t - 1] if t >= 1 else 0
+            b["act"] = t >= 1 and b["want"] != (b["target"][t - 2] if t >= 2 else 0)
+            if b["act"] and b["pos"] != 0:
+                fy, fx = fill(b["oy"][t], -b["qy"]), fill(b["ox"][t], -b["qx"])
+                cost = fee * (abs(b["qy"]) * fy + abs(b["qx"]) * fx)
+                b["cash"] += b["qy"] * fy + b["qx"] * fx - cost
+                b.update(pos=0, qy=0.0, qx=0.0, gross=0.0)
+        for b, t in here:  # entries, in the listed order
+            p = b["want"]
+            left = max_gross - sum(o["gross"] for o in book if o is not b)
+            if b["act"] and p != 0 and left > 1e-9 * max_gross:
+                beta = b["beta"][t - 1]
+                fy, fx = fill(b["oy"][t], p), fill(b["ox"][t], -p * beta)
+                qy, qx = p * config.notional / fy, -p * beta * config.notional / fx
+                gross = abs(qy) * fy + abs(qx) * fx
+                if gross > left:
+                    qy, qx = qy * left / gross, qx * left / gross
+                gross = abs(qy) * fy + abs(qx) * fx
+                b["cash"] -= qy * fy + qx * fx + fee * gross
+                b.update(pos=p, qy=qy, qx=qx, gross=gross)
+                b["trades"].append((when, qy, qx))
+        most = max(most, sum(b["gross"] for b in book))
+        for b, t in here:
+            b["equity"].append(b["cash"] + b["qy"] * b["cy"][t] + b["qx"] * b["cx"][t])
+    return [(b["equity"], b["trades"]) for b in book], most
+
+
+@pytest.mark.parametrize("max_gross", [30_000.0, 45_000.0, 1e9])
+def test_portfolio_gross_cap_bounds_the_sum_of_open_positions(max_gross):
+    from engine.backtest_portfolio import run_portfolio
+
+    legs = portfolio_legs()
+    params = PairParams(hedge="kalman", zscore_window=40)
+    config = StrategyConfig(
+        entry=1.0, exit=0.0, stop=None, notional=1e4, capital=1e5, fee_bps=4.0,
+        slippage_bps=1.0, max_gross=max_gross,
+    )  # fmt: skip
+    folio = run_portfolio(
+        [(d, make_strategy(config)) for d in legs], params, Costs.from_config(config)
+    )
+    want, most = portfolio_gross_reference(legs, params, config, max_gross)
+    assert most <= max_gross * (1 + 1e-12)
+    for d, (equity, trades) in zip(legs, want, strict=True):
+        got = folio.pairs[d.pair]
+        np.testing.assert_allclose(got.equity.equity, equity, rtol=1e-9)
+        t = got.trades
+        assert t["entry_ts"].cast("int64").to_pylist() == [e for e, _, _ in trades]
+        np.testing.assert_allclose(t["qty_y"].to_numpy(), [q for _, q, _ in trades], rtol=1e-9)
+        np.testing.assert_allclose(t["qty_x"].to_numpy(), [q for _, _, q in trades], rtol=1e-9)
+    alone = [backtest(d, params, config) for d in legs]
+    capped = sum(r.trades.num_rows for r in folio.pairs.values())
+    if max_gross == 1e9:  # a cap never reached: each pair as alone
+        assert all(folio.pairs[d.pair].stats == r.stats for d, r in zip(legs, alone, strict=True))
+    else:  # the cap binds: fewer or smaller positions than alone
+        single = [r.trades for r in alone]
+        gross = lambda t: np.abs(t["qty_y"].to_numpy()) * t["entry_fill_y"].to_numpy() + np.abs(  # noqa: E731
+            t["qty_x"].to_numpy()
+        ) * t["entry_fill_x"].to_numpy()
+        assert capped < sum(t.num_rows for t in single) or (
+            sum(gross(r.trades).sum() for r in folio.pairs.values())
+            < sum(gross(t).sum() for t in single)
+        )
