@@ -874,15 +874,15 @@ def test_portfolio_gross_cap_bounds_the_sum_of_open_positions(max_gross):
         np.testing.assert_allclose(t["qty_y"].to_numpy(), [q for _, q, _ in trades], rtol=1e-9)
         np.testing.assert_allclose(t["qty_x"].to_numpy(), [q for _, _, q in trades], rtol=1e-9)
     alone = [backtest(d, params, config) for d in legs]
-    capped = sum(r.trades.num_rows for r in folio.pairs.values())
     if max_gross == 1e9:  # a cap never reached: each pair as alone
         assert all(folio.pairs[d.pair].stats == r.stats for d, r in zip(legs, alone, strict=True))
-    else:  # the cap binds: fewer or smaller positions than alone
-        single = [r.trades for r in alone]
-        gross = lambda t: np.abs(t["qty_y"].to_numpy()) * t["entry_fill_y"].to_numpy() + np.abs(  # noqa: E731
-            t["qty_x"].to_numpy()
-        ) * t["entry_fill_x"].to_numpy()
-        assert capped < sum(t.num_rows for t in single) or (
-            sum(gross(r.trades).sum() for r in folio.pairs.values())
-            < sum(gross(t).sum() for t in single)
+    else:  # the cap binds: less gross entered than the pairs alone enter
+        assert sum(entry_gross(r.trades).sum() for r in folio.pairs.values()) < sum(
+            entry_gross(r.trades).sum() for r in alone
         )
+
+
+def entry_gross(trades):
+    """|qty_y|*entry_fill_y + |qty_x|*entry_fill_x per trade (USDT)."""
+    t = trades.to_pandas()
+    return t.qty_y.abs() * t.entry_fill_y + t.qty_x.abs() * t.entry_fill_x
