@@ -147,8 +147,8 @@ class PairActor:
     def add_pairs(self, pairs: list[str]) -> list[str]:
         """Step ``pairs`` from now on (legs among this actor's symbols, else ConfigError),
         warmed up on their legs' stored bars from ``replay_from_ms`` and the feeds' recent ones;
-        returns those added. A checkpoint is taken at once (under the grown book's fingerprint); the Hub
-        records the pairs in the store (``engine.runtime_pairs``) for a restart."""
+        returns those added. A checkpoint is taken at once (under the grown book's fingerprint);
+        the Hub records the pairs in the store (``engine.runtime_pairs``) for a restart."""
         legs = sorted({s for p in pairs for s in parse_pair(p)})
         missing = sorted(set(legs) - set(self.book.symbols))
         if missing:

@@ -241,7 +241,7 @@ def test_first_start_replays_the_store_from_the_warm_up_window_only(tmp_path):
         al, series, _, pos = batch_oracle(cfg, recent[y], recent[x])
         snap = first.snapshot(pair)
         n = int(np.sum(al.ts <= min(recent[y]["ts"][-1], recent[x]["ts"][-1])))
-        assert 0 < n and snap["ts"][0] >= origin
+        assert n > 0 and snap["ts"][0] >= origin
         np.testing.assert_array_equal(snap["ts"], al.ts[:n])
         np.testing.assert_allclose(snap["z"], series.z[:n], rtol=1e-12, equal_nan=True)
         np.testing.assert_array_equal(snap["position"], pos[:n])
