@@ -30,6 +30,7 @@ from engine.atomic import write_atomic
 from engine.errors import ConfigError
 from engine.pairbook import parse_pair
 from engine.sizing import size_engine
+from engine.warmup import window
 from strategies import check_config
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,9 @@ def start_engine(
     feed_names = [f"{hub_name}.feed-{i}" for i in range(len(feed_shards))]
     pair_shards = shard(list(config.pair_names), sizes.pairs_per_actor)
     plain = config.to_dict()  # restartable actors get plain data and names, never handles
+    # the warm-up window of this start: where pair actors replay the store from (restarts too)
+    replay_from = window(config.analytics.warmup_bar_count, config.analytics.timeframe,
+                         time.time() * 1000.0)[0]  # fmt: skip
     hub = (
         ray.remote(Hub)
         .options(name=hub_name, max_concurrency=8, **restartable)
@@ -236,6 +240,7 @@ def start_engine(
                 feed_names=feed_names,
                 hub_name=hub_name,
                 namespace=namespace,
+                replay_from_ms=replay_from,
             )
         )
         pair_symbols[name] = sorted({s for p in pairs for s in parse_pair(p)})

@@ -51,6 +51,12 @@ class PairActor:
     feed's recent in-memory bars so a restarted actor misses nothing the store had not flushed
     yet. With a ``name``, a checkpoint is taken every ``checkpoint_s`` seconds (written by a
     background thread) and on ``stop``.
+
+    ``replay_from_ms``: where a replay of a symbol no checkpoint covers starts (bar open time,
+    ms; None: the first stored bar). The engine passes the start of the warm-up window of its
+    start (``analytics.warmup_bars`` before it), the same to every restart of the actor, so a
+    first start reads the recent history and not months of stored bars, and a restart with no
+    checkpoint yet replays exactly what the first start did.
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class PairActor:
         hub_name: str | None = None,
         namespace: str | None = None,
         checkpoint_s: float = CHECKPOINT_S,
+        replay_from_ms: int | None = None,
     ):
         config = as_config(config)
         if name:  # pairs added at run time ("watch live") come back after a restart
@@ -76,6 +83,7 @@ class PairActor:
         self._ckpt_every_s = float(checkpoint_s)
         self._ckpt_thread: threading.Thread | None = None
         self.restored = False
+        self._replay_from = replay_from_ms
         self._warm_up(config, list(feed_names), hub_name, namespace)
         self._ckpt_at = time.monotonic()
 
@@ -111,20 +119,20 @@ class PairActor:
         log.info(
             "pair actor warmed up: %d pairs (%s)",
             len(self.book.names),
-            "from a checkpoint" if self.restored else "full replay",
+            "from a checkpoint" if self.restored else "replayed from the store",
         )
 
     def _history(self, starts: dict[str, int]) -> list[dict]:
         """Entries of the stored bars of each symbol from ``starts[symbol]`` (open time, ms;
-        NO_WATERMARK: all; resampled from finer stored bars where the store lacks the
-        timeframe), then the feeds' recent in-memory bars of those symbols."""
+        NO_WATERMARK: from ``replay_from_ms``; resampled from finer stored bars where the store
+        lacks the timeframe), then the feeds' recent in-memory bars of those symbols."""
         from engine.resample import read_timeframe
         from engine.store import Store
 
         store = Store(self._config.store.path)
         entries = []
         for sym, start in starts.items():
-            since = None if start == NO_WATERMARK else start
+            since = self._replay_from if start == NO_WATERMARK else start
             bars = read_timeframe(store, self.book.tf, sym, start=since).bars
             wm = int(bars["ts"][-1]) + self.book.tf_ms if len(bars) else NO_WATERMARK
             entries.append({"symbol": sym, "wm": wm, "bars": bars, "advances": []})
@@ -138,9 +146,9 @@ class PairActor:
 
     def add_pairs(self, pairs: list[str]) -> list[str]:
         """Step ``pairs`` from now on (legs among this actor's symbols, else ConfigError),
-        warmed up on every stored bar of their legs and the feeds' recent ones; returns those
-        added. A checkpoint is taken at once (under the grown book's fingerprint); the Hub
-        records the pairs in the store (``engine.runtime_pairs``) for a restart."""
+        warmed up on their legs' stored bars from ``replay_from_ms`` and the feeds' recent ones;
+        returns those added. A checkpoint is taken at once (under the grown book's fingerprint);
+        the Hub records the pairs in the store (``engine.runtime_pairs``) for a restart."""
         legs = sorted({s for p in pairs for s in parse_pair(p)})
         missing = sorted(set(legs) - set(self.book.symbols))
         if missing:

@@ -221,3 +221,30 @@ def test_a_planted_pickle_is_never_executed(tmp_path, as_name, caplog):
     assert actor.checkpoint()
     assert PairActor(cfg, PAIRS, name="p").restored
     assert not marker.exists()
+
+
+def test_first_start_replays_the_store_from_the_warm_up_window_only(tmp_path):
+    """The engine passes each PairActor the start of its warm-up window: a first start steps
+    the stored bars from there on (not every bar the store holds), exactly as a book fed only
+    those bars; a restart with no checkpoint yet (same argument) does the same."""
+    cfg = config(tmp_path)
+    bars = legs(8)
+    store_bars(tmp_path, bars)
+    origin = min(int(b["ts"][len(b) // 2]) for b in bars.values())  # every leg has bars after
+    first = PairActor(cfg, PAIRS, name="pairs-0", replay_from_ms=origin)
+    again = PairActor(cfg, PAIRS, name="pairs-1", replay_from_ms=origin)  # no checkpoint of it
+    assert not first.restored and not again.restored
+    assert_same(first.book, again.book)
+    recent = {s: b[b["ts"] >= origin] for s, b in bars.items()}
+    for pair in PAIRS:
+        y, x = parse_pair(pair)
+        al, series, _, pos = batch_oracle(cfg, recent[y], recent[x])
+        snap = first.snapshot(pair)
+        n = int(np.sum(al.ts <= min(recent[y]["ts"][-1], recent[x]["ts"][-1])))
+        assert n > 0 and snap["ts"][0] >= origin
+        np.testing.assert_array_equal(snap["ts"], al.ts[:n])
+        np.testing.assert_allclose(snap["z"], series.z[:n], rtol=1e-12, equal_nan=True)
+        np.testing.assert_array_equal(snap["position"], pos[:n])
+    # without the argument (a store written by hand, tests): every stored bar
+    full = PairActor(cfg, PAIRS)
+    assert min(int(full.snapshot(p)["ts"][0]) for p in PAIRS) < origin
