@@ -24,6 +24,7 @@ from engine.simulator.market import (
     BURST_PER_BLOCK,
     DAY_MS,
     Market,
+    brownian_bridge,
     chunk_draws,
     chunk_minute_bars,
     chunk_trades,
@@ -164,3 +165,13 @@ def test_chunk_draws_equal_numpy_generator_calls(nb, c):
             rng.standard_normal(nb * c))  # fmt: skip
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize(("start", "end", "sigma", "n"),
+                         [(0.0, 0.3, 1e-4, 3600), (4.6, 4.5, 6e-3, 24), (-1.0, -1.0, 0.1, 2)])
+def test_brownian_bridge_equals_numpy(start, end, sigma, n):
+    got = brownian_bridge(np.random.default_rng([7, n]), start, end, sigma, n)
+    walk = np.cumsum(np.random.default_rng([7, n]).standard_normal(n) * sigma)
+    t = np.arange(1, n + 1) / n
+    want = np.concatenate(([start], (start + walk - t * (walk[-1] - (end - start)))[:-1]))
+    np.testing.assert_array_equal(got, want)
