@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.simulator.market import MINUTE_MS, Market
+from engine.simulator.wire import fixed_decimals
 
 #: Binance USD-M kline intervals (no 1s on futures) and their length in ms.
 INTERVALS: dict[str, int] = {
@@ -65,19 +66,17 @@ def klines(
     open_time = first_open + np.arange(first, n, dtype=np.int64) * interval_ms
     columns = [
         open_time.tolist(),
-        *(_format_fixed(v, pp) for v in prices),
-        _format_fixed(volumes[0], qp),
+        *(_strings(v, pp) for v in prices),
+        _strings(volumes[0], qp),
         (open_time + (interval_ms - 1)).tolist(),
-        _format_fixed(volumes[1], vp),
+        _strings(volumes[1], vp),
         volumes[2].tolist(),
-        _format_fixed(volumes[3], qp),
-        _format_fixed(volumes[4], vp),
+        _strings(volumes[3], qp),
+        _strings(volumes[4], vp),
         ["0"] * len(open_time),
     ]
     return [list(row) for row in zip(*columns, strict=True)]
 
 
-def _format_fixed(values: np.ndarray, decimals: int) -> list[str]:
-    """Floats as fixed-point strings with ``decimals`` places (Python's ``f`` format)."""
-    spec = f".{decimals}f"
-    return [format(v, spec) for v in values.tolist()]
+def _strings(values: np.ndarray, decimals: int) -> list[str]:
+    return fixed_decimals(values, decimals).to_pylist()

@@ -1,9 +1,9 @@
 """The simulated market's bars, made by day straight from the generator, equal the bars of its
-own trades.
+own trades; klines print them as Python would.
 
 Oracles: pandas ``resample`` of the day's aggTrades as the archive serves them (CSV in a zip),
-``trade_minute_bars`` of ``chunk_trades`` (the bars of the trades, to the bit), and NumPy's own
-Generator for the draws.
+``trade_minute_bars`` of ``chunk_trades`` (the bars of the trades, to the bit), NumPy's own
+Generator for the draws, and Python's float format for decimal strings.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from engine.simulator.market import (
     chunk_trades,
     trade_minute_bars,
 )
+from engine.simulator.wire import fixed_decimals
 
 T0 = 1_700_000_000_000
 LISTING = T0 + 5 * DAY_MS + 37_123_456  # mid-day, mid-minute
@@ -175,3 +176,14 @@ def test_brownian_bridge_equals_numpy(start, end, sigma, n):
     t = np.arange(1, n + 1) / n
     want = np.concatenate(([start], (start + walk - t * (walk[-1] - (end - start)))[:-1]))
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("decimals", [0, 1, 2, 5, 8])
+def test_fixed_decimals_equal_python_format(decimals):
+    rng = np.random.default_rng(decimals)
+    exact = np.rint(rng.random(2000) * 10.0 ** rng.integers(0, 13, 2000)) / 10.0**decimals
+    summed = np.cumsum(exact[:200])  # sums of decimals: near, not at, the decimal grid
+    for values in (exact, summed, np.array([0.0, 10.0**-decimals, 123.0]), np.empty(0),
+                   rng.random(50) * 1e6):  # the last off the grid: Python's format itself
+        got = fixed_decimals(values, decimals).to_pylist()
+        assert got == [f"{v:.{decimals}f}" for v in values.tolist()]
