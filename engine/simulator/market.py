@@ -35,6 +35,7 @@ to the step size (at least one step).
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import threading
 import zlib
@@ -246,10 +247,17 @@ def ar1_bridge(
     (end - x_n) * phi^(n-t) * (1 - phi^(2t)) / (1 - phi^(2n))."""
     shocks = rng.standard_normal(n) * (sigma * math.sqrt(1.0 - phi * phi))
     free, _ = lfilter([1.0], [1.0, -phi], shocks, zi=[phi * start])
+    path = np.concatenate(([start], free)) + (end - free[-1]) * _ar1_gain(phi, n)
+    return path[:-1]
+
+
+@functools.lru_cache(maxsize=256)
+def _ar1_gain(phi: float, n: int) -> np.ndarray:
+    """phi^(n-t) * (1 - phi^(2t)) / (1 - phi^(2n)) for t = 0..n (read-only; one per series)."""
     t = np.arange(n + 1, dtype=np.float64)
     gain = phi ** (n - t) * (1.0 - phi ** (2 * t)) / (1.0 - phi ** (2 * n))
-    path = np.concatenate(([start], free)) + (end - free[-1]) * gain
-    return path[:-1]
+    gain.flags.writeable = False
+    return gain
 
 
 @njit(cache=True)
