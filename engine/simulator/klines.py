@@ -75,7 +75,7 @@ def klines(
         _strings(volumes[4], vp),
         ["0"] * len(open_time),
     ]
-    return [list(row) for row in zip(*columns, strict=True)]
+    return list(map(list, zip(*columns, strict=True)))
 
 
 def _strings(values: np.ndarray, decimals: int) -> list[str]:
