@@ -422,9 +422,9 @@ def chunk_minute_bars(
             volume[m] += q
             quote[m] += p * q
             count[m] += 1
-            if not maker:
-                buy_volume[m] += q
-                buy_quote[m] += p * q
+            taker_buy = 0.0 if maker else 1.0  # adding 0.0 leaves a sum as it is: no branch
+            buy_volume[m] += q * taker_buy
+            buy_quote[m] += p * q * taker_buy
     keep = count > 0
     return (open_time[keep], open_[keep], high[keep], low[keep], close[keep], volume[keep],
             quote[keep], count[keep], buy_volume[keep], buy_quote[keep])  # fmt: skip
