@@ -22,14 +22,13 @@ import re
 import zipfile
 from collections.abc import Callable
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from engine.simulator.klines import INTERVALS, klines
 from engine.simulator.market import DAY_MS, FUNDING_INTERVAL_MS, LruCache, Market
 from engine.simulator.rest import RestResponse
+from engine.simulator.wire import fixed_decimals
 
 AGG_TRADE_COLUMNS = ("agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",
                      "transact_time", "is_buyer_maker")  # fmt: skip
@@ -60,16 +59,6 @@ def _period(period: str, date: str) -> tuple[int, int] | None:
     days = calendar.monthrange(month.year, month.month)[1]
     start = int(month.timestamp() * 1000)
     return start, start + days * DAY_MS
-
-
-def _fixed(values: np.ndarray, decimals: int) -> pa.Array:
-    """Non-negative floats as fixed-point decimal strings with ``decimals`` places."""
-    scaled = np.round(values * 10.0**decimals).astype(np.int64)
-    whole = pc.cast(pa.array(scaled // 10**decimals), pa.string())
-    if decimals == 0:
-        return whole
-    frac = pc.utf8_lpad(pc.cast(pa.array(scaled % 10**decimals), pa.string()), decimals, "0")
-    return pc.binary_join_element_wise(whole, frac, ".")
 
 
 def _csv(table: pa.Table) -> bytes:
@@ -150,8 +139,8 @@ class Archive:
         ticks = self._market.trades(sym, start, end)
         table = pa.table({
             "agg_trade_id": ticks["agg_id"],
-            "price": _fixed(ticks["price"], spec.price_precision),
-            "quantity": _fixed(ticks["qty"], spec.quantity_precision),
+            "price": fixed_decimals(ticks["price"], spec.price_precision),
+            "quantity": fixed_decimals(ticks["qty"], spec.quantity_precision),
             "first_trade_id": ticks["first_id"],
             "last_trade_id": ticks["last_id"],
             "transact_time": ticks["ts"],

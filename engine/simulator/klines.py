@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.simulator.market import MINUTE_MS, Market
+from engine.simulator.wire import fixed_decimals
 
 #: Binance USD-M kline intervals (no 1s on futures) and their length in ms.
 INTERVALS: dict[str, int] = {
@@ -54,23 +55,28 @@ def klines(
     first = int(slot[0])
     filled = np.full(n, -1, dtype=np.int64)
     filled[slot] = np.arange(len(slot))
-    last_seen = np.maximum.accumulate(filled)
+    traded = filled[first:] >= 0
+    j = np.maximum.accumulate(filled)[first:]
+    close = agg["close"][j]
+    prices = [np.where(traded, agg[k][j], close) for k in ("open", "high", "low")] + [close]
+    volumes = [np.where(traded, sums[k][j], 0) for k in summed]
     spec = market.specs[symbol]
     pp, qp = spec.price_precision, spec.quantity_precision
     vp = pp + qp
-    rows = []
-    for i in range(first, n):
-        j = int(last_seen[i])
-        open_time = first_open + i * interval_ms
-        if filled[i] >= 0:
-            o, h, lo, c = (agg["open"][j], agg["high"][j], agg["low"][j], agg["close"][j])
-            v, qv, cnt = sums["volume"][j], sums["quote_volume"][j], int(sums["count"][j])
-            tv, tqv = sums["taker_buy_volume"][j], sums["taker_buy_quote_volume"][j]
-        else:
-            o = h = lo = c = agg["close"][j]
-            v = qv = tv = tqv = 0.0
-            cnt = 0
-        rows.append([open_time, f"{o:.{pp}f}", f"{h:.{pp}f}", f"{lo:.{pp}f}", f"{c:.{pp}f}",
-                     f"{v:.{qp}f}", open_time + interval_ms - 1, f"{qv:.{vp}f}", cnt,
-                     f"{tv:.{qp}f}", f"{tqv:.{vp}f}", "0"])  # fmt: skip
-    return rows
+    open_time = first_open + np.arange(first, n, dtype=np.int64) * interval_ms
+    columns = [
+        open_time.tolist(),
+        *(_strings(v, pp) for v in prices),
+        _strings(volumes[0], qp),
+        (open_time + (interval_ms - 1)).tolist(),
+        _strings(volumes[1], vp),
+        volumes[2].tolist(),
+        _strings(volumes[3], qp),
+        _strings(volumes[4], vp),
+        ["0"] * len(open_time),
+    ]
+    return list(map(list, zip(*columns, strict=True)))
+
+
+def _strings(values: np.ndarray, decimals: int) -> list[str]:
+    return fixed_decimals(values, decimals).to_pylist()
