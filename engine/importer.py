@@ -39,11 +39,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import shutil
 import sys
+import uuid
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -54,6 +56,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
+from engine.aggcsv import NotVouched, agg_trade_blocks
 from engine.bars import build_bar_records
 from engine.binance import (
     AGG_TRADES_CSV_COLUMNS,
@@ -82,6 +85,7 @@ _TRUE, _FALSE = ["true", "True", "TRUE"], ["false", "False", "FALSE"]
 #: Trades of the last interval of the largest trade timeframe are carried to the next block;
 #: its boundaries are also the smaller timeframes' boundaries.
 _CARRY_MS = max(TIMEFRAME_MS[tf] for tf in TRADE_TIMEFRAMES)
+_BAR_INPUTS = ("ts", "price", "qty")
 _UNIT_NOTE = {"us": "microseconds", "s": "seconds"}
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError)
 
@@ -533,111 +537,134 @@ def funding_rows(settle_ms: np.ndarray, rate: np.ndarray,
 
 
 class _Writer:
-    """Writes decoded blocks into the store, flushing every ``FLUSH_ROWS`` buffered rows."""
+    """Writes decoded blocks into a (staging) store, flushing every ``FLUSH_ROWS`` rows."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.counts: dict[str, WriteCounts] = {}
 
     def maybe_flush(self) -> None:
         if self.store.buffered_rows >= FLUSH_ROWS:
-            self.flush()
+            self.store.flush()
 
-    def flush(self) -> None:
-        for label, got in self.store.flush().items():
-            self.counts[label] = self.counts.get(label, WriteCounts()) + got
-
-    def trades(self, symbol: str, blocks: Iterator[np.ndarray]) -> None:
-        """Ticks as they come; bars of the intervals closed by each block (see module doc)."""
-        carry = np.empty(0, dtype=TICK_DTYPE)
+    def trades(self, symbol: str, blocks: Iterable[np.ndarray]) -> int:
+        """Ticks as they come; bars of the intervals closed by each block (see module doc).
+        Returns the rows written."""
+        carry = tuple(np.empty(0, dtype=TICK_DTYPE[n]) for n in _BAR_INPUTS)
+        rows = 0
         for ticks in blocks:
             if not ticks.size:
                 continue
+            rows += ticks.size
             self.store.write_ticks(symbol, ticks)
-            joined = np.concatenate((carry, ticks)) if carry.size else ticks
-            ts = joined["ts"]
+            ts, price, qty = (np.concatenate((c, ticks[n])) for c, n in zip(carry, _BAR_INPUTS,
+                                                                          strict=True))
             cut = int(np.searchsorted(ts, ts[-1] // _CARRY_MS * _CARRY_MS, side="left"))
-            self._bars(symbol, joined[:cut])
-            carry = joined[cut:].copy()
+            self._bars(symbol, ts[:cut], price[:cut], qty[:cut])
+            carry = (ts[cut:], price[cut:], qty[cut:])
             self.maybe_flush()
-        self._bars(symbol, carry)
+        self._bars(symbol, *carry)
         self.maybe_flush()
+        return rows
 
-    def _bars(self, symbol: str, ticks: np.ndarray) -> None:
-        if ticks.size:
+    def _bars(self, symbol: str, ts: np.ndarray, price: np.ndarray, qty: np.ndarray) -> None:
+        """Bars of contiguous trade columns (ms, raw price, base qty) of closed intervals."""
+        if ts.size:
             for tf in TRADE_TIMEFRAMES:
-                records = build_bar_records(ticks["ts"], ticks["price"], ticks["qty"], tf)
-                self.store.write_bars(tf, symbol, records)
+                self.store.write_bars(tf, symbol, build_bar_records(ts, price, qty, tf))
 
 
-def _decoded(src: _Source, decoder: _Decoder) -> Iterator[np.ndarray | pa.Table]:
-    for base, cols in _columns(src):
-        yield decoder.decode(base, cols)
+def _fast_trades(src: _Source, writer: _Writer) -> int:
+    """The vouching fast path (``engine.aggcsv``) of an aggTrades file into ``writer``: rows
+    read; ``NotVouched`` where the reference reader must decide."""
+    with _open(src.path) as stream:
+        try:
+            blocks = agg_trade_blocks(stream, header=src.header, block_bytes=BLOCK_BYTES,
+                                      min_ms=_MIN_MS, max_ms=_MAX_MS)  # fmt: skip
+            return writer.trades(src.symbol, blocks)
+        except _ZIP_ERRORS as exc:
+            raise UploadError(f"{src.path}: corrupt zip member: {exc}") from None
 
 
-def _check(src: _Source) -> tuple[int, str | None]:
-    """First pass: read and validate the whole file; (rows read, unit note)."""
-    decoder = _Decoder(src)
-    rows = 0
-    for base, cols in _columns(src):
-        decoder.decode(base, cols)
-        rows = base + len(cols[src.columns[0]])
-    return rows, decoder.times.note
-
-
-def _write(src: _Source, writer: _Writer) -> int:
-    """Second pass: write the file; empty klines dropped."""
-    decoder = _Decoder(src)
-    blocks = _decoded(src, decoder)
+def _stage(src: _Source, path: Path, durable: bool) -> tuple[Store, int, str | None, int]:
+    """Read, validate and write one file into a new staging store at ``path``, in one pass:
+    (the store, rows read, unit note, empty klines). aggTrades take the fast path when it
+    vouches for every row; otherwise (and for klines and funding) the reference decoder reads
+    the file (what the fast path staged is dropped first)."""
+    store = Store(path, durable=durable)
     if src.kind == "aggTrades":
-        writer.trades(src.symbol, blocks)
+        try:
+            rows = _fast_trades(src, _Writer(store))
+            store.flush()
+            return store, rows, None, 0
+        except NotVouched:
+            shutil.rmtree(path, ignore_errors=True)
+            store = Store(path, durable=durable)
+    decoder = _Decoder(src)
+    writer = _Writer(store)
+    rows = 0
+
+    def blocks() -> Iterator[np.ndarray | pa.Table]:
+        nonlocal rows
+        for base, cols in _columns(src):
+            rows = base + len(cols[src.columns[0]])
+            yield decoder.decode(base, cols)
+
+    if src.kind == "aggTrades":
+        writer.trades(src.symbol, blocks())
     else:
-        for block in blocks:
+        for block in blocks():
             if src.kind == "fundingRate":
-                writer.store.write_funding(src.symbol, block)
+                store.write_funding(src.symbol, block)
             else:
-                writer.store.write_bars(src.kind, src.symbol, block)
+                store.write_bars(src.kind, src.symbol, block)
             writer.maybe_flush()
-    return decoder.empty_klines
+    store.flush()
+    return store, rows, decoder.times.note, decoder.empty_klines
 
 
 def import_files(paths: Iterable[str | Path], store: Store, *,
                  progress: bool = False) -> ImportReport:
-    """Validate every file, then write them all into ``store``; ``progress``: tqdm bars on
-    stderr (checking, then importing).
+    """Read and validate every file into a staging store under ``<store>/.staging`` (one pass
+    each), then move them all into ``store`` (``Store.adopt``: files renamed in where nothing
+    overlaps them); a malformed file leaves ``store`` untouched. ``progress``: a tqdm bar on
+    stderr.
 
     ``<zip>.CHECKSUM`` files given among ``paths`` are skipped (they are checked beside their zip).
     """
     files = [Path(p) for p in paths if not str(p).endswith(".CHECKSUM")]
     if not files:
         raise UploadError("no public-data files given (expected .csv or .zip files)")
-    sources: list[_Source] = []
+    staging = store.path / ".staging" / f"import-{uuid.uuid4().hex}"
     notes: set[str] = set()
-    rows = 0
-    with tqdm(files, desc="check", unit="file", file=sys.stderr, disable=not progress) as bar:
-        for path in bar:
-            src = _source(path)
-            n, note = _check(src)
-            rows += n
-            if note:
-                notes.add(note)
-            bar.set_postfix(rows=rows)
-            sources.append(src)
-    writer = _Writer(store)
-    empty = 0
-    with tqdm(sources, desc="import", unit="file", file=sys.stderr,
-              disable=not progress) as bar:  # fmt: skip
-        for src in bar:
-            empty += _write(src, writer)
-    writer.flush()
-    counts = writer.counts
+    rows = empty = 0
+    counts: dict[str, WriteCounts] = {}
+    try:
+        staged: list[Store] = []
+        with tqdm(files, desc="import", unit="file", file=sys.stderr,
+                  disable=not progress) as bar:  # fmt: skip
+            for k, path in enumerate(bar):
+                src = _source(path)
+                one, n, note, e = _stage(src, staging / str(k), store.durable)
+                staged.append(one)
+                rows += n
+                empty += e
+                if note:
+                    notes.add(note)
+                bar.set_postfix(rows=rows)
+        for one in staged:
+            for label, got in store.adopt(one).items():
+                counts[label] = counts.get(label, WriteCounts()) + got
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        with suppress(OSError):  # kept while another import or a compaction uses it
+            staging.parent.rmdir()
     ticks = counts.get("ticks")
     funding = counts.get("funding")
     bars = {tf: counts[f"bars/{tf}"].added + counts[f"bars/{tf}"].replaced
             for tf in TIMEFRAME_MS if f"bars/{tf}" in counts}
     skipped = sum(c.duplicates for label, c in counts.items() if label != "funding")
     report = ImportReport(
-        files=len(sources),
+        files=len(files),
         ticks=ticks.added if ticks else 0,
         bars=bars,
         microseconds="microseconds" in notes,

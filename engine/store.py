@@ -546,6 +546,43 @@ class Store:
             counts = counts + self._merge(directory / _date_name(day), kind, part)
         return buffer.label, counts
 
+    def adopt(self, staged: Store) -> dict[str, WriteCounts]:
+        """Move the files of ``staged`` (a store on the same file system, flushed here) into
+        this one; counts by kind as ``flush`` gives them (this store's own buffer flushed too).
+
+        A staged file whose key range overlaps nothing in its partition is renamed in as it is
+        (atomic, nothing rewritten: a fresh import costs one write); any other is merged like
+        a write (first copy wins for ticks, latest for bars and funding, identical rows skipped
+        without touching a file). Files are taken in write order, so later ones win.
+        """
+        counts = self.flush()
+        staged.flush()
+        for sym_dir, kind in staged._symbol_dirs():
+            rel = sym_dir.relative_to(staged.path)
+            label = f"bars/{rel.parts[1].removeprefix('timeframe=')}" if kind is _BARS \
+                else rel.parts[0]  # fmt: skip
+            got = WriteCounts()
+            for _, part_dir in staged._date_dirs(sym_dir):
+                target = self.path / rel / part_dir.name
+                infos = self._file_infos(target)
+                moved = False
+                for info in staged._file_infos(part_dir):
+                    if any(f.kmin <= info.kmax and f.kmax >= info.kmin for f in infos):
+                        table = self._read_file(part_dir / info.name, kind)
+                        got = got + self._merge(target, kind, table)
+                        continue
+                    target.mkdir(parents=True, exist_ok=True)
+                    os.replace(part_dir / info.name, target / info.name)
+                    infos.append(info)
+                    got = got + WriteCounts(added=info.rows)
+                    moved = True
+                if moved and self.durable:
+                    fsync_path(target)
+            if kind is _TICKS:
+                self._last_id.pop(rel.parts[1].removeprefix("symbol="), None)
+            counts[label] = counts.get(label, WriteCounts()) + got
+        return counts
+
     def _merge(self, part_dir: Path, kind: _Kind, new: pa.Table) -> WriteCounts:
         """Merge rows unique by key (sorted) into one partition."""
         infos = self._file_infos(part_dir)
