@@ -38,17 +38,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import re
 import shutil
 import sys
+import threading
 import uuid
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -71,6 +74,7 @@ from engine.schemas import BAR_DTYPE, TICK_DTYPE, TIMEFRAME_MS, TS_TYPE
 from engine.store import Store, WriteCounts
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Bars built from imported trades.
 TRADE_TIMEFRAMES: tuple[str, ...] = ("1s", "1m", "5m")
@@ -573,14 +577,55 @@ class _Writer:
                 self.store.write_bars(tf, symbol, build_bar_records(ts, price, qty, tf))
 
 
-def _fast_trades(src: _Source, writer: _Writer) -> int:
-    """The vouching fast path (``engine.aggcsv``) of an aggTrades file into ``writer``: rows
-    read; ``NotVouched`` where the reference reader must decide."""
+def _ahead(produce: Callable[[], Iterator[_T]], depth: int = 2) -> Iterator[_T]:
+    """The items of ``produce()``, made in a worker thread at most ``depth`` ahead of the
+    consumer: the numba parse and zlib release the GIL, so reading a file overlaps writing it
+    on another core. The worker's exception is raised here; closing this generator stops the
+    worker (after the item it is making) and waits for it."""
+    items: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in produce():
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except Exception as exc:  # handed to the consumer, raised there
+            put((None, exc))
+
+    worker = threading.Thread(target=work, name="pairstack-import-read", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _fast_blocks(src: _Source) -> Iterator[np.ndarray]:
+    """Tick records of an aggTrades file by the vouching fast path (``engine.aggcsv``);
+    ``NotVouched`` where the reference reader must decide."""
     with _open(src.path) as stream:
         try:
-            blocks = agg_trade_blocks(stream, header=src.header, block_bytes=BLOCK_BYTES,
-                                      min_ms=_MIN_MS, max_ms=_MAX_MS)  # fmt: skip
-            return writer.trades(src.symbol, blocks)
+            yield from agg_trade_blocks(stream, header=src.header, block_bytes=BLOCK_BYTES,
+                                        min_ms=_MIN_MS, max_ms=_MAX_MS)  # fmt: skip
         except _ZIP_ERRORS as exc:
             raise UploadError(f"{src.path}: corrupt zip member: {exc}") from None
 
@@ -593,7 +638,7 @@ def _stage(src: _Source, path: Path, durable: bool) -> tuple[Store, int, str | N
     store = Store(path, durable=durable)
     if src.kind == "aggTrades":
         try:
-            rows = _fast_trades(src, _Writer(store))
+            rows = _Writer(store).trades(src.symbol, _ahead(partial(_fast_blocks, src)))
             store.flush()
             return store, rows, None, 0
         except NotVouched:
