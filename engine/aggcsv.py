@@ -8,8 +8,9 @@ what the reference reader (pyarrow's CSV reader plus ``engine.importer``'s check
 them: ``id,price,qty,first_id,last_id,time,true|false`` with ``\\n`` or ``\\r\\n`` line ends,
 ids of 1 to 18 digits (no sign), ``agg_trade_id`` strictly increasing, ``last_id >= first_id``,
 price and quantity ``digits[.digits]`` above 0, times in ms within ``[min_ms, max_ms)`` and in
-order. Decimals are ``m / 10**k`` with ``m < 2**53`` and ``k <= 22`` (both exact, so correctly
-rounded, as pyarrow's parse is; ``engine.aggparse`` uses the same fast path). On the first row
+order, decimals of at most 15 digits: ``m / 10**k`` with ``m < 10**15 < 2**53`` and ``k <= 15``,
+both exact, so the division is correctly rounded, as pyarrow's parse is (Clinger's fast path,
+as in ``engine.aggparse``). On the first row
 it cannot vouch for (anything else: microsecond or second times, ``True``, exponents, empty
 lines, too many digits, a line longer than a block, a malformed row) it raises
 ``NotVouched``: the caller reads the file with the reference reader, which accepts the file
@@ -24,13 +25,14 @@ from typing import BinaryIO
 import numpy as np
 from numba import njit
 
-from engine.aggparse import _POW10, _mantissa
 from engine.schemas import TICK_DTYPE
 
 __all__ = ["NotVouched", "agg_trade_blocks"]
 
 _COMMA, _DOT, _CR, _LF = 44, 46, 13, 10
 _MAX_DIGITS = 18  # ints up to 18 digits cannot exceed int64
+_EXACT_DIGITS = 15  # a decimal of at most 15 digits is m / 10**k with m < 10**15 < 2**53
+_POW10 = np.array([10.0**k for k in range(_EXACT_DIGITS + 1)])  # exact: 5**15 < 2**53
 _MIN_LINE = 28  # bytes of the shortest line vouched for: "0,1,1,0,0,<13-digit ms>,true\n"
 _TRUE = np.frombuffer(b"true", np.uint8).copy()
 _FALSE = np.frombuffer(b"false", np.uint8).copy()
@@ -41,33 +43,40 @@ class NotVouched(Exception):
 
 
 @njit(cache=True, inline="always")
+def _digits(p, i, v):
+    """``(index after the digits at i, v folded with them in base 10)``."""
+    while 48 <= p[i] <= 57:
+        v = v * 10 + (p[i] - 48)
+        i += 1
+    return i, v
+
+
+@njit(cache=True, inline="always")
 def _uint(p, i):
     """``(index after it, value)`` of 1 to 18 digits at ``i``; ``(-1, 0)`` when not that."""
-    j = i
-    v = 0
-    while 48 <= p[j] <= 57:
-        v = v * 10 + (p[j] - 48)
-        j += 1
+    j, v = _digits(p, i, 0)
     if j == i or j - i > _MAX_DIGITS:
         return -1, 0
     return j, v
 
 
 @njit(cache=True, inline="always")
-def _positive(p, i, end):
-    """``(index after it, value)`` of a decimal ``digits[.digits]`` > 0 at ``i`` whose value
-    the exact fast path gives; ``(-1, 0.0)`` otherwise."""
-    j, m, exact = _mantissa(p, i, end, 0, True)
-    if j == i:
-        return -1, 0.0
+def _positive(p, i):
+    """``(index after it, value)`` of a decimal ``digits[.digits]`` > 0 of at most 15 digits at
+    ``i`` (so ``m / 10**k`` is exact); ``(-1, 0.0)`` otherwise."""
+    j, m = _digits(p, i, 0)
+    n = j - i
     k = 0
+    if n == 0:
+        return -1, 0.0
     if p[j] == _DOT:
         s = j + 1
-        j, m, exact = _mantissa(p, s, end, m, exact)
+        j, m = _digits(p, s, m)
         k = j - s
-        if k == 0 or k > 22:
+        n += k
+        if k == 0:
             return -1, 0.0
-    if not exact or m == 0:
+    if n > _EXACT_DIGITS or m == 0:
         return -1, 0.0
     return j, m / _POW10[k]
 
@@ -83,64 +92,69 @@ def _word(p, i, word):
 
 
 @njit(cache=True, nogil=True)
-def _parse_lines(buf, start, out, last_id, last_ts, min_ms, max_ms):
-    """Rows of ``buf[start:]`` (complete lines: ``buf`` ends with ``\\n``) into ``out``
-    (TICK_DTYPE, one row per line), each checked against the previous row (``last_id``,
-    ``last_ts``; -1 and ``min_ms`` at the start of a file).
+def _parse_lines(buf, start, ts, agg_id, price, qty, first_id, last_id, maker, prev_id, prev_ts,
+                 min_ms, max_ms):  # fmt: skip
+    """Rows of ``buf[start:]`` (complete lines: ``buf`` ends with ``\\n``) into the column
+    arrays (row k of the output from line k), each checked against the row before (``prev_id``,
+    ``prev_ts``; -1 and ``min_ms`` at the start of a file).
 
-    Returns ``(rows, last_id, last_ts, vouched)``; ``vouched`` False: row ``rows`` is one the
-    fast path cannot vouch for (rows before it are parsed). Oracle: pyarrow's CSV reader and
-    ``engine.importer``'s checks (tests/engine/test_aggcsv.py)."""
+    Returns ``(rows, prev_id, prev_ts, vouched)``; ``vouched`` False: row ``rows`` is one the
+    fast path cannot vouch for, or the columns are full (rows before it are parsed). Oracle: a
+    plain-Python parse, ``int`` and ``float`` of the fields, and the reference import path
+    (tests/engine/test_aggcsv.py)."""
     p = buf
     end = buf.shape[0]
+    size = ts.shape[0]
     i = start
     row = 0
     while i < end:
+        if row == size:
+            return row, prev_id, prev_ts, False
         j, a = _uint(p, i)
-        if j < 0 or p[j] != _COMMA or a <= last_id:
-            return row, last_id, last_ts, False
-        j, price = _positive(p, j + 1, end)
+        if j < 0 or p[j] != _COMMA or a <= prev_id:
+            return row, prev_id, prev_ts, False
+        j, pr = _positive(p, j + 1)
         if j < 0 or p[j] != _COMMA:
-            return row, last_id, last_ts, False
-        j, qty = _positive(p, j + 1, end)
+            return row, prev_id, prev_ts, False
+        j, q = _positive(p, j + 1)
         if j < 0 or p[j] != _COMMA:
-            return row, last_id, last_ts, False
-        j, first = _uint(p, j + 1)
+            return row, prev_id, prev_ts, False
+        j, f = _uint(p, j + 1)
         if j < 0 or p[j] != _COMMA:
-            return row, last_id, last_ts, False
-        j, last = _uint(p, j + 1)
-        if j < 0 or p[j] != _COMMA or last < first:
-            return row, last_id, last_ts, False
+            return row, prev_id, prev_ts, False
+        j, la = _uint(p, j + 1)
+        if j < 0 or p[j] != _COMMA or la < f:
+            return row, prev_id, prev_ts, False
         j, t = _uint(p, j + 1)
-        if j < 0 or p[j] != _COMMA or t < last_ts or t < min_ms or t >= max_ms:
-            return row, last_id, last_ts, False
+        if j < 0 or p[j] != _COMMA or t < prev_ts or t < min_ms or t >= max_ms:
+            return row, prev_id, prev_ts, False
         j += 1
-        maker = p[j] == 116  # t
-        j = _word(p, j, _TRUE if maker else _FALSE)
+        m = p[j] == 116  # t
+        j = _word(p, j, _TRUE if m else _FALSE)
         if j >= 0 and p[j] == _CR:
             j += 1
         if j < 0 or p[j] != _LF:
-            return row, last_id, last_ts, False
-        tick = out[row]
-        tick.ts, tick.agg_id, tick.price, tick.qty = t, a, price, qty
-        tick.first_id, tick.last_id, tick.buyer_maker = first, last, maker
-        last_id, last_ts = a, t
+            return row, prev_id, prev_ts, False
+        ts[row], agg_id[row], price[row], qty[row] = t, a, pr, q
+        first_id[row], last_id[row], maker[row] = f, la, m
+        prev_id, prev_ts = a, t
         row += 1
         i = j + 1
-    return row, last_id, last_ts, True
+    return row, prev_id, prev_ts, True
 
 
 def agg_trade_blocks(stream: BinaryIO, *, header: bool, block_bytes: int, min_ms: int,
-                     max_ms: int) -> Iterator[np.ndarray]:  # fmt: skip
-    """TICK_DTYPE records of an aggTrades CSV ``stream``, a block of at most ``block_bytes``
-    bytes at a time (times in ms, ``[min_ms, max_ms)``); ``header``: skip the first line.
-    Raises ``NotVouched`` at the first row the fast path cannot vouch for (module doc)."""
+                     max_ms: int) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
+    """Tick columns (``TICK_DTYPE``'s names and types, contiguous) of an aggTrades CSV
+    ``stream``, a block of at most ``block_bytes`` bytes at a time (times in ms, ``[min_ms,
+    max_ms)``); ``header``: skip the first line. Raises ``NotVouched`` at the first row the fast
+    path cannot vouch for (module doc)."""
     buf = bytearray(block_bytes + 1)  # + 1: a line end added after a last line without one
     view = memoryview(buf)
     n = 0  # bytes held
     eof = False
     skip = header
-    last_id, last_ts = -1, min_ms
+    prev_id, prev_ts = -1, min_ms
     while True:
         while n < block_bytes and not eof:
             got = stream.readinto(view[n:block_bytes])
@@ -156,13 +170,14 @@ def agg_trade_blocks(stream: BinaryIO, *, header: bool, block_bytes: int, min_ms
             return
         start = buf.find(b"\n", 0, cut) + 1 if skip else 0
         skip = False
-        out = np.empty((cut - start) // _MIN_LINE, dtype=TICK_DTYPE)  # pages touched: rows
+        size = (cut - start) // _MIN_LINE + 1  # np.empty: only the pages written are touched
+        cols = {name: np.empty(size, dtype=TICK_DTYPE[name]) for name in TICK_DTYPE.names}
         data = np.frombuffer(view[:cut], dtype=np.uint8)
-        rows, last_id, last_ts, vouched = _parse_lines(data, start, out, last_id, last_ts,
-                                                       min_ms, max_ms)  # fmt: skip
+        rows, prev_id, prev_ts, vouched = _parse_lines(data, start, *cols.values(), prev_id,
+                                                       prev_ts, min_ms, max_ms)  # fmt: skip
         if not vouched:
             raise NotVouched(f"row {rows} of a block")
         if rows:
-            yield out[:rows]
+            yield {name: col[:rows] for name, col in cols.items()}
         buf[: n - cut] = buf[cut:n]
         n -= cut

@@ -70,8 +70,8 @@ from engine.binance import (
     parse_public_file_name,
 )
 from engine.errors import DataError, UploadError
-from engine.schemas import BAR_DTYPE, TICK_DTYPE, TIMEFRAME_MS, TS_TYPE
-from engine.store import Store, WriteCounts
+from engine.schemas import BAR_DTYPE, TICK_DTYPE, TICK_SCHEMA, TIMEFRAME_MS, TS_TYPE
+from engine.store import Store, WriteCounts, columns_table
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -445,14 +445,16 @@ class _Decoder:
         self.time_order = _Order(src, "transact_time", strict=False)
         self.empty_klines = 0
 
-    def decode(self, base: int, cols: dict[str, np.ndarray]) -> np.ndarray | pa.Table:
+    def decode(self, base: int,
+               cols: dict[str, np.ndarray]) -> dict[str, np.ndarray] | np.ndarray | pa.Table:
         if self.src.kind == "aggTrades":
             return self._trades(base, cols)
         if self.src.kind == "fundingRate":
             return self._funding(base, cols)
         return self._klines(base, cols)
 
-    def _trades(self, base: int, c: dict[str, np.ndarray]) -> np.ndarray:
+    def _trades(self, base: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Tick columns (TICK_DTYPE's names), as ``engine.aggcsv`` yields them."""
         src = self.src
         for name in ("agg_trade_id", "first_trade_id"):
             _require(c[name] < 0, src, base, name, lambda r, n=name: f"negative id {c[n][r]}")
@@ -464,15 +466,9 @@ class _Decoder:
         _positive(c["quantity"], src, base, "quantity")
         ts = self.times.to_ms(c["transact_time"], base, "transact_time")
         self.time_order.check(ts, base)
-        out = np.empty(len(ts), dtype=TICK_DTYPE)
-        out["ts"] = ts
-        out["agg_id"] = c["agg_trade_id"]
-        out["price"] = c["price"]
-        out["qty"] = c["quantity"]
-        out["first_id"] = first
-        out["last_id"] = last
-        out["buyer_maker"] = c["is_buyer_maker"]
-        return out
+        return {"ts": ts, "agg_id": c["agg_trade_id"], "price": c["price"],
+                "qty": c["quantity"], "first_id": first, "last_id": last,
+                "buyer_maker": c["is_buyer_maker"]}  # fmt: skip
 
     def _klines(self, base: int, c: dict[str, np.ndarray]) -> np.ndarray:
         src, tf = self.src, self.src.kind
@@ -550,18 +546,19 @@ class _Writer:
         if self.store.buffered_rows >= FLUSH_ROWS:
             self.store.flush()
 
-    def trades(self, symbol: str, blocks: Iterable[np.ndarray]) -> int:
-        """Ticks as they come; bars of the intervals closed by each block (see module doc).
-        Returns the rows written."""
+    def trades(self, symbol: str, blocks: Iterable[dict[str, np.ndarray]]) -> int:
+        """Ticks (blocks of columns, TICK_DTYPE's names) as they come; bars of the intervals
+        closed by each block (see module doc). Returns the rows written."""
         carry = tuple(np.empty(0, dtype=TICK_DTYPE[n]) for n in _BAR_INPUTS)
         rows = 0
-        for ticks in blocks:
-            if not ticks.size:
+        for cols in blocks:
+            n = len(cols["ts"])
+            if not n:
                 continue
-            rows += ticks.size
-            self.store.write_ticks(symbol, ticks)
-            ts, price, qty = (np.concatenate((c, ticks[n])) for c, n in zip(carry, _BAR_INPUTS,
-                                                                          strict=True))
+            rows += n
+            self.store.write_ticks(symbol, columns_table([cols], TICK_SCHEMA))
+            ts, price, qty = (np.concatenate((c, cols[name]))
+                              for c, name in zip(carry, _BAR_INPUTS, strict=True))
             cut = int(np.searchsorted(ts, ts[-1] // _CARRY_MS * _CARRY_MS, side="left"))
             self._bars(symbol, ts[:cut], price[:cut], qty[:cut])
             carry = (ts[cut:], price[cut:], qty[cut:])
@@ -619,8 +616,8 @@ def _ahead(produce: Callable[[], Iterator[_T]], depth: int = 2) -> Iterator[_T]:
         worker.join()
 
 
-def _fast_blocks(src: _Source) -> Iterator[np.ndarray]:
-    """Tick records of an aggTrades file by the vouching fast path (``engine.aggcsv``);
+def _fast_blocks(src: _Source) -> Iterator[dict[str, np.ndarray]]:
+    """Tick columns of an aggTrades file by the vouching fast path (``engine.aggcsv``);
     ``NotVouched`` where the reference reader must decide."""
     with _open(src.path) as stream:
         try:

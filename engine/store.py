@@ -48,7 +48,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from functools import partial
@@ -201,11 +201,13 @@ def _refuse_nonfinite(records: np.ndarray, what: str, symbol: str) -> None:
             raise DataError(f"{what} {symbol}: column {name!r} row {bad} is {values[bad]}")
 
 
-def _records_table(parts: list[np.ndarray], schema: pa.Schema) -> pa.Table:
-    """Record arrays (one after the other) whose fields are the schema's columns (64-bit
-    numbers and bools) -> one table, each column gathered once and handed to Arrow as bytes
-    (``pa.array`` would import pandas on its first call)."""
-    n = sum(len(part) for part in parts)
+def columns_table(parts: Sequence[np.ndarray | Mapping[str, np.ndarray]],
+                  schema: pa.Schema) -> pa.Table:  # fmt: skip
+    """Record arrays or dicts of column arrays (one after the other) whose fields are the
+    schema's columns (64-bit numbers and bools) -> one table, each column gathered once and
+    handed to Arrow as bytes (no copy for one part's contiguous numbers; ``pa.array`` would
+    import pandas on its first call)."""
+    n = sum(len(part[schema[0].name]) for part in parts)
     columns = []
     for field in schema:
         if len(parts) == 1:
@@ -247,14 +249,12 @@ def _coerce(data: object, kind: _Kind, what: str) -> pa.Table:
                 f"{what}: column {field.name!r} of type {col.type} cannot be stored as "
                 f"{field.type}: {exc}"
             ) from None
-        if pa.types.is_floating(field.type):
+        finite = pc.fill_null(pc.is_finite(col), True) if pa.types.is_floating(field.type) else None
+        if finite is not None and pc.all(finite).as_py() is False:  # Arrow's check: no pandas
             values = col.to_numpy()
-            finite = np.isfinite(values)
-            if col.null_count:  # nulls (optional columns) read as NaN
-                finite |= ~col.is_valid().to_numpy()
-            if not finite.all():
-                bad = int(np.flatnonzero(~finite)[0])
-                raise DataError(f"{what}: column {field.name!r} row {bad} is {values[bad]}")
+            finite = np.isfinite(values) | ~col.is_valid().to_numpy()  # nulls read as NaN
+            bad = int(np.flatnonzero(~finite)[0])
+            raise DataError(f"{what}: column {field.name!r} row {bad} is {values[bad]}")
         columns.append(col)
     return pa.Table.from_arrays(columns, schema=kind.schema)
 
@@ -409,7 +409,7 @@ class _Buffer:
                 run.append(item)
                 continue
             if run:
-                tables.append(_records_table(run, self.kind.schema))
+                tables.append(columns_table(run, self.kind.schema))
                 run = []
             if item is not None:
                 tables.append(item)
