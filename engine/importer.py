@@ -6,20 +6,30 @@ knows, ``engine.schemas.TIMEFRAME_MS``: 1s and Binance's 1m ... 1d) and
 without a header row. A ``<file>.CHECKSUM`` beside a file (``<sha256>  <name>``) is verified
 when present.
 
-Streaming, memory bounded whatever the input: a file is never read whole. pyarrow's streaming
-CSV reader parses it in blocks of ``BLOCK_BYTES`` from the file or from the zip member's
-stream, and a zip member cannot expand beyond the size the archive declares for it (zipfile
-stops there and checks the CRC), so a zip bomb costs one block of memory and is refused at its
-first bad row. Lines are at most ``BLOCK_BYTES`` long.
+Streaming, memory bounded whatever the input: a file is never read whole. It is read in blocks
+of ``BLOCK_BYTES`` from the file or from the zip member's stream, and a zip member cannot
+expand beyond the size the archive declares for it (zipfile stops there and checks the CRC), so
+a zip bomb costs one block of memory and is refused at its first bad row. Lines are at most
+``BLOCK_BYTES`` long.
 
-Two passes, so that a malformed file leaves the store untouched: the first reads every given
-file through and validates it (nothing is written; an error names the file, the line, 1-based
-and counting the header, and the column); the second reads them again and writes. Reading twice
-is cheaper than staging the rows in a second store and merging it in, and it needs no disk
-space. The second pass writes ticks as it goes (flushing the store every ``FLUSH_ROWS`` rows)
-and builds 1s, 1m and 5m bars across block boundaries: the trades of the last 5-minute interval
+Two readers. aggTrades go through ``engine.aggcsv`` first: a numba kernel that parses and
+checks a block in one pass and vouches only for rows exactly as the reference reader reads them
+(ms times, ``true``/``false``, plain decimals of up to 15 digits), in a worker thread so that
+reading overlaps writing. Where it cannot vouch for a row (microsecond or second times, other
+spellings, a malformed row), what it staged of the file is dropped and the reference reader
+reads the file: pyarrow's streaming CSV reader with every column's type, and ``_Decoder``'s
+checks, which accept the file or name the line (1-based, counting the header) and the column.
+Klines and funding files always take the reference reader.
+
+One pass per file, and still a malformed file leaves the store untouched: each file is read,
+checked and written into a staging store of its own under ``<store>/.staging`` (a dotted
+directory, which readers skip), flushed every ``FLUSH_ROWS`` rows; once every file is staged,
+``Store.adopt`` moves them in: a staged file whose key range overlaps nothing stored is renamed
+in (a fresh import writes each row once), any other is merged like a write. An error removes
+the staging. Bars are built across block boundaries: the trades of the last 5-minute interval
 of a block (the only bars still open) are carried over to the next block, so the bars equal
-those built from the whole file at once.
+those built from the whole file at once. A crash while files are moved in leaves part of the
+import stored; importing again completes it (one row per key).
 
 Times are Unix ms. A file whose first time is 1e15 or more is in microseconds (floor to ms), one
 whose first time is below 1e11 is in seconds (x 1000; no ms time of a date after 1973 is that
