@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine import importer
-from engine.aggcsv import NotVouched, agg_trade_blocks
+from engine.aggcsv import NotVouched, agg_trade_blocks, load_kernel
 from engine.importer import import_files
 from engine.schemas import TICK_DTYPE
 from engine.store import Store
@@ -138,3 +138,10 @@ def test_fast_path_stores_what_the_reference_path_stores(tmp_path, monkeypatch):
     assert fast.read_ticks("BTCUSDT").num_rows == len(lines)
     for tf in ("1s", "1m", "5m"):
         assert fast.read_bars(tf, "BTCUSDT").equals(reference.read_bars(tf, "BTCUSDT"))
+
+
+def test_load_kernel_is_idempotent_and_leaves_parsing_unchanged():
+    load_kernel()
+    load_kernel()
+    got = _parse((GOOD + "\n").encode(), header=False, block=4096)
+    np.testing.assert_array_equal(got, _oracle([GOOD]))
