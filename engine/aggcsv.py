@@ -31,6 +31,7 @@ from engine.schemas import TICK_DTYPE
 __all__ = ["NotVouched", "agg_trade_blocks", "load_kernel"]
 
 _COMMA, _DOT, _CR, _LF = 44, 46, 13, 10
+_ZERO = np.uint64(48)
 _MAX_DIGITS = 18  # ints up to 18 digits cannot exceed int64
 _EXACT_DIGITS = 15  # a decimal of at most 15 digits is m / 10**k with m < 10**15 < 2**53
 _POW10 = np.array([10.0**k for k in range(_EXACT_DIGITS + 1)])  # exact: 5**15 < 2**53
@@ -46,9 +47,11 @@ class NotVouched(Exception):
 @njit(cache=True, inline="always")
 def _digits(p, i, v):
     """``(index after the digits at i, v folded with them in base 10)``."""
-    while 48 <= p[i] <= 57:
-        v = v * 10 + (p[i] - 48)
+    d = np.uint64(p[i]) - _ZERO  # wraps below "0": one comparison per byte
+    while d < 10:
+        v = v * 10 + np.int64(d)
         i += 1
+        d = np.uint64(p[i]) - _ZERO
     return i, v
 
 

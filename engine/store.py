@@ -249,8 +249,8 @@ def _coerce(data: object, kind: _Kind, what: str) -> pa.Table:
                 f"{what}: column {field.name!r} of type {col.type} cannot be stored as "
                 f"{field.type}: {exc}"
             ) from None
-        finite = pc.fill_null(pc.is_finite(col), True) if pa.types.is_floating(field.type) else None
-        if finite is not None and pc.all(finite).as_py() is False:  # Arrow's check: no pandas
+        # Arrow's check (nulls skipped), no pandas: NumPy's conversions import it
+        if pa.types.is_floating(field.type) and pc.all(pc.is_finite(col)).as_py() is False:
             values = col.to_numpy()
             finite = np.isfinite(values) | ~col.is_valid().to_numpy()  # nulls read as NaN
             bad = int(np.flatnonzero(~finite)[0])
