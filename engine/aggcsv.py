@@ -8,9 +8,10 @@ what the reference reader (pyarrow's CSV reader plus ``engine.importer``'s check
 them: ``id,price,qty,first_id,last_id,time,true|false`` with ``\\n`` or ``\\r\\n`` line ends,
 ids of 1 to 18 digits (no sign), ``agg_trade_id`` strictly increasing, ``last_id >= first_id``,
 price and quantity ``digits[.digits]`` above 0, times in ms within ``[min_ms, max_ms)`` and in
-order, decimals of at most 15 digits: ``m / 10**k`` with ``m < 10**15 < 2**53`` and ``k <= 15``,
-both exact, so the division is correctly rounded, as pyarrow's parse is (Clinger's fast path,
-as in ``engine.aggparse``). On the first row
+order, decimals of up to 40 digits, as correctly rounded doubles, as pyarrow's parse gives: up
+to 15 digits as ``m / 10**k`` (``m < 10**15 < 2**53``, ``k <= 15``, both exact, so the
+division is correctly rounded: Clinger's fast path, as in ``engine.aggparse``), longer ones by
+the C library's ``strtod``, which must stop where the digits do. On the first row
 it cannot vouch for (anything else: microsecond or second times, ``True``, exponents, empty
 lines, too many digits, a line longer than a block, a malformed row) it raises
 ``NotVouched``: the caller reads the file with the reference reader, which accepts the file
@@ -24,7 +25,10 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from engine.schemas import TICK_DTYPE
 
@@ -34,6 +38,7 @@ _COMMA, _DOT, _CR, _LF = 44, 46, 13, 10
 _ZERO = np.uint64(48)
 _MAX_DIGITS = 18  # ints up to 18 digits cannot exceed int64
 _EXACT_DIGITS = 15  # a decimal of at most 15 digits is m / 10**k with m < 10**15 < 2**53
+_MAX_DECIMAL_DIGITS = 40  # longer ones (never seen in Binance's files) go to the reference
 _POW10 = np.array([10.0**k for k in range(_EXACT_DIGITS + 1)])  # exact: 5**15 < 2**53
 _MIN_LINE = 28  # bytes of the shortest line vouched for: "0,1,1,0,0,<13-digit ms>,true\n"
 _TRUE = np.frombuffer(b"true", np.uint8).copy()
@@ -64,10 +69,32 @@ def _uint(p, i):
     return j, v
 
 
+@intrinsic
+def _strtod(typingctx, buf, at, end):
+    """The C library's ``strtod(&buf[at], &end[0])``: the correctly rounded double of the
+    decimal text at ``buf[at]``; ``end[0]`` gets the address where the parse stopped. A named
+    symbol, not a ctypes address, so the kernel stays cacheable."""
+    if not (isinstance(buf, types.Array) and isinstance(end, types.Array)
+            and buf.dtype == types.uint8 and end.dtype == types.int64):  # fmt: skip
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        out = context.make_array(signature.args[2])(context, builder, args[2]).data
+        char_p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.DoubleType(), [char_p, char_p.as_pointer()])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "strtod")
+        start = builder.bitcast(builder.gep(data, [args[1]]), char_p)
+        return builder.call(fn, [start, builder.bitcast(out, char_p.as_pointer())])
+
+    return types.float64(buf, at, end), codegen
+
+
 @njit(cache=True, inline="always")
-def _positive(p, i):
-    """``(index after it, value)`` of a decimal ``digits[.digits]`` > 0 of at most 15 digits at
-    ``i`` (so ``m / 10**k`` is exact); ``(-1, 0.0)`` otherwise."""
+def _positive(p, i, scratch):
+    """``(index after it, value)`` of a decimal ``digits[.digits]`` > 0 at ``i``; ``(-1, 0.0)``
+    otherwise. Up to 15 digits: ``m / 10**k`` (exact); up to 40: ``strtod``, which must stop
+    where the digits do (``scratch``: one int64 for its end address)."""
     j, m = _digits(p, i, 0)
     n = j - i
     k = 0
@@ -80,9 +107,12 @@ def _positive(p, i):
         n += k
         if k == 0:
             return -1, 0.0
-    if n > _EXACT_DIGITS or m == 0:
+    if n <= _EXACT_DIGITS:
+        return (j, m / _POW10[k]) if m else (-1, 0.0)
+    if n > _MAX_DECIMAL_DIGITS:
         return -1, 0.0
-    return j, m / _POW10[k]
+    v = _strtod(p, i, scratch)
+    return (j, v) if v > 0.0 and scratch[0] == p.ctypes.data + j else (-1, 0.0)
 
 
 @njit(cache=True, inline="always")
@@ -109,6 +139,7 @@ def _parse_lines(buf, start, ts, agg_id, price, qty, first_id, last_id, maker, p
     p = buf
     end = buf.shape[0]
     size = ts.shape[0]
+    end_at = np.empty(1, dtype=np.int64)  # strtod's end pointer
     i = start
     row = 0
     while i < end:
@@ -117,10 +148,10 @@ def _parse_lines(buf, start, ts, agg_id, price, qty, first_id, last_id, maker, p
         j, a = _uint(p, i)
         if j < 0 or p[j] != _COMMA or a <= prev_id:
             return row, prev_id, prev_ts, False
-        j, pr = _positive(p, j + 1)
+        j, pr = _positive(p, j + 1, end_at)
         if j < 0 or p[j] != _COMMA:
             return row, prev_id, prev_ts, False
-        j, q = _positive(p, j + 1)
+        j, q = _positive(p, j + 1, end_at)
         if j < 0 or p[j] != _COMMA:
             return row, prev_id, prev_ts, False
         j, f = _uint(p, j + 1)

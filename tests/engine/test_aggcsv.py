@@ -71,6 +71,17 @@ def test_vouched_rows_equal_the_plain_python_parse(seed, header, end, block, fin
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
 
+@pytest.mark.parametrize("price", ["60097.600000000006", "0.1234567890123456789012",
+                                   "123456789012345678.5", "9007199254740993",
+                                   "2.2250738585072011", "1.00000000000000011102230246251565404",
+                                   "0.000000000000000000000000000000000000001"])
+def test_long_decimals_equal_python_float(price):
+    line = f"1000,{price},{price},100,105,1717200000000,false"
+    got = _parse((line + "\n").encode(), header=False, block=4096)
+    np.testing.assert_array_equal(got, _oracle([line]))
+    assert got["price"][0] == float(price)
+
+
 def test_empty_and_header_only_files_give_no_rows():
     assert len(_parse(b"", header=False, block=4096)) == 0
     assert len(_parse((HEADER + "\n").encode(), header=True, block=4096)) == 0
@@ -97,7 +108,8 @@ GOOD = "1000,97012.40,0.013,100,105,1717200000000,true"
     "1000,97012.40,0.013,100,105,1717200000000,tru",
     "1000,97012.40,0.013,100,105,1717200000000,truex",
     "1000000000000000000,97012.40,0.013,100,105,1717200000000,true",  # 19 digits
-    "1000,0.12345678901234567,0.013,100,105,1717200000000,true",  # not exact: float(text)
+    "1000,0.12345678901234567890123456789012345678901,0.013,100,105,1717200000000,true",
+    "1000,97012.40,0.000000000000000000000,100,105,1717200000000,true",  # zero, long
     "1000,97012.40,0.013,100,105,1717199999999,true",  # time before the previous row's
     "998,97012.40,0.013,100,105,1717200000000,true",  # id not above the previous row's
     "",  # empty line
