@@ -14,7 +14,7 @@ a zip bomb costs one block of memory and is refused at its first bad row. Lines 
 
 Two readers. aggTrades go through ``engine.aggcsv`` first: a numba kernel that parses and
 checks a block in one pass and vouches only for rows exactly as the reference reader reads them
-(ms times, ``true``/``false``, plain decimals of up to 15 digits), in a worker thread so that
+(ms times, ``true``/``false``, plain decimals of up to 40 digits), in a worker thread so that
 reading overlaps writing. Where it cannot vouch for a row (microsecond or second times, other
 spellings, a malformed row), what it staged of the file is dropped and the reference reader
 reads the file: pyarrow's streaming CSV reader with every column's type, and ``_Decoder``'s
