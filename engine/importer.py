@@ -6,20 +6,30 @@ knows, ``engine.schemas.TIMEFRAME_MS``: 1s and Binance's 1m ... 1d) and
 without a header row. A ``<file>.CHECKSUM`` beside a file (``<sha256>  <name>``) is verified
 when present.
 
-Streaming, memory bounded whatever the input: a file is never read whole. pyarrow's streaming
-CSV reader parses it in blocks of ``BLOCK_BYTES`` from the file or from the zip member's
-stream, and a zip member cannot expand beyond the size the archive declares for it (zipfile
-stops there and checks the CRC), so a zip bomb costs one block of memory and is refused at its
-first bad row. Lines are at most ``BLOCK_BYTES`` long.
+Streaming, memory bounded whatever the input: a file is never read whole. It is read in blocks
+of ``BLOCK_BYTES`` from the file or from the zip member's stream, and a zip member cannot
+expand beyond the size the archive declares for it (zipfile stops there and checks the CRC), so
+a zip bomb costs one block of memory and is refused at its first bad row. Lines are at most
+``BLOCK_BYTES`` long.
 
-Two passes, so that a malformed file leaves the store untouched: the first reads every given
-file through and validates it (nothing is written; an error names the file, the line, 1-based
-and counting the header, and the column); the second reads them again and writes. Reading twice
-is cheaper than staging the rows in a second store and merging it in, and it needs no disk
-space. The second pass writes ticks as it goes (flushing the store every ``FLUSH_ROWS`` rows)
-and builds 1s, 1m and 5m bars across block boundaries: the trades of the last 5-minute interval
+Two readers. aggTrades go through ``engine.aggcsv`` first: a numba kernel that parses and
+checks a block in one pass and vouches only for rows exactly as the reference reader reads them
+(ms times, ``true``/``false``, plain decimals of up to 40 digits), in a worker thread so that
+reading overlaps writing. Where it cannot vouch for a row (microsecond or second times, other
+spellings, a malformed row), what it staged of the file is dropped and the reference reader
+reads the file: pyarrow's streaming CSV reader with every column's type, and ``_Decoder``'s
+checks, which accept the file or name the line (1-based, counting the header) and the column.
+Klines and funding files always take the reference reader.
+
+One pass per file, and still a malformed file leaves the store untouched: each file is read,
+checked and written into a staging store of its own under ``<store>/.staging`` (a dotted
+directory, which readers skip), flushed every ``FLUSH_ROWS`` rows; once every file is staged,
+``Store.adopt`` moves them in: a staged file whose key range overlaps nothing stored is renamed
+in (a fresh import writes each row once), any other is merged like a write. An error removes
+the staging. Bars are built across block boundaries: the trades of the last 5-minute interval
 of a block (the only bars still open) are carried over to the next block, so the bars equal
-those built from the whole file at once.
+those built from the whole file at once. A crash while files are moved in leaves part of the
+import stored; importing again completes it (one row per key).
 
 Times are Unix ms. A file whose first time is 1e15 or more is in microseconds (floor to ms), one
 whose first time is below 1e11 is in seconds (x 1000; no ms time of a date after 1973 is that
@@ -38,15 +48,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import re
+import shutil
 import sys
+import threading
+import uuid
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -54,6 +69,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
+from engine.aggcsv import NotVouched, agg_trade_blocks
 from engine.bars import build_bar_records
 from engine.binance import (
     AGG_TRADES_CSV_COLUMNS,
@@ -64,10 +80,11 @@ from engine.binance import (
     parse_public_file_name,
 )
 from engine.errors import DataError, UploadError
-from engine.schemas import BAR_DTYPE, TICK_DTYPE, TIMEFRAME_MS, TS_TYPE
-from engine.store import Store, WriteCounts
+from engine.schemas import BAR_DTYPE, TICK_DTYPE, TICK_SCHEMA, TIMEFRAME_MS, TS_TYPE
+from engine.store import Store, WriteCounts, columns_table
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Bars built from imported trades.
 TRADE_TIMEFRAMES: tuple[str, ...] = ("1s", "1m", "5m")
@@ -82,6 +99,7 @@ _TRUE, _FALSE = ["true", "True", "TRUE"], ["false", "False", "FALSE"]
 #: Trades of the last interval of the largest trade timeframe are carried to the next block;
 #: its boundaries are also the smaller timeframes' boundaries.
 _CARRY_MS = max(TIMEFRAME_MS[tf] for tf in TRADE_TIMEFRAMES)
+_BAR_INPUTS = ("ts", "price", "qty")
 _UNIT_NOTE = {"us": "microseconds", "s": "seconds"}
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError)
 
@@ -437,14 +455,16 @@ class _Decoder:
         self.time_order = _Order(src, "transact_time", strict=False)
         self.empty_klines = 0
 
-    def decode(self, base: int, cols: dict[str, np.ndarray]) -> np.ndarray | pa.Table:
+    def decode(self, base: int,
+               cols: dict[str, np.ndarray]) -> dict[str, np.ndarray] | np.ndarray | pa.Table:
         if self.src.kind == "aggTrades":
             return self._trades(base, cols)
         if self.src.kind == "fundingRate":
             return self._funding(base, cols)
         return self._klines(base, cols)
 
-    def _trades(self, base: int, c: dict[str, np.ndarray]) -> np.ndarray:
+    def _trades(self, base: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Tick columns (TICK_DTYPE's names), as ``engine.aggcsv`` yields them."""
         src = self.src
         for name in ("agg_trade_id", "first_trade_id"):
             _require(c[name] < 0, src, base, name, lambda r, n=name: f"negative id {c[n][r]}")
@@ -456,15 +476,9 @@ class _Decoder:
         _positive(c["quantity"], src, base, "quantity")
         ts = self.times.to_ms(c["transact_time"], base, "transact_time")
         self.time_order.check(ts, base)
-        out = np.empty(len(ts), dtype=TICK_DTYPE)
-        out["ts"] = ts
-        out["agg_id"] = c["agg_trade_id"]
-        out["price"] = c["price"]
-        out["qty"] = c["quantity"]
-        out["first_id"] = first
-        out["last_id"] = last
-        out["buyer_maker"] = c["is_buyer_maker"]
-        return out
+        return {"ts": ts, "agg_id": c["agg_trade_id"], "price": c["price"],
+                "qty": c["quantity"], "first_id": first, "last_id": last,
+                "buyer_maker": c["is_buyer_maker"]}  # fmt: skip
 
     def _klines(self, base: int, c: dict[str, np.ndarray]) -> np.ndarray:
         src, tf = self.src, self.src.kind
@@ -533,111 +547,176 @@ def funding_rows(settle_ms: np.ndarray, rate: np.ndarray,
 
 
 class _Writer:
-    """Writes decoded blocks into the store, flushing every ``FLUSH_ROWS`` buffered rows."""
+    """Writes decoded blocks into a (staging) store, flushing every ``FLUSH_ROWS`` rows."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.counts: dict[str, WriteCounts] = {}
 
     def maybe_flush(self) -> None:
         if self.store.buffered_rows >= FLUSH_ROWS:
-            self.flush()
+            self.store.flush()
 
-    def flush(self) -> None:
-        for label, got in self.store.flush().items():
-            self.counts[label] = self.counts.get(label, WriteCounts()) + got
-
-    def trades(self, symbol: str, blocks: Iterator[np.ndarray]) -> None:
-        """Ticks as they come; bars of the intervals closed by each block (see module doc)."""
-        carry = np.empty(0, dtype=TICK_DTYPE)
-        for ticks in blocks:
-            if not ticks.size:
+    def trades(self, symbol: str, blocks: Iterable[dict[str, np.ndarray]]) -> int:
+        """Ticks (blocks of columns, TICK_DTYPE's names) as they come; bars of the intervals
+        closed by each block (see module doc). Returns the rows written."""
+        carry = tuple(np.empty(0, dtype=TICK_DTYPE[n]) for n in _BAR_INPUTS)
+        rows = 0
+        for cols in blocks:
+            n = len(cols["ts"])
+            if not n:
                 continue
-            self.store.write_ticks(symbol, ticks)
-            joined = np.concatenate((carry, ticks)) if carry.size else ticks
-            ts = joined["ts"]
+            rows += n
+            self.store.write_ticks(symbol, columns_table([cols], TICK_SCHEMA))
+            ts, price, qty = (np.concatenate((c, cols[name]))
+                              for c, name in zip(carry, _BAR_INPUTS, strict=True))
             cut = int(np.searchsorted(ts, ts[-1] // _CARRY_MS * _CARRY_MS, side="left"))
-            self._bars(symbol, joined[:cut])
-            carry = joined[cut:].copy()
+            self._bars(symbol, ts[:cut], price[:cut], qty[:cut])
+            carry = (ts[cut:], price[cut:], qty[cut:])
             self.maybe_flush()
-        self._bars(symbol, carry)
+        self._bars(symbol, *carry)
         self.maybe_flush()
+        return rows
 
-    def _bars(self, symbol: str, ticks: np.ndarray) -> None:
-        if ticks.size:
+    def _bars(self, symbol: str, ts: np.ndarray, price: np.ndarray, qty: np.ndarray) -> None:
+        """Bars of contiguous trade columns (ms, raw price, base qty) of closed intervals."""
+        if ts.size:
             for tf in TRADE_TIMEFRAMES:
-                records = build_bar_records(ticks["ts"], ticks["price"], ticks["qty"], tf)
-                self.store.write_bars(tf, symbol, records)
+                self.store.write_bars(tf, symbol, build_bar_records(ts, price, qty, tf))
 
 
-def _decoded(src: _Source, decoder: _Decoder) -> Iterator[np.ndarray | pa.Table]:
-    for base, cols in _columns(src):
-        yield decoder.decode(base, cols)
+def _ahead(produce: Callable[[], Iterator[_T]], depth: int = 2) -> Iterator[_T]:
+    """The items of ``produce()``, made in a worker thread at most ``depth`` ahead of the
+    consumer: the numba parse and zlib release the GIL, so reading a file overlaps writing it
+    on another core. The worker's exception is raised here; closing this generator stops the
+    worker (after the item it is making) and waits for it."""
+    items: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in produce():
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except Exception as exc:  # handed to the consumer, raised there
+            put((None, exc))
+
+    worker = threading.Thread(target=work, name="pairstack-import-read", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
-def _check(src: _Source) -> tuple[int, str | None]:
-    """First pass: read and validate the whole file; (rows read, unit note)."""
-    decoder = _Decoder(src)
-    rows = 0
-    for base, cols in _columns(src):
-        decoder.decode(base, cols)
-        rows = base + len(cols[src.columns[0]])
-    return rows, decoder.times.note
+def _fast_blocks(src: _Source) -> Iterator[dict[str, np.ndarray]]:
+    """Tick columns of an aggTrades file by the vouching fast path (``engine.aggcsv``);
+    ``NotVouched`` where the reference reader must decide."""
+    with _open(src.path) as stream:
+        try:
+            yield from agg_trade_blocks(stream, header=src.header, block_bytes=BLOCK_BYTES,
+                                        min_ms=_MIN_MS, max_ms=_MAX_MS)  # fmt: skip
+        except _ZIP_ERRORS as exc:
+            raise UploadError(f"{src.path}: corrupt zip member: {exc}") from None
 
 
-def _write(src: _Source, writer: _Writer) -> int:
-    """Second pass: write the file; empty klines dropped."""
-    decoder = _Decoder(src)
-    blocks = _decoded(src, decoder)
+def _stage(src: _Source, path: Path, durable: bool) -> tuple[Store, int, str | None, int]:
+    """Read, validate and write one file into a new staging store at ``path``, in one pass:
+    (the store, rows read, unit note, empty klines). aggTrades take the fast path when it
+    vouches for every row; otherwise (and for klines and funding) the reference decoder reads
+    the file (what the fast path staged is dropped first)."""
+    store = Store(path, durable=durable)
     if src.kind == "aggTrades":
-        writer.trades(src.symbol, blocks)
+        try:
+            rows = _Writer(store).trades(src.symbol, _ahead(partial(_fast_blocks, src)))
+            store.flush()
+            return store, rows, None, 0
+        except NotVouched:
+            shutil.rmtree(path, ignore_errors=True)
+            store = Store(path, durable=durable)
+    decoder = _Decoder(src)
+    writer = _Writer(store)
+    rows = 0
+
+    def blocks() -> Iterator[np.ndarray | pa.Table]:
+        nonlocal rows
+        for base, cols in _columns(src):
+            rows = base + len(cols[src.columns[0]])
+            yield decoder.decode(base, cols)
+
+    if src.kind == "aggTrades":
+        writer.trades(src.symbol, blocks())
     else:
-        for block in blocks:
+        for block in blocks():
             if src.kind == "fundingRate":
-                writer.store.write_funding(src.symbol, block)
+                store.write_funding(src.symbol, block)
             else:
-                writer.store.write_bars(src.kind, src.symbol, block)
+                store.write_bars(src.kind, src.symbol, block)
             writer.maybe_flush()
-    return decoder.empty_klines
+    store.flush()
+    return store, rows, decoder.times.note, decoder.empty_klines
 
 
 def import_files(paths: Iterable[str | Path], store: Store, *,
                  progress: bool = False) -> ImportReport:
-    """Validate every file, then write them all into ``store``; ``progress``: tqdm bars on
-    stderr (checking, then importing).
+    """Read and validate every file into a staging store under ``<store>/.staging`` (one pass
+    each), then move them all into ``store`` (``Store.adopt``: files renamed in where nothing
+    overlaps them); a malformed file leaves ``store`` untouched. ``progress``: a tqdm bar on
+    stderr.
 
     ``<zip>.CHECKSUM`` files given among ``paths`` are skipped (they are checked beside their zip).
     """
     files = [Path(p) for p in paths if not str(p).endswith(".CHECKSUM")]
     if not files:
         raise UploadError("no public-data files given (expected .csv or .zip files)")
-    sources: list[_Source] = []
+    staging = store.path / ".staging" / f"import-{uuid.uuid4().hex}"
     notes: set[str] = set()
-    rows = 0
-    with tqdm(files, desc="check", unit="file", file=sys.stderr, disable=not progress) as bar:
-        for path in bar:
-            src = _source(path)
-            n, note = _check(src)
-            rows += n
-            if note:
-                notes.add(note)
-            bar.set_postfix(rows=rows)
-            sources.append(src)
-    writer = _Writer(store)
-    empty = 0
-    with tqdm(sources, desc="import", unit="file", file=sys.stderr,
-              disable=not progress) as bar:  # fmt: skip
-        for src in bar:
-            empty += _write(src, writer)
-    writer.flush()
-    counts = writer.counts
+    rows = empty = 0
+    counts: dict[str, WriteCounts] = {}
+    try:
+        staged: list[Store] = []
+        with tqdm(files, desc="import", unit="file", file=sys.stderr,
+                  disable=not progress) as bar:  # fmt: skip
+            for k, path in enumerate(bar):
+                src = _source(path)
+                one, n, note, e = _stage(src, staging / str(k), store.durable)
+                staged.append(one)
+                rows += n
+                empty += e
+                if note:
+                    notes.add(note)
+                bar.set_postfix(rows=rows)
+        for one in staged:
+            for label, got in store.adopt(one).items():
+                counts[label] = counts.get(label, WriteCounts()) + got
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        with suppress(OSError):  # kept while another import or a compaction uses it
+            staging.parent.rmdir()
     ticks = counts.get("ticks")
     funding = counts.get("funding")
     bars = {tf: counts[f"bars/{tf}"].added + counts[f"bars/{tf}"].replaced
             for tf in TIMEFRAME_MS if f"bars/{tf}" in counts}
     skipped = sum(c.duplicates for label, c in counts.items() if label != "funding")
     report = ImportReport(
-        files=len(sources),
+        files=len(files),
         ticks=ticks.added if ticks else 0,
         bars=bars,
         microseconds="microseconds" in notes,

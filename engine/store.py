@@ -48,7 +48,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from functools import partial
@@ -201,11 +201,13 @@ def _refuse_nonfinite(records: np.ndarray, what: str, symbol: str) -> None:
             raise DataError(f"{what} {symbol}: column {name!r} row {bad} is {values[bad]}")
 
 
-def _records_table(parts: list[np.ndarray], schema: pa.Schema) -> pa.Table:
-    """Record arrays (one after the other) whose fields are the schema's columns (64-bit
-    numbers and bools) -> one table, each column gathered once and handed to Arrow as bytes
-    (``pa.array`` would import pandas on its first call)."""
-    n = sum(len(part) for part in parts)
+def columns_table(parts: Sequence[np.ndarray | Mapping[str, np.ndarray]],
+                  schema: pa.Schema) -> pa.Table:  # fmt: skip
+    """Record arrays or dicts of column arrays (one after the other) whose fields are the
+    schema's columns (64-bit numbers and bools) -> one table, each column gathered once and
+    handed to Arrow as bytes (no copy for one part's contiguous numbers; ``pa.array`` would
+    import pandas on its first call)."""
+    n = sum(len(part[schema[0].name]) for part in parts)
     columns = []
     for field in schema:
         if len(parts) == 1:
@@ -247,14 +249,12 @@ def _coerce(data: object, kind: _Kind, what: str) -> pa.Table:
                 f"{what}: column {field.name!r} of type {col.type} cannot be stored as "
                 f"{field.type}: {exc}"
             ) from None
-        if pa.types.is_floating(field.type):
+        # Arrow's check (nulls skipped), no pandas: NumPy's conversions import it
+        if pa.types.is_floating(field.type) and pc.all(pc.is_finite(col)).as_py() is False:
             values = col.to_numpy()
-            finite = np.isfinite(values)
-            if col.null_count:  # nulls (optional columns) read as NaN
-                finite |= ~col.is_valid().to_numpy()
-            if not finite.all():
-                bad = int(np.flatnonzero(~finite)[0])
-                raise DataError(f"{what}: column {field.name!r} row {bad} is {values[bad]}")
+            finite = np.isfinite(values) | ~col.is_valid().to_numpy()  # nulls read as NaN
+            bad = int(np.flatnonzero(~finite)[0])
+            raise DataError(f"{what}: column {field.name!r} row {bad} is {values[bad]}")
         columns.append(col)
     return pa.Table.from_arrays(columns, schema=kind.schema)
 
@@ -409,7 +409,7 @@ class _Buffer:
                 run.append(item)
                 continue
             if run:
-                tables.append(_records_table(run, self.kind.schema))
+                tables.append(columns_table(run, self.kind.schema))
                 run = []
             if item is not None:
                 tables.append(item)
@@ -545,6 +545,43 @@ class Store:
             part = table if one_day else table.filter(_arrow(days == day))
             counts = counts + self._merge(directory / _date_name(day), kind, part)
         return buffer.label, counts
+
+    def adopt(self, staged: Store) -> dict[str, WriteCounts]:
+        """Move the files of ``staged`` (a store on the same file system, flushed here) into
+        this one; counts by kind as ``flush`` gives them (this store's own buffer flushed too).
+
+        A staged file whose key range overlaps nothing in its partition is renamed in as it is
+        (atomic, nothing rewritten: a fresh import costs one write); any other is merged like
+        a write (first copy wins for ticks, latest for bars and funding, identical rows skipped
+        without touching a file). Files are taken in write order, so later ones win.
+        """
+        counts = self.flush()
+        staged.flush()
+        for sym_dir, kind in staged._symbol_dirs():
+            rel = sym_dir.relative_to(staged.path)
+            label = f"bars/{rel.parts[1].removeprefix('timeframe=')}" if kind is _BARS \
+                else rel.parts[0]  # fmt: skip
+            got = WriteCounts()
+            for _, part_dir in staged._date_dirs(sym_dir):
+                target = self.path / rel / part_dir.name
+                infos = self._file_infos(target)
+                moved = False
+                for info in staged._file_infos(part_dir):
+                    if any(f.kmin <= info.kmax and f.kmax >= info.kmin for f in infos):
+                        table = self._read_file(part_dir / info.name, kind)
+                        got = got + self._merge(target, kind, table)
+                        continue
+                    target.mkdir(parents=True, exist_ok=True)
+                    os.replace(part_dir / info.name, target / info.name)
+                    infos.append(info)
+                    got = got + WriteCounts(added=info.rows)
+                    moved = True
+                if moved and self.durable:
+                    fsync_path(target)
+            if kind is _TICKS:
+                self._last_id.pop(rel.parts[1].removeprefix("symbol="), None)
+            counts[label] = counts.get(label, WriteCounts()) + got
+        return counts
 
     def _merge(self, part_dir: Path, kind: _Kind, new: pa.Table) -> WriteCounts:
         """Merge rows unique by key (sorted) into one partition."""

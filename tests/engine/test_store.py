@@ -762,3 +762,36 @@ def test_compact_closed_never_shows_a_reader_a_row_twice_or_misses_one(tmp_path)
     files = list((tmp_path / "ticks" / "symbol=BTCUSDT").rglob("*.parquet"))
     assert len(files) == 1
     np.testing.assert_array_equal(table_to_ticks(Store(tmp_path).read_ticks("BTCUSDT")), ticks)
+
+
+def test_adopt_renames_new_files_in_and_merges_overlapping_ones(tmp_path):
+    """Oracle: the same rows written straight into one store (first tick copy wins, latest bar
+    wins)."""
+    ticks, bars = _ticks(3000, seed=5), _bars(400, seed=5)
+    staged = Store(tmp_path / "main" / ".staging" / "a", durable=False)
+    staged.write_ticks("BTCUSDT", ticks[:2000])
+    staged.write_bars("1m", "BTCUSDT", bars)
+    staged.flush()
+    staged_files = {p.name: os.stat(p).st_ino for p in _files(staged.path)}
+    main = Store(tmp_path / "main", durable=False)
+    counts = main.adopt(staged)
+    assert counts == {"ticks": WriteCounts(added=2000), "bars/1m": WriteCounts(added=400)}
+    assert _files(staged.path) == []
+    moved = {p.name: os.stat(p).st_ino for p in _files(main.path)}
+    assert moved == staged_files  # renamed, not rewritten
+    corrected = bars[100:200].copy()
+    corrected["close"] += 1.0
+    again = Store(tmp_path / "main" / ".staging" / "b", durable=False)
+    again.write_ticks("BTCUSDT", ticks[1000:])
+    again.write_bars("1m", "BTCUSDT", np.concatenate((bars[:100], corrected)))
+    counts = main.adopt(again)
+    assert counts["ticks"] == WriteCounts(added=1000, duplicates=1000)
+    assert counts["bars/1m"] == WriteCounts(replaced=100, duplicates=100)
+    oracle = Store(tmp_path / "oracle", durable=False)
+    oracle.write_ticks("BTCUSDT", ticks)
+    oracle.write_bars("1m", "BTCUSDT", bars)
+    oracle.write_bars("1m", "BTCUSDT", corrected)
+    fresh = Store(tmp_path / "main")
+    assert fresh.read_ticks("BTCUSDT").equals(oracle.read_ticks("BTCUSDT"))
+    assert fresh.read_bars("1m", "BTCUSDT").equals(oracle.read_bars("1m", "BTCUSDT"))
+    assert main.last_agg_id("BTCUSDT") == int(ticks["agg_id"].max())

@@ -1,0 +1,234 @@
+"""Binance aggTrades CSV bytes -> tick records in one numba pass: the fast path of
+``engine.importer``.
+
+``agg_trade_blocks(stream, header=..., block_bytes=..., min_ms=..., max_ms=...)`` reads the CSV
+from a binary stream in blocks of ``block_bytes`` (the longest line it takes) and yields
+``TICK_DTYPE`` records block by block. It *vouches* only for rows it is certain of, exactly
+what the reference reader (pyarrow's CSV reader plus ``engine.importer``'s checks) makes of
+them: ``id,price,qty,first_id,last_id,time,true|false`` with ``\\n`` or ``\\r\\n`` line ends,
+ids of 1 to 18 digits (no sign), ``agg_trade_id`` strictly increasing, ``last_id >= first_id``,
+price and quantity ``digits[.digits]`` above 0, times in ms within ``[min_ms, max_ms)`` and in
+order, decimals of up to 40 digits, as correctly rounded doubles, as pyarrow's parse gives: up
+to 15 digits as ``m / 10**k`` (``m < 10**15 < 2**53``, ``k <= 15``, both exact, so the
+division is correctly rounded: Clinger's fast path, as in ``engine.aggparse``), longer ones by
+the C library's ``strtod``, which must stop where the digits do. On the first row
+it cannot vouch for (anything else: microsecond or second times, ``True``, exponents, empty
+lines, too many digits, a line longer than a block, a malformed row) it raises
+``NotVouched``: the caller reads the file with the reference reader, which accepts the file
+or names the line and column that is wrong.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from engine.schemas import TICK_DTYPE
+
+__all__ = ["NotVouched", "agg_trade_blocks", "load_kernel"]
+
+_COMMA, _DOT, _CR, _LF = 44, 46, 13, 10
+_ZERO = np.uint64(48)
+_MAX_DIGITS = 18  # ints up to 18 digits cannot exceed int64
+_EXACT_DIGITS = 15  # a decimal of at most 15 digits is m / 10**k with m < 10**15 < 2**53
+_MAX_DECIMAL_DIGITS = 40  # longer ones (never seen in Binance's files) go to the reference
+_POW10 = np.array([10.0**k for k in range(_EXACT_DIGITS + 1)])  # exact: 5**15 < 2**53
+_MIN_LINE = 28  # bytes of the shortest line vouched for: "0,1,1,0,0,<13-digit ms>,true\n"
+_TRUE = np.frombuffer(b"true", np.uint8).copy()
+_FALSE = np.frombuffer(b"false", np.uint8).copy()
+
+
+class NotVouched(Exception):
+    """A row the fast path cannot vouch for; the reference reader must decide."""
+
+
+@njit(cache=True, inline="always")
+def _digits(p, i, v):
+    """``(index after the digits at i, v folded with them in base 10)``."""
+    d = np.uint64(p[i]) - _ZERO  # wraps below "0": one comparison per byte
+    while d < 10:
+        v = v * 10 + np.int64(d)
+        i += 1
+        d = np.uint64(p[i]) - _ZERO
+    return i, v
+
+
+@njit(cache=True, inline="always")
+def _uint(p, i):
+    """``(index after it, value)`` of 1 to 18 digits at ``i``; ``(-1, 0)`` when not that."""
+    j, v = _digits(p, i, 0)
+    if j == i or j - i > _MAX_DIGITS:
+        return -1, 0
+    return j, v
+
+
+@intrinsic
+def _strtod(typingctx, buf, at, end):
+    """The C library's ``strtod(&buf[at], &end[0])``: the correctly rounded double of the
+    decimal text at ``buf[at]``; ``end[0]`` gets the address where the parse stopped. A named
+    symbol, not a ctypes address, so the kernel stays cacheable."""
+    if not (isinstance(buf, types.Array) and isinstance(end, types.Array)
+            and buf.dtype == types.uint8 and end.dtype == types.int64):  # fmt: skip
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        out = context.make_array(signature.args[2])(context, builder, args[2]).data
+        char_p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.DoubleType(), [char_p, char_p.as_pointer()])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "strtod")
+        start = builder.bitcast(builder.gep(data, [args[1]]), char_p)
+        return builder.call(fn, [start, builder.bitcast(out, char_p.as_pointer())])
+
+    return types.float64(buf, at, end), codegen
+
+
+@njit(cache=True, inline="always")
+def _positive(p, i, scratch):
+    """``(index after it, value)`` of a decimal ``digits[.digits]`` > 0 at ``i``; ``(-1, 0.0)``
+    otherwise. Up to 15 digits: ``m / 10**k`` (exact); up to 40: ``strtod``, which must stop
+    where the digits do (``scratch``: one int64 for its end address)."""
+    j, m = _digits(p, i, 0)
+    n = j - i
+    k = 0
+    if n == 0:
+        return -1, 0.0
+    if p[j] == _DOT:
+        s = j + 1
+        j, m = _digits(p, s, m)
+        k = j - s
+        n += k
+        if k == 0:
+            return -1, 0.0
+    if n <= _EXACT_DIGITS:
+        return (j, m / _POW10[k]) if m else (-1, 0.0)
+    if n > _MAX_DECIMAL_DIGITS:
+        return -1, 0.0
+    v = _strtod(p, i, scratch)
+    return (j, v) if v > 0.0 and scratch[0] == p.ctypes.data + j else (-1, 0.0)
+
+
+@njit(cache=True, inline="always")
+def _word(p, i, word):
+    """Index after ``word`` (uint8 array) at ``i``; -1 when the bytes differ (stops at the
+    first difference, so it never reads past a line end)."""
+    for k in range(word.shape[0]):
+        if p[i + k] != word[k]:
+            return -1
+    return i + word.shape[0]
+
+
+@njit(cache=True, nogil=True)
+def _parse_lines(buf, start, ts, agg_id, price, qty, first_id, last_id, maker, prev_id, prev_ts,
+                 min_ms, max_ms):  # fmt: skip
+    """Rows of ``buf[start:]`` (complete lines: ``buf`` ends with ``\\n``) into the column
+    arrays (row k of the output from line k), each checked against the row before (``prev_id``,
+    ``prev_ts``; -1 and ``min_ms`` at the start of a file).
+
+    Returns ``(rows, prev_id, prev_ts, vouched)``; ``vouched`` False: row ``rows`` is one the
+    fast path cannot vouch for, or the columns are full (rows before it are parsed). Oracle: a
+    plain-Python parse, ``int`` and ``float`` of the fields, and the reference import path
+    (tests/engine/test_aggcsv.py)."""
+    p = buf
+    end = buf.shape[0]
+    size = ts.shape[0]
+    end_at = np.empty(1, dtype=np.int64)  # strtod's end pointer
+    i = start
+    row = 0
+    while i < end:
+        if row == size:
+            return row, prev_id, prev_ts, False
+        j, a = _uint(p, i)
+        if j < 0 or p[j] != _COMMA or a <= prev_id:
+            return row, prev_id, prev_ts, False
+        j, pr = _positive(p, j + 1, end_at)
+        if j < 0 or p[j] != _COMMA:
+            return row, prev_id, prev_ts, False
+        j, q = _positive(p, j + 1, end_at)
+        if j < 0 or p[j] != _COMMA:
+            return row, prev_id, prev_ts, False
+        j, f = _uint(p, j + 1)
+        if j < 0 or p[j] != _COMMA:
+            return row, prev_id, prev_ts, False
+        j, la = _uint(p, j + 1)
+        if j < 0 or p[j] != _COMMA or la < f:
+            return row, prev_id, prev_ts, False
+        j, t = _uint(p, j + 1)
+        if j < 0 or p[j] != _COMMA or t < prev_ts or t < min_ms or t >= max_ms:
+            return row, prev_id, prev_ts, False
+        j += 1
+        m = p[j] == 116  # t
+        j = _word(p, j, _TRUE if m else _FALSE)
+        if j >= 0 and p[j] == _CR:
+            j += 1
+        if j < 0 or p[j] != _LF:
+            return row, prev_id, prev_ts, False
+        ts[row], agg_id[row], price[row], qty[row] = t, a, pr, q
+        first_id[row], last_id[row], maker[row] = f, la, m
+        prev_id, prev_ts = a, t
+        row += 1
+        i = j + 1
+    return row, prev_id, prev_ts, True
+
+
+def agg_trade_blocks(stream: BinaryIO, *, header: bool, block_bytes: int, min_ms: int,
+                     max_ms: int) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
+    """Tick columns (``TICK_DTYPE``'s names and types, contiguous) of an aggTrades CSV
+    ``stream``, a block of at most ``block_bytes`` bytes at a time (times in ms, ``[min_ms,
+    max_ms)``); ``header``: skip the first line. Raises ``NotVouched`` at the first row the fast
+    path cannot vouch for (module doc)."""
+    buf = bytearray(block_bytes + 1)  # + 1: a line end added after a last line without one
+    view = memoryview(buf)
+    n = 0  # bytes held
+    eof = False
+    skip = header
+    prev_id, prev_ts = -1, min_ms
+    while True:
+        while n < block_bytes and not eof:
+            got = stream.readinto(view[n:block_bytes])
+            eof = not got
+            n += got or 0
+        if eof and n and buf[n - 1] != _LF:
+            buf[n] = _LF
+            n += 1
+        cut = buf.rfind(b"\n", 0, n) + 1
+        if not cut:
+            if n:
+                raise NotVouched("a line longer than a block")
+            return
+        start = buf.find(b"\n", 0, cut) + 1 if skip else 0
+        skip = False
+        size = (cut - start) // _MIN_LINE + 1  # np.empty: only the pages written are touched
+        cols = {name: np.empty(size, dtype=TICK_DTYPE[name]) for name in TICK_DTYPE.names}
+        data = np.frombuffer(view[:cut], dtype=np.uint8)
+        rows, prev_id, prev_ts, vouched = _parse_lines(data, start, *cols.values(), prev_id,
+                                                       prev_ts, min_ms, max_ms)  # fmt: skip
+        if not vouched:
+            raise NotVouched(f"row {rows} of a block")
+        if rows:
+            yield {name: col[:rows] for name, col in cols.items()}
+        buf[: n - cut] = buf[cut:n]
+        n -= cut
+
+
+_kernel_loaded = False
+
+
+def load_kernel() -> None:
+    """Load (or compile) the kernel with the types ``agg_trade_blocks`` calls it with: about
+    0.3 s in a fresh process (numba's start-up), seconds when numba's cache is cold. Later
+    calls do nothing; ``agg_trade_blocks`` works without it (the first block pays instead)."""
+    global _kernel_loaded
+    if not _kernel_loaded:
+        row = b"1,1,1,1,1,1717200000000,true\n"
+        for _ in agg_trade_blocks(io.BytesIO(row), header=False, block_bytes=len(row),
+                                  min_ms=0, max_ms=2**62):  # fmt: skip
+            pass
+        _kernel_loaded = True
