@@ -35,6 +35,7 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 import orjson
+from numba import njit
 
 from engine import aggparse, binance
 from engine.errors import DataError
@@ -108,18 +109,19 @@ class FrameValidator:
             raise DataError("FrameValidator needs at least one symbol")
         for sym in syms:
             binance.check_symbol(sym, DataError)
-        self._last: dict[str, int] = dict.fromkeys(syms, -1)
+        self._last = np.full(len(syms), -1, dtype=np.int64)  # highest id seen, by symbol index
         self._symbols = syms
         self._index = {s: k for k, s in enumerate(syms)}
         self._symbol_table = aggparse.name_table(syms)
         self._stream_table = aggparse.name_table([binance.agg_trade_stream(s) for s in syms])
         aggparse.load_kernel()
+        _accept_ids(*_accept_ids_args(len(syms)))  # loaded now, not at the first batch
         for sym, last in (last_ids or {}).items():
-            if sym not in self._last:
+            if sym not in self._index:
                 raise DataError(f"last_ids names {sym!r}, not one of the symbols {syms}")
             if not isinstance(last, (int, np.integer)) or isinstance(last, bool) or last < -1:
                 raise DataError(f"last id of {sym} must be an int >= -1, got {last!r}")
-            self._last[sym] = int(last)
+            self._last[self._index[sym]] = int(last)
         self.rejected: dict[str, int] = dict.fromkeys(binance.REJECT_REASONS, 0)
         self.ids_behind: dict[str, tuple[int, int]] = {}
         self._log_every_s = log_every_s
@@ -128,10 +130,10 @@ class FrameValidator:
 
     @property
     def symbols(self) -> list[str]:
-        return list(self._last)
+        return list(self._symbols)
 
     def last_id(self, symbol: str) -> int:
-        return self._last[symbol]
+        return int(self._last[self._index[symbol]])
 
     def decode_frames(self, frames: list[bytes | str]) -> DecodedBatch:
         """Decode and validate frames (combined envelopes or raw payloads, text or bytes).
@@ -202,22 +204,20 @@ class FrameValidator:
     ) -> None:
         """The price/qty/symbol/duplicate rules over the columns of a batch's aggTrades."""
         ticks, code, syms = cols.ticks, cols.symbol, self._symbols
-        aid = ticks["agg_id"]
         bad_price = ~(ticks["price"] > 0.0)
         bad_qty = ~bad_price & ~(ticks["qty"] > 0.0)
         unknown = ~bad_price & ~bad_qty & (code < 0)
         ok = ~(bad_price | bad_qty | unknown)
-        accepted = np.zeros(len(code), dtype=bool)
-        for k in np.flatnonzero(np.bincount(code[ok], minlength=len(syms))).tolist():
-            rows = np.flatnonzero(ok & (code == k))
-            ids = aid[rows]
-            before = np.maximum.accumulate(np.concatenate(([self._last[syms[k]]], ids[:-1])))
-            self._last[syms[k]] = max(int(before[-1]), int(ids[-1]))
-            self._check_behind(syms[k], int(ids[-1]), int(before[-1]))
-            sel = rows[ids > before]
-            if len(sel):
-                accepted[sel] = True
-                out.ticks[syms[k]] = ticks.take(sel)
+        accepted, batch_last, before_last = _accept_ids(code, ticks["agg_id"], ok, self._last)
+        for k in np.flatnonzero(batch_last != NO_ROW).tolist():
+            self._check_behind(syms[k], int(batch_last[k]), int(before_last[k]))
+        rows = np.flatnonzero(accepted)
+        if len(rows):
+            by_symbol = rows[np.argsort(code[rows], kind="stable")]  # arrival order per symbol
+            taken = ticks.take(by_symbol)
+            ends = np.cumsum(np.bincount(code[rows], minlength=len(syms)))
+            for k in np.flatnonzero(np.diff(ends, prepend=0)).tolist():
+                out.ticks[syms[k]] = taken[ends[k - 1] if k else 0 : ends[k]]
         if accepted.any():
             out.event_ms = max(out.event_ms, int(cols.event_ms[accepted].max()))
         counts = {"bad_price": int(bad_price.sum()), "bad_qty": int(bad_qty.sum()),
@@ -253,7 +253,7 @@ class FrameValidator:
         mark = float(d.p)
         if not mark > 0.0:
             return "bad_price"
-        if d.s not in self._last:
+        if d.s not in self._index:
             return "unknown_symbol"
         out.marks.append(MarkUpdate(d.s, d.E, mark, float(d.r), d.T))
         return None
@@ -325,3 +325,36 @@ def _join(frames: list[bytes | str]) -> bytes | None:
             return b"\0".join([f.encode() if isinstance(f, str) else f for f in frames])
         except (TypeError, UnicodeEncodeError):
             return None
+
+
+#: ``_accept_ids``' batch_last for a symbol with no row in the batch
+NO_ROW = -2
+
+
+@njit(cache=True)
+def _accept_ids(code, agg_id, ok, last):
+    """The duplicate rule over one batch's rows in arrival order: row i (``ok[i]``, symbol
+    ``code[i]``) is accepted when its id is above every id of its symbol seen before it
+    (``last[code]`` before the batch, then the batch's earlier rows). ``last`` (int64 by symbol)
+    is raised in place. Returns (accepted by row, per symbol the id of its last ok row in the
+    batch (``NO_ROW``: none) and the highest id seen before that row). Oracle: the former
+    per-symbol NumPy form (``np.maximum.accumulate``), tests/engine/test_validate.py."""
+    accepted = np.zeros(code.shape[0], dtype=np.bool_)
+    batch_last = np.full(last.shape[0], NO_ROW, dtype=np.int64)
+    before_last = np.empty(last.shape[0], dtype=np.int64)
+    for i in range(code.shape[0]):
+        if ok[i]:
+            k = code[i]
+            before_last[k] = last[k]
+            batch_last[k] = agg_id[i]
+            if agg_id[i] > last[k]:
+                accepted[i] = True
+                last[k] = agg_id[i]
+    return accepted, batch_last, before_last
+
+
+def _accept_ids_args(n_symbols: int) -> tuple[np.ndarray, ...]:
+    """Arguments of ``_accept_ids`` typed as the validator passes them (two rows, no symbol)."""
+    agg_id = np.zeros(2, dtype=TICK_DTYPE)["agg_id"]  # a field of the ticks: strided
+    return (np.full(2, -1, dtype=np.int64), agg_id, np.zeros(2, dtype=bool),
+            np.full(n_symbols, -1, dtype=np.int64))  # fmt: skip

@@ -10,7 +10,7 @@ import pytest
 from engine.binance import REJECT_REASONS, parse_rest_agg_trades
 from engine.errors import DataError
 from engine.schemas import TICK_DTYPE
-from engine.validate import BEHIND_MARGIN, DecodedBatch, FrameValidator
+from engine.validate import BEHIND_MARGIN, NO_ROW, DecodedBatch, FrameValidator, _accept_ids
 from tests.engine.test_aggparse import fuzz_frames, parse
 from tests.kit import random_ticks
 
@@ -328,3 +328,30 @@ def test_decode_frames_text_and_byte_like_frames() -> None:
     assert parse([bytes(f.encode() if isinstance(f, str) else f) for f in mixed]).vouched[:3].all()
     assert_same_batch(v.decode_frames(mixed), one_at_a_time(each, mixed))
     assert v.last_id("ETHUSDT") == 4
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_accept_ids_equals_a_plain_python_duplicate_rule(seed):
+    """The duplicate rule's kernel against a plain-Python loop: shuffled, repeated and stale
+    ids over several symbols, some rows not ok, some symbols absent from the batch."""
+    rng = np.random.default_rng(seed)
+    n_sym, n = 7, 400
+    code = rng.integers(0, n_sym - 1, n).astype(np.int64)  # the last symbol has no row
+    ticks = np.zeros(n, dtype=TICK_DTYPE)
+    ticks["agg_id"] = rng.integers(0, 300, n)
+    ok = rng.random(n) > 0.1
+    last = rng.integers(-1, 100, n_sym).astype(np.int64)
+    want_last = last.tolist()
+    want_acc, want_batch, want_before = [], [NO_ROW] * n_sym, [None] * n_sym
+    for i in range(n):
+        k, a = int(code[i]), int(ticks["agg_id"][i])
+        want_acc.append(bool(ok[i]) and a > want_last[k])
+        if ok[i]:
+            want_before[k], want_batch[k] = want_last[k], a
+            want_last[k] = max(want_last[k], a)
+    accepted, batch_last, before_last = _accept_ids(code, ticks["agg_id"], ok, last)
+    assert accepted.tolist() == want_acc
+    assert batch_last.tolist() == want_batch and last.tolist() == want_last
+    seen = batch_last != NO_ROW
+    assert before_last[seen].tolist() == [b for b in want_before if b is not None]
+    assert not seen[-1]
