@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from actors.args import as_config, lookup_actor
+from actors.gil import hand_over_quickly
 from engine import packets
 from engine.feed import FeedBatch, FeedClient
 from engine.ingest import CLIENT_BATCHING, FeedCore, feed_row
@@ -58,6 +59,7 @@ class FeedActor:
         flush_interval_ms: int = 1000,
     ):
         config = as_config(config)
+        hand_over_quickly()  # bar closes wait for no writer thread (actors.gil)
         self.symbols = list(symbols)
         self._namespace = namespace
         self._lock = threading.Lock()

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from actors.args import as_config, lookup_actor
+from actors.gil import hand_over_quickly
 from engine import packets
 from engine.alerts import AlertRule
 from engine.bars import NO_WATERMARK
@@ -72,6 +73,7 @@ class PairActor:
         replay_from_ms: int | None = None,
     ):
         config = as_config(config)
+        hand_over_quickly()  # bar closes wait for no writer thread (actors.gil)
         if name:  # pairs added at run time ("watch live") come back after a restart
             pairs = [*pairs, *hosted(pairs, read_added(config.store.path).get(name, []))]
         self._config = config
