@@ -4,10 +4,10 @@ It holds the config, the registry of FeedActors and PairActors, the alert rules 
 run time, pushed to the PairActors) and the alert history, both kept by an
 ``engine.alerts.AlertLog`` under ``<store>/alerts/`` so they survive restarts, and the pairs added
 at run time (``add_pairs``, kept in the store by ``engine.runtime_pairs``). ``status()``
-gathers the actors' stats and returns ``engine.status.build_status`` of them: exactly the
-object ``pairstack status --json`` prints (DESIGN.md "CLI"). The class is plain; ``ray.remote`` is
-applied where it is constructed (actors/engine.py) with ``max_concurrency`` > 1, so the Hub must
-not hold its lock while it waits on other actors.
+gathers the actors' stats and returns ``engine.status.build_status`` of them: exactly the object
+``pairstack status --json`` prints (docs/semantics.md "CLI"). The class is plain; ``ray.remote``
+is applied where it is constructed (actors/engine.py) with ``max_concurrency`` > 1, so the Hub
+must not hold its lock while it waits on other actors.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ class Hub:
 
     # -- status -------------------------------------------------------------------------------
     def status(self) -> dict:
-        """Exactly the ``pairstack status --json`` object (DESIGN.md "CLI")."""
+        """Exactly the ``pairstack status --json`` object (docs/semantics.md "CLI")."""
         import ray
 
         with self._lock:

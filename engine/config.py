@@ -1,10 +1,11 @@
-"""The YAML config: typed, frozen, validated msgspec structs (DESIGN.md "Config").
+"""The YAML config: typed, frozen, validated msgspec structs (docs/semantics.md "Config").
 
 ``load_config(path)`` reads a file, ``parse_config(mapping, source)`` checks an already loaded
 mapping; both return a root :class:`Config` or raise :class:`~engine.errors.ConfigError` naming
 the file, the key path and what is wrong, e.g.
 ``config/demo.yaml: pairs[1].x: 'XRPUSDT' is not in symbols``. Unknown keys are errors.
-Required: ``symbols``, ``pairs`` and ``feed.source``; everything else has the DESIGN.md default.
+Required: ``symbols``, ``pairs`` and ``feed.source``; everything else has the default that
+docs/semantics.md gives.
 A config that type-checks but could not run is refused too: windows longer than
 ``MAX_WINDOW_BARS``, a ``strategy.name`` not shaped as a strategy name (which class it names is
 checked by ``strategies.check_config``: engine/ does not import strategies/), a ``store.path``
@@ -395,7 +396,7 @@ def _duplicate(items: tuple, what: str) -> str | None:
 
 
 class Config(_Struct, kw_only=True):
-    """The root config (DESIGN.md "Config")."""
+    """The root config (docs/semantics.md "Config")."""
 
     feed: FeedConfig
     symbols: Annotated[tuple[Symbol, ...], msgspec.Meta(min_length=1)]

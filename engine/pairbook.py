@@ -9,11 +9,11 @@ interval [ts, ts+tf) once both legs' watermarks are at or past ts+tf, on the ali
 (configured hedge), a second one with the rolling OLS hedge (for comparison), the strategy
 (paper position, the object the caller built) and the alert rules, and appends to ring buffers.
 
-Latency (DESIGN.md "CLI"): for the interval ending at e, a leg's bar became final at the wall
-time of the first watermark advance >= e (the feed records it: when the frame of the later trade
-was received, or when the feed's clock passed e + lateness_ms), the pair's at the later of its
-legs; ``feed`` returns those final times for the caller to turn into samples once the state is
-readable. Bars fed with ``live=False`` (warm-up from the store) give none.
+Latency (docs/semantics.md "CLI"): for the interval ending at e, a leg's bar became final at the
+wall time of the first watermark advance >= e (the feed records it: when the frame of the later
+trade was received, or when the feed's clock passed e + lateness_ms), the pair's at the later of
+its legs; ``feed`` returns those final times for the caller to turn into samples once the state
+is readable. Bars fed with ``live=False`` (warm-up from the store) give none.
 """
 
 from __future__ import annotations

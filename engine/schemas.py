@@ -1,7 +1,7 @@
 """Record layouts for ticks and bars, declared once.
 
 NumPy structured dtypes are what kernels and actors pass around; the Arrow schemas are what the
-store writes (see the Store contract in DESIGN.md). Times are Unix milliseconds (int64) in NumPy
+store writes (see "Store" in docs/semantics.md). Times are Unix milliseconds (int64) in NumPy
 and ``timestamp[ms, UTC]`` in Arrow.
 """
 

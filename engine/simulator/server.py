@@ -1,6 +1,6 @@
 """The simulator server: websocket market streams and REST on one loopback host:port.
 
-Websocket paths (../shared/BINANCE.md): ``/market/stream?streams=a/b`` (combined frames
+Websocket paths (Binance's routed USD-M endpoints): ``/market/stream?streams=a/b`` (combined frames
 ``{"stream": name, "data": payload}``), ``/market/ws[/<stream>...]`` (raw payloads). The
 unrouted ``/stream``, ``/ws`` (and ``/public/...``, ``/private/...``) accept connections and
 control messages but deliver no market stream, like the real exchange. A plain HTTP GET under

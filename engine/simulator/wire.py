@@ -1,7 +1,7 @@
 """Binance wire formats on the exchange side: payloads, stream names, decimal strings.
 
-Prices, quantities and rates are decimal strings; ids and times (ms) integers; ``m`` a bool
-(../shared/BINANCE.md).
+Prices, quantities and rates are decimal strings; ids and times (ms) integers; ``m`` a bool,
+as Binance's USD-M futures API documents them.
 """
 
 from __future__ import annotations

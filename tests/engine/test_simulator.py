@@ -922,7 +922,7 @@ def test_cli_arguments_build_settings():
     assert settings.faults.drop_rate == 0.1 and settings.faults.silent_symbol == "ETHUSDT"
     assert settings.faults.silent_until == "reconnect"
     assert settings.faults.disconnect_every_s == 60.0 and settings.port == 0
-    assert settings.history_days == 30.0  # DESIGN.md's default
+    assert settings.history_days == 30.0  # the documented default
     settings, _ = settings_from_args(parser.parse_args(["--history-days", "2.5"]))
     assert settings.history_days == 2.5
 
