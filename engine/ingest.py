@@ -20,7 +20,6 @@ but no stored trades (bars from klines: ``engine.warmup``) is seeded with them, 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -40,11 +39,6 @@ RESUME_REPEAT_MS = 15 * 60_000
 #: ``cut_gap_ms``), when the clock reaches the next bar close of the analytics timeframe
 #: (``FeedCore.next_close_ms``), and every ``batch_ms`` when nothing comes (ms)
 CLIENT_BATCHING = {"batch_ms": 100.0, "cut_gap_ms": 1.0}
-
-
-def now_ms() -> float:
-    """Wall-clock time, Unix ms."""
-    return time.time() * 1000.0
 
 
 class FeedCore:
@@ -104,11 +98,11 @@ class FeedCore:
         known = [v for v in starts.values() if v is not None]
         first = min(known) if len(known) == len(starts) else None
         ticks = table_to_ticks(self.store.read_ticks(symbol, start=first))
-        wall = now_ms()
         for tf in self.timeframes:
             start = starts[tf]
             mine = ticks if start is None else ticks[ticks["ts"] >= start]
-            self._apply(symbol, tf, self.builders[(symbol, tf)].add(mine), wall, count_late=False)
+            # history: its bars were final before this start (no latency samples of them)
+            self._apply(symbol, tf, self.builders[(symbol, tf)].add(mine), None, count_late=False)
         log.info(
             "%s: resumed after agg id %s (%d stored ticks refed)",
             symbol,
@@ -206,7 +200,7 @@ class FeedCore:
         symbol: str,
         tf: str,
         upd: BarUpdate,
-        wall_ms: float,
+        wall_ms: float | None,
         *,
         count_late: bool,
         clock_ms: float | None = None,
@@ -223,6 +217,8 @@ class FeedCore:
             wm = self.builders[(symbol, tf)].watermark
             if wm > self._wm.get(symbol, NO_WATERMARK):
                 self._wm[symbol] = wm
+                if wall_ms is None:  # not seen live: no advance for the latency
+                    return
                 if clock_ms is not None:  # the clock passed wm + lateness this long ago
                     wall_ms -= max(0.0, clock_ms - (wm + self.lateness_ms))
                 self._advances[symbol].append((wm, wall_ms))

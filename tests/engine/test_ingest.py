@@ -234,3 +234,23 @@ def test_compact_keeps_files_few_and_rows_whole(tmp_path):
             stored = table_to_bars(store.read_bars(tf, s))  # bars still open are not stored
             assert len(offline) - 2 <= len(stored) <= len(offline)
             np.testing.assert_array_equal(stored, offline[: len(stored)])
+
+
+def test_resumed_history_moves_the_watermark_but_records_no_advance(tmp_path):
+    """Stored trades refed at a (re)start close bars that were final before it: the first
+    entries carry their watermark, but no advance (a wall time of becoming final), so the
+    pairs take no latency sample of history; the first live close records one again."""
+    cfg = make_config(tmp_path)
+    ticks = stream(3, n=400)
+    t1 = max(int(t["ts"][-1]) for t in ticks.values()) + 1
+    core = make_core(cfg, Store(tmp_path, durable=False))
+    play(core, ticks, np.array([min(int(t["ts"][0]) for t in ticks.values()), t1]), {})
+    core.flush()
+    resumed = make_core(cfg, Store(tmp_path, durable=False))
+    first = {e["symbol"]: e for e in resumed.take_entries()}
+    assert set(first) == set(SYMS)
+    for s, e in first.items():
+        assert e["wm"] > int(ticks[s]["ts"][0]) and e["advances"] == []
+    resumed.advance(float(t1) + 5_000.0)
+    later = resumed.take_entries()
+    assert later and all(len(e["advances"]) == 1 for e in later)
