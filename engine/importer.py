@@ -558,30 +558,77 @@ class _Writer:
 
     def trades(self, symbol: str, blocks: Iterable[dict[str, np.ndarray]]) -> int:
         """Ticks (blocks of columns, TICK_DTYPE's names) as they come; bars of the intervals
-        closed by each block (see module doc). Returns the rows written."""
+        closed by each block (see module doc). Bars are built here while a worker thread
+        writes the blocks before (``_behind``). Returns the rows written."""
         carry = tuple(np.empty(0, dtype=TICK_DTYPE[n]) for n in _BAR_INPUTS)
         rows = 0
-        for cols in blocks:
-            n = len(cols["ts"])
-            if not n:
-                continue
-            rows += n
-            self.store.write_ticks(symbol, columns_table([cols], TICK_SCHEMA))
-            ts, price, qty = (np.concatenate((c, cols[name]))
-                              for c, name in zip(carry, _BAR_INPUTS, strict=True))
-            cut = int(np.searchsorted(ts, ts[-1] // _CARRY_MS * _CARRY_MS, side="left"))
-            self._bars(symbol, ts[:cut], price[:cut], qty[:cut])
-            carry = (ts[cut:], price[cut:], qty[cut:])
-            self.maybe_flush()
-        self._bars(symbol, *carry)
-        self.maybe_flush()
+        with _behind(partial(self._write_trades, symbol)) as put:
+            for cols in blocks:
+                n = len(cols["ts"])
+                if not n:
+                    continue
+                rows += n
+                ts, price, qty = (np.concatenate((c, cols[name]))
+                                  for c, name in zip(carry, _BAR_INPUTS, strict=True))
+                cut = int(np.searchsorted(ts, ts[-1] // _CARRY_MS * _CARRY_MS, side="left"))
+                put((columns_table([cols], TICK_SCHEMA), _bars(ts[:cut], price[:cut], qty[:cut])))
+                carry = (ts[cut:], price[cut:], qty[cut:])
+            put((None, _bars(*carry)))
         return rows
 
-    def _bars(self, symbol: str, ts: np.ndarray, price: np.ndarray, qty: np.ndarray) -> None:
-        """Bars of contiguous trade columns (ms, raw price, base qty) of closed intervals."""
-        if ts.size:
-            for tf in TRADE_TIMEFRAMES:
-                self.store.write_bars(tf, symbol, build_bar_records(ts, price, qty, tf))
+    def _write_trades(self, symbol: str, items: Iterable[tuple[pa.Table | None, list]]) -> None:
+        """Store the (ticks table or None, bar records by ``TRADE_TIMEFRAMES``) of ``trades``."""
+        for ticks, bars in items:
+            if ticks is not None:
+                self.store.write_ticks(symbol, ticks)
+            for tf, records in zip(TRADE_TIMEFRAMES, bars, strict=True):
+                self.store.write_bars(tf, symbol, records)
+            self.maybe_flush()
+
+
+def _bars(ts: np.ndarray, price: np.ndarray, qty: np.ndarray) -> list[np.ndarray]:
+    """Bars (``TRADE_TIMEFRAMES``' records) of contiguous trade columns (ms, raw price, base
+    qty) of closed intervals."""
+    return [build_bar_records(ts, price, qty, tf) for tf in TRADE_TIMEFRAMES]
+
+
+@contextmanager
+def _behind(consume: Callable[[Iterator[_T]], None],
+            depth: int = 4) -> Iterator[Callable[[_T], None]]:  # fmt: skip
+    """A ``put`` whose items ``consume`` takes in a worker thread, at most ``depth`` behind:
+    Parquet writes and numba kernels release the GIL, so writing overlaps building on
+    another core. The worker's exception is raised by the next ``put`` or on exit; on exit
+    the worker consumes what was put and is waited for."""
+    items: queue.Queue = queue.Queue(depth)
+    done = object()
+    failed: list[BaseException] = []
+
+    def feed() -> Iterator[_T]:
+        while (item := items.get()) is not done:
+            yield item
+
+    def work() -> None:
+        try:
+            consume(feed())
+        except BaseException as exc:  # handed to the producer, raised there
+            failed.append(exc)
+            while items.get() is not done:  # unblocks the producer
+                pass
+
+    def put(item: _T) -> None:
+        if failed:
+            raise failed[0]
+        items.put(item)
+
+    worker = threading.Thread(target=work, name="pairstack-import-write", daemon=True)
+    worker.start()
+    try:
+        yield put
+    finally:
+        items.put(done)
+        worker.join()
+    if failed:
+        raise failed[0]
 
 
 def _ahead(produce: Callable[[], Iterator[_T]], depth: int = 2) -> Iterator[_T]:
