@@ -47,6 +47,7 @@ the same file twice changes nothing: the store keeps one row per key.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import queue
 import re
@@ -57,7 +58,7 @@ import uuid
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -224,6 +225,26 @@ def _open(path: Path) -> Iterator[BinaryIO]:
         raise UploadError(f"{path}: not a valid zip file: {exc}") from None
     except OSError as exc:
         raise UploadError(f"{path}: cannot read: {exc}") from None
+
+
+class _ChunkStream(io.RawIOBase):
+    """A binary stream over chunks of bytes (read by one thread): a zip member inflated ahead
+    in a worker thread (``_ahead``; zlib releases the GIL), so inflating overlaps parsing."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._rest = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if not self._rest:
+            self._rest = memoryview(next(self._chunks, b""))
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
 
 
 def _source(path: str | Path) -> _Source:
@@ -676,7 +697,10 @@ def _ahead(produce: Callable[[], Iterator[_T]], depth: int = 2) -> Iterator[_T]:
 def _fast_blocks(src: _Source) -> Iterator[dict[str, np.ndarray]]:
     """Tick columns of an aggTrades file by the vouching fast path (``engine.aggcsv``);
     ``NotVouched`` where the reference reader must decide."""
-    with _open(src.path) as stream:
+    with _open(src.path) as stream, ExitStack() as stack:
+        if src.path.suffix == ".zip":  # inflated ahead: inflating overlaps parsing
+            inflate = partial(iter, partial(stream.read, BLOCK_BYTES), b"")
+            stream = _ChunkStream(stack.enter_context(closing(_ahead(inflate))))
         try:
             yield from agg_trade_blocks(stream, header=src.header, block_bytes=BLOCK_BYTES,
                                         min_ms=_MIN_MS, max_ms=_MAX_MS)  # fmt: skip
