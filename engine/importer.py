@@ -14,12 +14,13 @@ a zip bomb costs one block of memory and is refused at its first bad row. Lines 
 
 Two readers. aggTrades go through ``engine.aggcsv`` first: a numba kernel that parses and
 checks a block in one pass and vouches only for rows exactly as the reference reader reads them
-(ms times, ``true``/``false``, plain decimals of up to 40 digits), in a worker thread so that
-reading overlaps writing. Where it cannot vouch for a row (microsecond or second times, other
-spellings, a malformed row), what it staged of the file is dropped and the reference reader
-reads the file: pyarrow's streaming CSV reader with every column's type, and ``_Decoder``'s
-checks, which accept the file or name the line (1-based, counting the header) and the column.
-Klines and funding files always take the reference reader.
+(ms times, ``true``/``false``, plain decimals of up to 40 digits), in a worker thread (a zip
+member inflated ahead in another), while bars are built and a third thread writes the store,
+so reading, building and writing overlap. Where it cannot vouch for a row (microsecond or
+second times, other spellings, a malformed row), what it staged of the file is dropped and
+the reference reader reads the file: pyarrow's streaming CSV reader with every column's type,
+and ``_Decoder``'s checks, which accept the file or name the line (1-based, counting the
+header) and the column. Klines and funding files always take the reference reader.
 
 One pass per file, and still a malformed file leaves the store untouched: each file is read,
 checked and written into a staging store of its own under ``<store>/.staging`` (a dotted
