@@ -52,12 +52,15 @@ class NotVouched(Exception):
 @njit(cache=True, inline="always")
 def _digits(p, i, v):
     """``(index after the digits at i, v folded with them in base 10)``."""
-    d = np.uint64(p[i]) - _ZERO  # wraps below "0": one comparison per byte
-    while d < 10:
-        v = v * 10 + np.int64(d)
-        i += 1
-        d = np.uint64(p[i]) - _ZERO
-    return i, v
+    while True:  # two digits a step: half the multiply chain
+        d = np.uint64(p[i]) - _ZERO  # wraps below "0": one comparison per byte
+        if d >= 10:
+            return i, v
+        e = np.uint64(p[i + 1]) - _ZERO  # p[i] is a digit, so p[i + 1] exists
+        if e >= 10:
+            return i + 1, v * 10 + np.int64(d)
+        v = v * 100 + np.int64(d * 10 + e)
+        i += 2
 
 
 @njit(cache=True, inline="always")

@@ -65,7 +65,7 @@ def _store(f, i, row, o, h, lo, c, v, qv, bar_ts, n, open_ts, open_key, close_ts
     i[row, _I_CLOSE_KEY] = close_key
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fold(ts, keys, price, qty, tf, watermark, has_open, f, i, late):
     """Fold trades (ts ms, keys, price, qty) into bars of ``tf`` ms, in arrival order.
 
@@ -128,7 +128,7 @@ def _fold(ts, keys, price, qty, tf, watermark, has_open, f, i, late):
     return k, n_late, watermark, has_open
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scan(ts, price, qty):
     """First offending rows of trades: ``(first_unsorted, first_bad_price, first_bad_qty)``.
 
@@ -151,7 +151,7 @@ def _scan(ts, price, qty):
     return first_unsorted, first_bad_price, first_bad_qty
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fold_ticks(ticks, tf, watermark, has_open, f, i, late):
     """``_scan`` then ``_fold`` of TICK_DTYPE records (keys: ``agg_id``), in one call.
 
@@ -170,7 +170,7 @@ def _fold_ticks(ticks, tf, watermark, has_open, f, i, late):
     return bad_price, bad_qty, k, n_late, watermark, has_open
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _write_records(f, i, out):
     """Bar state rows -> BAR_DTYPE records in ``out``. Oracle: field-by-field NumPy copy."""
     for k in range(f.shape[0]):

@@ -14,12 +14,13 @@ a zip bomb costs one block of memory and is refused at its first bad row. Lines 
 
 Two readers. aggTrades go through ``engine.aggcsv`` first: a numba kernel that parses and
 checks a block in one pass and vouches only for rows exactly as the reference reader reads them
-(ms times, ``true``/``false``, plain decimals of up to 40 digits), in a worker thread so that
-reading overlaps writing. Where it cannot vouch for a row (microsecond or second times, other
-spellings, a malformed row), what it staged of the file is dropped and the reference reader
-reads the file: pyarrow's streaming CSV reader with every column's type, and ``_Decoder``'s
-checks, which accept the file or name the line (1-based, counting the header) and the column.
-Klines and funding files always take the reference reader.
+(ms times, ``true``/``false``, plain decimals of up to 40 digits), in a worker thread (a zip
+member inflated ahead in another), while bars are built and a third thread writes the store,
+so reading, building and writing overlap. Where it cannot vouch for a row (microsecond or
+second times, other spellings, a malformed row), what it staged of the file is dropped and
+the reference reader reads the file: pyarrow's streaming CSV reader with every column's type,
+and ``_Decoder``'s checks, which accept the file or name the line (1-based, counting the
+header) and the column. Klines and funding files always take the reference reader.
 
 One pass per file, and still a malformed file leaves the store untouched: each file is read,
 checked and written into a staging store of its own under ``<store>/.staging`` (a dotted
@@ -47,6 +48,7 @@ the same file twice changes nothing: the store keeps one row per key.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import queue
 import re
@@ -57,7 +59,7 @@ import uuid
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -224,6 +226,26 @@ def _open(path: Path) -> Iterator[BinaryIO]:
         raise UploadError(f"{path}: not a valid zip file: {exc}") from None
     except OSError as exc:
         raise UploadError(f"{path}: cannot read: {exc}") from None
+
+
+class _ChunkStream(io.RawIOBase):
+    """A binary stream over chunks of bytes (read by one thread): a zip member inflated ahead
+    in a worker thread (``_ahead``; zlib releases the GIL), so inflating overlaps parsing."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._rest = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if not self._rest:
+            self._rest = memoryview(next(self._chunks, b""))
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
 
 
 def _source(path: str | Path) -> _Source:
@@ -558,30 +580,77 @@ class _Writer:
 
     def trades(self, symbol: str, blocks: Iterable[dict[str, np.ndarray]]) -> int:
         """Ticks (blocks of columns, TICK_DTYPE's names) as they come; bars of the intervals
-        closed by each block (see module doc). Returns the rows written."""
+        closed by each block (see module doc). Bars are built here while a worker thread
+        writes the blocks before (``_behind``). Returns the rows written."""
         carry = tuple(np.empty(0, dtype=TICK_DTYPE[n]) for n in _BAR_INPUTS)
         rows = 0
-        for cols in blocks:
-            n = len(cols["ts"])
-            if not n:
-                continue
-            rows += n
-            self.store.write_ticks(symbol, columns_table([cols], TICK_SCHEMA))
-            ts, price, qty = (np.concatenate((c, cols[name]))
-                              for c, name in zip(carry, _BAR_INPUTS, strict=True))
-            cut = int(np.searchsorted(ts, ts[-1] // _CARRY_MS * _CARRY_MS, side="left"))
-            self._bars(symbol, ts[:cut], price[:cut], qty[:cut])
-            carry = (ts[cut:], price[cut:], qty[cut:])
-            self.maybe_flush()
-        self._bars(symbol, *carry)
-        self.maybe_flush()
+        with _behind(partial(self._write_trades, symbol)) as put:
+            for cols in blocks:
+                n = len(cols["ts"])
+                if not n:
+                    continue
+                rows += n
+                ts, price, qty = (np.concatenate((c, cols[name]))
+                                  for c, name in zip(carry, _BAR_INPUTS, strict=True))
+                cut = int(np.searchsorted(ts, ts[-1] // _CARRY_MS * _CARRY_MS, side="left"))
+                put((columns_table([cols], TICK_SCHEMA), _bars(ts[:cut], price[:cut], qty[:cut])))
+                carry = (ts[cut:], price[cut:], qty[cut:])
+            put((None, _bars(*carry)))
         return rows
 
-    def _bars(self, symbol: str, ts: np.ndarray, price: np.ndarray, qty: np.ndarray) -> None:
-        """Bars of contiguous trade columns (ms, raw price, base qty) of closed intervals."""
-        if ts.size:
-            for tf in TRADE_TIMEFRAMES:
-                self.store.write_bars(tf, symbol, build_bar_records(ts, price, qty, tf))
+    def _write_trades(self, symbol: str, items: Iterable[tuple[pa.Table | None, list]]) -> None:
+        """Store the (ticks table or None, bar records by ``TRADE_TIMEFRAMES``) of ``trades``."""
+        for ticks, bars in items:
+            if ticks is not None:
+                self.store.write_ticks(symbol, ticks)
+            for tf, records in zip(TRADE_TIMEFRAMES, bars, strict=True):
+                self.store.write_bars(tf, symbol, records)
+            self.maybe_flush()
+
+
+def _bars(ts: np.ndarray, price: np.ndarray, qty: np.ndarray) -> list[np.ndarray]:
+    """Bars (``TRADE_TIMEFRAMES``' records) of contiguous trade columns (ms, raw price, base
+    qty) of closed intervals."""
+    return [build_bar_records(ts, price, qty, tf) for tf in TRADE_TIMEFRAMES]
+
+
+@contextmanager
+def _behind(consume: Callable[[Iterator[_T]], None],
+            depth: int = 4) -> Iterator[Callable[[_T], None]]:  # fmt: skip
+    """A ``put`` whose items ``consume`` takes in a worker thread, at most ``depth`` behind:
+    Parquet writes and numba kernels release the GIL, so writing overlaps building on
+    another core. The worker's exception is raised by the next ``put`` or on exit; on exit
+    the worker consumes what was put and is waited for."""
+    items: queue.Queue = queue.Queue(depth)
+    done = object()
+    failed: list[BaseException] = []
+
+    def feed() -> Iterator[_T]:
+        while (item := items.get()) is not done:
+            yield item
+
+    def work() -> None:
+        try:
+            consume(feed())
+        except BaseException as exc:  # handed to the producer, raised there
+            failed.append(exc)
+            while items.get() is not done:  # unblocks the producer
+                pass
+
+    def put(item: _T) -> None:
+        if failed:
+            raise failed[0]
+        items.put(item)
+
+    worker = threading.Thread(target=work, name="pairstack-import-write", daemon=True)
+    worker.start()
+    try:
+        yield put
+    finally:
+        items.put(done)
+        worker.join()
+    if failed:
+        raise failed[0]
 
 
 def _ahead(produce: Callable[[], Iterator[_T]], depth: int = 2) -> Iterator[_T]:
@@ -629,7 +698,10 @@ def _ahead(produce: Callable[[], Iterator[_T]], depth: int = 2) -> Iterator[_T]:
 def _fast_blocks(src: _Source) -> Iterator[dict[str, np.ndarray]]:
     """Tick columns of an aggTrades file by the vouching fast path (``engine.aggcsv``);
     ``NotVouched`` where the reference reader must decide."""
-    with _open(src.path) as stream:
+    with _open(src.path) as stream, ExitStack() as stack:
+        if src.path.suffix == ".zip":  # inflated ahead: inflating overlaps parsing
+            inflate = partial(iter, partial(stream.read, BLOCK_BYTES), b"")
+            stream = _ChunkStream(stack.enter_context(closing(_ahead(inflate))))
         try:
             yield from agg_trade_blocks(stream, header=src.header, block_bytes=BLOCK_BYTES,
                                         min_ms=_MIN_MS, max_ms=_MAX_MS)  # fmt: skip

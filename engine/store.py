@@ -284,9 +284,14 @@ def _keys(table: pa.Table, kind: _Kind) -> np.ndarray:
 
 def _unique_keys(table: pa.Table, kind: _Kind) -> pa.Table:
     """Sorted by key, one row per key: the first for tick-like kinds, the last for upserts."""
+    return _unique_with_keys(table, kind)[0]
+
+
+def _unique_with_keys(table: pa.Table, kind: _Kind) -> tuple[pa.Table, np.ndarray]:
+    """``_unique_keys`` and the keys of its rows (int64), gathered once."""
     keys = _keys(table, kind)
-    if len(keys) < 2 or (np.diff(keys) > 0).all():
-        return table
+    if len(keys) < 2 or (keys[1:] > keys[:-1]).all():
+        return table, keys
     if kind.replace:
         rev = np.argsort(keys[::-1], kind="stable")
         order = len(keys) - 1 - rev  # latest occurrence first among equal keys
@@ -295,7 +300,7 @@ def _unique_keys(table: pa.Table, kind: _Kind) -> pa.Table:
     sorted_keys = keys[order]
     keep = np.ones(len(order), dtype=bool)
     keep[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    return table.take(_arrow(order[keep]))
+    return table.take(_arrow(order[keep])), sorted_keys[keep]
 
 
 def _date_name(day: int) -> str:
@@ -314,17 +319,22 @@ def _visible(name: str) -> bool:
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    """One Parquet file: no dictionaries, 64-bit integer and time columns delta-encoded.
+    """One Parquet file: 64-bit integer and time columns delta-encoded, float columns
+    dictionary-encoded (falling back to plain where a column has too many values), no other
+    dictionaries.
 
-    For ticks that writes about 3x faster than pyarrow's defaults and makes files about 3x
-    smaller (ids and times grow in small steps); min/max statistics are kept (the file index).
+    For ticks that writes about 4x faster than pyarrow's defaults and makes files about 7x
+    smaller (ids and times grow in small steps; prices and quantities repeat, and a dictionary
+    is cheaper to write than snappy over plain doubles); min/max statistics are kept (the file
+    index).
     """
     delta = {
         f.name: "DELTA_BINARY_PACKED"
         for f in table.schema
         if pa.types.is_int64(f.type) or pa.types.is_timestamp(f.type)
     }
-    pq.write_table(table, path, use_dictionary=False, column_encoding=delta)
+    floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
+    pq.write_table(table, path, use_dictionary=floats, column_encoding=delta)
 
 
 def _write_atomic(table: pa.Table, final: Path, durable: bool) -> None:
@@ -536,13 +546,15 @@ class Store:
     def _flush_dir(self, directory: Path) -> tuple[str, WriteCounts]:
         buffer = self._buffers.pop(directory)
         kind = buffer.kind
-        table = _unique_keys(buffer.table(), kind)
+        table, keys = _unique_with_keys(buffer.table(), kind)
         dropped = buffer.rows - table.num_rows
-        days = _int64s(table.column("ts")) // DAY_MS
+        days = (keys if kind.key == "ts" else _int64s(table.column("ts"))) // DAY_MS
         counts = WriteCounts(duplicates=dropped if not kind.replace else 0)
-        one_day = days[0] == days[-1] and (days == days[0]).all()
-        for day in days[:1] if one_day else np.unique(days):
-            part = table if one_day else table.filter(_arrow(days == day))
+        if days[0] == days[-1] and (days == days[0]).all():
+            return buffer.label, counts + self._merge(directory / _date_name(days[0]), kind,
+                                                      table, keys)  # fmt: skip
+        for day in np.unique(days):
+            part = table.filter(_arrow(days == day))
             counts = counts + self._merge(directory / _date_name(day), kind, part)
         return buffer.label, counts
 
@@ -583,10 +595,11 @@ class Store:
             counts[label] = counts.get(label, WriteCounts()) + got
         return counts
 
-    def _merge(self, part_dir: Path, kind: _Kind, new: pa.Table) -> WriteCounts:
-        """Merge rows unique by key (sorted) into one partition."""
+    def _merge(self, part_dir: Path, kind: _Kind, new: pa.Table,
+               keys: np.ndarray | None = None) -> WriteCounts:  # fmt: skip
+        """Merge rows unique by key (sorted) into one partition (``keys``: theirs, when known)."""
         infos = self._file_infos(part_dir)
-        keys = _keys(new, kind)
+        keys = _keys(new, kind) if keys is None else keys
         lo, hi = int(keys[0]), int(keys[-1])
         overlapping = [f for f in infos if f.kmin <= hi and f.kmax >= lo]
         replaced = duplicates = 0
@@ -611,11 +624,11 @@ class Store:
                 replaced += n_repl
                 duplicates += int(hit_new.sum()) - n_repl
             new = new.filter(pa.array(pending))
+            keys = keys[pending]
         if new.num_rows:
             name = _new_part_name()
             _write_atomic(new, part_dir / name, self.durable)
-            k = _keys(new, kind)
-            infos.append(_FileInfo(name, new.num_rows, int(k[0]), int(k[-1])))
+            infos.append(_FileInfo(name, new.num_rows, int(keys[0]), int(keys[-1])))
         return WriteCounts(added=new.num_rows, replaced=replaced, duplicates=duplicates)
 
     def _upsert_file(self, part_dir: Path, info: _FileInfo, kind: _Kind, stored: pa.Table,
