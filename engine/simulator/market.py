@@ -370,6 +370,15 @@ def chunk_trades(
 
 
 @njit(cache=True)
+def _minute_columns(m_n: int) -> tuple:
+    """Empty columns of ``m_n`` minute bars (all but the open time): open, high (-inf), low
+    (inf), close, volume, quote volume, count, taker-buy volume, taker-buy quote volume."""
+    return (np.empty(m_n), np.full(m_n, -np.inf), np.full(m_n, np.inf), np.empty(m_n),
+            np.zeros(m_n), np.zeros(m_n), np.zeros(m_n, np.int64), np.zeros(m_n),
+            np.zeros(m_n))  # fmt: skip
+
+
+@njit(cache=True)
 def chunk_minute_bars(
     gaps: np.ndarray, b_start: np.ndarray, b_len: np.ndarray, side_u: np.ndarray,
     size_z: np.ndarray, log_mid: np.ndarray, chunk_ms: int, skip: int, tick: float, lot: float,
@@ -392,15 +401,7 @@ def chunk_minute_bars(
     m0 = skip // per_minute
     m_n = (skip + nb - 1) // per_minute + 1 - m0 if nb else 0
     open_time = chunk_ms + (m0 + np.arange(m_n)) * MINUTE_MS
-    open_ = np.empty(m_n)
-    high = np.full(m_n, -np.inf)
-    low = np.full(m_n, np.inf)
-    close = np.empty(m_n)
-    volume = np.zeros(m_n)
-    quote = np.zeros(m_n)
-    count = np.zeros(m_n, np.int64)
-    buy_volume = np.zeros(m_n)
-    buy_quote = np.zeros(m_n)
+    open_, high, low, close, volume, quote, count, buy_volume, buy_quote = _minute_columns(m_n)
     for i in range(nb):
         m = (skip + i) // per_minute - m0
         total = gaps[i].sum()
@@ -720,15 +721,7 @@ def trade_minute_bars(ts: np.ndarray, price: np.ndarray, qty: np.ndarray,
         if j == 0 or minute[j] != minute[j - 1]:
             m_n += 1
     open_time = np.empty(m_n, np.int64)
-    open_ = np.empty(m_n)
-    high = np.empty(m_n)
-    low = np.empty(m_n)
-    close = np.empty(m_n)
-    volume = np.zeros(m_n)
-    quote = np.zeros(m_n)
-    count = np.zeros(m_n, np.int64)
-    buy_volume = np.zeros(m_n)
-    buy_quote = np.zeros(m_n)
+    open_, high, low, close, volume, quote, count, buy_volume, buy_quote = _minute_columns(m_n)
     m = -1
     for j in range(n):
         p, q = price[j], qty[j]
