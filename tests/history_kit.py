@@ -22,16 +22,18 @@ def dropped_by(hole: int, max_carry: int) -> int:
     return max(0, hole - max_carry)
 
 
-def leg_bars(close: np.ndarray, seed: int, start_ms: int = T0) -> np.ndarray:
-    """BAR_DTYPE 1m bars from closes (opens near the previous close), one every minute."""
+def leg_bars(close: np.ndarray, seed: int, start_ms: int = T0, *, noise: float = 1e-4,
+             wick: float = 3e-4) -> np.ndarray:
+    """BAR_DTYPE 1m bars from closes, one every minute: opens at the previous close times
+    exp(N(0, ``noise``)), highs/lows ``wick`` (a fraction) beyond the open and close."""
     rng = np.random.default_rng(seed)
     n = close.shape[0]
     bars = np.zeros(n, dtype=BAR_DTYPE)
     bars["ts"] = start_ms + MINUTE * np.arange(n)
     bars["close"] = close
-    bars["open"] = np.concatenate(([close[0]], close[:-1])) * np.exp(rng.normal(0, 1e-4, n))
-    bars["high"] = np.maximum(bars["open"], close) * 1.0003
-    bars["low"] = np.minimum(bars["open"], close) * 0.9997
+    bars["open"] = np.concatenate(([close[0]], close[:-1])) * np.exp(rng.normal(0, noise, n))
+    bars["high"] = np.maximum(bars["open"], close) * (1.0 + wick)
+    bars["low"] = np.minimum(bars["open"], close) * (1.0 - wick)
     bars["volume"] = rng.uniform(1, 10, n)
     bars["quote_volume"] = bars["volume"] * close
     bars["trades"] = rng.integers(1, 50, n)

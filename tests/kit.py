@@ -6,6 +6,7 @@ Everything is made here from a seed, never downloaded.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from engine.schemas import BAR_DTYPE, TICK_DTYPE
 
@@ -69,3 +70,23 @@ def assert_bars_equal(ours: np.ndarray, expected: np.ndarray) -> None:
         np.testing.assert_array_equal(ours[name], expected[name], err_msg=name)
     for name in ("volume", "quote_volume"):
         np.testing.assert_allclose(ours[name], expected[name], rtol=1e-12, err_msg=name)
+
+
+#: pandas resample rule of each timeframe
+PANDAS_RULE = {"1s": "1s", "1m": "1min", "3m": "3min", "5m": "5min", "15m": "15min",
+               "30m": "30min", "1h": "1h", "2h": "2h", "4h": "4h", "12h": "12h", "1d": "1D"}
+
+
+def pandas_resample(bars: np.ndarray, to: str) -> np.ndarray:
+    """Oracle: pandas resample (left-labelled, left-closed), empty intervals dropped."""
+    frame = pd.DataFrame(bars, index=pd.to_datetime(bars["ts"], unit="ms", utc=True))
+    frame["n"] = 1
+    agg = frame.resample(PANDAS_RULE[to], label="left", closed="left").agg(
+        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum",
+         "quote_volume": "sum", "trades": "sum", "n": "sum"})
+    agg = agg[agg["n"] > 0]
+    out = np.empty(len(agg), dtype=BAR_DTYPE)
+    out["ts"] = agg.index.as_unit("ms").asi8
+    for name in BAR_DTYPE.names[1:]:
+        out[name] = agg[name].to_numpy()
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import history_kit
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -25,7 +26,7 @@ from engine.config import StrategyConfig
 from engine.errors import ConfigError, DataError, NumericalError
 from engine.funding import funding_events
 from engine.pairstep import PairParams, PairStepper
-from engine.schemas import BAR_DTYPE, BAR_SCHEMA, as_bar_records
+from engine.schemas import BAR_SCHEMA, as_bar_records
 from engine.store import Store
 from engine.sweep import assign_chunks, expand_grid, parse_sweep, resolve_set
 from strategies import make_strategy
@@ -38,18 +39,7 @@ PAIR = f"{Y}/{X}"
 
 def leg_bars(close: np.ndarray, keep: np.ndarray, seed: int) -> np.ndarray:
     """BAR_DTYPE 1m bars of one leg from closes, only where ``keep``."""
-    rng = np.random.default_rng(seed)
-    n = close.shape[0]
-    bars = np.zeros(n, dtype=BAR_DTYPE)
-    bars["ts"] = T0 + MINUTE * np.arange(n)
-    bars["close"] = close
-    bars["open"] = np.concatenate(([close[0]], close[:-1])) * np.exp(rng.normal(0, 2e-4, n))
-    bars["high"] = np.maximum(bars["open"], close) * 1.0005
-    bars["low"] = np.minimum(bars["open"], close) * 0.9995
-    bars["volume"] = rng.uniform(1, 10, n)
-    bars["quote_volume"] = bars["volume"] * close
-    bars["trades"] = rng.integers(1, 50, n)
-    return bars[keep]
+    return history_kit.leg_bars(close, seed, noise=2e-4, wick=5e-4)[keep]
 
 
 def pair_bars(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -13,14 +13,14 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from cli_env import pairstack, scrubbed_env
-from kit import cointegrated_pair
+from kit import cointegrated_pair, pandas_resample
 from test_backtest_actor import MINUTE, PAIR, X, Y, leg_bars, write_pair_store
 
 from engine.backtest import Costs, run
 from engine.backtest_data import PairData
 from engine.config import load_config
 from engine.pairstep import PairParams
-from engine.schemas import BAR_DTYPE, BAR_SCHEMA, TIMEFRAME_MS
+from engine.schemas import BAR_SCHEMA, TIMEFRAME_MS, table_to_bars
 from engine.screen import screen_bars
 from engine.store import Store
 from strategies import make_strategy
@@ -33,27 +33,16 @@ pairs: [{y: ETHUSDT, x: BTCUSDT}]
 analytics: {timeframe: 1h, hedge: kalman, zscore_window: 20}
 strategy: {entry: 1.0, exit: 0.0, stop: 3.5, notional: 5000, fee_bps: 2.0}
 """
-RULES = {"1h": "1h", "4h": "4h"}
-
-
 def pandas_bars(store_dir, symbol: str, timeframe: str) -> np.ndarray:
     """Oracle: the symbol's stored 1m bars (pyarrow.dataset) resampled by pandas, left-labelled
     and left-closed, empty intervals dropped, and the last interval dropped unless its last
     minute is stored (it may still be open)."""
     table = ds.dataset(f"{store_dir}/bars/timeframe=1m/symbol={symbol}", format="parquet",
                        partitioning="hive").to_table(columns=BAR_SCHEMA.names)
-    frame = table.cast(BAR_SCHEMA).to_pandas().set_index("ts").sort_index()
-    frame["n"] = 1
-    agg = frame.resample(RULES[timeframe], label="left", closed="left").agg(
-        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum",
-         "quote_volume": "sum", "trades": "sum", "n": "sum"})
-    agg = agg[agg["n"] > 0]
-    out = np.empty(len(agg), dtype=BAR_DTYPE)
-    out["ts"] = agg.index.as_unit("ms").asi8
-    for name in BAR_DTYPE.names[1:]:
-        out[name] = agg[name].to_numpy()
-    last_minute = int(frame.index.as_unit("ms").asi8[-1])
-    if out["ts"][-1] + TIMEFRAME_MS[timeframe] > last_minute + MINUTE:
+    bars = table_to_bars(table.cast(BAR_SCHEMA))
+    bars = bars[np.argsort(bars["ts"], kind="stable")]
+    out = pandas_resample(bars, timeframe)
+    if out["ts"][-1] + TIMEFRAME_MS[timeframe] > int(bars["ts"][-1]) + MINUTE:
         out = out[:-1]
     return out
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from kit import assert_bars_equal, random_ticks
+from kit import assert_bars_equal, pandas_resample, random_ticks
 
 from engine.bars import build_bar_records
 from engine.errors import DataError
@@ -14,8 +14,6 @@ from engine.resample import read_timeframe, resample_bars, source_timeframe, sym
 from engine.schemas import BAR_DTYPE, TIMEFRAME_MS
 from engine.store import Store
 
-PANDAS_RULE = {"1s": "1s", "1m": "1min", "3m": "3min", "5m": "5min", "15m": "15min",
-               "30m": "30min", "1h": "1h", "2h": "2h", "4h": "4h", "12h": "12h", "1d": "1D"}
 GRID = [("1m", "3m"), ("1m", "15m"), ("1m", "1h"), ("1m", "4h"), ("1m", "1d"), ("5m", "1h"),
         ("5m", "1d"), ("1s", "1m"), ("1s", "5m"), ("15m", "4h"), ("1h", "12h")]
 #: 2023-11-14 22:13:20 UTC: not on any coarse boundary
@@ -37,21 +35,6 @@ def fine_bars(timeframe: str, n: int, seed: int, span: int | None = None) -> np.
     out["volume"] = rng.lognormal(0, 1, n)
     out["quote_volume"] = out["volume"] * close
     out["trades"] = rng.integers(1, 50, n)
-    return out
-
-
-def pandas_resample(bars: np.ndarray, to: str) -> np.ndarray:
-    """Oracle: pandas resample (left-labelled, left-closed), empty intervals dropped."""
-    frame = pd.DataFrame(bars, index=pd.to_datetime(bars["ts"], unit="ms", utc=True))
-    frame["n"] = 1
-    agg = frame.resample(PANDAS_RULE[to], label="left", closed="left").agg(
-        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum",
-         "quote_volume": "sum", "trades": "sum", "n": "sum"})
-    agg = agg[agg["n"] > 0]
-    out = np.empty(len(agg), dtype=BAR_DTYPE)
-    out["ts"] = agg.index.as_unit("ms").asi8
-    for name in BAR_DTYPE.names[1:]:
-        out[name] = agg[name].to_numpy()
     return out
 
 

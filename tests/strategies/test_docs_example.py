@@ -12,36 +12,18 @@ import json
 import subprocess
 from datetime import datetime
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from cli_env import pairstack, scrubbed_env
+from history_kit import leg_bars
 from kit import cointegrated_pair
 from plugin_example import write_dist_info, write_example
 
-from engine.schemas import BAR_DTYPE
 from engine.store import Store
 
-T0 = 1_717_200_000_000  # 2024-06-01T00:00:00Z
 MINUTE = 60_000
 PAIR = "ETHUSDT/BTCUSDT"
-
-
-def leg_bars(close: np.ndarray, seed: int) -> np.ndarray:
-    """Complete 1m bars (one every minute) of one leg from its closes."""
-    rng = np.random.default_rng(seed)
-    n = close.shape[0]
-    bars = np.zeros(n, dtype=BAR_DTYPE)
-    bars["ts"] = T0 + MINUTE * np.arange(n)
-    bars["close"] = close
-    bars["open"] = np.concatenate(([close[0]], close[:-1])) * np.exp(rng.normal(0, 2e-4, n))
-    bars["high"] = np.maximum(bars["open"], close) * 1.0005
-    bars["low"] = np.minimum(bars["open"], close) * 0.9995
-    bars["volume"] = rng.uniform(1, 10, n)
-    bars["quote_volume"] = bars["volume"] * close
-    bars["trades"] = rng.integers(1, 50, n)
-    return bars
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +31,8 @@ def store_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("docs-example-store")
     y, x = cointegrated_pair(3000, beta=1.3, half_life=12.0, noise=0.003, x0=60_000.0, seed=11)
     store = Store(path)
-    store.write_bars("1m", "ETHUSDT", leg_bars(y, 1))
-    store.write_bars("1m", "BTCUSDT", leg_bars(x, 2))
+    store.write_bars("1m", "ETHUSDT", leg_bars(y, 1, noise=2e-4, wick=5e-4))
+    store.write_bars("1m", "BTCUSDT", leg_bars(x, 2, noise=2e-4, wick=5e-4))
     store.flush()
     return path
 
