@@ -2,12 +2,13 @@
 
 ``FeedActor`` runs a ``FeedClient`` on an asyncio loop in its own thread and feeds the core in
 that loop as each batch is cut (no hand-off to another thread), sending each PairActor one
-``on_bars`` call per batch (its entries packed into one ``engine.packets.BarPacket``), with at
-most ``MAX_IN_FLIGHT`` calls outstanding per PairActor (bounded with ``ray.wait``); it writes
-the store from a second thread, right after bar closes and at least once a second, so file I/O
-never delays bars or publishing. Before going live it warms its symbols up (``engine.warmup``:
-the window of ``analytics.warmup_bars`` from the store, REST for the rest); its first publish
-repeats that window, so the pairs step it before their first live bar.
+``engine.packets.BarPacket`` per batch (``actors.publisher``: by the PairActor's bar lane, a
+direct socket, once it is open, else by actor call).
+
+It writes the store from a second thread, right after bar closes and at least once a second,
+so file I/O never delays bars or publishing. Before going live it warms its symbols up
+(``engine.warmup``: the window of ``analytics.warmup_bars`` from the store, REST for the rest);
+its first publish repeats that window, so the pairs step it before their first live bar.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import time
 
 import numpy as np
 
-from actors.args import as_config, lookup_actor
+from actors.args import as_config
 from actors.gil import hand_over_quickly
-from engine import packets
+from actors.publisher import Publisher
 from engine.feed import FeedBatch, FeedClient
 from engine.ingest import CLIENT_BATCHING, FeedCore, feed_row
 from engine.store import Store
@@ -30,8 +31,6 @@ from engine.warmup import warm_up
 
 log = logging.getLogger(__name__)
 
-#: outstanding on_bars calls per PairActor before the feed waits
-MAX_IN_FLIGHT = 4
 #: seconds between two compactions of the store's part files (FeedCore.compact)
 COMPACT_EVERY_S = 60.0
 
@@ -61,7 +60,6 @@ class FeedActor:
         config = as_config(config)
         hand_over_quickly()  # bar closes wait for no writer thread (actors.gil)
         self.symbols = list(symbols)
-        self._namespace = namespace
         self._lock = threading.Lock()
         store = Store(config.store.path)
         n_warm = config.analytics.warmup_bar_count
@@ -93,8 +91,7 @@ class FeedActor:
         # after a restart, hold the clock until the backfill has caught up (or watchdog_s)
         until = time.monotonic() + config.feed.watchdog_s
         self._catch_up = dict.fromkeys(resume, until)
-        self._targets = [(h, set(syms) & set(self.symbols)) for h, syms in targets]
-        self._in_flight: list[list] = [[] for _ in self._targets]
+        self._publisher = Publisher(targets, self.symbols, namespace)
         self._stopping = threading.Event()
         self._closed = threading.Event()  # a bar close was published (the flusher's cue)
         self._client_thread = threading.Thread(target=self._run_client, daemon=True)
@@ -129,7 +126,7 @@ class FeedActor:
             entries = self.core.take_entries()
             due = self.core.next_close_ms([*batch.stats.pending_gaps, *held])
         if entries:
-            self._publish(entries)
+            self._publisher.publish(entries)
         # the next bar close: cut a batch when the clock gets there (not at the next periodic
         # cut); asked once per close, never for a time the clock has passed (a held symbol)
         if batch.clock_ms < due < np.inf and due != self._asked_close:
@@ -169,25 +166,6 @@ class FeedActor:
             del self._catch_up[sym]
         return list(self._catch_up)
 
-    def _publish(self, entries: list[dict]) -> None:
-        import ray
-
-        for k, (target, syms) in enumerate(self._targets):
-            mine = [e for e in entries if e["symbol"] in syms]
-            if not mine:
-                continue
-            handle = target
-            if isinstance(target, str):
-                handle = lookup_actor(target, self._namespace)
-                if handle is None:
-                    log.warning("pair actor %r not found: its bars are not published", target)
-                    continue
-                self._targets[k] = (handle, syms)
-            pending = self._in_flight[k]
-            pending.append(handle.on_bars.remote(packets.pack(mine)))
-            if len(pending) > MAX_IN_FLIGHT:
-                _, pending[:] = ray.wait(pending, num_returns=len(pending) - MAX_IN_FLIGHT)
-
     # -- actor methods ------------------------------------------------------------------------
     def stats(self) -> dict:
         """This connection's row of ``status()["feeds"]`` (plus a few extra keys)."""
@@ -214,10 +192,7 @@ class FeedActor:
         with self._lock:
             writes = self.core.take_writes()
         self.core.write(writes)
-        import ray
-
-        for pending in self._in_flight:
-            ray.wait(pending, num_returns=len(pending), timeout=10.0)
+        self._publisher.close(wait_s=10.0)
         return self.stats()
 
     def ping(self) -> bool:

@@ -1,11 +1,14 @@
 """PairActor: the Ray shell of an ``engine.pairbook.PairBook`` (many pairs per actor).
 
-Data in: batches from FeedActors, one call per batch, ``on_bars(packet)`` (an
-``engine.packets.BarPacket``), handed to the book as is. The actor builds the strategy
-(``strategies.make_strategy``), warms the book up from the store (after the checkpoint of
-``engine.checkpoint`` when there is a valid one) and the feeds' recent bars, turns the book's
-final times into latency samples once the state is readable, sends fired alerts to the Hub and
-takes checkpoints.
+Data in: batches from FeedActors, one packet per batch (an ``engine.packets.BarPacket``), handed
+to the book as is: over the actor's bar lane (``engine.lane``, a direct socket whose address
+``bar_lane()`` gives) or by the actor call ``on_bars(packet)``, which a feed uses until its lane
+is open. The lane's reader thread and the actor's methods share the book under one lock.
+
+The actor builds the strategy (``strategies.make_strategy``), warms the book up from the store
+(after the checkpoint of ``engine.checkpoint`` when there is a valid one) and the feeds' recent
+bars, turns the book's final times into latency samples once the state is readable, sends fired
+alerts to the Hub and takes checkpoints.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from engine.checkpoint import (
     write_checkpoint,
 )
 from engine.errors import ConfigError
+from engine.lane import LaneListener
 from engine.pairbook import PairBook, parse_pair
 from engine.runtime_pairs import hosted, read_added
 from strategies import make_strategy
@@ -86,6 +90,9 @@ class PairActor:
         self._ckpt_thread: threading.Thread | None = None
         self.restored = False
         self._replay_from = replay_from_ms
+        self._lock = threading.RLock()  # the book: lane thread and actor methods
+        self._lane: LaneListener | None = None
+        self.received = {"lane": 0, "call": 0}  # packets by the way they came
         self._warm_up(config, list(feed_names), hub_name, namespace)
         self._ckpt_at = time.monotonic()
 
@@ -158,12 +165,13 @@ class PairActor:
                 f"pairs {pairs}: {', '.join(missing)} not fed to this pair actor (its symbols: "
                 f"{self.book.symbols})"
             )
-        added = self.book.add_pairs(pairs, self._history(dict.fromkeys(legs, NO_WATERMARK)))
-        if added:
-            cfg = self._config
-            self._fingerprint = config_fingerprint(cfg.analytics, cfg.strategy, self.book.names)
-            self.checkpoint(wait=True)
-            log.info("pair actor: now also stepping %s", ", ".join(added))
+        with self._lock:  # no packet between the history read and the grown book's checkpoint
+            added = self.book.add_pairs(pairs, self._history(dict.fromkeys(legs, NO_WATERMARK)))
+            if added:
+                cfg = self._config
+                self._fingerprint = config_fingerprint(cfg.analytics, cfg.strategy, self.book.names)
+                self.checkpoint(wait=True)
+                log.info("pair actor: now also stepping %s", ", ".join(added))
         return added
 
     def checkpoint(self, wait: bool = True) -> bool:
@@ -172,7 +180,8 @@ class PairActor:
         write is still running."""
         if self._ckpt is None or (self._ckpt_thread is not None and self._ckpt_thread.is_alive()):
             return False
-        state = self.book.checkpoint()
+        with self._lock:
+            state = self.book.checkpoint()
         self._ckpt_at = time.monotonic()
         self._ckpt_thread = threading.Thread(
             target=write_checkpoint, args=(self._ckpt, self._fingerprint, state), daemon=True
@@ -183,13 +192,28 @@ class PairActor:
         return True
 
     def on_bars(self, packet: packets.BarPacket) -> None:
-        """One batch from a FeedActor (see the module docstring)."""
-        events, finals = self.book.feed(packet)
-        now = time.time() * 1000.0
-        self.book.latency.add(now, (now - f for f in finals))
-        self._send_alerts(events, now)
-        if self._ckpt is not None and time.monotonic() - self._ckpt_at >= self._ckpt_every_s:
-            self.checkpoint(wait=False)
+        """One batch from a FeedActor by actor call (see the module docstring)."""
+        self._take(packet, "call")
+
+    def bar_lane(self) -> tuple[str, int, bytes]:
+        """``(host, port, token)`` of this actor's bar lane (``engine.lane``), opened on the
+        first call, on this node's address."""
+        if self._lane is None:
+            import ray
+
+            host = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+            self._lane = LaneListener(host, lambda packet: self._take(packet, "lane"))
+        return (*self._lane.address, self._lane.token)
+
+    def _take(self, packet: packets.BarPacket, way: str) -> None:
+        with self._lock:
+            events, finals = self.book.feed(packet)
+            now = time.time() * 1000.0
+            self.book.latency.add(now, (now - f for f in finals))
+            self.received[way] += 1
+            self._send_alerts(events, now)
+            if self._ckpt is not None and time.monotonic() - self._ckpt_at >= self._ckpt_every_s:
+                self.checkpoint(wait=False)
 
     def _send_alerts(self, events: list[dict], now: float) -> None:
         if events and self._hub is not None:
@@ -198,19 +222,24 @@ class PairActor:
             self._hub.record_alerts.remote(events)
 
     def set_rules(self, rules: list[AlertRule]) -> None:
-        self.book.alerts.set_rules(rules)
+        with self._lock:
+            self.book.alerts.set_rules(rules)
 
     def snapshot(self, pair: str) -> dict[str, np.ndarray]:
         """Ring buffers of one pair: ts (ms), close_y, close_x, beta, beta_ols, spread, z,
         position; oldest first."""
-        return self.book.snapshot(pair)
+        with self._lock:
+            return self.book.snapshot(pair)
 
     def status(self, since_ms: float | None = None) -> dict:
-        """``{"pairs": rows, "latency_ms": samples of the last 60 s}`` (after ``since_ms``)."""
-        return {
-            "pairs": self.book.rows(),
-            "latency_ms": self.book.latency.samples(time.time() * 1000.0, since_ms),
-        }
+        """``{"pairs": rows, "latency_ms": samples of the last 60 s}`` (after ``since_ms``),
+        ``"received"``: packets taken by lane and by call."""
+        with self._lock:
+            return {
+                "pairs": self.book.rows(),
+                "latency_ms": self.book.latency.samples(time.time() * 1000.0, since_ms),
+                "received": dict(self.received),
+            }
 
     def ping(self) -> bool:
         return True

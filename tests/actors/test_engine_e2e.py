@@ -64,7 +64,7 @@ def wait_for(pred, timeout_s: float = 60.0, what: str = "condition"):
 
 def steps(handle) -> int:
     rows = handle.status()["pairs"]
-    return min(0 if r["last_bar"] is None else 1 for r in rows) and len(rows)
+    return min((0 if r["last_bar"] is None else 1 for r in rows), default=0) and len(rows)
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +76,14 @@ def run(ray_cluster, tmp_path_factory):
     handle = start_engine(cfg, hub_name=hub_name, namespace=NAMESPACE)
     try:
         wait_for(lambda: steps(handle), what="every pair to step")
+        received_start = received(ray, handle)
         time.sleep(4.0)
         feed = handle.feeds[f"{hub_name}.feed-0"]
         pair_actor = handle.pair_actors[f"{hub_name}.pairs-0"]
         handle.hub.add_rule.remote({"pair": "SOLUSDT/BNBUSDT", "above": 9.0})
         alerts_before = ray.get(handle.hub.alerts.remote(), timeout=30)
         rules_before = ray.get(handle.hub.rules.remote(), timeout=30)
+        received_before = received(ray, handle)
         ray.kill(feed, no_restart=False)
         ray.kill(pair_actor, no_restart=False)
         ray.kill(handle.hub, no_restart=False)  # the Hub restarts like the others
@@ -99,11 +101,13 @@ def run(ray_cluster, tmp_path_factory):
             what="pairs to step past the restarts",
         )
         status = handle.status()
+        received_after = received(ray, handle)
         cli = subprocess.run(
             pairstack("status", "--json", "--address", ray.get_runtime_context().gcs_address,
                       "--namespace", NAMESPACE, "--hub", hub_name),
             capture_output=True, text=True, timeout=120, cwd=store_path, env=scrubbed_env(),
         )  # fmt: skip
+        received_end = received(ray, handle)
         ray.get([f.stop.remote() for f in handle.feeds.values()], timeout=60)
         history = {s: ray.get(handle.simulator.history.remote(s)) for s in SYMBOLS}
         snaps = {f"{y}/{x}": ray.get(handle.hub.snapshot.remote(f"{y}/{x}")) for y, x in PAIRS}
@@ -122,7 +126,25 @@ def run(ray_cluster, tmp_path_factory):
         "alerts_before": alerts_before,
         "rules": (rules_before, rules_after),
         "cli": cli,
+        "received": ((received_start, received_before), (received_after, received_end)),
     }
+
+
+def received(ray, handle) -> dict[str, dict[str, int]]:
+    """Per PairActor: packets taken by bar lane and by actor call."""
+    return {n: ray.get(h.status.remote(), timeout=30)["received"]
+            for n, h in handle.pair_actors.items()}  # fmt: skip
+
+
+def test_bars_reach_the_pair_actors_by_their_lanes_also_after_restarts(run):
+    """Calls only until a lane is open (the first publish, the warm-up, is one); seconds of
+    packets later, every packet came by lane: before the kills, and after them, when the
+    restarted PairActor and the PairActors the restarted feed publishes to opened new lanes."""
+    for first, last in run["received"]:
+        assert len(first) == 2
+        for name, got in last.items():
+            assert got["call"] == first[name]["call"] > 0, (name, first[name], got)
+            assert got["lane"] > first[name]["lane"], (name, first[name], got)
 
 
 def test_hub_restart_keeps_rules_and_alert_history(run):

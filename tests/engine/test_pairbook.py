@@ -74,17 +74,23 @@ def batch_oracle(cfg, bars_y, bars_x):
     return al, series, ols, pos
 
 
+def entries_at(bars: dict, c: int, lag: dict) -> list[dict]:
+    """The batch at wall time c (ms): symbol s final up to wm = c - lag[s], with all its bars
+    final by then (a book skips the bars it has consumed)."""
+    entries = []
+    for s, b in bars.items():
+        wm = int(c - lag[s])
+        done = b[b["ts"] + 1000 <= wm]
+        entries.append({"symbol": s, "wm": wm, "bars": done, "advances": [(wm, float(c))]})
+    return entries
+
+
 def deliver(book: PairBook, bars: dict, cuts, lag: dict, live=True, packed=False, extra=()):
-    """At each wall time c, symbol s is final up to wm = c - lag[s] (ms); with ``packed`` each
-    batch goes as one BarPacket; ``extra`` entries are added to every batch."""
+    """At each wall time c, the batch ``entries_at(bars, c, lag)``; with ``packed`` each batch
+    goes as one BarPacket; ``extra`` entries are added to every batch."""
     finals = []
     for c in cuts:
-        entries = []
-        for s, b in bars.items():
-            wm = int(c - lag[s])
-            done = b[b["ts"] + 1000 <= wm]
-            entries.append({"symbol": s, "wm": wm, "bars": done, "advances": [(wm, float(c))]})
-        entries.extend(extra)
+        entries = [*entries_at(bars, c, lag), *extra]
         finals.extend(book.feed(packets.pack(entries) if packed else entries, live=live)[1])
     return finals
 
