@@ -11,7 +11,9 @@ records the actors it chose. Figures (no peer: nothing else does this job on thi
 latency p50/p99/max (ms, the docs/semantics.md definition, samples of the measured window after
 warm-up), pair steps per second, CPU of the engine's actor processes (% of one core, from
 /proc), their resident memory (MB), late ticks, and missed steps (aligned bars in the store, up
-to each pair's last step, that the pair did not step on).
+to each pair's last step, that the pair did not step on), and the packets the PairActors took
+by bar lane and by actor call (calls only until a lane is open). Each case records the 1-minute
+load average when its measured window started (``load_1m``): the machine is shared.
 """
 
 from __future__ import annotations
@@ -110,20 +112,16 @@ def _case(n_pairs: int, n_symbols: int, run_s: float) -> dict:
             actors = [*handle.feeds.values(), *handle.pair_actors.values()]
             pids = ray.get([a.__ray_call__.remote(lambda self: os.getpid()) for a in actors])
             time.sleep(WARM_S)
+            load = os.getloadavg()[0]
             cpu0 = sum(_proc(p)[0] for p in pids)
             since = time.time() * 1000.0
             t0 = time.monotonic()
             steps0 = _steps(handle)
             time.sleep(run_s)
             status = handle.status()
-            lat = latency_summary(
-                np.concatenate(
-                    [
-                        ray.get(p.status.remote(since))["latency_ms"]
-                        for p in handle.pair_actors.values()
-                    ]
-                )
-            )
+            rows = ray.get([p.status.remote(since) for p in handle.pair_actors.values()])
+            lat = latency_summary(np.concatenate([r["latency_ms"] for r in rows]))
+            received = {way: sum(r["received"][way] for r in rows) for way in ("lane", "call")}
             elapsed = time.monotonic() - t0
             cpu1 = sum(_proc(p)[0] for p in pids)
             rss = sum(_proc(p)[1] for p in pids)
@@ -149,6 +147,9 @@ def _case(n_pairs: int, n_symbols: int, run_s: float) -> dict:
         "missed_steps": missed,
         "pair_actors": n_pair_actors,
         "feed_actors": n_feeds,
+        "packets_by_lane": received["lane"],
+        "packets_by_call": received["call"],
+        "load_1m": load,
     }
 
 
