@@ -30,6 +30,7 @@ __all__ = [
     "NO_WATERMARK",
     "BarBuilder",
     "BarUpdate",
+    "SortedBars",
     "build_bar_records",
     "build_bars",
 ]
@@ -171,6 +172,65 @@ def _fold_ticks(ticks, tf, watermark, has_open, f, i, late):
 
 
 @njit(cache=True, nogil=True)
+def _fold_sorted(ts, price, qty, tfs, f, i, k, has_open, last_ts):
+    """Fold trades sorted by time (ts ms, price, qty) into bars of every timeframe ``tfs[m]``
+    (ms) in one pass, checking them on the way.
+
+    For timeframe ``m``, row ``k[m]`` of ``f[m]``/``i[m]`` (bar state columns; ``i`` needs only
+    ``_I_TS`` and ``_I_TRADES``) holds its open bar on entry when ``has_open[m]``; on return
+    rows ``[0, k[m])`` are the bars the trades closed and row ``k[m]`` the open bar (``k`` and
+    ``has_open`` updated). ``f``/``i`` need ``min(len(ts), intervals of tfs.min() spanned) + 1``
+    rows past ``k.max()``. ``last_ts``: the time of the trade before these (ms; any time at
+    or below ``ts[0]`` when none).
+
+    Returns ``(first_unsorted, first_bad_price, first_bad_qty)`` as ``_scan`` (-1 where none);
+    folding stops at the first bad row (the bars are then of no use). Per timeframe this is
+    ``_fold``'s arithmetic in ``_fold``'s order for sorted trades (the open is the first trade
+    of its interval, the close the last), so the bars are bit for bit ``_fold``'s. Oracle:
+    ``_fold`` of each timeframe, and pandas ``resample`` (tests/engine/test_bars.py).
+    """
+    inf = np.inf
+    n_tf = tfs.shape[0]
+    for j in range(ts.shape[0]):
+        t = ts[j]
+        p = price[j]
+        q = qty[j]
+        if t < last_ts:
+            return j, -1, -1
+        if not (p > 0.0 and p < inf):
+            return -1, j, -1
+        if not (q > 0.0 and q < inf):
+            return -1, -1, j
+        last_ts = t
+        pq = p * q
+        for m in range(n_tf):
+            row = k[m]
+            if has_open[m] and t - i[m, row, _I_TS] < tfs[m]:
+                if p > f[m, row, _F_HIGH]:
+                    f[m, row, _F_HIGH] = p
+                if p < f[m, row, _F_LOW]:
+                    f[m, row, _F_LOW] = p
+                f[m, row, _F_CLOSE] = p
+                f[m, row, _F_VOLUME] += q
+                f[m, row, _F_QUOTE] += pq
+                i[m, row, _I_TRADES] += 1
+                continue
+            if has_open[m]:
+                row += 1
+                k[m] = row
+            has_open[m] = True
+            f[m, row, _F_OPEN] = p
+            f[m, row, _F_HIGH] = p
+            f[m, row, _F_LOW] = p
+            f[m, row, _F_CLOSE] = p
+            f[m, row, _F_VOLUME] = q
+            f[m, row, _F_QUOTE] = pq
+            i[m, row, _I_TS] = (t // tfs[m]) * tfs[m]
+            i[m, row, _I_TRADES] = 1
+    return -1, -1, -1
+
+
+@njit(cache=True, nogil=True)
 def _write_records(f, i, out):
     """Bar state rows -> BAR_DTYPE records in ``out``. Oracle: field-by-field NumPy copy."""
     for k in range(f.shape[0]):
@@ -214,12 +274,23 @@ def _as_1d(name: str, values: object, *, times: bool) -> np.ndarray:
 
 def _check(ts: np.ndarray, price: np.ndarray, qty: np.ndarray, *, sorted_: bool) -> None:
     """Validate trades: equal lengths, finite positive prices and quantities, sorted times."""
+    _same_lengths(ts, price, qty)
+    unsorted, bad_price, bad_qty = _scan(ts, price, qty)
+    _refuse(ts, price, qty, unsorted if sorted_ else -1, bad_price, bad_qty)
+
+
+def _same_lengths(ts: np.ndarray, price: np.ndarray, qty: np.ndarray) -> None:
     if not (ts.shape[0] == price.shape[0] == qty.shape[0]):
         raise DataError(
             f"ts, price and qty must have the same length, got {ts.shape[0]}, "
             f"{price.shape[0]} and {qty.shape[0]}"
         )
-    unsorted, bad_price, bad_qty = _scan(ts, price, qty)
+
+
+def _refuse(ts: np.ndarray, price: np.ndarray, qty: np.ndarray, unsorted: int, bad_price: int,
+            bad_qty: int, before: int | None = None) -> None:  # fmt: skip
+    """DataError for the first bad price, else quantity, else unsorted time (-1: none);
+    ``before``: the time before ``ts[0]`` (ms), when ``ts[0]`` is the unsorted one."""
     if bad_price >= 0:
         raise DataError(
             f"price[{bad_price}] = {float(price[bad_price])}: prices must be finite and > 0"
@@ -228,10 +299,12 @@ def _check(ts: np.ndarray, price: np.ndarray, qty: np.ndarray, *, sorted_: bool)
         raise DataError(
             f"qty[{bad_qty}] = {float(qty[bad_qty])}: quantities must be finite and > 0"
         )
-    if sorted_ and unsorted >= 0:
+    if unsorted >= 0:
+        previous = f"ts[{unsorted - 1}] = {ts[unsorted - 1]}" if unsorted else \
+            f"the previous trade's {before}"  # fmt: skip
         raise DataError(
             f"trades are not sorted by time: ts[{unsorted}] = {ts[unsorted]} comes after "
-            f"ts[{unsorted - 1}] = {ts[unsorted - 1]}; sort by time (then aggregate id) first"
+            f"{previous}; sort by time (then aggregate id) first"
         )
 
 
@@ -250,20 +323,14 @@ def build_bar_records(
     quantity. Equal times keep their order. Raises DataError on unsorted times, non-finite or
     non-positive prices/quantities, mismatched lengths or an unknown timeframe.
     """
-    tf = _timeframe(timeframe)
+    bars = SortedBars((timeframe,))
     ts = _as_1d("ts_ms", ts_ms, times=True)
     p = _as_1d("price", price, times=False)
     q = _as_1d("qty", qty, times=False)
     _check(ts, p, q, sorted_=True)
     if ts.size == 0:
         return np.empty(0, dtype=BAR_DTYPE)
-    max_bars = min(ts.size, int(ts[-1] // tf - ts[0] // tf) + 1)
-    f = np.empty((max_bars, _NF), dtype=np.float64)
-    i = np.empty((max_bars, _NI), dtype=np.int64)
-    no_keys = np.empty(0, dtype=np.int64)
-    k = _fold(ts, no_keys, p, q, tf, NO_WATERMARK, False, f, i, no_keys)[0]
-    f, i = f[: k + 1], i[: k + 1]
-    return _records(f, i)
+    return bars.add(ts, p, q, last=True)[0]
 
 
 def build_bars(ts_ms: np.ndarray, price: np.ndarray, qty: np.ndarray, timeframe: str) -> pa.Table:
@@ -272,6 +339,62 @@ def build_bars(ts_ms: np.ndarray, price: np.ndarray, qty: np.ndarray, timeframe:
     Same arguments and errors as :func:`build_bar_records` (DataError is a ValueError).
     """
     return bars_to_table(build_bar_records(ts_ms, price, qty, timeframe))
+
+
+class SortedBars:
+    """Bars of several timeframes from trades sorted by time, given in consecutive blocks (an
+    import, a whole series at once), folded in one pass per block (``_fold_sorted``): the bars
+    equal ``build_bar_records`` of all the trades at once, bit for bit.
+
+    ``add`` returns the bars each block closed (a later trade started the next interval);
+    ``add(..., last=True)`` or ``finish()`` also the bars still open, and starts afresh.
+    """
+
+    def __init__(self, timeframes: tuple[str, ...]) -> None:
+        self.timeframes = tuple(timeframes)
+        self._tfs = np.array([_timeframe(tf) for tf in self.timeframes], dtype=np.int64)
+        self._step = int(self._tfs.min())
+        self._reset()
+
+    def _reset(self) -> None:
+        n = len(self.timeframes)
+        self._f = np.empty((n, 1, _NF), dtype=np.float64)  # row 0: the open bars
+        self._i = np.empty((n, 1, 2), dtype=np.int64)
+        self._open = np.zeros(n, dtype=np.bool_)
+        self._last_ts = NO_WATERMARK
+
+    def add(self, ts_ms: np.ndarray, price: np.ndarray, qty: np.ndarray, *,
+            last: bool = False) -> list[np.ndarray]:  # fmt: skip
+        """BAR_DTYPE records of the bars these trades (ms, raw price, base qty; sorted by time,
+        after the trades of the blocks before) closed, one array per timeframe; ``last``: and
+        of the bars still open (then the builder starts afresh). DataError (as
+        ``build_bar_records``) on unsorted times, bad prices or quantities, mismatched lengths.
+        """
+        ts = _as_1d("ts_ms", ts_ms, times=True)
+        p = _as_1d("price", price, times=False)
+        q = _as_1d("qty", qty, times=False)
+        _same_lengths(ts, p, q)
+        n_tf = len(self.timeframes)
+        k = np.zeros(n_tf, dtype=np.int64)
+        if ts.size:
+            rows = min(ts.size, int(ts[-1] // self._step - ts[0] // self._step) + 1) + 1
+            f = np.empty((n_tf, rows, _NF), dtype=np.float64)
+            i = np.empty((n_tf, rows, 2), dtype=np.int64)
+            f[:, 0], i[:, 0] = self._f[:, 0], self._i[:, 0]
+            bad = _fold_sorted(ts, p, q, self._tfs, f, i, k, self._open, self._last_ts)
+            _refuse(ts, p, q, *bad, before=self._last_ts)
+            self._last_ts = int(ts[-1])
+            self._f[:, 0], self._i[:, 0] = f[np.arange(n_tf), k], i[np.arange(n_tf), k]
+        else:
+            f, i = self._f, self._i
+        if last:
+            k += self._open
+            self._reset()
+        return [_records(f[m, : k[m]], i[m, : k[m]]) for m in range(n_tf)]
+
+    def finish(self) -> list[np.ndarray]:
+        """The bars still open, one array per timeframe (a bar or none); starts afresh."""
+        return self.add(np.empty(0, dtype=np.int64), np.empty(0), np.empty(0), last=True)
 
 
 @dataclass(frozen=True, eq=False)

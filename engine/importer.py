@@ -27,16 +27,16 @@ checked and written into a staging store of its own under ``<store>/.staging`` (
 directory, which readers skip), flushed every ``FLUSH_ROWS`` rows; once every file is staged,
 ``Store.adopt`` moves them in: a staged file whose key range overlaps nothing stored is renamed
 in (a fresh import writes each row once), any other is merged like a write. An error removes
-the staging. Bars are built across block boundaries: the trades of the last 5-minute interval
-of a block (the only bars still open) are carried over to the next block, so the bars equal
-those built from the whole file at once. A crash while files are moved in leaves part of the
-import stored; importing again completes it (one row per key).
+the staging. Bars are built across block boundaries: the bars still open at the end of a block
+are carried over to the next (``engine.bars.SortedBars``, all three timeframes in one pass), so
+the bars equal those built from the whole file at once. A crash while files are moved in leaves
+part of the import stored; importing again completes it (one row per key).
 
 Times are Unix ms. A file whose first time is 1e15 or more is in microseconds (floor to ms), one
 whose first time is below 1e11 is in seconds (x 1000; no ms time of a date after 1973 is that
 small); the report says so, and a row in another unit than the file's first row is refused.
 
-Trades become ticks plus 1s, 1m and 5m bars (``engine.bars.build_bar_records``); klines become
+Trades become ticks plus 1s, 1m and 5m bars (``engine.bars.SortedBars``); klines become
 bars of their interval (intervals without trades, ``count`` 0, are dropped: the store keeps no
 empty bars); a funding file's settlement (``calc_time``, ``last_funding_rate``) becomes a funding
 row at ``calc_time - 1`` ms announcing ``next_funding_time = calc_time``: the last update before
@@ -72,7 +72,7 @@ import pyarrow.csv as pacsv
 from tqdm import tqdm
 
 from engine.aggcsv import NotVouched, agg_trade_blocks
-from engine.bars import build_bar_records
+from engine.bars import SortedBars
 from engine.binance import (
     AGG_TRADES_CSV_COLUMNS,
     FUNDING_CSV_COLUMNS,
@@ -82,7 +82,7 @@ from engine.binance import (
     parse_public_file_name,
 )
 from engine.errors import DataError, UploadError
-from engine.schemas import BAR_DTYPE, TICK_DTYPE, TICK_SCHEMA, TIMEFRAME_MS, TS_TYPE
+from engine.schemas import BAR_DTYPE, TICK_SCHEMA, TIMEFRAME_MS, TS_TYPE
 from engine.store import Store, WriteCounts, columns_table
 
 log = logging.getLogger(__name__)
@@ -98,10 +98,6 @@ FLUSH_ROWS = 500_000
 _MIN_MS, _MAX_MS = 946_684_800_000, 4_102_444_800_000
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _TRUE, _FALSE = ["true", "True", "TRUE"], ["false", "False", "FALSE"]
-#: Trades of the last interval of the largest trade timeframe are carried to the next block;
-#: its boundaries are also the smaller timeframes' boundaries.
-_CARRY_MS = max(TIMEFRAME_MS[tf] for tf in TRADE_TIMEFRAMES)
-_BAR_INPUTS = ("ts", "price", "qty")
 _UNIT_NOTE = {"us": "microseconds", "s": "seconds"}
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError)
 
@@ -579,10 +575,10 @@ class _Writer:
             self.store.flush()
 
     def trades(self, symbol: str, blocks: Iterable[dict[str, np.ndarray]]) -> int:
-        """Ticks (blocks of columns, TICK_DTYPE's names) as they come; bars of the intervals
-        closed by each block (see module doc). Bars are built here while a worker thread
-        writes the blocks before (``_behind``). Returns the rows written."""
-        carry = tuple(np.empty(0, dtype=TICK_DTYPE[n]) for n in _BAR_INPUTS)
+        """Ticks (blocks of columns, TICK_DTYPE's names) as they come; the bars each block
+        closed (see module doc). Bars are built here while a worker thread writes the blocks
+        before (``_behind``). Returns the rows written."""
+        bars = SortedBars(TRADE_TIMEFRAMES)
         rows = 0
         with _behind(partial(self._write_trades, symbol)) as put:
             for cols in blocks:
@@ -590,12 +586,9 @@ class _Writer:
                 if not n:
                     continue
                 rows += n
-                ts, price, qty = (np.concatenate((c, cols[name]))
-                                  for c, name in zip(carry, _BAR_INPUTS, strict=True))
-                cut = int(np.searchsorted(ts, ts[-1] // _CARRY_MS * _CARRY_MS, side="left"))
-                put((columns_table([cols], TICK_SCHEMA), _bars(ts[:cut], price[:cut], qty[:cut])))
-                carry = (ts[cut:], price[cut:], qty[cut:])
-            put((None, _bars(*carry)))
+                put((columns_table([cols], TICK_SCHEMA),
+                     bars.add(cols["ts"], cols["price"], cols["qty"])))  # fmt: skip
+            put((None, bars.finish()))
         return rows
 
     def _write_trades(self, symbol: str, items: Iterable[tuple[pa.Table | None, list]]) -> None:
@@ -606,12 +599,6 @@ class _Writer:
             for tf, records in zip(TRADE_TIMEFRAMES, bars, strict=True):
                 self.store.write_bars(tf, symbol, records)
             self.maybe_flush()
-
-
-def _bars(ts: np.ndarray, price: np.ndarray, qty: np.ndarray) -> list[np.ndarray]:
-    """Bars (``TRADE_TIMEFRAMES``' records) of contiguous trade columns (ms, raw price, base
-    qty) of closed intervals."""
-    return [build_bar_records(ts, price, qty, tf) for tf in TRADE_TIMEFRAMES]
 
 
 @contextmanager

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from kit import assert_bars_equal, random_ticks
 
-from engine.bars import NO_WATERMARK, BarBuilder, BarUpdate, build_bar_records, build_bars
+from engine.bars import (
+    NO_WATERMARK,
+    BarBuilder,
+    BarUpdate,
+    SortedBars,
+    build_bar_records,
+    build_bars,
+)
 from engine.errors import DataError
 from engine.schemas import BAR_DTYPE, BAR_SCHEMA, TICK_DTYPE, TIMEFRAME_MS, table_to_bars
 
@@ -118,6 +125,43 @@ def test_bar_properties(timeframe: str, gaps: np.ndarray, data: st.DataObject) -
     assert np.all(bars["trades"] >= 1) and bars["trades"].sum() == n
     np.testing.assert_allclose(bars["volume"].sum(), qty.sum(), rtol=1e-9)
     np.testing.assert_allclose(bars["quote_volume"].sum(), (price * qty).sum(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("mean_gap_ms", [20.0, 900.0, 40_000.0])
+def test_sorted_bars_in_blocks_equal_each_timeframe_at_once(seed: int, mean_gap_ms: float) -> None:
+    """All timeframes in one pass, blocks cut anywhere (inside a bar, between equal times, one
+    trade, none): bit for bit the bars of each timeframe built at once (BarBuilder's, and so
+    the live ones, are checked against those below), and pandas' bars."""
+    ticks = random_ticks(4000, mean_gap_ms=mean_gap_ms, seed=seed)
+    ticks["ts"][100:110] = ticks["ts"][100]  # equal times across a cut
+    rng = np.random.default_rng(seed)
+    cuts = np.unique(np.concatenate([rng.integers(0, len(ticks), 12), [105, 106, 106, 107]]))
+    builder = SortedBars(tuple(TIMEFRAMES))
+    got: list[list[np.ndarray]] = []
+    for part in np.split(ticks, cuts):
+        got.append(builder.add(part["ts"], part["price"], part["qty"]))
+    got.append(builder.finish())
+    for m, timeframe in enumerate(TIMEFRAMES):
+        ours = np.concatenate([blocks[m] for blocks in got])
+        args = (ticks["ts"], ticks["price"], ticks["qty"], timeframe)
+        np.testing.assert_array_equal(ours, build_bar_records(*args))
+        assert_bars_equal(ours, pandas_bars(*args))
+    assert [len(b) for b in builder.finish()] == [0, 0, 0]  # finish started afresh
+
+
+def test_sorted_bars_refuse_bad_trades_across_blocks() -> None:
+    ticks = random_ticks(50, seed=4)
+    builder = SortedBars(("1s", "1m"))
+    builder.add(ticks["ts"][:20], ticks["price"][:20], ticks["qty"][:20])
+    with pytest.raises(DataError, match=r"ts\[0\] = \d+ comes after the previous trade's \d+"):
+        builder.add(ticks["ts"][:5], ticks["price"][:5], ticks["qty"][:5])
+    price = ticks["price"][20:].copy()
+    price[3] = np.nan
+    with pytest.raises(DataError, match=r"price\[3\] = nan"):
+        builder.add(ticks["ts"][20:], price, ticks["qty"][20:])
+    with pytest.raises(DataError, match="same length"):
+        builder.add(ticks["ts"][20:], ticks["price"][20:], ticks["qty"][21:])
 
 
 # --- bad input ------------------------------------------------------------------------------
