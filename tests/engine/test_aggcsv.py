@@ -82,6 +82,22 @@ def test_long_decimals_equal_python_float(price):
     assert got["price"][0] == float(price)
 
 
+@pytest.mark.parametrize("block", [200, 4096])
+def test_rows_after_a_long_decimal_are_parsed_and_checked_as_before(block):
+    """A long decimal switches the rest of its block to the strtod loop: the rows around it
+    stay exact, and a bad row after it is still refused."""
+    lines = _lines(300, 5)
+    for k in (100, 101, 250):
+        a, _, *rest = lines[k].split(",")
+        lines[k] = ",".join([a, "60097.600000000006", *rest])
+    text = "\n".join(lines) + "\n"
+    got = _parse(text.encode(), header=False, block=block)
+    np.testing.assert_array_equal(got, _oracle(lines))
+    lines[260] = lines[260].replace(",", ", ", 1)
+    with pytest.raises(NotVouched):
+        _parse(("\n".join(lines) + "\n").encode(), header=False, block=block)
+
+
 def test_empty_and_header_only_files_give_no_rows():
     assert len(_parse(b"", header=False, block=4096)) == 0
     assert len(_parse((HEADER + "\n").encode(), header=True, block=4096)) == 0
