@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
+import pyarrow as pa
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
@@ -202,6 +203,21 @@ def _slow_lines(buf, i, row, ts, agg_id, price, qty, first_id, last_id, maker, p
                   prev_ts, min_ms, max_ms, True)  # fmt: skip
 
 
+def _columns(size: int) -> dict[str, np.ndarray]:
+    """Uninitialised tick columns of ``size`` rows in one block of Arrow's memory pool, which
+    keeps freed memory for the next block: NumPy's own (``np.empty``) goes back to the OS and
+    is faulted in again page by page, about a fifth of the parse's time. Only the pages
+    written are touched."""
+    memory = np.frombuffer(pa.allocate_buffer(size * TICK_DTYPE.itemsize), dtype=np.uint8)
+    cols = {}
+    at = 0
+    for name in TICK_DTYPE.names:  # 64-bit columns first: each stays 8-byte aligned
+        dtype = TICK_DTYPE[name]
+        cols[name] = memory[at : at + size * dtype.itemsize].view(dtype)
+        at += size * dtype.itemsize
+    return cols
+
+
 def agg_trade_blocks(stream: BinaryIO, *, header: bool, block_bytes: int, min_ms: int,
                      max_ms: int) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
     """Tick columns (``TICK_DTYPE``'s names and types, contiguous) of an aggTrades CSV
@@ -229,8 +245,7 @@ def agg_trade_blocks(stream: BinaryIO, *, header: bool, block_bytes: int, min_ms
             return
         start = buf.find(b"\n", 0, cut) + 1 if skip else 0
         skip = False
-        size = (cut - start) // _MIN_LINE + 1  # np.empty: only the pages written are touched
-        cols = {name: np.empty(size, dtype=TICK_DTYPE[name]) for name in TICK_DTYPE.names}
+        cols = _columns((cut - start) // _MIN_LINE + 1)
         data = np.frombuffer(view[:cut], dtype=np.uint8)
         status, at, rows, prev_id, prev_ts = _fast_lines(data, start, 0, *cols.values(), prev_id,
                                                          prev_ts, min_ms, max_ms)  # fmt: skip
