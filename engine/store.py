@@ -14,8 +14,9 @@ the rows buffered for a partition to Arrow once, drops repeated keys and splits 
 the many small writes of a live feed stay cheap. Every file is written under a dotted temporary
 name (``.<part>.parquet.<random>.tmp``, which pyarrow, DuckDB and polars skip) and then renamed
 (``engine.atomic``; the file and its directory fsynced when ``durable``), so readers never see
-half a file. Files have no dictionary encoding and
-delta-encoded 64-bit integer and time columns (faster to write, smaller for growing ids/times).
+half a file. Files have delta-encoded 64-bit integer and time columns (faster to write, smaller
+for growing ids/times), dictionary-encoded floats and min/max statistics for the integer and
+time columns (``_write_parquet``).
 
 Uniqueness: a tick key (agg_id) is stored once and the first copy wins (a trade never changes);
 a bar or funding key (ts) is stored once and the latest write wins (a late tick corrects a bar),
@@ -321,12 +322,13 @@ def _visible(name: str) -> bool:
 def _write_parquet(table: pa.Table, path: Path) -> None:
     """One Parquet file: 64-bit integer and time columns delta-encoded, float columns
     dictionary-encoded (falling back to plain where a column has too many values), no other
-    dictionaries.
+    dictionaries; min/max statistics for the integer and time columns only.
 
     For ticks that writes about 4x faster than pyarrow's defaults and makes files about 7x
     smaller (ids and times grow in small steps; prices and quantities repeat, and a dictionary
-    is cheaper to write than snappy over plain doubles); min/max statistics are kept (the file
-    index).
+    is cheaper to write than snappy over plain doubles). The statistics are the file index
+    (keys: ``agg_id``, ``ts``) and what readers filter on (times, ids); those of prices,
+    quantities and flags would cost a tenth of the write and serve no one.
     """
     delta = {
         f.name: "DELTA_BINARY_PACKED"
@@ -334,7 +336,8 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
         if pa.types.is_int64(f.type) or pa.types.is_timestamp(f.type)
     }
     floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
-    pq.write_table(table, path, use_dictionary=floats, column_encoding=delta)
+    pq.write_table(table, path, use_dictionary=floats, column_encoding=delta,
+                   write_statistics=list(delta))  # fmt: skip
 
 
 def _write_atomic(table: pa.Table, final: Path, durable: bool) -> None:
@@ -548,11 +551,16 @@ class Store:
         kind = buffer.kind
         table, keys = _unique_with_keys(buffer.table(), kind)
         dropped = buffer.rows - table.num_rows
-        days = (keys if kind.key == "ts" else _int64s(table.column("ts"))) // DAY_MS
         counts = WriteCounts(duplicates=dropped if not kind.replace else 0)
-        if days[0] == days[-1] and (days == days[0]).all():
-            return buffer.label, counts + self._merge(directory / _date_name(days[0]), kind,
-                                                      table, keys)  # fmt: skip
+        if kind.key == "ts":
+            first, last = int(keys[0]), int(keys[-1])
+        else:  # ticks sorted by agg_id: their times' range (no copy of the column)
+            span = pc.min_max(table.column("ts").cast(pa.int64())).as_py()
+            first, last = span["min"], span["max"]
+        if first // DAY_MS == last // DAY_MS:
+            return buffer.label, counts + self._merge(directory / _date_name(first // DAY_MS),
+                                                      kind, table, keys)  # fmt: skip
+        days = (keys if kind.key == "ts" else _int64s(table.column("ts"))) // DAY_MS
         for day in np.unique(days):
             part = table.filter(_arrow(days == day))
             counts = counts + self._merge(directory / _date_name(day), kind, part)
