@@ -171,10 +171,24 @@ def _fold_ticks(ticks, tf, watermark, has_open, f, i, late):
     return bad_price, bad_qty, k, n_late, watermark, has_open
 
 
+@njit(cache=True, inline="always")
+def _store2(f, i, row, o, h, lo, c, v, qv, bar_ts, n):
+    """Write one bar into row ``row`` of ``f`` and of ``i`` (``_I_TS``, ``_I_TRADES``)."""
+    f[row, _F_OPEN] = o
+    f[row, _F_HIGH] = h
+    f[row, _F_LOW] = lo
+    f[row, _F_CLOSE] = c
+    f[row, _F_VOLUME] = v
+    f[row, _F_QUOTE] = qv
+    i[row, _I_TS] = bar_ts
+    i[row, _I_TRADES] = n
+
+
 @njit(cache=True, nogil=True)
 def _fold_sorted(ts, price, qty, tfs, f, i, k, has_open, last_ts):
     """Fold trades sorted by time (ts ms, price, qty) into bars of every timeframe ``tfs[m]``
-    (ms) in one pass, checking them on the way.
+    (ms): the trades are checked in one pass, then folded in one pass per timeframe (over a
+    block still in cache, each timeframe's state in registers).
 
     For timeframe ``m``, row ``k[m]`` of ``f[m]``/``i[m]`` (bar state columns; ``i`` needs only
     ``_I_TS`` and ``_I_TRADES``) holds its open bar on entry when ``has_open[m]``; on return
@@ -183,14 +197,14 @@ def _fold_sorted(ts, price, qty, tfs, f, i, k, has_open, last_ts):
     rows past ``k.max()``. ``last_ts``: the time of the trade before these (ms; any time at
     or below ``ts[0]`` when none).
 
-    Returns ``(first_unsorted, first_bad_price, first_bad_qty)`` as ``_scan`` (-1 where none);
-    folding stops at the first bad row (the bars are then of no use). Per timeframe this is
-    ``_fold``'s arithmetic in ``_fold``'s order for sorted trades (the open is the first trade
-    of its interval, the close the last), so the bars are bit for bit ``_fold``'s. Oracle:
-    ``_fold`` of each timeframe, and pandas ``resample`` (tests/engine/test_bars.py).
+    Returns ``(first_unsorted, first_bad_price, first_bad_qty)`` for the first bad row (-1
+    where none; a price or quantity is bad unless finite and > 0); then nothing is folded.
+    Per timeframe this is ``_fold``'s arithmetic in ``_fold``'s order for sorted trades (the
+    open is the first trade of its interval, the close the last), so the bars are bit for bit
+    ``_fold``'s. Oracle: ``_fold`` of each timeframe, and pandas ``resample``
+    (tests/engine/test_bars.py).
     """
     inf = np.inf
-    n_tf = tfs.shape[0]
     for j in range(ts.shape[0]):
         t = ts[j]
         p = price[j]
@@ -202,31 +216,37 @@ def _fold_sorted(ts, price, qty, tfs, f, i, k, has_open, last_ts):
         if not (q > 0.0 and q < inf):
             return -1, -1, j
         last_ts = t
-        pq = p * q
-        for m in range(n_tf):
-            row = k[m]
-            if has_open[m] and t - i[m, row, _I_TS] < tfs[m]:
-                if p > f[m, row, _F_HIGH]:
-                    f[m, row, _F_HIGH] = p
-                if p < f[m, row, _F_LOW]:
-                    f[m, row, _F_LOW] = p
-                f[m, row, _F_CLOSE] = p
-                f[m, row, _F_VOLUME] += q
-                f[m, row, _F_QUOTE] += pq
-                i[m, row, _I_TRADES] += 1
+    for m in range(tfs.shape[0]):  # one timeframe at a time: its state stays in registers
+        tf = tfs[m]
+        row = k[m]
+        is_open = has_open[m]
+        o, h, lo, c, v, qv = f[m, row, 0], f[m, row, 1], f[m, row, 2], f[m, row, 3], \
+            f[m, row, 4], f[m, row, 5]  # fmt: skip
+        bar_ts, n = i[m, row, _I_TS], i[m, row, _I_TRADES]
+        for j in range(ts.shape[0]):
+            t = ts[j]
+            p = price[j]
+            q = qty[j]
+            if is_open and t - bar_ts < tf:
+                if p > h:
+                    h = p
+                if p < lo:
+                    lo = p
+                c = p
+                v += q
+                qv += p * q
+                n += 1
                 continue
-            if has_open[m]:
+            if is_open:
+                _store2(f[m], i[m], row, o, h, lo, c, v, qv, bar_ts, n)
                 row += 1
-                k[m] = row
-            has_open[m] = True
-            f[m, row, _F_OPEN] = p
-            f[m, row, _F_HIGH] = p
-            f[m, row, _F_LOW] = p
-            f[m, row, _F_CLOSE] = p
-            f[m, row, _F_VOLUME] = q
-            f[m, row, _F_QUOTE] = pq
-            i[m, row, _I_TS] = (t // tfs[m]) * tfs[m]
-            i[m, row, _I_TRADES] = 1
+            is_open = True
+            o, h, lo, c, v, qv = p, p, p, p, q, p * q
+            bar_ts, n = (t // tf) * tf, 1
+        if is_open:
+            _store2(f[m], i[m], row, o, h, lo, c, v, qv, bar_ts, n)
+        k[m] = row
+        has_open[m] = is_open
     return -1, -1, -1
 
 
@@ -343,8 +363,8 @@ def build_bars(ts_ms: np.ndarray, price: np.ndarray, qty: np.ndarray, timeframe:
 
 class SortedBars:
     """Bars of several timeframes from trades sorted by time, given in consecutive blocks (an
-    import, a whole series at once), folded in one pass per block (``_fold_sorted``): the bars
-    equal ``build_bar_records`` of all the trades at once, bit for bit.
+    import, a whole series at once), folded block by block (``_fold_sorted``): the bars equal
+    ``build_bar_records`` of all the trades at once, bit for bit.
 
     ``add`` returns the bars each block closed (a later trade started the next interval);
     ``add(..., last=True)`` or ``finish()`` also the bars still open, and starts afresh.

@@ -28,7 +28,7 @@ directory, which readers skip), flushed every ``FLUSH_ROWS`` rows; once every fi
 ``Store.adopt`` moves them in: a staged file whose key range overlaps nothing stored is renamed
 in (a fresh import writes each row once), any other is merged like a write. An error removes
 the staging. Bars are built across block boundaries: the bars still open at the end of a block
-are carried over to the next (``engine.bars.SortedBars``, all three timeframes in one pass), so
+are carried over to the next (``engine.bars.SortedBars``, all three timeframes in one call), so
 the bars equal those built from the whole file at once. A crash while files are moved in leaves
 part of the import stored; importing again completes it (one row per key).
 
