@@ -264,13 +264,14 @@ _kernel_loaded = False
 
 
 def load_kernel() -> None:
-    """Load (or compile) the kernel with the types ``agg_trade_blocks`` calls it with: about
-    0.3 s in a fresh process (numba's start-up), seconds when numba's cache is cold. Later
-    calls do nothing; ``agg_trade_blocks`` works without it (the first block pays instead)."""
+    """Load (or compile) the kernels with the types ``agg_trade_blocks`` calls them with (a
+    row with a long decimal takes the second): about 0.3 s in a fresh process (numba's
+    start-up), seconds when numba's cache is cold. Later calls do nothing;
+    ``agg_trade_blocks`` works without it (the first block pays instead)."""
     global _kernel_loaded
     if not _kernel_loaded:
-        row = b"1,1,1,1,1,1717200000000,true\n"
-        for _ in agg_trade_blocks(io.BytesIO(row), header=False, block_bytes=len(row),
+        rows = b"1,1,1,1,1,1717200000000,true\n2,1.0000000000000001,1,1,1,1717200000000,true\n"
+        for _ in agg_trade_blocks(io.BytesIO(rows), header=False, block_bytes=len(rows),
                                   min_ms=0, max_ms=2**62):  # fmt: skip
             pass
         _kernel_loaded = True
