@@ -21,6 +21,7 @@ or names the line and column that is wrong.
 from __future__ import annotations
 
 import io
+import mmap
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -218,18 +219,15 @@ def _columns(size: int) -> dict[str, np.ndarray]:
     return cols
 
 
-def agg_trade_blocks(stream: BinaryIO, *, header: bool, block_bytes: int, min_ms: int,
-                     max_ms: int) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
-    """Tick columns (``TICK_DTYPE``'s names and types, contiguous) of an aggTrades CSV
-    ``stream``, a block of at most ``block_bytes`` bytes at a time (times in ms, ``[min_ms,
-    max_ms)``); ``header``: skip the first line. Raises ``NotVouched`` at the first row the fast
-    path cannot vouch for (module doc)."""
-    buf = bytearray(block_bytes + 1)  # + 1: a line end added after a last line without one
+def _read_windows(stream: BinaryIO, block_bytes: int) -> Iterator[np.ndarray]:
+    """The stream's bytes as windows of complete lines (each ends with ``\\n``) of at most
+    ``block_bytes`` (+ 1 for a line end added after a last line without one), read into one
+    buffer: a window is only valid until the next is asked for. ``NotVouched`` for a longer
+    line."""
+    buf = bytearray(block_bytes + 1)
     view = memoryview(buf)
     n = 0  # bytes held
     eof = False
-    skip = header
-    prev_id, prev_ts = -1, min_ms
     while True:
         while n < block_bytes and not eof:
             got = stream.readinto(view[n:block_bytes])
@@ -243,10 +241,51 @@ def agg_trade_blocks(stream: BinaryIO, *, header: bool, block_bytes: int, min_ms
             if n:
                 raise NotVouched("a line longer than a block")
             return
-        start = buf.find(b"\n", 0, cut) + 1 if skip else 0
+        yield np.frombuffer(view[:cut], dtype=np.uint8)
+        buf[: n - cut] = buf[cut:n]
+        n -= cut
+
+
+def _mapped_windows(mapped: mmap.mmap, at: int, block_bytes: int) -> Iterator[np.ndarray]:
+    """``_read_windows`` of a file mapped in memory from byte ``at``: views of the mapping,
+    nothing copied (the page cache is read in place) but a last line without a line end."""
+    data = np.frombuffer(mapped, dtype=np.uint8)
+    size = len(data)
+    while at < size:
+        end = min(at + block_bytes, size)
+        cut = mapped.rfind(b"\n", at, end) + 1
+        if not cut:
+            if end < size:
+                raise NotVouched("a line longer than a block")
+            yield np.frombuffer(bytes(data[at:]) + b"\n", dtype=np.uint8)
+            return
+        yield data[at:cut]
+        at = cut
+
+
+def _windows(stream: BinaryIO, block_bytes: int) -> Iterator[np.ndarray]:
+    """``_mapped_windows`` of a stream that is a file on disk (from its position), else
+    ``_read_windows``."""
+    try:
+        mapped = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):  # not a file, empty
+        return _read_windows(stream, block_bytes)
+    return _mapped_windows(mapped, stream.tell(), block_bytes)
+
+
+def agg_trade_blocks(stream: BinaryIO, *, header: bool, block_bytes: int, min_ms: int,
+                     max_ms: int) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
+    """Tick columns (``TICK_DTYPE``'s names and types, contiguous) of an aggTrades CSV
+    ``stream`` (from its position; a file on disk is mapped, not read), a block of at most
+    ``block_bytes`` bytes at a time (times in ms, ``[min_ms, max_ms)``); ``header``: skip the
+    first line. Raises ``NotVouched`` at the first row the fast path cannot vouch for (module
+    doc)."""
+    skip = header
+    prev_id, prev_ts = -1, min_ms
+    for data in _windows(stream, block_bytes):
+        start = int(np.argmax(data == _LF)) + 1 if skip else 0
         skip = False
-        cols = _columns((cut - start) // _MIN_LINE + 1)
-        data = np.frombuffer(view[:cut], dtype=np.uint8)
+        cols = _columns((len(data) - start) // _MIN_LINE + 1)
         status, at, rows, prev_id, prev_ts = _fast_lines(data, start, 0, *cols.values(), prev_id,
                                                          prev_ts, min_ms, max_ms)  # fmt: skip
         if status == _LONG:  # a decimal of 16 to 40 digits: the rest of the block with strtod
@@ -256,8 +295,6 @@ def agg_trade_blocks(stream: BinaryIO, *, header: bool, block_bytes: int, min_ms
             raise NotVouched(f"row {rows} of a block")
         if rows:
             yield {name: col[:rows] for name, col in cols.items()}
-        buf[: n - cut] = buf[cut:n]
-        n -= cut
 
 
 _kernel_loaded = False

@@ -98,6 +98,34 @@ def test_rows_after_a_long_decimal_are_parsed_and_checked_as_before(block):
         _parse(("\n".join(lines) + "\n").encode(), header=False, block=block)
 
 
+@pytest.mark.parametrize("header", [True, False])
+@pytest.mark.parametrize("block", [200, 4096, 1 << 20])
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_a_file_on_disk_is_mapped_and_parsed_as_a_stream_is(tmp_path, header, block,
+                                                            final_newline):  # fmt: skip
+    """Files are mapped, not read (``_mapped_windows``): the same rows from the stream's
+    position, a last line without a line end, an empty file, a line longer than a block."""
+    lines = _lines(500, 7)
+    text = ("\n".join(([HEADER] if header else []) + lines) + ("\n" if final_newline else ""))
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"junk before\n" + text.encode())
+    with path.open("rb") as stream:
+        stream.seek(len(b"junk before\n"))
+        blocks = list(agg_trade_blocks(stream, header=header, block_bytes=block, min_ms=MIN_MS,
+                                       max_ms=MAX_MS))  # fmt: skip
+    got = np.concatenate([np.rec.fromarrays(list(b.values()), dtype=TICK_DTYPE) for b in blocks])
+    np.testing.assert_array_equal(got, _oracle(lines))
+    np.testing.assert_array_equal(got, _parse(text.encode(), header=header, block=block))
+    path.write_bytes(b"")
+    with path.open("rb") as stream:
+        assert list(agg_trade_blocks(stream, header=False, block_bytes=block, min_ms=MIN_MS,
+                                     max_ms=MAX_MS)) == []  # fmt: skip
+    path.write_bytes((GOOD + "\n").encode() * 3)
+    with path.open("rb") as stream, pytest.raises(NotVouched):
+        list(agg_trade_blocks(stream, header=False, block_bytes=20, min_ms=MIN_MS,
+                              max_ms=MAX_MS))  # fmt: skip
+
+
 def test_empty_and_header_only_files_give_no_rows():
     assert len(_parse(b"", header=False, block=4096)) == 0
     assert len(_parse((HEADER + "\n").encode(), header=True, block=4096)) == 0
