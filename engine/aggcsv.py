@@ -248,9 +248,12 @@ def _read_windows(stream: BinaryIO, block_bytes: int) -> Iterator[np.ndarray]:
 
 def _mapped_windows(mapped: mmap.mmap, at: int, block_bytes: int) -> Iterator[np.ndarray]:
     """``_read_windows`` of a file mapped in memory from byte ``at``: views of the mapping,
-    nothing copied (the page cache is read in place) but a last line without a line end."""
+    nothing copied (the page cache is read in place) but a last line without a line end.
+    The pages of a window are unmapped once the next is asked for (``MADV_DONTNEED``; they
+    stay in the page cache), so the mapping holds about a window of resident memory."""
     data = np.frombuffer(mapped, dtype=np.uint8)
     size = len(data)
+    done = 0  # bytes before this (a page boundary) are let go
     while at < size:
         end = min(at + block_bytes, size)
         cut = mapped.rfind(b"\n", at, end) + 1
@@ -261,6 +264,10 @@ def _mapped_windows(mapped: mmap.mmap, at: int, block_bytes: int) -> Iterator[np
             return
         yield data[at:cut]
         at = cut
+        page = cut - cut % mmap.PAGESIZE
+        if page > done:
+            mapped.madvise(mmap.MADV_DONTNEED, done, page - done)
+            done = page
 
 
 def _windows(stream: BinaryIO, block_bytes: int) -> Iterator[np.ndarray]:
