@@ -250,8 +250,10 @@ def _coerce(data: object, kind: _Kind, what: str) -> pa.Table:
                 f"{what}: column {field.name!r} of type {col.type} cannot be stored as "
                 f"{field.type}: {exc}"
             ) from None
-        # Arrow's check (nulls skipped), no pandas: NumPy's conversions import it
-        if pa.types.is_floating(field.type) and pc.all(pc.is_finite(col)).as_py() is False:
+        # Arrow's check (nulls skipped), no pandas: NumPy's conversions import it. A finite
+        # sum (one fast pass) clears a column: a NaN or infinity makes the sum non-finite.
+        if pa.types.is_floating(field.type) and not math.isfinite(pc.sum(col).as_py() or 0.0) \
+                and pc.all(pc.is_finite(col)).as_py() is False:  # fmt: skip
             values = col.to_numpy()
             finite = np.isfinite(values) | ~col.is_valid().to_numpy()  # nulls read as NaN
             bad = int(np.flatnonzero(~finite)[0])
