@@ -571,8 +571,11 @@ class _Writer:
         self.store = store
 
     def maybe_flush(self) -> None:
+        """Once ``FLUSH_ROWS`` rows are buffered, write the kinds holding at least half of
+        that (bars wait for their own half, which bounds what is held to about twice
+        ``FLUSH_ROWS``: three small files less per flush)."""
         if self.store.buffered_rows >= FLUSH_ROWS:
-            self.store.flush()
+            self.store.flush(min_rows=FLUSH_ROWS // 2)
 
     def trades(self, symbol: str, blocks: Iterable[dict[str, np.ndarray]]) -> int:
         """Ticks (blocks of columns, TICK_DTYPE's names) as they come; the bars each block

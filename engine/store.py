@@ -539,11 +539,15 @@ class Store:
             return None
         return self.flush(now)
 
-    def flush(self, now: float | None = None) -> dict[str, WriteCounts]:
-        """Write every buffered row; returns counts by kind ("ticks", "bars/1m", "funding")."""
+    def flush(self, now: float | None = None, *, min_rows: int = 0) -> dict[str, WriteCounts]:
+        """Write every buffered row; returns counts by kind ("ticks", "bars/1m", "funding").
+        ``min_rows``: only the symbol directories holding at least that many rows (a bulk
+        writer's small kinds, such as the bars of its ticks, then wait and make fewer files)."""
         self._last_flush = time.monotonic() if now is None else now
         counts: dict[str, WriteCounts] = {}
         for directory in list(self._buffers):
+            if self._buffers[directory].rows < min_rows:
+                continue
             label, got = self._flush_dir(directory)
             counts[label] = counts.get(label, WriteCounts()) + got
         return counts

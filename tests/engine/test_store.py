@@ -430,6 +430,16 @@ def test_maybe_flush_waits_for_the_interval(tmp_path):
     assert st.buffered_rows == 0
 
 
+def test_flush_min_rows_writes_only_the_directories_holding_that_many(tmp_path):
+    st = Store(tmp_path)
+    st.write_ticks("BTCUSDT", _ticks(10))
+    st.write_bars("1m", "BTCUSDT", _bars(3))
+    assert st.flush(min_rows=5) == {"ticks": WriteCounts(added=10)}
+    assert st.buffered_rows == 3 and not (tmp_path / "bars").exists()
+    assert st.flush() == {"bars/1m": WriteCounts(added=3)}
+    assert st.read_bars("1m", "BTCUSDT").num_rows == 3 and st.buffered_rows == 0
+
+
 # ----------------------------------------------------------------------------- small writes
 
 
