@@ -7,7 +7,8 @@ without a header row. A ``<file>.CHECKSUM`` beside a file (``<sha256>  <name>``)
 when present.
 
 Streaming, memory bounded whatever the input: a file is never read whole. It is read in blocks
-of ``BLOCK_BYTES`` from the file or from the zip member's stream, and a zip member cannot
+of ``BLOCK_BYTES`` from the file (the aggTrades fast path maps a CSV file and lets go of each
+block's pages once parsed) or from the zip member's stream, and a zip member cannot
 expand beyond the size the archive declares for it (zipfile stops there and checks the CRC), so
 a zip bomb costs one block of memory and is refused at its first bad row. Lines are at most
 ``BLOCK_BYTES`` long.
