@@ -80,8 +80,13 @@ def test_hive_layout_schema_and_no_partition_columns_in_files(tmp_path):
         assert path.suffix == ".parquet" and not path.name.startswith((".", "_"))
         schema = pq.read_schema(path)
         expected = TICK_SCHEMA if "ticks" in path.parts else BAR_SCHEMA
-        assert schema.remove_metadata().equals(expected), path
+        # the contract's types; every column required (none is ever null)
+        assert schema.remove_metadata().equals(required(expected)), path
     assert all(p.parts[-4].startswith("timeframe=1m") for p in _files(tmp_path / "bars"))
+
+
+def required(schema: pa.Schema, optional: tuple[str, ...] = ()) -> pa.Schema:
+    return pa.schema([f.with_nullable(f.name in optional) for f in schema])
 
 
 def test_readable_by_pyarrow_dataset_and_duckdb(tmp_path):
@@ -90,8 +95,17 @@ def test_readable_by_pyarrow_dataset_and_duckdb(tmp_path):
         st.write_ticks(sym, _ticks(1500, seed=i))
         st.write_bars("1s", sym, _bars(300, seed=i, step_ms=1000))
     st.flush()
+    # a file as earlier versions wrote them (nullable columns) beside the new ones
+    old = ticks_to_table(_ticks(10, seed=9, first_id=10**9))
+    assert old.schema.equals(TICK_SCHEMA)
+    day = str(np.datetime64(int(old.column("ts")[0].value // DAY_MS), "D"))
+    old_dir = tmp_path / "ticks" / "symbol=BTCUSDT" / f"date={day}"
+    old_dir.mkdir(parents=True, exist_ok=True)
+    pq.write_table(old, old_dir / "part-00000000000000000000-old.parquet")
+    assert len(Store(tmp_path).read_ticks("BTCUSDT")) == 1510
     table = ds.dataset(tmp_path / "ticks", partitioning="hive").to_table()
-    assert table.num_rows == 3000
+    table.validate(full=True)
+    assert table.num_rows == 3010
     assert sorted(set(table.column("symbol").to_pylist())) == ["BTCUSDT", "ETHUSDT"]
     bars = ds.dataset(tmp_path / "bars", partitioning="hive").to_table()
     assert set(bars.column("timeframe").to_pylist()) == {"1s"}
@@ -102,7 +116,7 @@ def test_readable_by_pyarrow_dataset_and_duckdb(tmp_path):
         f"SELECT symbol, count(*), count(DISTINCT agg_id) FROM read_parquet('{glob}', "
         "hive_partitioning=true) GROUP BY symbol ORDER BY symbol"
     ).fetchall()
-    assert rows == [("BTCUSDT", 1500, 1500), ("ETHUSDT", 1500, 1500)]
+    assert rows == [("BTCUSDT", 1510, 1510), ("ETHUSDT", 1500, 1500)]
 
 
 # ----------------------------------------------------------------------------- round trips
@@ -382,6 +396,10 @@ def test_funding_round_trip_and_upsert(tmp_path):
     assert st.flush()["funding"] == WriteCounts(replaced=1)
     got = st.read_funding("BTCUSDT")
     assert got.schema.equals(FUNDING_STORED_SCHEMA)
+    optional = ("mark_price", "next_funding_time")  # may be null: nullable in the files
+    for path in _files(tmp_path / "funding"):
+        schema = pq.read_schema(path).remove_metadata()
+        assert schema.equals(required(FUNDING_STORED_SCHEMA, optional)), path
     expected_rate = np.full(9, 1e-4)
     expected_rate[4] = -2e-4
     np.testing.assert_array_equal(got.column("funding_rate").to_numpy(), expected_rate)
@@ -470,9 +488,11 @@ def _one_file_per_day(root: Path) -> dict[str, pa.Table]:
 
 
 def _by_day(records: np.ndarray, to_table) -> dict[str, pa.Table]:
+    """Per day, the table a file of the records holds (every column required)."""
     days = records["ts"] // DAY_MS
-    return {f"date={np.datetime64(int(d), 'D')}": to_table(records[days == d])
-            for d in np.unique(days)}
+    tables = {f"date={np.datetime64(int(d), 'D')}": to_table(records[days == d])
+              for d in np.unique(days)}  # fmt: skip
+    return {day: t.cast(required(t.schema)) for day, t in tables.items()}
 
 
 @pytest.mark.parametrize("seed", [0, 1])
