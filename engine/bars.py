@@ -49,9 +49,9 @@ _I_TS, _I_TRADES, _I_OPEN_TS, _I_OPEN_KEY, _I_CLOSE_TS, _I_CLOSE_KEY = range(6)
 _NF = _NI = 6
 
 
-@njit(cache=True)
-def _store(f, i, row, o, h, lo, c, v, qv, bar_ts, n, open_ts, open_key, close_ts, close_key):
-    """Write one bar's state into row ``row`` of ``f``/``i``."""
+@njit(cache=True, inline="always")
+def _store2(f, i, row, o, h, lo, c, v, qv, bar_ts, n):
+    """Write one bar into row ``row`` of ``f`` and of ``i`` (``_I_TS``, ``_I_TRADES``)."""
     f[row, _F_OPEN] = o
     f[row, _F_HIGH] = h
     f[row, _F_LOW] = lo
@@ -60,6 +60,13 @@ def _store(f, i, row, o, h, lo, c, v, qv, bar_ts, n, open_ts, open_key, close_ts
     f[row, _F_QUOTE] = qv
     i[row, _I_TS] = bar_ts
     i[row, _I_TRADES] = n
+
+
+@njit(cache=True)
+def _store(f, i, row, o, h, lo, c, v, qv, bar_ts, n, open_ts, open_key, close_ts, close_key):
+    """Write one bar's state into row ``row`` of ``f``/``i``: the bar, then which trades
+    opened and closed it."""
+    _store2(f, i, row, o, h, lo, c, v, qv, bar_ts, n)
     i[row, _I_OPEN_TS] = open_ts
     i[row, _I_OPEN_KEY] = open_key
     i[row, _I_CLOSE_TS] = close_ts
@@ -169,19 +176,6 @@ def _fold_ticks(ticks, tf, watermark, has_open, f, i, late):
         ts, ticks.agg_id, price, qty, tf, watermark, has_open, f, i, late
     )
     return bad_price, bad_qty, k, n_late, watermark, has_open
-
-
-@njit(cache=True, inline="always")
-def _store2(f, i, row, o, h, lo, c, v, qv, bar_ts, n):
-    """Write one bar into row ``row`` of ``f`` and of ``i`` (``_I_TS``, ``_I_TRADES``)."""
-    f[row, _F_OPEN] = o
-    f[row, _F_HIGH] = h
-    f[row, _F_LOW] = lo
-    f[row, _F_CLOSE] = c
-    f[row, _F_VOLUME] = v
-    f[row, _F_QUOTE] = qv
-    i[row, _I_TS] = bar_ts
-    i[row, _I_TRADES] = n
 
 
 @njit(cache=True, nogil=True)
