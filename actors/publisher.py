@@ -99,7 +99,11 @@ class Publisher:
         ref, t.lane_ref, t.calls = t.lane_ref, None, []
         try:
             host, port, token = ray.get(ref)
-        except ray.exceptions.RayError:  # the actor died meanwhile: its successor is asked
+        except ray.exceptions.RayActorError:  # the actor died meanwhile: its successor is asked
+            return
+        except ray.exceptions.RayError as exc:  # it could not open one: calls for a while
+            log.warning("the pair actor opened no bar lane (%s): it gets actor calls", exc)
+            t.lane_after = time.monotonic() + LANE_RETRY_S
             return
         if token == t.unreachable:  # the same actor: the same port is still out of reach
             t.lane_after = time.monotonic() + LANE_RETRY_S

@@ -58,7 +58,8 @@ class LaneListener:
     def __init__(self, host: str, on_packet: Callable[[BarPacket], None]) -> None:
         self.token = secrets.token_bytes(TOKEN_BYTES)
         self._on_packet = on_packet
-        self._sock = socket.create_server((host, 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.create_server((host, 0), family=family)
         self.address: tuple[str, int] = (host, self._sock.getsockname()[1])
         threading.Thread(target=self._accept, name="pairstack-lane-accept", daemon=True).start()
 

@@ -58,19 +58,23 @@ def test_lane_after_the_first_call_and_again_after_a_restart(ray_cluster, tmp_pa
     assert np.isfinite(book.z).all()
 
 
-def test_a_lane_out_of_reach_leaves_the_calls(ray_cluster, tmp_path, caplog):
+@pytest.mark.parametrize("why", ["port out of reach", "no lane opened"])
+def test_a_lane_out_of_reach_leaves_the_calls(ray_cluster, tmp_path, caplog, why):
     ray = ray_cluster
     cfg = config(tmp_path)
     bars = legs(4)
     todo = batches(bars)
 
     class Unreachable(PairActor):  # defined here: Ray ships it by value
-        """A PairActor whose lane is out of the feed's reach (a port nobody listens on)."""
+        """A PairActor whose lane is out of the feed's reach (a port nobody listens on), or
+        that cannot open one (its bar_lane raises)."""
 
         asked = 0
 
         def bar_lane(self) -> tuple[str, int, bytes]:
             self.asked += 1
+            if why == "no lane opened":
+                raise OSError("no address to bind")
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
@@ -87,5 +91,5 @@ def test_a_lane_out_of_reach_leaves_the_calls(ray_cluster, tmp_path, caplog):
         pub.close(wait_s=10.0)
     assert ray.get(actor.status.remote())["received"] == {"lane": 0, "call": len(todo)}
     assert ray.get(actor.times_asked.remote()) == 1  # not again before LANE_RETRY_S
-    assert sum("no bar lane" in r.message for r in caplog.records) == 1
+    assert sum("bar lane" in r.message for r in caplog.records) == 1
     assert_same(fed_everything(cfg, bars), ray.get(actor.__ray_call__.remote(lambda s: s.book)))
