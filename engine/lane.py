@@ -113,14 +113,15 @@ class LaneSender:
         self._sock.settimeout(timeout_s)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.sendall(token)
+        self._poll = select.poll()  # not select(): no limit on the descriptor's number
+        self._poll.register(self._sock, select.POLLIN)
 
     def send(self, packet: BarPacket) -> bool:
         """Send one packet; False, and nothing sent, when the peer is gone (the receiver never
         writes, so a readable socket is a closed or reset one); False also when the send
         failed midway (the receiver drops a cut frame)."""
         try:
-            readable, _, _ = select.select([self._sock], [], [], 0)
-            if readable:
+            if self._poll.poll(0):  # readable, hung up or in error
                 return False
             body = to_bytes(packet)
             self._sock.sendall(_LEN.pack(len(body)) + body)
