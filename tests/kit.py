@@ -84,9 +84,13 @@ def pandas_resample(bars: np.ndarray, to: str) -> np.ndarray:
     agg = frame.resample(PANDAS_RULE[to], label="left", closed="left").agg(
         {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum",
          "quote_volume": "sum", "trades": "sum", "n": "sum"})
-    agg = agg[agg["n"] > 0]
-    out = np.empty(len(agg), dtype=BAR_DTYPE)
-    out["ts"] = agg.index.as_unit("ms").asi8
+    return frame_bars(agg[agg["n"] > 0])
+
+
+def frame_bars(frame: pd.DataFrame) -> np.ndarray:
+    """A pandas frame of bars (time index, BAR_DTYPE's columns) as BAR_DTYPE records."""
+    out = np.empty(len(frame), dtype=BAR_DTYPE)
+    out["ts"] = frame.index.as_unit("ms").asi8
     for name in BAR_DTYPE.names[1:]:
-        out[name] = agg[name].to_numpy()
+        out[name] = frame[name].to_numpy()
     return out

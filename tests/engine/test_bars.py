@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from kit import assert_bars_equal, random_ticks
+from kit import assert_bars_equal, frame_bars, random_ticks
 
 from engine.bars import (
     NO_WATERMARK,
@@ -37,12 +37,7 @@ def pandas_bars(ts: np.ndarray, price: np.ndarray, qty: np.ndarray, timeframe: s
     frame["volume"] = resampled["qty"].sum()
     frame["quote_volume"] = resampled["quote"].sum()
     frame["trades"] = resampled["price"].count()
-    frame = frame[frame["trades"] > 0]
-    out = np.empty(len(frame), dtype=BAR_DTYPE)
-    out["ts"] = frame.index.as_unit("ms").asi8
-    for name in BAR_DTYPE.names[1:]:
-        out[name] = frame[name].to_numpy()
-    return out
+    return frame_bars(frame[frame["trades"] > 0])
 
 
 def boundary_ticks(timeframe: str, seed: int) -> np.ndarray:
