@@ -67,7 +67,7 @@ class LaneListener:
         while True:
             try:
                 conn, _ = self._sock.accept()
-            except OSError:  # closed
+            except OSError:  # the listening socket failed: no more connections
                 return
             threading.Thread(target=self._serve, args=(conn,), name="pairstack-lane",
                              daemon=True).start()  # fmt: skip
@@ -98,10 +98,6 @@ class LaneListener:
                         log.exception("bar lane: the receiver failed on a packet")
             except (OSError, ValueError) as exc:
                 log.warning("bar lane: connection closed (%s)", exc)
-
-    def close(self) -> None:
-        """Stop accepting (connections already open are read to their end)."""
-        self._sock.close()
 
 
 class LaneSender:
